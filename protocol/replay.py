@@ -1,0 +1,164 @@
+"""Applying envelopes to a plan replica, and replaying a log (P2: deterministic replay).
+
+Owns how each verb becomes plan ops, causal delivery (an envelope waits until every
+envelope it references has been applied, so the Lamport check of P3 gives the same
+answer in every delivery order), duplicate suppression, and the counts a replay reports.
+Same log in, same snapshot bytes and the same Merkle root out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .cid import Cid
+from .envelope import Envelope, decode_envelope
+from .errors import LamportReversal, RemoteProtocolError
+from .lamport import LamportClock, check_refs
+from .plan import AddTask, LinkOp, OpKey, Plan, PlanOp, SetState, op_from_payload
+
+PENDING_MAX = 10_000
+
+# What each verb does to the plan. Verbs not listed leave the plan unchanged.
+_STATE_FOR_KIND = {
+    "DECIDE": "DECIDED",
+    "CLAIM": "CLAIMED",
+    "COMMIT": "COMMITTED",
+    "FINALIZE": "FINALIZED",
+    "YIELD": "OPEN",
+    "RELEASE": "OPEN",
+    "INVALIDATE": "OPEN",
+}
+
+
+def plan_ops(env: Envelope) -> list[PlanOp]:
+    """The plan ops an envelope carries or implies, keyed by (lamport, sender, id, i)."""
+
+    def key(seq: int) -> OpKey:
+        return OpKey(env.lamport, env.sender, env.id.raw, seq)
+
+    kind = env.kind
+    p = env.payload
+    if kind == "NEED":
+        task_id = str(env.id)
+        return [
+            AddTask(key(0), task_id, p.get("title", ""), p["class"], ""),
+            SetState(key(1), task_id, "OPEN"),
+        ]
+    if kind == "UPDATE_PLAN":
+        # decode_envelope enforced the payload schema, including LINK from != to.
+        return [op_from_payload(raw, key(i), f"payload.ops[{i}]", checked=True)
+                for i, raw in enumerate(p["ops"])]
+    state = _STATE_FOR_KIND.get(kind)
+    if state is None:
+        return []
+    task = str(p["need_id"]) if kind == "DECIDE" else p["task_id"]
+    return [SetState(key(0), task, state)]
+
+
+class Outcome(Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    PENDING = "pending"
+    REJECTED = "rejected"
+
+
+@dataclass
+class Replica:
+    """A plan replica fed with envelopes in any order."""
+
+    swarm: bytes | None = None
+    plan: Plan = field(default_factory=Plan)
+    clock: LamportClock = field(default_factory=LamportClock)
+    applied: dict[Cid, int] = field(default_factory=dict)  # id -> lamport
+    pending: dict[Cid, Envelope] = field(default_factory=dict)
+    waiting_on: dict[Cid, set[Cid]] = field(default_factory=dict)  # missing ref -> waiters
+    kinds: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    received: int = 0
+    dropped_pending: int = 0
+
+    def receive(self, wire: bytes, *, verify: bool = True) -> tuple[Outcome, Any]:
+        """Bytes from the wire or a log. Returns (outcome, envelope or error)."""
+        self.received += 1
+        try:
+            env = decode_envelope(wire, swarm=self.swarm, verify=verify)
+        except RemoteProtocolError as exc:
+            self.rejected[exc.code] += 1
+            return Outcome.REJECTED, exc
+        return self.receive_envelope(env)
+
+    def receive_envelope(self, env: Envelope) -> tuple[Outcome, Any]:
+        if env.id in self.applied or env.id in self.pending:
+            self.duplicates += 1
+            return Outcome.DUPLICATE, env
+        missing = [r for r in env.refs if r not in self.applied]
+        if missing:
+            if len(self.pending) >= PENDING_MAX:
+                self.dropped_pending += 1
+                return Outcome.REJECTED, LamportReversal("refs", "pending buffer full")
+            self.pending[env.id] = env
+            for r in missing:
+                self.waiting_on.setdefault(r, set()).add(env.id)
+            return Outcome.PENDING, env
+        outcome = self._apply(env)
+        # Release whatever was waiting on this envelope (iteratively, no recursion).
+        ready = [env.id] if outcome[0] is Outcome.ACCEPTED else []
+        while ready:
+            done = ready.pop()
+            for waiter_id in sorted(self.waiting_on.pop(done, ())):
+                waiter = self.pending.get(waiter_id)
+                if waiter is None or any(r not in self.applied for r in waiter.refs):
+                    continue
+                del self.pending[waiter_id]
+                if self._apply(waiter)[0] is Outcome.ACCEPTED:
+                    ready.append(waiter_id)
+        return outcome
+
+    def _apply(self, env: Envelope) -> tuple[Outcome, Any]:
+        try:
+            check_refs(env.lamport, (self.applied[r] for r in env.refs))
+            ops = plan_ops(env)
+        except RemoteProtocolError as exc:
+            self.rejected[exc.code] += 1
+            return Outcome.REJECTED, exc
+        self.plan.apply_all(ops)
+        self.applied[env.id] = env.lamport
+        self.clock.observe(env.lamport)
+        self.kinds[env.kind] += 1
+        return Outcome.ACCEPTED, env
+
+    def summary(self) -> dict[str, Any]:
+        plan = self.plan
+        snapshot = plan.snapshot()
+        return {
+            "plan_root": plan.root().hex(),
+            "snapshot_sha256": hashlib.sha256(snapshot).hexdigest(),
+            "lamport": self.clock.time,
+            "envelopes": self.received,
+            "accepted": len(self.applied),
+            "duplicates": self.duplicates,
+            "pending": len(self.pending),
+            "rejected": dict(sorted(self.rejected.items())),
+            "kinds": dict(sorted(self.kinds.items())),
+            "ops": plan.op_count,
+            "tasks": len(plan.task_ids()),
+            "links": len(plan.links()),
+            "links_rejected": plan.rejected_links,
+        }
+
+
+def replay(wires: Iterable[bytes], *, swarm: bytes | None = None, verify: bool = True) -> Replica:
+    """Rebuild a plan replica from envelopes in log order."""
+    replica = Replica(swarm=swarm)
+    for wire in wires:
+        replica.receive(wire, verify=verify)
+    return replica
+
+
+__all__ = ["LinkOp", "Outcome", "Replica", "plan_ops", "replay"]

@@ -1,0 +1,134 @@
+"""`swarm-testnet`: local testnets and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from . import bench as benchmarks
+from . import sim
+
+app = typer.Typer(name="swarm-testnet", help="Local testnets and benchmarks.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+@app.command("sim")
+def sim_cmd(
+    n: Annotated[int, typer.Option("-n", help="Number of replicas.", min=2, max=64)] = 5,
+    directory: Annotated[Path, typer.Option("--dir", help="Where node{i}/envelopes.log go.")]
+    = Path(".testnet"),
+    envelopes: Annotated[int, typer.Option("--envelopes", min=1)] = 2000,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    loss: Annotated[float, typer.Option("--loss", min=0.0, max=0.95)] = 0.2,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run N plan replicas over a simulated lossy, reordering network; check convergence."""
+    config = sim.SimConfig(nodes=n, envelopes=envelopes, seed=seed, loss=loss)
+    with Progress(console=err, transient=True, disable=as_json) as bar:
+        task = bar.add_task("gossip", total=envelopes)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            bar.update(task, description=phase, completed=done, total=total)
+
+        result = sim.run(config, progress)
+    paths = sim.write_logs(result, directory)
+    replay_ok = [sim.check_replay(node) for node in result.nodes]
+    replicas: list[dict[str, Any]] = [
+        {"node": i, "log": str(p), "plan_root": node.replica.plan.root().hex(),
+         "accepted": len(node.replica.applied), "duplicates": node.replica.duplicates,
+         "tasks": len(node.replica.plan.task_ids()), "links": len(node.replica.plan.links())}
+        for i, (node, p) in enumerate(zip(result.nodes, paths, strict=True))
+    ]
+    doc = {
+        "seed": seed, "nodes": n, "envelopes": envelopes, "loss": loss,
+        "lost": result.lost, "duplicated": result.duplicated,
+        "anti_entropy_rounds": result.anti_entropy_rounds, "repaired": result.repaired,
+        "converged": result.converged, "replay_matches": all(replay_ok),
+        "replicas": replicas,
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        table = Table(title=f"simulated testnet: {n} replicas, {envelopes} envelopes, "
+                            f"seed {seed}, loss {loss:.0%}")
+        for col in ("node", "plan root", "accepted", "dups", "tasks", "links", "log"):
+            table.add_column(col)
+        for r in replicas:
+            table.add_row(str(r["node"]), r["plan_root"][:16] + "…", str(r["accepted"]),
+                          str(r["duplicates"]), str(r["tasks"]), str(r["links"]), r["log"])
+        out.print(table)
+        out.print(f"gossip lost {result.lost} deliveries, duplicated {result.duplicated}; "
+                  f"{result.anti_entropy_rounds} anti-entropy rounds repaired "
+                  f"{result.repaired}.")
+        verdict = "[green]converged[/]" if result.converged else "[red]DIVERGED[/]"
+        out.print(f"{verdict}: every replica has plan root {result.roots[0][:16]}…; "
+                  f"replay of each log {'matches' if all(replay_ok) else 'DIFFERS'}.")
+        out.print(f"try: swarm-node plan replay {paths[0]}")
+    if not (result.converged and all(replay_ok)):
+        raise typer.Exit(1)
+
+
+@app.command("bench")
+def bench_cmd(
+    envelopes: Annotated[int, typer.Option("--envelopes", help="Envelopes per micro-bench.")]
+    = 5000,
+    replay_sizes: Annotated[str, typer.Option("--replay", help="Comma-separated log sizes.")]
+    = "10000,100000",
+    as_json: JsonOpt = False,
+) -> None:
+    """Benchmark envelope encode/sign, decode/verify, plan ops and replay."""
+    sizes = [int(s) for s in replay_sizes.split(",") if s.strip()]
+    doc: dict[str, object] = {"machine": benchmarks.machine()}
+    with Progress(console=err, transient=True, disable=as_json) as bar:
+        task = bar.add_task("envelopes", total=None)
+        doc["envelope"] = benchmarks.bench_envelopes(envelopes)
+        bar.update(task, description="plan ops")
+        doc["plan"] = benchmarks.bench_plan_ops(20_000)
+        doc["replay"] = [
+            benchmarks.bench_replay(size, lambda m: bar.update(task, description=m))
+            for size in sizes
+        ]
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    m = doc["machine"]
+    assert isinstance(m, dict)
+    out.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']}"
+              " (one core used)")
+    env = doc["envelope"]
+    assert isinstance(env, dict)
+    t = Table(title="per envelope (µs)")
+    for c in ("operation", "p50", "p99", "n"):
+        t.add_column(c)
+    for name in ("encode_sign", "decode_verify"):
+        t.add_row(name.replace("_", " + "), str(env[name]["p50_us"]), str(env[name]["p99_us"]),
+                  str(env[name]["n"]))
+    out.print(t)
+    plan = doc["plan"]
+    assert isinstance(plan, dict)
+    out.print(f"plan ops: {plan['ops_per_s']:,} ops/s ({plan['ops']} ops); "
+              f"Merkle root {plan['root_ms']} ms")
+    t = Table(title="replay (decode, verify, causal delivery, plan, root)")
+    for c in ("envelopes", "with signatures (s)", "env/s", "without signatures (s)", "env/s"):
+        t.add_column(c)
+    replays = doc["replay"]
+    assert isinstance(replays, list)
+    for r in replays:
+        t.add_row(f"{r['envelopes']:,}", str(r["verify"]["seconds"]),
+                  f"{r['verify']['envelopes_per_s']:,}", str(r["no_verify"]["seconds"]),
+                  f"{r['no_verify']['envelopes_per_s']:,}")
+    out.print(t)
+
+
+def main() -> None:
+    app()
