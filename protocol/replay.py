@@ -17,7 +17,7 @@ from typing import Any
 
 from .cid import Cid
 from .envelope import Envelope, decode_envelope
-from .errors import LamportReversal, RemoteProtocolError
+from .errors import RemoteProtocolError
 from .lamport import LamportClock, check_refs
 from .plan import AddTask, LinkOp, OpKey, Plan, PlanOp, SetState, op_from_payload
 
@@ -101,7 +101,10 @@ class Replica:
         if missing:
             if len(self.pending) >= PENDING_MAX:
                 self.dropped_pending += 1
-                return Outcome.REJECTED, LamportReversal("refs", "pending buffer full")
+                # Not the envelope's fault: catch-up will offer it again later.
+                return Outcome.REJECTED, RemoteProtocolError(
+                    "refs", f"{PENDING_MAX} envelopes already wait for their refs",
+                    code="pending_full")
             self.pending[env.id] = env
             for r in missing:
                 self.waiting_on.setdefault(r, set()).add(env.id)

@@ -71,7 +71,10 @@ class Text(FieldType):
     def check(self, value: Any, path: str) -> None:
         if not isinstance(value, str):
             raise SchemaError(path, f"must be text (got {_type_name(value)})")
-        n = len(value.encode("utf-8", "surrogatepass"))
+        try:
+            n = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise SchemaError(path, "must be valid UTF-8 (lone surrogate)") from None
         if n < self.min_bytes:
             raise SchemaError(path, f"must be at least {self.min_bytes} bytes (got {n})")
         if n > self.max_bytes:

@@ -181,6 +181,28 @@ def test_make_refuses_bad_payload(identity: Identity, swarm_id: bytes) -> None:
         make(identity, swarm_id, payload={**NEED, "budget": 1.5})
 
 
+def test_amplifying_input_is_refused_cheaply() -> None:
+    x: list[object] = [b"\0" * 1000]
+    for _ in range(2):
+        x = [x] * 300
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_envelope(cbor2.dumps(x, value_sharing=True))
+    assert info.value.code == "forbidden_type"
+
+
+def test_lone_surrogate_is_a_local_error(identity: Identity, swarm_id: bytes) -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        make(identity, swarm_id, thread="\ud800")
+    assert info.value.field == "thread"
+
+
+def test_body_not_a_map(identity: Identity) -> None:
+    wire = cbor2.dumps({"sig": b"x" * 64, "body": [1]}, canonical=True)
+    with pytest.raises(SchemaError) as info:
+        decode_envelope(wire)
+    assert info.value.field == "body"
+
+
 def test_size_limit(identity: Identity, swarm_id: bytes) -> None:
     ops = [{"op": "ADD_TASK", "task_id": f"{i:0>120}", "title": "t" * 200} for i in range(256)]
     with pytest.raises(LocalProtocolError) as info:
