@@ -24,6 +24,7 @@ This module owns the byte-level rules and nothing about envelopes or verbs:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,7 +174,7 @@ def _refuse(tag: int) -> Any:
 _SEMANTIC_DECODERS = {tag: _refuse(tag) for tag in _CBOR2_SEMANTIC_TAGS}
 
 
-def _object_hook(value: dict[Any, Any], immutable: bool) -> dict[Any, Any]:
+def _object_hook(value: Mapping[Any, Any], immutable: bool) -> Any:
     """Map keys must be text in canonical order: shorter first, then bytewise.
 
     Checked here, as each map is built, so the re-encoding below need not sort; for
