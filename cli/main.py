@@ -18,16 +18,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from swarm.node.client import ApiError, Client
 from swarm.node.home import (
+    DEFAULT_CONFIG,
+    GENESIS_FILE,
+    KEY_FILE,
     HomeError,
     create_identity,
+    ensure_token,
     load_identity,
     next_lamport,
     read_config,
     resolve_home,
     write_atomic,
+    write_config,
 )
 from swarm.node.logfile import append_log, read_log
+from swarm.protocol import genesis as genesis_mod
 from swarm.protocol import verbs
 from swarm.protocol.cid import Cid
 from swarm.protocol.envelope import (
@@ -52,6 +59,12 @@ envelope_app = typer.Typer(help="Make and inspect signed envelopes (offline).",
                            no_args_is_help=True)
 plan_app = typer.Typer(help="The plan CRDT.", no_args_is_help=True)
 log_app = typer.Typer(help="Envelope log files.", no_args_is_help=True)
+genesis_app = typer.Typer(help="Genesis files.", no_args_is_help=True)
+peers_app = typer.Typer(help="Peers of a running node.", invoke_without_command=True)
+need_app = typer.Typer(help="Post NEEDs through a running node.", no_args_is_help=True)
+app.add_typer(genesis_app, name="genesis")
+app.add_typer(peers_app, name="peers")
+app.add_typer(need_app, name="need")
 app.add_typer(keys_app, name="keys")
 app.add_typer(envelope_app, name="envelope")
 app.add_typer(plan_app, name="plan")
@@ -358,6 +371,268 @@ def plan_replay(
     out.print(table)
     if "diff" in doc:
         out.print_json(json.dumps(doc["diff"]))
+
+
+# --- genesis, init, start ------------------------------------------------------------------
+
+
+@genesis_app.command("new")
+def genesis_new(
+    validator: Annotated[list[Path], typer.Option(
+        "--validator", help="Home of a validator node (its key is read from HOME/node.key); "
+        "repeatable.")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="Where to write the genesis.")],
+    name: Annotated[str, typer.Option("--name")] = "can-swarm-testnet",
+    balance: Annotated[int, typer.Option("--balance", help="Initial balance of each "
+                                          "validator's account, in credits.")] = 10_000,
+    stake: Annotated[int, typer.Option("--stake", help="Initial stake of each validator, "
+                                        "in credits.")] = 1_000,
+    replicas: Annotated[int, typer.Option("--replicas", help="Raft replicas per bucket "
+                                           "(at most the number of validators).")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a genesis file whose validators are the given homes' keys."""
+    unit = genesis_mod.UNIT_PER_CREDIT
+    validators, accounts = [], []
+    for i, vhome in enumerate(validator):
+        try:
+            ident = load_identity(resolve_home(vhome))
+        except HomeError as exc:
+            fail(str(exc), as_json=as_json)
+        validators.append({"account": ident.public_key, "org": f"org{i}", "asn": 64512 + i,
+                           "region": f"region{i % 3}", "stake": stake * unit})
+        accounts.append({"account": ident.public_key, "balance": balance * unit})
+    try:
+        gen = genesis_mod.new(name=name, created_ms=time.time_ns() // 1_000_000,
+                              validators=validators, accounts=accounts,
+                              params={"replicas": min(replicas, len(validators))})
+    except ProtocolError as exc:
+        fail(str(exc), as_json=as_json)
+    write_atomic(output, gen.to_json().encode())
+    if as_json:
+        emit_json({"file": str(output), "swarm": gen.swarm_id.hex(),
+                   "validators": len(validators)})
+    else:
+        out.print(f"wrote {output}: swarm {gen.swarm_id.hex()}, {len(validators)} validators",
+                  highlight=False, markup=False)
+
+
+@app.command("init")
+def init(
+    genesis_file: Annotated[Path, typer.Option("--genesis", help="The swarm's genesis file.")],
+    home: HomeOpt = None,
+    listen: Annotated[list[str] | None, typer.Option("--listen", help="Listen multiaddr "
+                                                      "(repeatable).")] = None,
+    bootstrap: Annotated[list[str] | None, typer.Option("--bootstrap", help="Peer multiaddr "
+                                                         "with /p2p/ (repeatable).")] = None,
+    api: Annotated[str, typer.Option("--api", help="Control API host:port.")] =
+    "127.0.0.1:0",
+    as_json: JsonOpt = False,
+) -> None:
+    """Prepare a node home: identity (kept if present), genesis, config, API token."""
+    path = resolve_home(home)
+    try:
+        gen = genesis_mod.from_json(genesis_file.read_text())
+    except OSError as exc:
+        fail(f"cannot read {genesis_file}: {exc.strerror}", as_json=as_json)
+    except ProtocolError as exc:
+        fail(f"{genesis_file}: {exc}", as_json=as_json)
+    existing = path / GENESIS_FILE
+    if existing.exists():
+        try:
+            old = genesis_mod.from_json(existing.read_text())
+        except ProtocolError:
+            old = None
+        if old is not None and old.swarm_id != gen.swarm_id:
+            fail(f"{path} already belongs to swarm {old.swarm_id.hex()}; use another home",
+                 as_json=as_json)
+    identity = (load_identity(path) if (path / KEY_FILE).exists()
+                else create_identity(path))
+    write_atomic(existing, gen.to_json().encode())
+    config = {**DEFAULT_CONFIG, **read_config(path), "swarm": gen.swarm_id.hex(), "api": api}
+    if listen:
+        config["listen"] = listen
+    if bootstrap is not None:
+        config["bootstrap"] = bootstrap
+    write_config(path, config)
+    ensure_token(path)
+    from swarm.node.p2p import key_pair, peer_id_of
+
+    peer_id = peer_id_of(key_pair(identity.seed).public_key).to_base58()
+    doc = {"home": str(path), "swarm": gen.swarm_id.hex(), "peer_id": peer_id,
+           "account": identity.public_key.hex()}
+    if as_json:
+        emit_json(doc)
+    else:
+        out.print(f"initialised {path}\nswarm   {doc['swarm']}\npeer id {peer_id}\n"
+                  f"account {doc['account']}", highlight=False, markup=False)
+
+
+@app.command("start")
+def start(
+    home: HomeOpt = None,
+    listen: Annotated[list[str] | None, typer.Option("--listen")] = None,
+    bootstrap: Annotated[list[str] | None, typer.Option("--bootstrap")] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+) -> None:
+    """Run the node in the foreground until Ctrl-C or SIGTERM."""
+    import signal
+
+    import trio
+
+    from swarm.node.logs import configure_logging
+    from swarm.node.service import open_node
+    from swarm.node.store import StoreError
+
+    path = resolve_home(home)
+    configure_logging(path, log_level)
+    try:
+        node = open_node(path, listen=listen, bootstrap=bootstrap)
+    except (HomeError, ProtocolError) as exc:
+        fail(str(exc))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+
+            async def on_signal() -> None:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        node.stop()
+                        return
+
+            nursery.start_soon(on_signal)
+            await node._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    except StoreError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+# --- commands that talk to a running node -----------------------------------------------
+
+
+def client(home: Path | None, as_json: bool) -> Client:
+    try:
+        return Client(resolve_home(home))
+    except HomeError as exc:
+        fail(str(exc), as_json=as_json)
+
+
+def call(fn: Any, as_json: bool) -> Any:
+    try:
+        return fn()
+    except ApiError as exc:
+        fail(str(exc), as_json=as_json,
+             extra={"detail": exc.detail} if isinstance(exc.detail, dict) else None)
+
+
+def show(doc: dict[str, Any], title: str) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in doc.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        table.add_row(key, shown)
+    out.print(table)
+
+
+@app.command("status")
+def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Peer id, addresses, peers, Lamport time, plan root, uptime of a running node."""
+    c = client(home, as_json)
+    doc = call(lambda: c.get("/status"), as_json)
+    if as_json:
+        emit_json(doc)
+    else:
+        show(doc, "node status")
+
+
+@peers_app.callback()
+def peers(ctx: typer.Context, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """List connected peers (or `peers connect MULTIADDR`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    c = client(home, as_json)
+    doc = call(lambda: c.get("/peers"), as_json)
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table(title=f"{len(doc)} peers")
+    table.add_column("peer id")
+    table.add_column("addresses", overflow="fold")
+    for p in doc:
+        table.add_row(p["peer_id"], "\n".join(p["addrs"]))
+    out.print(table)
+
+
+@peers_app.command("connect")
+def peers_connect(
+    multiaddr: Annotated[str, typer.Argument(help="e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3...")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Dial any libp2p peer."""
+    c = client(home, as_json)
+    doc = call(lambda: c.post("/peers/connect", {"multiaddr": multiaddr}), as_json)
+    if as_json:
+        emit_json(doc)
+    else:
+        out.print(f"connected to {doc['peer_id']}", highlight=False, markup=False)
+
+
+@need_app.command("create")
+def need_create(
+    task_class: Annotated[str, typer.Option("--class", help="simple | complex | critical")],
+    budget: Annotated[int, typer.Option("--budget", help="Bounty in the smallest unit.")],
+    title: Annotated[str, typer.Option("--title")] = "",
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Post a NEED through the node; prints its id."""
+    c = client(home, as_json)
+    body: dict[str, Any] = {"class": task_class, "budget": budget, "title": title}
+    doc = call(lambda: c.post("/needs", body), as_json)
+    if as_json:
+        emit_json({"need_id": doc["need_id"], "lamport": doc["lamport"]})
+    else:
+        out.print(doc["need_id"], highlight=False, markup=False)
+
+
+@plan_app.command("root")
+def plan_root(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """The running node's plan Merkle root."""
+    c = client(home, as_json)
+    doc = call(lambda: c.get("/plan/root"), as_json)
+    if as_json:
+        emit_json(doc)
+    else:
+        out.print(doc["plan_root"], highlight=False, markup=False)
+
+
+@plan_app.command("show")
+def plan_show(
+    thread: Annotated[str, typer.Argument(help="A task id (a NEED's id is its thread).")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A task and everything it depends on, with states."""
+    c = client(home, as_json)
+    doc = call(lambda: c.get(f"/plan/threads/{thread}"), as_json)
+    if as_json:
+        emit_json(doc)
+        return
+    table = Table(title=f"thread {thread}")
+    for col in ("task", "title", "class", "state", "depends on"):
+        table.add_column(col, overflow="fold")
+    for t in doc["tasks"]:
+        table.add_row(t["task_id"], t["title"], t["class"], str(t["state"]),
+                      "\n".join(t["depends_on"]))
+    out.print(table)
 
 
 def main() -> None:

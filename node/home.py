@@ -103,3 +103,57 @@ def next_lamport(home: Path, at_least: int = 0) -> int:
     value = max(current, at_least - 1) + 1
     write_atomic(path, f"{value}\n".encode())
     return value
+
+
+# --- node configuration and the running node's control-API handle ------------------------
+
+GENESIS_FILE = "genesis.json"
+API_FILE = "api.json"
+TOKEN_FILE = "api.token"
+STORE_DIR = "store"
+LOG_FILE = "node.log"
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "listen": ["/ip4/127.0.0.1/tcp/0"],
+    "bootstrap": [],
+    "api": "127.0.0.1:0",
+    "mdns": False,
+}
+
+
+def write_config(home: Path, config: dict[str, Any]) -> None:
+    write_atomic(home / CONFIG_FILE, (json.dumps(config, indent=2, sort_keys=True) + "\n")
+                 .encode())
+
+
+def read_token(home: Path) -> str:
+    path = home / TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise HomeError(f"no API token at {path}; is the node initialised "
+                        f"(`swarm-node init --home {home}`)?") from None
+
+
+def ensure_token(home: Path) -> str:
+    path = home / TOKEN_FILE
+    if path.exists():
+        return read_token(home)
+    token = os.urandom(24).hex()
+    write_atomic(path, token.encode() + b"\n", mode=0o600)
+    return token
+
+
+def read_api(home: Path) -> dict[str, Any]:
+    """The running node's API address, written by `swarm-node start`."""
+    path = home / API_FILE
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HomeError(f"no running node found in {home} (no {API_FILE}); start one with "
+                        f"`swarm-node start --home {home}`") from None
+    except json.JSONDecodeError:
+        raise HomeError(f"{path} is damaged; restart the node") from None
+    if not isinstance(value, dict) or "url" not in value:
+        raise HomeError(f"{path} is damaged; restart the node")
+    return value

@@ -107,7 +107,7 @@ class Cid:
             from multiformats import CID as _MfCID
 
             parsed = _MfCID.decode(text)
-        except Exception:
+        except Exception:  # noqa: BLE001 - multiformats raises several unrelated types
             raise DecodeError(field, f"{text!r} is not a CID") from None
         return cls.from_bytes(bytes(parsed), field)
 

@@ -1,0 +1,126 @@
+"""libp2p plumbing: the host, gossipsub with every parameter chosen, and framing.
+
+Owns how we configure py-libp2p 0.8.1 and nothing about what flows over it. Each
+setting below was measured against that version (see docs/NETWORK.md for the figures):
+
+* Noise only and Yamux only: `new_host` otherwise also offers TLS, secio and plaintext,
+  and mplex.
+* One connection per peer: the default of three makes every dial wait a 250 ms
+  happy-eyeballs delay.
+* A 0.7 s heartbeat with adaptive gossip off (left on, it moves a small mesh's heartbeat
+  to 30-60 s), spam protection off (it drops everything over 10 messages per topic per
+  second per forwarder, our own publishes included), peer scoring on with weights on
+  invalid messages and behaviour penalties.
+* Outbound RPC queues and subscription channels 4096 deep instead of 32: both limits are
+  module constants in py-libp2p, so they are patched once, before any host starts.
+* StrictSign and content-addressed message ids (SHA-256 of the data), so the same
+  envelope re-published by catch-up or by another node is one message.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import Any
+
+import multiaddr
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.pubsub import pubsub as pubsub_module
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.rpc_queue import RpcQueue
+from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+QUEUE_DEPTH = 4096
+HEARTBEAT_S = 0.7
+
+
+def _patch_queue_depths() -> None:
+    # py-libp2p 0.8.1 hard-codes both at 32 and drops silently beyond (rpc_queue.py:39,
+    # pubsub.py:124); they are module globals read when a peer or subscription appears.
+    pubsub_module.RpcQueue = functools.partial(  # type: ignore[attr-defined,assignment]
+        RpcQueue, max_size=QUEUE_DEPTH)
+    pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = QUEUE_DEPTH
+
+
+_patch_queue_depths()
+
+
+def peer_id_of(public_key_or_seed: Any) -> ID:
+    return ID.from_pubkey(public_key_or_seed)
+
+
+def key_pair(seed: bytes) -> Any:
+    """The libp2p key pair for our Ed25519 seed: the node's peer id and account share it."""
+    return ed25519_key_pair(seed)
+
+
+def make_host(seed: bytes, listen: list[multiaddr.Multiaddr]) -> tuple[IHost, ID]:
+    kp = key_pair(seed)
+    host = new_host(
+        key_pair=kp,
+        sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(kp,
+                                                   noise_privkey=x25519_key_pair().private_key)},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        listen_addrs=listen,
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
+    )
+    return host, ID.from_pubkey(kp.public_key)
+
+
+def make_router() -> GossipSub:
+    return GossipSub(
+        protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        direct_peers=None,
+        time_to_live=30,
+        gossip_window=3,
+        gossip_history=5,
+        heartbeat_initial_delay=0.1,
+        heartbeat_interval=HEARTBEAT_S,  # type: ignore[arg-type]  # annotated int; float works
+        direct_connect_initial_delay=0.1,
+        direct_connect_interval=300,
+        do_px=False,
+        px_peers_count=16,
+        prune_back_off=60,
+        unsubscribe_back_off=10,
+        score_params=ScoreParams(
+            p4_invalid_messages=TopicScoreParams(weight=10.0, cap=100.0, decay=0.9),
+            p5_behavior_penalty_weight=1.0,
+            p5_behavior_penalty_decay=0.9,
+            publish_threshold=-50.0,
+            gossip_threshold=-100.0,
+            graylist_threshold=-400.0,
+            accept_px_threshold=10.0,
+        ),
+        max_idontwant_messages=10,
+        adaptive_gossip_enabled=False,
+        spam_protection_enabled=False,
+        max_messages_per_topic_per_second=10.0,
+        eclipse_protection_enabled=False,
+        min_mesh_diversity_ips=1,
+        max_pending_messages_per_peer=100,
+        pending_messages_ttl=30.0,
+    )
+
+
+def content_message_id(msg: rpc_pb2.Message) -> bytes:
+    return hashlib.sha256(msg.data).digest()
+
+
+def make_pubsub(host: IHost, router: GossipSub) -> Pubsub:
+    return Pubsub(host, router, cache_size=None, seen_ttl=120, sweep_interval=60,
+                  strict_signing=True, msg_id_constructor=content_message_id)

@@ -1,0 +1,121 @@
+"""The inbound pipeline: bytes -> decode -> verify -> duplicate? -> policy -> store -> apply.
+
+Owns the order of those stages and the verdict each gives. It is what the gossipsub
+validator and catch-up both call, so an envelope is judged the same way whichever road
+it came by. Verdicts follow gossipsub's three outcomes: ACCEPT (valid and new: stored,
+applied, forwarded), IGNORE (valid but not to forward: a duplicate, or over a local
+limit), REJECT (invalid: the sending peer is penalised). Every outcome is counted by
+reason for /metrics.
+
+`admit()` never raises on input from the network; storage failures do raise, because a
+node that cannot persist must stop rather than acknowledge what it may lose.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from swarm.protocol.envelope import Envelope, decode_envelope
+from swarm.protocol.errors import RemoteProtocolError
+from swarm.protocol.replay import Replica
+from swarm.protocol.sync import IdSet
+
+from .store import Store
+
+
+class Verdict(enum.Enum):
+    ACCEPT = "accept"
+    IGNORE = "ignore"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDecision:
+    verdict: Verdict
+    reason: str = "ok"
+
+
+class PolicyStage(Protocol):
+    """Decides what a peer may say. The WebAssembly policy will implement this."""
+
+    def evaluate(self, envelope: Envelope) -> PolicyDecision: ...
+
+
+class SchemaOnlyPolicy:
+    """The interim policy: payload schemas are already enforced by decoding, so every
+    well-formed envelope is allowed. Replaced by the pinned WebAssembly policy."""
+
+    def evaluate(self, envelope: Envelope) -> PolicyDecision:
+        return PolicyDecision(Verdict.ACCEPT)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    verdict: Verdict
+    reason: str
+    envelope: Envelope | None = None
+
+
+@dataclass
+class Pipeline:
+    swarm_id: bytes
+    store: Store
+    replica: Replica
+    ids: IdSet
+    policy: PolicyStage = field(default_factory=SchemaOnlyPolicy)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (verdict, reason)
+    on_accept: list[Callable[[Envelope], None]] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, swarm_id: bytes, store: Store, policy: PolicyStage | None = None) -> Pipeline:
+        """Rebuild the replica from the store (entries were verified when written)."""
+        replica = Replica(swarm=swarm_id)
+        ids = IdSet()
+        for envelope_id, wire in store.log():
+            replica.receive(wire, verify=False)
+            ids.add(envelope_id)
+        return cls(swarm_id, store, replica, ids, policy or SchemaOnlyPolicy())
+
+    def judge(self, data: bytes) -> Outcome:
+        """Every check but storage; for the gossip validator and catch-up alike."""
+        try:
+            env = decode_envelope(data, swarm=self.swarm_id)
+        except RemoteProtocolError as exc:
+            return Outcome(Verdict.REJECT, exc.code)
+        except Exception:  # noqa: BLE001 - a decoder bug must not take the node down
+            return Outcome(Verdict.REJECT, "internal")
+        if env.id in self.ids:
+            return Outcome(Verdict.IGNORE, "duplicate", env)
+        decision = self.policy.evaluate(env)
+        return Outcome(decision.verdict, decision.reason, env)
+
+    def commit(self, envelopes: list[Envelope]) -> list[Envelope]:
+        """Store (synced) then apply envelopes that passed `judge`; returns the new ones."""
+        fresh: list[Envelope] = []
+        seen: set[bytes] = set()
+        for env in envelopes:
+            if env.id not in self.ids and env.id.raw not in seen:
+                seen.add(env.id.raw)
+                fresh.append(env)
+        self.store.append([(e.id, e.wire) for e in fresh])
+        for env in fresh:
+            self.ids.add(env.id)
+            self.replica.receive_envelope(env)
+            for hook in self.on_accept:
+                hook(env)
+        return fresh
+
+    def admit(self, data: bytes) -> Outcome:
+        """judge + commit, counting the outcome."""
+        outcome = self.judge(data)
+        if outcome.verdict is Verdict.ACCEPT and outcome.envelope is not None:
+            self.commit([outcome.envelope])
+        self.counts[(outcome.verdict.value, outcome.reason)] += 1
+        return outcome
+
+    def count(self, outcome: Outcome) -> None:
+        self.counts[(outcome.verdict.value, outcome.reason)] += 1

@@ -1,0 +1,94 @@
+"""The node's durable state in RocksDB (rocksdict): every envelope it accepted, in order.
+
+Owns the on-disk layout and the durability rule. Keys:
+
+* ``e`` + envelope id (binary CID) -> wire bytes
+* ``s`` + 8-byte big-endian sequence -> envelope id (arrival order, for replay)
+* ``m`` + name -> metadata (next sequence, last plan root)
+
+`append()` writes a batch with a synced WAL before it returns, so anything the node
+acknowledges (accepts and forwards) survives `kill -9`. The plan is rebuilt at start by
+replaying the log in arrival order without re-verifying signatures (each entry was
+verified before it was written); the stored plan root is compared with the rebuilt one
+to catch a corrupted store at start rather than later.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import rocksdict
+
+from swarm.protocol.cid import Cid
+
+_NEXT_SEQ = b"mnext_seq"
+_SEQ = struct.Struct(">Q")
+
+
+class StoreError(Exception):
+    """The store cannot be opened or is inconsistent; the message says what to do."""
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        try:
+            self._db = rocksdict.Rdict(str(path), options=options)
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+            raise StoreError(f"cannot open the store at {path}: {exc} (is another node "
+                             "running with this home?)") from None
+        self._sync = rocksdict.WriteOptions()
+        self._sync.sync = True
+        raw = self._db.get(_NEXT_SEQ)
+        self._next_seq = _SEQ.unpack(raw)[0] if raw is not None else 0
+
+    @property
+    def count(self) -> int:
+        return self._next_seq
+
+    def has(self, envelope_id: Cid) -> bool:
+        return self._db.get(b"e" + envelope_id.raw) is not None
+
+    def get(self, envelope_id: Cid) -> bytes | None:
+        value = self._db.get(b"e" + envelope_id.raw)
+        return bytes(value) if value is not None else None
+
+    def append(self, items: list[tuple[Cid, bytes]]) -> None:
+        """Durably add envelopes (id, wire) not already stored; one synced batch."""
+        if not items:
+            return
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        seq = self._next_seq
+        for envelope_id, wire in items:
+            batch.put(b"e" + envelope_id.raw, wire)
+            batch.put(b"s" + _SEQ.pack(seq), envelope_id.raw)
+            seq += 1
+        batch.put(_NEXT_SEQ, _SEQ.pack(seq))
+        self._db.write(batch, self._sync)
+        self._next_seq = seq
+
+    def log(self, start: int = 0) -> Iterator[tuple[Cid, bytes]]:
+        """(id, wire) in arrival order from sequence `start`."""
+        for seq in range(start, self._next_seq):
+            raw_id = self._db.get(b"s" + _SEQ.pack(seq))
+            if raw_id is None:
+                raise StoreError(f"log entry {seq} is missing; the store is damaged")
+            wire = self._db.get(b"e" + bytes(raw_id))
+            if wire is None:
+                raise StoreError(f"envelope of log entry {seq} is missing; the store is "
+                                 "damaged")
+            yield Cid(bytes(raw_id)), bytes(wire)
+
+    def get_meta(self, name: str) -> bytes | None:
+        value = self._db.get(b"m" + name.encode())
+        return bytes(value) if value is not None else None
+
+    def put_meta(self, name: str, value: bytes) -> None:
+        self._db.put(b"m" + name.encode(), value, self._sync)
+
+    def close(self) -> None:
+        self._db.close()

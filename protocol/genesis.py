@@ -1,0 +1,179 @@
+"""Genesis: the document that fixes a swarm, and the swarm id derived from it.
+
+Owns the genesis schema, its canonical encoding and hash, and the default protocol
+parameters. Every duration is in milliseconds and every amount in the smallest credit
+unit (`unit_per_credit` of them make one credit), so a testnet can shrink seven days to
+seconds by editing numbers, not code. The swarm id is SHA-256 of the canonical DAG-CBOR
+encoding of the genesis; it goes into every envelope, topic name and protocol id, so
+two swarms never mix.
+
+On disk a genesis is JSON (bytes as hex), which people can read and diff; the hash is
+taken over the canonical CBOR of the validated value, so whitespace and key order in the
+JSON do not matter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import cbor
+from .errors import LocalProtocolError, SchemaError
+from .schema import Bytes, Enum, Int, List, Obj, Text, obj, to_json
+
+UNIT_PER_CREDIT = 1_000_000
+DAY_MS = 24 * 3600 * 1000
+
+# Defaults from the roadmap (phase 6-9). Percentages are basis points (1/100 of a percent).
+DEFAULT_PARAMS: dict[str, int] = {
+    "unit_per_credit": UNIT_PER_CREDIT,
+    "bucket_count": 256,
+    "replicas": 3,
+    "unbonding_ms": 7 * DAY_MS,
+    "challenge_window_ms": DAY_MS,
+    "escrow_hold_factor": 2,  # escrow is held for factor x challenge window
+    "bounty_cap_simple": 10 * UNIT_PER_CREDIT,
+    "bounty_cap_complex": 100 * UNIT_PER_CREDIT,
+    "bounty_cap_critical": 1000 * UNIT_PER_CREDIT,
+    "proof_bytes_max": 10 * 1024,
+    "evidence_bytes_max": 64 * 1024 * 1024,
+    "verify_fuel_max": 100_000,
+    "min_verifier_stake": 100 * UNIT_PER_CREDIT,
+    "slash_failed_challenge_bp": 5000,
+    "slash_missed_heartbeat_bp": 100,
+    "slash_policy_violation_bp": 1000,
+    "payout_challenger_bp": 5000,
+    "payout_honest_verifiers_bp": 4000,
+    "payout_burn_bp": 1000,
+    "reputation_decay_weekly_bp": 500,
+    "cap_org_bp": 3000,
+    "cap_asn_bp": 4000,
+    "cap_region_bp": 5000,
+    "bid_window_ms": 30_000,
+    "lease_ttl_min_ms": 1_000,
+    "sender_rate_per_s": 100,
+}
+
+ACCOUNT = Bytes(32)
+GENESIS = obj(
+    {
+        "v": Int(min=1, max=1),
+        "name": Text(max_bytes=64, min_bytes=1),
+        "created_ms": Int(min=0),
+        "accounts": List(obj({"account": ACCOUNT, "balance": Int(min=0)}), max_items=100_000),
+        "validators": List(
+            obj(
+                {
+                    "account": ACCOUNT,
+                    "org": Text(max_bytes=64, min_bytes=1),
+                    "asn": Int(min=0, max=2**32 - 1),
+                    "region": Text(max_bytes=64, min_bytes=1),
+                    "stake": Int(min=0),
+                },
+                # Where peers can reach it first: multiaddrs, informational.
+                {"addrs": List(Text(max_bytes=256, min_bytes=1), max_items=8)},
+            ),
+            max_items=1024,
+            min_items=1,
+        ),
+        "params": Obj({k: Int(min=0) for k in DEFAULT_PARAMS}, frozenset(DEFAULT_PARAMS)),
+    },
+    {"policy_cid": Text(max_bytes=128, min_bytes=1), "network": Enum(("testnet", "mainnet"))},
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    """A validated genesis and its identity."""
+
+    value: Mapping[str, Any]
+    encoded: bytes
+    swarm_id: bytes
+
+    @property
+    def params(self) -> Mapping[str, int]:
+        return self.value["params"]  # type: ignore[no-any-return]
+
+    @property
+    def short_id(self) -> str:
+        """First 16 hex digits of the swarm id: enough for topic names and logs."""
+        return self.swarm_id.hex()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(to_json(dict(self.value)), indent=2, sort_keys=True) + "\n"
+
+
+def _check_consistency(value: Mapping[str, Any]) -> None:
+    seen: set[bytes] = set()
+    for i, entry in enumerate(value["accounts"]):
+        if entry["account"] in seen:
+            raise SchemaError(f"accounts[{i}].account", "duplicate account")
+        seen.add(entry["account"])
+    seen_v: set[bytes] = set()
+    for i, entry in enumerate(value["validators"]):
+        if entry["account"] in seen_v:
+            raise SchemaError(f"validators[{i}].account", "duplicate validator")
+        seen_v.add(entry["account"])
+    params = value["params"]
+    if params["replicas"] < 1 or params["replicas"] > len(value["validators"]):
+        raise SchemaError("params.replicas",
+                          f"must be between 1 and the number of validators "
+                          f"({len(value['validators'])})")
+    if not 1 <= params["bucket_count"] <= 65536:
+        raise SchemaError("params.bucket_count", "must be 1..65536")
+    if params["unit_per_credit"] < 1:
+        raise SchemaError("params.unit_per_credit", "must be >= 1")
+    total = sum(e["balance"] for e in value["accounts"]) + sum(
+        e["stake"] for e in value["validators"])
+    if total >= 2**63:
+        raise SchemaError("accounts", "total supply must stay below 2^63 units")
+
+
+def from_value(value: Any) -> Genesis:
+    """Validate a genesis value (bytes as bytes); raises SchemaError naming the field."""
+    GENESIS.check(value, "")
+    _check_consistency(value)
+    encoded = cbor.encode(value)
+    return Genesis(value=value, encoded=encoded, swarm_id=hashlib.sha256(encoded).digest())
+
+
+def from_json(text: str) -> Genesis:
+    """Parse a genesis file's JSON (bytes as hex). Raises SchemaError naming the field."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SchemaError("genesis", f"not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SchemaError("genesis", "must be a JSON object")
+    return from_value(GENESIS.from_json(raw, ""))
+
+
+def new(
+    *,
+    name: str,
+    created_ms: int,
+    validators: list[dict[str, Any]],
+    accounts: list[dict[str, Any]] | None = None,
+    params: Mapping[str, int] | None = None,
+) -> Genesis:
+    """Build a genesis from validators (with org/asn/region/stake) and funded accounts."""
+    merged = dict(DEFAULT_PARAMS)
+    for key, val in (params or {}).items():
+        if key not in DEFAULT_PARAMS:
+            raise LocalProtocolError(f"params.{key}", "unknown parameter")
+        merged[key] = val
+    value = {
+        "v": 1,
+        "name": name,
+        "created_ms": created_ms,
+        "accounts": sorted(accounts or [], key=lambda a: a["account"]),
+        "validators": sorted(validators, key=lambda v: v["account"]),
+        "params": merged,
+    }
+    try:
+        return from_value(value)
+    except SchemaError as exc:
+        raise LocalProtocolError(exc.field, exc.reason) from None
