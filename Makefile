@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DIR    ?= .testnet
 
-.PHONY: install test lint typecheck bench testnet testnet-down clean
+.PHONY: install test lint typecheck bench testnet testnet-down sim clean
 
 install: $(STAMP)
 
@@ -34,13 +34,19 @@ typecheck: install
 bench: install
 	$(BIN)/swarm-testnet bench
 
-# Until the networked node lands, the testnet runs N replicas in one process over a
-# simulated network (loss, duplication, reordering) and checks they converge.
+# Five real nodes on loopback, a smoke flow (NEEDs posted on different nodes, every
+# node converges on one plan root); the nodes keep running for you to explore.
 testnet: install
-	$(BIN)/swarm-testnet sim -n 5 --dir $(DIR)
+	-@$(BIN)/swarm-testnet down --dir $(DIR) >/dev/null 2>&1 || true
+	$(BIN)/swarm-testnet up -n 5 --dir $(DIR)
+	$(BIN)/swarm-testnet smoke --dir $(DIR)
 
-testnet-down:
-	@echo "the simulated testnet runs in the foreground and has nothing left running"
+testnet-down: install
+	$(BIN)/swarm-testnet down --dir $(DIR)
+
+# The in-process simulation: replicas over a lossy, duplicating, reordering network.
+sim: install
+	$(BIN)/swarm-testnet sim -n 5 --dir $(DIR)/sim
 
 clean:
 	rm -rf $(VENV) $(DIR) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -9,11 +9,12 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
 from . import bench as benchmarks
-from . import sim
+from . import cluster, sim
 
 app = typer.Typer(name="swarm-testnet", help="Local testnets and benchmarks.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -128,6 +129,113 @@ def bench_cmd(
                   f"{r['verify']['envelopes_per_s']:,}", str(r["no_verify"]["seconds"]),
                   f"{r['no_verify']['envelopes_per_s']:,}")
     out.print(t)
+
+
+DirOpt = Annotated[Path, typer.Option("--dir", help="Testnet folder (node i in DIR/node{i}).")]
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _status_table(members: list[cluster.Member], title: str) -> tuple[Table, list[dict[str, Any]]]:
+    table = Table(title=title)
+    for col in ("node", "home", "pid", "alive", "api", "peers", "envelopes", "plan root"):
+        table.add_column(col, no_wrap=col in ("api", "plan root"))
+    rows = []
+    for m in members:
+        s = cluster.status_of(m) if m.alive() else None
+        row = {"node": m.index, "home": str(m.home), "pid": m.pid, "alive": m.alive(),
+               "api": s["api"] if s else None, "peers": s["peers"] if s else None,
+               "envelopes": s["envelopes"] if s else None,
+               "plan_root": s["plan_root"] if s else None}
+        rows.append(row)
+        table.add_row(str(m.index), row["home"], str(m.pid), "yes" if row["alive"] else "no",
+                      str(row["api"] or "-").removeprefix("http://"),
+                      str(row["peers"] if s else "-"),
+                      str(row["envelopes"] if s else "-"),
+                      (row["plan_root"] or "-")[:12])
+    return table, rows
+
+
+@app.command("up")
+def up_cmd(
+    n: Annotated[int, typer.Option("-n", help="Number of nodes.", min=1, max=64)] = 5,
+    directory: DirOpt = Path(".testnet"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate keys and a genesis, start N nodes on loopback, wait until connected."""
+    try:
+        with Progress(console=err, transient=True, disable=as_json) as bar:
+            task = bar.add_task(f"starting {n} nodes", total=n)
+            members = cluster.up(directory, n,
+                                 lambda msg, done: bar.update(task, description=msg,
+                                                              completed=done))
+    except cluster.TestnetError as exc:
+        _fail(str(exc))
+    table, rows = _status_table(members, f"testnet in {directory}: {n} nodes up")
+    if as_json:
+        sys.stdout.write(json.dumps({"dir": str(directory), "nodes": rows}, indent=2) + "\n")
+    else:
+        out.print(table)
+
+
+@app.command("status")
+def status_cmd(directory: DirOpt = Path(".testnet"), as_json: JsonOpt = False) -> None:
+    """Each node's home, pid, API address, peers and plan root."""
+    try:
+        members = cluster.load_state(directory)
+    except cluster.TestnetError as exc:
+        _fail(str(exc))
+    table, rows = _status_table(members, f"testnet in {directory}")
+    if as_json:
+        sys.stdout.write(json.dumps({"dir": str(directory), "nodes": rows}, indent=2) + "\n")
+    else:
+        out.print(table)
+
+
+@app.command("down")
+def down_cmd(directory: DirOpt = Path(".testnet"), as_json: JsonOpt = False) -> None:
+    """Stop every node of the testnet (SIGTERM, then SIGKILL after 15 s)."""
+    try:
+        results = cluster.down(directory)
+    except cluster.TestnetError as exc:
+        _fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps([{"node": m.index, "pid": m.pid, "result": r}
+                                     for m, r in results]) + "\n")
+    else:
+        for m, r in results:
+            out.print(f"node{m.index} (pid {m.pid}) {r}", highlight=False, markup=False)
+
+
+@app.command("smoke")
+def smoke_cmd(
+    directory: DirOpt = Path(".testnet"),
+    needs: Annotated[int, typer.Option("--needs", help="NEEDs to post per node.")] = 2,
+    as_json: JsonOpt = False,
+) -> None:
+    """Post NEEDs on every node and wait until all nodes agree on the plan root."""
+    try:
+        members = cluster.load_state(directory)
+        result = cluster.smoke(members, needs)
+    except (cluster.TestnetError, cluster.ApiError, cluster.HomeError) as exc:
+        _fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    for node, need in result["posted"]:
+        out.print(f"node{node} posted NEED {need}", highlight=False, markup=False)
+    table, _ = _status_table(members, "after the smoke flow")
+    out.print(table)
+    out.print(f"[green]converged[/]: {len(members)} nodes agree on plan root "
+              f"{result['statuses'][0]['plan_root'][:16]}… with {len(result['posted'])} NEEDs "
+              f"({result['seconds']} s from the first post)")
+    home0 = members[0].home
+    out.print(f"explore: .venv/bin/swarm-node status --home {home0}; "
+              f"swarm-node plan show {result['posted'][0][1]} --home {home0}; "
+              f"stop with `make testnet-down`", highlight=False)
 
 
 def main() -> None:

@@ -1,0 +1,223 @@
+"""Real node processes on loopback: generate a testnet, start, watch, stop.
+
+Owns the testnet layout, which scripts rely on: node i's home is `DIR/node{i}` (its log
+`DIR/node{i}/node.log`, its stdout/stderr `DIR/node{i}/stdio.log`), the genesis is
+`DIR/genesis.json`, and `DIR/testnet.json` records pids and API addresses. Nodes are
+driven only through the CLI's own modules and the control API, like any user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swarm.node.client import ApiError, Client
+from swarm.node.home import HomeError, create_identity, load_identity, write_atomic
+from swarm.node.p2p import key_pair, peer_id_of
+from swarm.protocol import genesis as genesis_mod
+
+STATE_FILE = "testnet.json"
+
+
+class TestnetError(Exception):
+    """Something about the testnet needs the user's attention; the message says what."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def node_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "swarm-node"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "swarm.cli.main"]
+
+
+@dataclass
+class Member:
+    index: int
+    home: Path
+    pid: int
+    addr: str
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # A zombie (exited, not yet reaped) still answers kill(0).
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                return f.read().split(")")[-1].split()[0] != "Z"
+        except OSError:
+            return True
+
+
+def load_state(directory: Path) -> list[Member]:
+    path = directory / STATE_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TestnetError(f"no testnet in {directory} (no {STATE_FILE}); start one with "
+                           f"`swarm-testnet up --dir {directory}`") from None
+    return [Member(m["index"], Path(m["home"]), m["pid"], m["addr"]) for m in raw["nodes"]]
+
+
+def save_state(directory: Path, members: list[Member]) -> None:
+    doc = {"nodes": [{"index": m.index, "home": str(m.home), "pid": m.pid, "addr": m.addr}
+                     for m in members]}
+    write_atomic(directory / STATE_FILE, json.dumps(doc, indent=2).encode())
+
+
+def prepare(directory: Path, n: int) -> list[tuple[Path, str]]:
+    """Keys, a genesis naming all nodes as validators, and each home's config."""
+    directory.mkdir(parents=True, exist_ok=True)
+    homes = [directory / f"node{i}" for i in range(n)]
+    identities = []
+    for home in homes:
+        try:
+            identities.append(load_identity(home))
+        except HomeError:
+            identities.append(create_identity(home))
+    unit = genesis_mod.UNIT_PER_CREDIT
+    gen = genesis_mod.new(
+        name=f"testnet-{directory.resolve().name}",
+        created_ms=0,  # a fixed genesis for a fixed set of keys: re-running `up` keeps it
+        validators=[{"account": ident.public_key, "org": f"org{i}", "asn": 64512 + i,
+                     "region": f"region{i % 3}", "stake": 1000 * unit}
+                    for i, ident in enumerate(identities)],
+        accounts=[{"account": ident.public_key, "balance": 10_000 * unit}
+                  for ident in identities],
+        params={"replicas": min(3, n), "unbonding_ms": 60_000, "challenge_window_ms": 10_000},
+    )
+    write_atomic(directory / "genesis.json", gen.to_json().encode())
+    plan = []
+    for home, ident in zip(homes, identities, strict=True):
+        peer_id = peer_id_of(key_pair(ident.seed).public_key).to_base58()
+        plan.append((home, f"/ip4/127.0.0.1/tcp/{free_port()}/p2p/{peer_id}"))
+    for i, (home, addr) in enumerate(plan):
+        # Each node dials the first one and its predecessor: connected, not a star.
+        boot = sorted({plan[0][1], plan[i - 1][1]} - {addr}) if i else []
+        listen = addr.rsplit("/p2p/", 1)[0]
+        cmd = [*node_cmd(), "init", "--home", str(home), "--genesis",
+               str(directory / "genesis.json"), "--listen", listen, "--json"]
+        for b in boot:
+            cmd += ["--bootstrap", b]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise TestnetError(f"init of {home} failed: {result.stderr.strip()}")
+    return plan
+
+
+def start_member(index: int, home: Path, addr: str) -> Member:
+    stdio = (home / "stdio.log").open("ab")
+    proc = subprocess.Popen([*node_cmd(), "start", "--home", str(home)], stdout=stdio,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    stdio.close()
+    return Member(index, home, proc.pid, addr)
+
+
+def status_of(member: Member) -> dict[str, Any] | None:
+    try:
+        return Client(member.home, timeout_s=5).get("/status")  # type: ignore[no-any-return]
+    except (HomeError, ApiError):
+        return None
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str,
+               interval_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval_s)
+    raise TestnetError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def up(directory: Path, n: int, progress: Callable[[str, int], None] | None = None,
+       timeout_s: float = 90) -> list[Member]:
+    try:
+        running = [m for m in load_state(directory) if m.alive()]
+    except TestnetError:
+        running = []
+    if running:
+        raise TestnetError(f"{len(running)} nodes of a testnet in {directory} are still "
+                           f"running; `swarm-testnet down --dir {directory}` first")
+    for home in directory.glob("node*"):
+        (home / "api.json").unlink(missing_ok=True)
+    plan = prepare(directory, n)
+    members = [start_member(i, home, addr) for i, (home, addr) in enumerate(plan)]
+    save_state(directory, members)
+    for m in members:
+        def ready(m: Member = m) -> bool:
+            if not m.alive():
+                raise TestnetError(f"node{m.index} exited; see {m.home / 'stdio.log'}")
+            s = status_of(m)
+            return s is not None and (n == 1 or s["peers"] >= 1)
+
+        wait_until(ready, timeout_s, f"node{m.index} to start and connect")
+        if progress:
+            progress(f"node{m.index} up", m.index + 1)
+    return members
+
+
+def down(directory: Path, timeout_s: float = 15) -> list[tuple[Member, str]]:
+    members = load_state(directory)
+    for m in members:
+        if m.alive():
+            os.kill(m.pid, signal.SIGTERM)
+    results = []
+    for m in members:
+        try:
+            wait_until(lambda m=m: not m.alive(), timeout_s, f"node{m.index} to stop")  # type: ignore[misc]
+            results.append((m, "stopped"))
+        except TestnetError:
+            os.kill(m.pid, signal.SIGKILL)
+            results.append((m, "killed"))
+    return results
+
+
+def smoke(members: list[Member], needs_per_node: int = 2, timeout_s: float = 60) -> dict[str, Any]:
+    """Post NEEDs on every node, then wait until every node has all of them and the same
+    plan root. Returns what happened, for printing."""
+    posted: list[tuple[int, str]] = []
+    t0 = time.monotonic()
+    for m in members:
+        client = Client(m.home)
+        for k in range(needs_per_node):
+            doc = client.post("/needs", {"class": ["simple", "complex", "critical"][k % 3],
+                                         "budget": 1_000_000 * (k + 1),
+                                         "title": f"smoke test {k} from node{m.index}"})
+            posted.append((m.index, doc["need_id"]))
+    expected = {need for _, need in posted}
+
+    def converged() -> bool:
+        roots = set()
+        for m in members:
+            s = status_of(m)
+            if s is None or s["tasks"] < len(expected):
+                return False
+            roots.add(s["plan_root"])
+        return len(roots) == 1
+
+    wait_until(converged, timeout_s, "every node to hold every NEED and agree on the root")
+    elapsed = time.monotonic() - t0
+    statuses = [status_of(m) or {} for m in members]
+    for m in members:
+        tasks = Client(m.home).get(f"/plan/threads/{posted[0][1]}")["tasks"]
+        if not tasks or tasks[0]["state"] != "OPEN":
+            raise TestnetError(f"node{m.index} does not show {posted[0][1]} as OPEN")
+    return {"posted": posted, "seconds": round(elapsed, 2), "statuses": statuses}
