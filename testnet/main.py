@@ -13,6 +13,9 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from swarm.node.client import ApiError
+from swarm.node.home import HomeError
+
 from . import bench as benchmarks
 from . import cluster, sim
 
@@ -151,11 +154,11 @@ def _status_table(members: list[cluster.Member], title: str) -> tuple[Table, lis
                "envelopes": s["envelopes"] if s else None,
                "plan_root": s["plan_root"] if s else None}
         rows.append(row)
-        table.add_row(str(m.index), row["home"], str(m.pid), "yes" if row["alive"] else "no",
+        table.add_row(str(m.index), str(m.home), str(m.pid), "yes" if row["alive"] else "no",
                       str(row["api"] or "-").removeprefix("http://"),
                       str(row["peers"] if s else "-"),
                       str(row["envelopes"] if s else "-"),
-                      (row["plan_root"] or "-")[:12])
+                      str(row["plan_root"] or "-")[:12])
     return table, rows
 
 
@@ -220,7 +223,7 @@ def smoke_cmd(
     try:
         members = cluster.load_state(directory)
         result = cluster.smoke(members, needs)
-    except (cluster.TestnetError, cluster.ApiError, cluster.HomeError) as exc:
+    except (cluster.TestnetError, ApiError, HomeError) as exc:
         _fail(str(exc))
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
