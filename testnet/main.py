@@ -82,6 +82,42 @@ def sim_cmd(
         raise typer.Exit(1)
 
 
+@app.command("netbench")
+def netbench_cmd(
+    nodes: Annotated[str, typer.Option("--nodes", help="Comma-separated testnet sizes.")]
+    = "5,16",
+    paced: Annotated[int, typer.Option("--paced", help="NEEDs posted one every 10 ms.")] = 200,
+    burst: Annotated[int, typer.Option("--burst", help="NEEDs posted as fast as possible.")]
+    = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Gossip delivery latency, throughput and RSS on real node processes."""
+    from . import netbench
+
+    results = []
+    with Progress(console=err, transient=True, disable=as_json) as bar:
+        task = bar.add_task("netbench", total=None)
+        for n in [int(x) for x in nodes.split(",") if x.strip()]:
+            results.append(netbench.run(n, paced=paced, burst=burst,
+                                        progress=lambda m: bar.update(task, description=m)))
+    doc = {"machine": benchmarks.machine(), "results": results}
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    m = doc["machine"]
+    out.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']};"
+              " every node a separate process on this machine")
+    t = Table(title="gossip on loopback")
+    for c in ("nodes", "latency p50 (ms)", "p99 (ms)", "samples", "burst env/s/node",
+              "RSS max (MB)", "converged"):
+        t.add_column(c)
+    for r in results:
+        t.add_row(str(r["nodes"]), str(r["latency"]["p50_ms"]), str(r["latency"]["p99_ms"]),
+                  str(r["latency"]["samples"]), str(r["burst"]["accepted_per_s_per_node"]),
+                  str(r["rss_mb"]["max"]), str(r["converged"]))
+    out.print(t)
+
+
 @app.command("bench")
 def bench_cmd(
     envelopes: Annotated[int, typer.Option("--envelopes", help="Envelopes per micro-bench.")]
