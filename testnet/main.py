@@ -100,11 +100,10 @@ def netbench_cmd(
         for n in [int(x) for x in nodes.split(",") if x.strip()]:
             results.append(netbench.run(n, paced=paced, burst=burst,
                                         progress=lambda m: bar.update(task, description=m)))
-    doc = {"machine": benchmarks.machine(), "results": results}
+    m = benchmarks.machine()
     if as_json:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"machine": m, "results": results}, indent=2) + "\n")
         return
-    m = doc["machine"]
     out.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']};"
               " every node a separate process on this machine")
     t = Table(title="gossip on loopback")
