@@ -5,16 +5,15 @@ validator and catch-up both call, so an envelope is judged the same way whicheve
 it came by. Verdicts follow gossipsub's three outcomes: ACCEPT (valid and new: stored,
 applied, forwarded), IGNORE (valid but not to forward: a duplicate, or over a local
 limit), REJECT (invalid: the sending peer is penalised). Every outcome is counted by
-reason for /metrics.
+reason for /metrics by the caller.
 
-`admit()` never raises on input from the network; storage failures do raise, because a
-node that cannot persist must stop rather than acknowledge what it may lose.
+`judge()` never raises on input from the network; `commit()` raises on storage failure,
+because a node that cannot persist must stop rather than acknowledge what it may lose.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -67,7 +66,6 @@ class Pipeline:
     replica: Replica
     ids: IdSet
     policy: PolicyStage = field(default_factory=SchemaOnlyPolicy)
-    counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (verdict, reason)
     on_accept: list[Callable[[Envelope], None]] = field(default_factory=list)
 
     @classmethod
@@ -108,14 +106,3 @@ class Pipeline:
             for hook in self.on_accept:
                 hook(env)
         return fresh
-
-    def admit(self, data: bytes) -> Outcome:
-        """judge + commit, counting the outcome."""
-        outcome = self.judge(data)
-        if outcome.verdict is Verdict.ACCEPT and outcome.envelope is not None:
-            self.commit([outcome.envelope])
-        self.counts[(outcome.verdict.value, outcome.reason)] += 1
-        return outcome
-
-    def count(self, outcome: Outcome) -> None:
-        self.counts[(outcome.verdict.value, outcome.reason)] += 1
