@@ -72,7 +72,15 @@ def load_state(directory: Path) -> list[Member]:
     except FileNotFoundError:
         raise TestnetError(f"no testnet in {directory} (no {STATE_FILE}); start one with "
                            f"`swarm-testnet up --dir {directory}`") from None
-    return [Member(m["index"], Path(m["home"]), m["pid"], m["addr"]) for m in raw["nodes"]]
+    except json.JSONDecodeError:
+        raise TestnetError(f"{path} is damaged; stop any nodes by hand and run "
+                           f"`swarm-testnet up --dir {directory}` again") from None
+    try:
+        return [Member(m["index"], Path(m["home"]), m["pid"], m["addr"])
+                for m in raw["nodes"]]
+    except (KeyError, TypeError):
+        raise TestnetError(f"{path} is damaged; stop any nodes by hand and run "
+                           f"`swarm-testnet up --dir {directory}` again") from None
 
 
 def save_state(directory: Path, members: list[Member]) -> None:

@@ -197,6 +197,15 @@ def _status_table(members: list[cluster.Member], title: str) -> tuple[Table, lis
     return table, rows
 
 
+def _print_status(directory: Path, members: list[cluster.Member], title: str,
+                  as_json: bool) -> None:
+    table, rows = _status_table(members, title)
+    if as_json:
+        sys.stdout.write(json.dumps({"dir": str(directory), "nodes": rows}, indent=2) + "\n")
+    else:
+        out.print(table)
+
+
 @app.command("up")
 def up_cmd(
     n: Annotated[int, typer.Option("-n", help="Number of nodes.", min=1, max=64)] = 5,
@@ -212,11 +221,7 @@ def up_cmd(
                                                               completed=done))
     except cluster.TestnetError as exc:
         _fail(str(exc))
-    table, rows = _status_table(members, f"testnet in {directory}: {n} nodes up")
-    if as_json:
-        sys.stdout.write(json.dumps({"dir": str(directory), "nodes": rows}, indent=2) + "\n")
-    else:
-        out.print(table)
+    _print_status(directory, members, f"testnet in {directory}: {n} nodes up", as_json)
 
 
 @app.command("status")
@@ -226,11 +231,7 @@ def status_cmd(directory: DirOpt = Path(".testnet"), as_json: JsonOpt = False) -
         members = cluster.load_state(directory)
     except cluster.TestnetError as exc:
         _fail(str(exc))
-    table, rows = _status_table(members, f"testnet in {directory}")
-    if as_json:
-        sys.stdout.write(json.dumps({"dir": str(directory), "nodes": rows}, indent=2) + "\n")
-    else:
-        out.print(table)
+    _print_status(directory, members, f"testnet in {directory}", as_json)
 
 
 @app.command("down")
