@@ -1,0 +1,80 @@
+"""The DECIDE state machine: first committed decision per NEED wins (P1)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from swarm.protocol.decide import (
+    DecideMachine,
+    TryDecide,
+    decode_command,
+    encode_command,
+)
+from swarm.protocol.errors import RemoteProtocolError
+
+
+def test_first_committed_decision_is_final() -> None:
+    m = DecideMachine(bucket=7)
+    a = m.apply(1, 1, encode_command(TryDecide(b"need", b"p1"), 100))
+    b = m.apply(2, 1, encode_command(TryDecide(b"need", b"p2"), 200))
+    assert a is not None and b is not None
+    assert a == b and a.proposal_id == b"p1" and a.index == 1 and a.bucket == 7
+
+
+def test_time_is_the_leaders_and_never_goes_back() -> None:
+    m = DecideMachine(bucket=0)
+    m.apply(1, 1, encode_command(TryDecide(b"a", b"p"), 500))
+    d = m.apply(2, 2, encode_command(TryDecide(b"b", b"p"), 400))
+    assert d is not None and d.ts_ms == 500
+
+
+def test_noops_and_garbage_are_skipped_alike() -> None:
+    m = DecideMachine(bucket=0)
+    assert m.apply(1, 1, b"") is None
+    assert m.apply(2, 1, b"\xff\x00") is None
+    assert m.applied == 2 and not m.decisions
+    with pytest.raises(AssertionError):
+        m.apply(2, 1, b"")
+
+
+def test_command_validation() -> None:
+    with pytest.raises(RemoteProtocolError):
+        TryDecide(b"", b"p")
+    with pytest.raises(RemoteProtocolError):
+        TryDecide(b"n", b"p", k_plan=-1)
+    with pytest.raises(RemoteProtocolError):
+        decode_command(b"\xa0")
+
+
+def test_snapshot_round_trip() -> None:
+    m = DecideMachine(bucket=3)
+    for i in range(1, 6):
+        m.apply(i, 1, encode_command(TryDecide(bytes([i % 3 + 1]), bytes([i])), i))
+    again = DecideMachine.restore(m.snapshot(), 3)
+    assert again.decisions == m.decisions and again.applied == m.applied
+    assert again.clock_ms == m.clock_ms
+
+
+@given(st.lists(st.tuples(st.binary(min_size=1, max_size=4), st.binary(min_size=1, max_size=4)),
+                max_size=40))
+def test_replicas_applying_one_log_agree(cmds: list[tuple[bytes, bytes]]) -> None:
+    """Every replica applying the same committed log (from any snapshot point) holds
+    exactly one decision per NEED: the first one in the log."""
+    log = [encode_command(TryDecide(n, p), i) for i, (n, p) in enumerate(cmds)]
+    full = DecideMachine(0)
+    for i, data in enumerate(log, 1):
+        full.apply(i, 1, data)
+    first: dict[bytes, bytes] = {}
+    for n, p in cmds:
+        first.setdefault(n, p)
+    assert {k: d.proposal_id for k, d in full.decisions.items()} == first
+    cut = len(log) // 2
+    part = DecideMachine(0)
+    for i, data in enumerate(log[:cut], 1):
+        part.apply(i, 1, data)
+    resumed = DecideMachine.restore(part.snapshot(), 0)
+    for i, data in enumerate(log[cut:], cut + 1):
+        resumed.apply(i, 1, data)
+    assert resumed.decisions == full.decisions
