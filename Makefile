@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DIR    ?= .testnet
 
-.PHONY: install test lint typecheck bench testnet testnet-down sim clean
+.PHONY: install test lint typecheck bench testnet testnet-down sim clean policy policy-check
 
 install: $(STAMP)
 
@@ -31,6 +31,14 @@ typecheck: install
 	@ln -sfn ../../../swarm/__init__.py $(TYPECHECK_TREE)/__init__.py
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p swarm
 
+# The WebAssembly policy: policy_wasm/policy.wat -> policy_wasm/policy.wasm (committed).
+# The test suite (tests/policy/test_build.py) fails if the two ever disagree.
+policy: install
+	$(BIN)/python -m swarm.policy_wasm.build
+
+policy-check: install
+	$(BIN)/python -m swarm.policy_wasm.build --check
+
 bench: install
 	$(BIN)/swarm-testnet bench
 
@@ -44,9 +52,13 @@ testnet: install
 testnet-down: install
 	$(BIN)/swarm-testnet down --dir $(DIR)
 
-# The in-process simulation: replicas over a lossy, duplicating, reordering network.
+# The deterministic simulations: 500 seeded fault schedules of a Raft group deciding
+# NEEDs (SEEDS=N START=S to change), then plan replicas over a lossy gossip network.
+SEEDS ?= 500
+START ?= 0
 sim: install
-	$(BIN)/swarm-testnet sim -n 5 --dir $(DIR)/sim
+	$(BIN)/swarm-testnet sim --seeds $(SEEDS) --start $(START)
+	$(BIN)/swarm-testnet gossip-sim -n 5 --dir $(DIR)/sim
 
 clean:
 	rm -rf $(VENV) $(DIR) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

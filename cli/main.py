@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from swarm.cli.evidence import evidence_app
+from swarm.cli.policy import policy_app
 from swarm.node.client import ApiError, Client
 from swarm.node.home import (
     DEFAULT_CONFIG,
@@ -69,6 +71,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(envelope_app, name="envelope")
 app.add_typer(plan_app, name="plan")
 app.add_typer(log_app, name="log")
+app.add_typer(policy_app, name="policy")
+app.add_typer(evidence_app, name="evidence")
 
 out = Console()
 err = Console(stderr=True)
@@ -406,6 +410,10 @@ def genesis_new(
         gen = genesis_mod.new(name=name, created_ms=time.time_ns() // 1_000_000,
                               validators=validators, accounts=accounts,
                               params={"replicas": min(replicas, len(validators))})
+        # Pin the committed policy module: every node of this swarm refuses any other.
+        from swarm.policy_wasm.host import committed_cid
+
+        gen = genesis_mod.from_value({**gen.value, "policy_cid": str(committed_cid())})
     except ProtocolError as exc:
         fail(str(exc), as_json=as_json)
     write_atomic(output, gen.to_json().encode())
@@ -483,12 +491,13 @@ def start(
     from swarm.node.logs import configure_logging
     from swarm.node.service import open_node
     from swarm.node.store import StoreError
+    from swarm.policy_wasm.host import PolicyLoadError
 
     path = resolve_home(home)
     configure_logging(path, log_level)
     try:
         node = open_node(path, listen=listen, bootstrap=bootstrap)
-    except (HomeError, ProtocolError) as exc:
+    except (HomeError, ProtocolError, PolicyLoadError) as exc:
         fail(str(exc))
 
     async def main() -> None:

@@ -16,6 +16,9 @@ from pydantic import BaseModel, Field
 
 from swarm.protocol.errors import ProtocolError
 
+from .blockstore import Blockstore
+from .evidence_api import evidence_router
+
 
 class NodeControl(Protocol):
     def status(self) -> dict[str, Any]: ...
@@ -26,6 +29,7 @@ class NodeControl(Protocol):
     def plan_root(self) -> dict[str, Any]: ...
     def plan_thread(self, thread: str) -> dict[str, Any]: ...
     def metrics_text(self) -> bytes: ...
+    blockstore: Blockstore
 
 
 class ConnectRequest(BaseModel):
@@ -102,6 +106,8 @@ def build_app(node: NodeControl, token: str) -> FastAPI:
     @app.get("/plan/threads/{thread}", dependencies=auth)
     async def plan_thread(thread: str) -> dict[str, Any]:
         return node.plan_thread(thread)
+
+    app.include_router(evidence_router(lambda: node.blockstore, auth))
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

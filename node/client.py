@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +38,7 @@ class Client:
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach the node at {self.url} ({exc}); is it running?") \
                 from None
-        if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text
-            if isinstance(detail, dict) and "field" in detail:
-                message = f"{detail['field']}: {detail['reason']}"
-            elif isinstance(detail, dict) and "reason" in detail:
-                message = str(detail["reason"])
-            else:
-                message = str(detail)
-            raise ApiError(message, detail)
+        _raise_for(response)
         return response.json()
 
     def get(self, path: str) -> Any:
@@ -55,6 +46,47 @@ class Client:
 
     def post(self, path: str, body: Any) -> Any:
         return self._call("POST", path, body)
+
+    def post_stream(self, path: str, pieces: Iterable[bytes],
+                    params: dict[str, Any] | None = None) -> Any:
+        """POST a body sent piece by piece (chunked), so a large file never sits in memory."""
+        try:
+            response = self._http.post(self.url + path, content=pieces, params=params)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the node at {self.url} ({exc}); is it running?") \
+                from None
+        _raise_for(response)
+        return response.json()
+
+    @contextmanager
+    def stream_get(self, path: str, params: dict[str, Any] | None = None
+                   ) -> Iterator[tuple[int | None, Iterator[bytes]]]:
+        """GET a large body: yields (size from X-File-Size if sent, pieces)."""
+        try:
+            with self._http.stream("GET", self.url + path, params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                size = response.headers.get("x-file-size")
+                yield (int(size) if size is not None else None), response.iter_bytes()
+        except httpx.HTTPError as exc:
+            raise ApiError(f"transfer from the node at {self.url} failed ({exc})") from None
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = response.text
+    if isinstance(detail, dict) and "field" in detail:
+        message = f"{detail['field']}: {detail['reason']}"
+    elif isinstance(detail, dict) and "reason" in detail:
+        message = str(detail["reason"])
+    else:
+        message = str(detail)
+    raise ApiError(message, detail)
 
 
 __all__ = ["ApiError", "Client", "HomeError"]

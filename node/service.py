@@ -47,6 +47,7 @@ from swarm.protocol.sync import differing_buckets
 
 from . import catchup, p2p
 from .api import build_app
+from .blockstore import BLOCKS_DIR, Blockstore, BlockstoreError
 from .home import (
     API_FILE,
     GENESIS_FILE,
@@ -59,6 +60,7 @@ from .home import (
 )
 from .metrics import Metrics
 from .pipeline import Pipeline, Verdict
+from .policy import WasmPolicy
 from .store import Store
 
 log = logging.getLogger("swarm.node")
@@ -128,6 +130,9 @@ class Node:
         self.started_at = time.monotonic()
         self._stop = trio.Event()
         self.api_url = ""
+        # Loaded here, so a module that genesis does not pin stops the node before it
+        # opens anything (PolicyLoadError).
+        self.policy = WasmPolicy.for_genesis(self.genesis, self.metrics)
         self.topics = {name: topic(self.genesis, name) for name in TOPIC_NAMES}
 
     # --- lifecycle ------------------------------------------------------------------
@@ -139,12 +144,18 @@ class Node:
         home = self.settings.home
         self.store = Store(home / STORE_DIR)
         try:
-            self.pipeline = Pipeline.open(self.genesis.swarm_id, self.store)
+            self.blockstore = Blockstore(home / BLOCKS_DIR, self.genesis.params)
+        except BlockstoreError:
+            self.store.close()
+            raise
+        try:
+            self.pipeline = Pipeline.open(self.genesis.swarm_id, self.store, self.policy)
             self.pipeline.on_accept.append(self._accepted)
             self.clock.observe(self.pipeline.replica.clock.time)
             await self._run_network(task_status)
         finally:
             (home / API_FILE).unlink(missing_ok=True)
+            self.blockstore.close()
             self.store.close()
         if self.fatal is not None:
             raise self.fatal
@@ -250,6 +261,11 @@ class Node:
         env = make_envelope(self.identity, kind=kind, swarm=self.genesis.swarm_id,
                             lamport=self.clock.tick(), ts=time.time_ns() // 1_000_000,
                             payload=value, thread=thread, refs=ref_ids)
+        with self.policy.rate_exempt():  # our own pace is the other nodes' business
+            checked = self.policy.run(env)
+        if not checked.allowed:
+            raise LocalProtocolError("policy", f"the swarm's policy denies this {kind}: "
+                                     f"{checked.reason}", code=checked.reason)
         self.pipeline.commit([env])
         self.metrics.published.inc()
         await self.pubsub.publish(self.topics[TOPIC_OF_KIND[kind]], env.wire)
@@ -306,7 +322,8 @@ class Node:
             reply = await self._request(peer, {"op": "get", "ids": [c.raw for c in chunk]})
             good = []
             for wire in catchup.envelopes_of(reply):
-                outcome = self.pipeline.judge(wire)
+                with self.policy.rate_exempt():  # a pull we pace ourselves
+                    outcome = self.pipeline.judge(wire)
                 self.metrics.envelopes.labels(outcome.verdict.value, outcome.reason).inc()
                 if outcome.verdict is Verdict.ACCEPT and outcome.envelope is not None:
                     good.append(outcome.envelope)
@@ -360,6 +377,7 @@ class Node:
             "topics": sorted(self.topics.values()),
             "lamport": self.clock.time,
             "plan_root": plan.root().hex(),
+            "policy_cid": self.policy.cid,
             "envelopes": self.store.count,
             "pending": len(replica.pending),
             "tasks": len(plan.task_ids()),

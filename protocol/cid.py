@@ -1,6 +1,8 @@
-"""Content identifiers (CIDv1) as the protocol uses them.
+"""Content identifiers (CIDv1, and CIDv0 for evidence) as the protocol uses them.
 
-Owns: the binary and string forms of a CID, and computing one for a DAG-CBOR block.
+Owns: the binary and string forms of a CID, computing one for a block (DAG-CBOR for
+envelopes; dag-pb and raw for evidence, see protocol/unixfs.py), and checking that a
+block matches its CID.
 The hot path (one CID per envelope) builds the bytes by hand, `0x01 0x71 0x12 0x20`
 followed by the SHA-256 digest, because going through `multiformats` objects costs
 about 140 us per CID on this machine against about 5 us by hand; the test suite checks
@@ -14,7 +16,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-from .errors import DecodeError
+from .errors import DecodeError, LocalProtocolError
 
 CODEC_DAG_CBOR = 0x71
 CODEC_RAW = 0x55
@@ -22,6 +24,14 @@ CODEC_DAG_PB = 0x70
 HASH_SHA2_256 = 0x12
 
 _DAG_CBOR_SHA256_PREFIX = bytes([0x01, CODEC_DAG_CBOR, HASH_SHA2_256, 0x20])
+# CIDv0 is a bare sha2-256 multihash and always means dag-pb.
+_V0_PREFIX = bytes([HASH_SHA2_256, 0x20])
+_SHA256_PREFIXES = {
+    (1, CODEC_DAG_CBOR): _DAG_CBOR_SHA256_PREFIX,
+    (1, CODEC_DAG_PB): bytes([0x01, CODEC_DAG_PB, HASH_SHA2_256, 0x20]),
+    (1, CODEC_RAW): bytes([0x01, CODEC_RAW, HASH_SHA2_256, 0x20]),
+    (0, CODEC_DAG_PB): _V0_PREFIX,
+}
 # Largest CID we accept from outside: version + codec + hash code + len + 64-byte digest.
 CID_BYTES_MAX = 80
 
@@ -47,6 +57,20 @@ def b32(raw: bytes) -> str:
                    + pairs[n & 1023])
     text = "".join(out)
     return text[: len(text) - (pad * 8) // 5] if pad else text
+
+
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def b58(raw: bytes) -> str:
+    """Base58btc (Bitcoin alphabet), the string form of a CIDv0."""
+    n = int.from_bytes(raw, "big")
+    out = []
+    while n:
+        n, rem = divmod(n, 58)
+        out.append(_B58[rem])
+    zeros = len(raw) - len(raw.lstrip(b"\x00"))
+    return "1" * zeros + "".join(reversed(out))
 
 
 def _read_uvarint(data: bytes, pos: int, field: str) -> tuple[int, int]:
@@ -121,15 +145,36 @@ class Cid:
             return CODEC_DAG_PB
         return _read_uvarint(self.raw, 1, "cid")[0]
 
+    @property
+    def multihash(self) -> tuple[int, bytes]:
+        """(hash function code, digest)."""
+        if self.version == 0:
+            return HASH_SHA2_256, self.raw[2:]
+        pos = _read_uvarint(self.raw, 1, "cid")[1]
+        code, pos = _read_uvarint(self.raw, pos, "cid")
+        _length, pos = _read_uvarint(self.raw, pos, "cid")
+        return code, self.raw[pos:]
+
+    def matches(self, block: bytes) -> bool:
+        """True if `block` hashes to this CID's digest (sha2-256 only; others are False)."""
+        code, digest = self.multihash
+        return code == HASH_SHA2_256 and hashlib.sha256(block).digest() == digest
+
     def __str__(self) -> str:
         if self.version == 0:
-            from multiformats import CID as _MfCID
-
-            return str(_MfCID.decode(self.raw))
+            return b58(self.raw)
         return "b" + b32(self.raw)
 
     def __repr__(self) -> str:
         return f"Cid.parse({str(self)!r})"
+
+
+def block_cid(block: bytes, codec: int, version: int = 1) -> Cid:
+    """The sha2-256 CID of `block` under `codec`; version 0 only exists for dag-pb."""
+    prefix = _SHA256_PREFIXES.get((version, codec))
+    if prefix is None:
+        raise LocalProtocolError("codec", f"no CIDv{version} for codec 0x{codec:x}")
+    return Cid(prefix + hashlib.sha256(block).digest())
 
 
 def dag_cbor_cid(block: bytes) -> Cid:

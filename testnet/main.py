@@ -17,7 +17,7 @@ from swarm.node.client import ApiError
 from swarm.node.home import HomeError
 
 from . import bench as benchmarks
-from . import cluster, sim
+from . import cluster, raftsim, sim
 
 app = typer.Typer(name="swarm-testnet", help="Local testnets and benchmarks.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -27,6 +27,46 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document."
 
 
 @app.command("sim")
+def raft_sim_cmd(
+    seeds: Annotated[int, typer.Option("--seeds", help="How many schedules to run.", min=1)]
+    = 100,
+    start: Annotated[int, typer.Option("--start", help="The first seed.", min=0)] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run seeded fault schedules of a Raft group deciding NEEDs; check safety after every
+    step and liveness after healing. A failing seed replays exactly with --start SEED
+    --seeds 1."""
+    failures: list[dict[str, Any]] = []
+    totals: dict[str, int] = {}
+    with Progress(console=err, transient=True, disable=as_json) as bar:
+        task = bar.add_task("schedules", total=seeds)
+        for seed in range(start, start + seeds):
+            try:
+                result = raftsim.run_seed(seed)
+            except raftsim.Violation as exc:
+                failures.append({"seed": seed, "violation": str(exc)})
+            else:
+                for k in ("steps", "decided", "elections", "crashes", "partitions",
+                          "conf_changes", "transfers", "snapshots_sent", "messages",
+                          "dropped"):
+                    totals[k] = totals.get(k, 0) + getattr(result, k)
+            bar.advance(task)
+    bad = [f["seed"] for f in failures]
+    if as_json:
+        sys.stdout.write(json.dumps({"schedules": seeds, "start": start,
+                                     "violations": len(failures), "failures": failures,
+                                     "totals": totals}, indent=2) + "\n")
+    else:
+        for f in failures:
+            err.print(f"[red]violation[/] {escape(f['violation'])}")
+        out.print("totals: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+        line = f"{seeds} schedules, {len(failures)} violations"
+        out.print(line + (f" (seeds {', '.join(map(str, bad))})" if bad else ""))
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command("gossip-sim")
 def sim_cmd(
     n: Annotated[int, typer.Option("-n", help="Number of replicas.", min=2, max=64)] = 5,
     directory: Annotated[Path, typer.Option("--dir", help="Where node{i}/envelopes.log go.")]
@@ -114,6 +154,38 @@ def netbench_cmd(
         t.add_row(str(r["nodes"]), str(r["latency"]["p50_ms"]), str(r["latency"]["p99_ms"]),
                   str(r["latency"]["samples"]), str(r["burst"]["accepted_per_s_per_node"]),
                   str(r["rss_mb"]["max"]), str(r["converged"]))
+    out.print(t)
+
+
+@app.command("policybench")
+def policybench_cmd(
+    per_verb: Annotated[int, typer.Option("--per-verb", min=10, help="Envelopes per verb.")]
+    = 2000,
+    as_json: JsonOpt = False,
+) -> None:
+    """The WebAssembly policy: evaluation time through the pipeline's policy stage, fuel."""
+    from . import policybench
+
+    doc = policybench.run(per_verb=per_verb)
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    m, st = doc["machine"], doc["stage"]
+    out.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']}"
+              f"\npolicy {doc['policy_cid']}: {st['samples']} evaluations, p50 {st['p50_us']}"
+              f" µs, p95 {st['p95_us']} µs, p99 {st['p99_us']} µs (target p99 < "
+              f"{doc['target_p99_us']} µs)", highlight=False)
+    t = Table(title="per verb (µs) and fuel")
+    for c in ("verb", "p50", "p95", "p99", "fuel"):
+        t.add_column(c)
+    for kind, r in doc["per_verb"].items():
+        t.add_row(kind, str(r["p50_us"]), str(r["p95_us"]), str(r["p99_us"]), str(r["fuel"]))
+    out.print(t)
+    t = Table(title="where the time goes (µs)")
+    for c in ("part", "p50", "p99"):
+        t.add_column(c)
+    for name, r in doc["parts"].items():
+        t.add_row(name.replace("_", " "), str(r["p50_us"]), str(r["p99_us"]))
     out.print(t)
 
 
