@@ -1,0 +1,242 @@
+"""`swarm-node evidence`: files under IPFS CIDs, as Kubo's `ipfs add` would name them.
+
+`add FILE --only-hash` computes the CID here, without a node (the importer in
+protocol/unixfs.py); every other command talks to the running node's control API, which
+owns the block store: the CLI never opens the node's database. `add` and `get` stream
+(bounded memory whatever the size) and show a progress bar on stderr for large files
+when stderr is a terminal; stdout carries only the CID (`add`) or the file (`get`
+without `-o`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from swarm.node.client import ApiError, Client
+from swarm.node.home import HomeError, resolve_home
+from swarm.protocol.cid import Cid
+from swarm.protocol.errors import ProtocolError
+from swarm.protocol.unixfs import Importer
+
+evidence_app = typer.Typer(help="Evidence files under IPFS CIDs (Kubo-compatible).",
+                           no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+# Files are read in pieces of this size: large enough that per-call overhead vanishes,
+# small enough that memory stays flat for any file size.
+READ_BYTES = 1024 * 1024
+# Below this a progress bar would only flicker.
+PROGRESS_BYTES_MIN = 8 * 1024 * 1024
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Node home (default $SWARM_HOME or ~/.can-swarm).",
+                 show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+CidArg = Annotated[str, typer.Argument(help="CIDv0 (Qm...) or CIDv1 (bafy..., bafk...).")]
+KindOpt = Annotated[str, typer.Option("--kind", help="evidence | proof (each has its own "
+                                      "size limit, from genesis).")]
+
+
+def _fail(message: str, as_json: bool = False) -> NoReturn:
+    if as_json:
+        sys.stderr.write(json.dumps({"error": message}) + "\n")
+    else:
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _emit(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def _progress(total: int | None) -> Progress:
+    """A byte progress bar on stderr, shown only for large transfers on a terminal."""
+    show = err.is_terminal and (total is None or total >= PROGRESS_BYTES_MIN)
+    return Progress("[progress.description]{task.description}", BarColumn(),
+                    DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                    console=err, transient=True, disable=not show)
+
+
+def _read_pieces(f: BinaryIO, progress: Progress, task: Any) -> Iterator[bytes]:
+    while piece := f.read(READ_BYTES):
+        progress.advance(task, len(piece))
+        yield piece
+
+
+def _parse_cid(text: str, as_json: bool) -> Cid:
+    try:
+        return Cid.parse(text, "cid")
+    except ProtocolError as exc:
+        _fail(str(exc), as_json)
+
+
+def _client(home: Path | None, as_json: bool) -> Client:
+    try:
+        return Client(resolve_home(home), timeout_s=600.0)
+    except HomeError as exc:
+        _fail(str(exc), as_json)
+
+
+@evidence_app.command("add")
+def add(
+    file: Annotated[Path, typer.Argument(help="The file to add ('-' for stdin).",
+                                         allow_dash=True)],
+    only_hash: Annotated[bool, typer.Option("--only-hash", "-n",
+                                            help="Only compute the CID; needs no node.")]
+    = False,
+    cid_version: Annotated[int, typer.Option("--cid-version", min=0, max=1,
+                                             help="0 (Qm..., Kubo's default) or 1 (raw "
+                                                  "leaves, bafy...).")] = 0,
+    kind: KindOpt = "evidence",
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print FILE's CID, as `ipfs add [--cid-version 1]` would; store and pin it in the
+    running node unless --only-hash."""
+    stdin = str(file) == "-"
+    try:
+        f: BinaryIO = sys.stdin.buffer if stdin else file.open("rb")
+        total = None if stdin else file.stat().st_size
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror}", as_json)
+    with f, _progress(total) as progress:
+        task = progress.add_task("hashing" if only_hash else "adding", total=total)
+        pieces = _read_pieces(f, progress, task)
+        if only_hash:
+            importer = Importer(cid_version)
+            for piece in pieces:
+                importer.feed(piece)  # blocks are dropped: only the root is wanted
+            importer.finish()
+            doc: dict[str, Any] = {"cid": str(importer.root), "size": importer.size}
+        else:
+            c = _client(home, as_json)
+            try:
+                doc = c.post_stream("/evidence", pieces,
+                                    params={"cid_version": cid_version, "kind": kind})
+            except ApiError as exc:
+                _fail(str(exc), as_json)
+            finally:
+                c.close()
+    if as_json:
+        _emit(doc)
+    else:
+        sys.stdout.write(doc["cid"] + "\n")
+
+
+@evidence_app.command("get")
+def get(
+    cid: CidArg,
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Write here (default stdout).")] = None,
+    kind: KindOpt = "evidence",
+    home: HomeOpt = None,
+) -> None:
+    """Write the file CID names, every block checked against its hash by the node."""
+    root = _parse_cid(cid, False)
+    c = _client(home, False)
+    target = output.with_name(f".{output.name}.part") if output is not None else None
+    try:
+        with c.stream_get(f"/evidence/{root}", params={"kind": kind}) as (size, pieces):
+            sink: BinaryIO = target.open("wb") if target is not None else sys.stdout.buffer
+            with _progress(size) as progress:
+                task = progress.add_task("getting", total=size)
+                written = 0
+                for piece in pieces:
+                    sink.write(piece)
+                    written += len(piece)
+                    progress.advance(task, len(piece))
+            if target is not None:
+                sink.close()
+            else:
+                sink.flush()
+            if size is not None and written != size:
+                _fail(f"the node sent {written} of {size} bytes; the file is incomplete")
+    except ApiError as exc:
+        if target is not None:
+            target.unlink(missing_ok=True)
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror}")
+    finally:
+        c.close()
+    if target is not None and output is not None:
+        target.replace(output)
+
+
+@evidence_app.command("pin")
+def pin(cid: CidArg, kind: KindOpt = "evidence", home: HomeOpt = None,
+        as_json: JsonOpt = False) -> None:
+    """Keep CID (and every block under it) through garbage collection."""
+    root = _parse_cid(cid, as_json)
+    doc = _call(home, as_json, lambda c: c.post(f"/evidence/{root}/pin", {"kind": kind}))
+    if as_json:
+        _emit(doc)
+    else:
+        out.print(f"pinned {doc['cid']} ({doc['size']} bytes, {doc['blocks']} blocks)",
+                  highlight=False, markup=False)
+
+
+@evidence_app.command("unpin")
+def unpin(cid: CidArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Let garbage collection take CID's blocks (those no other pin needs)."""
+    root = _parse_cid(cid, as_json)
+    doc = _call(home, as_json, lambda c: c.post(f"/evidence/{root}/unpin", {}))
+    if as_json:
+        _emit(doc)
+    else:
+        out.print(f"unpinned {doc['cid']}", highlight=False, markup=False)
+
+
+@evidence_app.command("ls")
+def ls(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Pinned objects: CID, kind, size, blocks."""
+    doc = _call(home, as_json, lambda c: c.get("/evidence/pins"))
+    if as_json:
+        _emit(doc)
+        return
+    table = Table(title=f"{len(doc)} pinned")
+    for column in ("cid", "kind", "size", "blocks"):
+        table.add_column(column, overflow="fold")
+    for p in doc:
+        table.add_row(p["cid"], p["kind"], str(p["size"]), str(p["blocks"]))
+    out.print(table)
+
+
+@evidence_app.command("gc")
+def gc(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Delete every block no pin needs."""
+    doc = _call(home, as_json, lambda c: c.post("/evidence/gc", {}))
+    if as_json:
+        _emit(doc)
+    else:
+        out.print(f"removed {doc['removed']} blocks ({doc['removed_bytes']} bytes), kept "
+                  f"{doc['kept']}", highlight=False, markup=False)
+
+
+def _call(home: Path | None, as_json: bool, fn: Any) -> Any:
+    c = _client(home, as_json)
+    try:
+        return fn(c)
+    except ApiError as exc:
+        _fail(str(exc), as_json)
+    finally:
+        c.close()

@@ -1,0 +1,352 @@
+"""The node's evidence blocks in RocksDB: content-addressed blocks, pins and GC.
+
+Owns the on-disk layout of ``<home>/blocks`` (a RocksDB of its own, apart from the
+envelope store, so a large evidence upload never competes with envelope writes for one
+write-ahead log) and the rules that keep it bounded. Keys:
+
+* ``b`` + binary CID -> block bytes
+* ``p`` + binary CID of a root -> pin record (kind byte, 8-byte file size, 8-byte
+  block count)
+
+Rules:
+
+* **Hash checked on put.** A block is stored only if its bytes hash to its CID (sha2-256;
+  other hash functions are refused), so `get` never returns bytes the CID does not name.
+* **Per-object limits.** An object is pinned as one kind, evidence or a challenge
+  proof, and may be at most `evidence_bytes_max` or `proof_bytes_max` (genesis params)
+  bytes of file data. `add` stops reading as soon as the input passes the limit; `pin`
+  checks the size the root declares before walking it.
+* **Recursive pins, mark-and-sweep GC.** Pinning a root walks its whole DAG with the
+  UnixFS reader (every block present, hashes and sizes consistent) before recording
+  the pin; `gc()` keeps every block reachable from a pin, and the blocks of imports still
+  in progress, and deletes the rest.
+* **Durability.** Blocks are written without fsync; the pin record is written with a
+  synced WAL after them, and RocksDB's WAL is ordered, so once `add` or `pin` returns
+  the pinned object survives `kill -9`. Unpinned blocks may be lost in a crash; nothing
+  depends on them.
+
+The store is used from one thread (the node's trio loop or one CLI process); it does
+no locking of its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import rocksdict
+
+from swarm.protocol.cid import CODEC_RAW, Cid
+from swarm.protocol.errors import LocalProtocolError
+from swarm.protocol.unixfs import (
+    Block,
+    BlockMissing,
+    Importer,
+    TooLarge,
+    UnixfsError,
+    block_links,
+    check_block,
+    file_size,
+    read_file,
+)
+
+from .store import StoreError
+
+BLOCKS_DIR = "blocks"
+_PIN = struct.Struct(">BQQ")
+
+
+class Kind(enum.Enum):
+    """What a pinned object is for; each kind has its own size limit."""
+
+    EVIDENCE = "evidence"
+    PROOF = "proof"
+
+
+_KIND_CODES = {Kind.EVIDENCE: 0, Kind.PROOF: 1}
+_KIND_BY_CODE = {v: k for k, v in _KIND_CODES.items()}
+_LIMIT_PARAM = {Kind.EVIDENCE: "evidence_bytes_max", Kind.PROOF: "proof_bytes_max"}
+
+
+class BlockstoreError(StoreError):
+    """The block store cannot be opened or is damaged; the message says what to do.
+
+    A StoreError, so `swarm-node start` reports it the way it reports the envelope
+    store's."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    root: Cid
+    kind: Kind
+    size: int  # file bytes
+    blocks: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"cid": str(self.root), "kind": self.kind.value, "size": self.size,
+                "blocks": self.blocks}
+
+
+@dataclass(frozen=True, slots=True)
+class GcResult:
+    removed: int
+    removed_bytes: int
+    kept: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"removed": self.removed, "removed_bytes": self.removed_bytes,
+                "kept": self.kept}
+
+
+class Blockstore:
+    def __init__(self, path: Path, params: Mapping[str, int]) -> None:
+        self.limits = {kind: int(params[name]) for kind, name in _LIMIT_PARAM.items()}
+        path.mkdir(parents=True, exist_ok=True)
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        try:
+            self._db = rocksdict.Rdict(str(path), options=options)
+        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+            raise BlockstoreError(f"cannot open the block store at {path}: {exc} (is "
+                                  "another node running with this home?)") from None
+        self._sync = rocksdict.WriteOptions()
+        self._sync.sync = True
+        # Blocks written by imports that have not finished: live for gc() until then.
+        self._in_flight: set[Cid] = set()
+
+    # -- blocks ---------------------------------------------------------------------
+
+    def has(self, cid: Cid) -> bool:
+        return self._db.get(b"b" + cid.raw) is not None
+
+    def get(self, cid: Cid) -> bytes | None:
+        value = self._db.get(b"b" + cid.raw)
+        return bytes(value) if value is not None else None
+
+    def put(self, cid: Cid, data: bytes) -> None:
+        """Store one block; raises BlockMismatch/TooLarge if `data` is not `cid`'s block."""
+        check_block(cid, data)
+        self._db.put(b"b" + cid.raw, data)
+
+    def put_many(self, blocks: Iterable[tuple[Cid, bytes]]) -> int:
+        """Store blocks in one batch, each checked first; returns how many were given."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        count = 0
+        for cid, data in blocks:
+            check_block(cid, data)
+            batch.put(b"b" + cid.raw, data)
+            count += 1
+        if count:
+            self._db.write(batch)
+        return count
+
+    def blocks(self) -> Iterator[tuple[Cid, int]]:
+        """(cid, size in bytes) of every stored block."""
+        it = self._db.iter()
+        it.seek(b"b")
+        while it.valid():
+            key = bytes(it.key())
+            if not key.startswith(b"b"):
+                break
+            yield Cid(key[1:]), len(it.value())
+            it.next()
+
+    # -- objects --------------------------------------------------------------------
+
+    def add(self, chunks: Iterable[bytes], kind: Kind = Kind.EVIDENCE, cid_version: int = 0,
+            *, pin: bool = True) -> Pin:
+        """Import a file from `chunks`, store its blocks and (by default) pin it.
+
+        Raises TooLarge as soon as the input passes the kind's limit; the blocks written
+        until then are unpinned and go at the next gc().
+        """
+        session = self.begin_import(kind, cid_version)
+        try:
+            for data in chunks:
+                session.feed(data)
+            return session.finish(pin=pin)
+        finally:
+            session.close()
+
+    def begin_import(self, kind: Kind = Kind.EVIDENCE, cid_version: int = 0) -> Import:
+        """An import fed piece by piece, for callers that read their input themselves
+        (the control API reading an upload). Close it when done, finished or not."""
+        return Import(self, kind, cid_version)
+
+    def _put_fresh(self, blocks: list[Block], written: set[Cid]) -> None:
+        if not blocks:
+            return
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for block in blocks:
+            # Our own importer made these, so the hash is right by construction.
+            batch.put(b"b" + block.cid.raw, block.data)
+            written.add(block.cid)
+            self._in_flight.add(block.cid)
+        self._db.write(batch)
+
+    def read(self, root: Cid, kind: Kind = Kind.EVIDENCE) -> Iterator[bytes]:
+        """The file bytes of `root`, every block checked (BlockMissing if one is absent)."""
+        return read_file(root, self.get, self.limits[kind])
+
+    def size_of(self, root: Cid) -> int | None:
+        """The file size the root block declares, or None if the root is not here."""
+        block = self.get(root)
+        return file_size(root, block) if block is not None else None
+
+    def missing(self, root: Cid) -> Cid | None:
+        """The first block of `root`'s DAG that is not here, or None if all are.
+
+        Raw leaves are only looked up, not read; dag-pb nodes are read for their links.
+        """
+        seen: set[Cid] = set()
+        stack = [root]
+        while stack:
+            cid = stack.pop()
+            if cid in seen:
+                continue
+            seen.add(cid)
+            if cid.codec == CODEC_RAW:
+                if not self.has(cid):
+                    return cid
+                continue
+            data = self.get(cid)
+            if data is None:
+                return cid
+            stack.extend(block_links(cid, data))
+        return None
+
+    # -- pins -----------------------------------------------------------------------
+
+    def pin(self, root: Cid, kind: Kind = Kind.EVIDENCE) -> Pin:
+        """Pin `root` recursively once every block of it is here and checks out.
+
+        Raises BlockMissing naming the first absent block, TooLarge if the object is over
+        the kind's limit, BlockMismatch/UnixfsError if the stored DAG is inconsistent.
+        """
+        size = 0
+        for piece in read_file(root, self.get, self.limits[kind]):
+            size += len(piece)
+        result = Pin(root, kind, size, self._count_blocks(root))
+        self._write_pin(result)
+        return result
+
+    def _count_blocks(self, root: Cid) -> int:
+        seen: set[Cid] = set()
+        stack = [root]
+        while stack:
+            cid = stack.pop()
+            if cid in seen:
+                continue
+            seen.add(cid)
+            data = self.get(cid)
+            if data is None:
+                raise BlockMissing(cid)
+            stack.extend(block_links(cid, data))
+        return len(seen)
+
+    def _write_pin(self, pin: Pin) -> None:
+        record = _PIN.pack(_KIND_CODES[pin.kind], pin.size, pin.blocks)
+        self._db.put(b"p" + pin.root.raw, record, self._sync)
+
+    def unpin(self, root: Cid) -> bool:
+        """Remove the pin of `root`; False if it was not pinned. Blocks go at gc()."""
+        key = b"p" + root.raw
+        if self._db.get(key) is None:
+            return False
+        self._db.delete(key, self._sync)
+        return True
+
+    def is_pinned(self, root: Cid) -> bool:
+        return self._db.get(b"p" + root.raw) is not None
+
+    def pins(self) -> list[Pin]:
+        out = []
+        it = self._db.iter()
+        it.seek(b"p")
+        while it.valid():
+            key = bytes(it.key())
+            if not key.startswith(b"p"):
+                break
+            kind_code, size, blocks = _PIN.unpack(bytes(it.value()))
+            out.append(Pin(Cid(key[1:]), _KIND_BY_CODE[kind_code], size, blocks))
+            it.next()
+        return out
+
+    def gc(self) -> GcResult:
+        """Delete every block not reachable from a pin (nor written by an open import)."""
+        live: set[Cid] = set(self._in_flight)
+        stack = [pin.root for pin in self.pins()]
+        while stack:
+            cid = stack.pop()
+            if cid in live:
+                continue
+            live.add(cid)
+            data = self.get(cid)
+            if data is None:
+                raise BlockstoreError(f"pinned block {cid} is missing; the block store is "
+                                      "damaged (unpin its root or add the object again)")
+            try:
+                stack.extend(block_links(cid, data))
+            except UnixfsError as exc:
+                raise BlockstoreError(f"pinned block {cid} does not decode ({exc}); the "
+                                      "block store is damaged") from None
+        removed = removed_bytes = kept = 0
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for cid, size in self.blocks():
+            if cid in live:
+                kept += 1
+            else:
+                batch.delete(b"b" + cid.raw)
+                removed += 1
+                removed_bytes += size
+        if removed:
+            self._db.write(batch, self._sync)
+        return GcResult(removed, removed_bytes, kept)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class Import:
+    """One file being added to a Blockstore; see Blockstore.begin_import()."""
+
+    def __init__(self, store: Blockstore, kind: Kind, cid_version: int) -> None:
+        self._store = store
+        self.kind = kind
+        self.limit = store.limits[kind]
+        self._importer = Importer(cid_version)
+        self._written: set[Cid] = set()
+
+    @property
+    def size(self) -> int:
+        return self._importer.size
+
+    def feed(self, data: bytes) -> None:
+        if self._importer.size + len(data) > self.limit:
+            raise TooLarge("size", f"{self.kind.value} is more than {self.limit} bytes")
+        self._store._put_fresh(self._importer.feed(data), self._written)
+
+    def finish(self, *, pin: bool = True) -> Pin:
+        self._store._put_fresh(self._importer.finish(), self._written)
+        # Distinct blocks: a file with repeated chunks stores each once.
+        result = Pin(self._importer.root, self.kind, self._importer.size, len(self._written))
+        if pin:
+            self._store._write_pin(result)
+        return result
+
+    def close(self) -> None:
+        """Stop sparing this import's blocks from gc() (they are pinned or garbage now)."""
+        self._store._in_flight -= self._written
+        self._written = set()
+
+
+def parse_kind(text: str) -> Kind:
+    try:
+        return Kind(text)
+    except ValueError:
+        raise LocalProtocolError("kind", f"must be one of {[k.value for k in Kind]} "
+                                 f"(got {text!r})") from None
+
