@@ -49,6 +49,12 @@ DEFAULT_PARAMS: dict[str, int] = {
     "payout_honest_verifiers_bp": 4000,
     "payout_burn_bp": 1000,
     "reputation_decay_weekly_bp": 500,
+    "reputation_decay_period_ms": 7 * DAY_MS,  # the "week" of the weekly decay
+    "reputation_initial_bp": 5000,
+    "reputation_upheld_challenge_bp": 1000,
+    "reputation_failed_attestation_bp": 3000,
+    "recency_window_ms": 7 * DAY_MS,  # committee weight falls linearly over this idle time
+    "recency_floor_bp": 1000,  # ... to this floor, never to zero
     "cap_org_bp": 3000,
     "cap_asn_bp": 4000,
     "cap_region_bp": 5000,

@@ -1,0 +1,1315 @@
+"""The credit ledger: one bucket's accounts as a deterministic state machine.
+
+Owns the ledger's rules and arithmetic and nothing about Raft, envelopes or the network.
+Who may submit an operation (signatures) is checked before it gets here; when it is
+applied (the log index and the leader's timestamp) comes in with it.
+
+Theory of operation
+-------------------
+Every account is owned by one bucket, `buckets.bucket_of(account, bucket_count)`. A
+`BucketLedger` holds the accounts its bucket owns, and the escrows their owners opened,
+and applies that bucket's committed entries in log order (`apply`). An entry is an
+operation (`Transfer`, `Escrow`, `Bounty`, `Release`, `Cancel`, `Stake`, `Unstake`,
+`CompleteUnbonding`, `Slash`) or an `EffectBatch` from another bucket.
+
+* **Debits only at home.** An operation is ordered by the bucket of the account it
+  debits (`Op.home`); any other bucket refuses it (`WrongBucket`). Two nodes spending the
+  same account concurrently therefore propose into one log, and the second entry sees
+  the first's debit: no double spend.
+* **Effects for everyone else.** When an entry changes an account another bucket owns
+  (a transfer's recipient, a payout's payees, a slashed verifier), the entry emits an
+  `EffectBatch` to that bucket: one batch per target bucket per entry, keyed by (source
+  bucket, source index) and numbered `seq` 0, 1, 2, ... per (source, target) pair. The
+  target applies each batch exactly once, however often and in whatever order it is
+  delivered: it keeps, per source bucket, the next `seq` it expects and the set of
+  those it applied ahead of a gap. Effects never fail (a credit always fits, a slash
+  takes what stake there is), so a debit at the source is never stranded.
+* **Time from the log only.** `ts_ms` is the bucket leader's stamp, monotonic per
+  bucket; unbonding and escrow holds compare against it. There is no clock here.
+* **Rejections are outcomes, not crashes.** A committed operation that breaks a rule
+  (insufficient balance, ...) changes nothing but the audit trail, which records the
+  typed error; every replica records the same rejection. `check` runs the same
+  validation without applying, for a node to refuse a proposal early.
+* **Conservation.** Minting happens only in `from_genesis`. Per bucket,
+  balances + locked + unbonding + escrowed + burned + credits sent − credits received
+  is constant, and summed over all buckets it equals the genesis supply; once every
+  batch is delivered, sent = received.
+
+Arithmetic: amounts are integers in the smallest unit (`unit_per_credit` per credit);
+percentages are basis points; every product is floored, and the remainder of a split
+goes to named accounts (equal splits) or to the burn (challenge splits), never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import cbor
+from .buckets import bucket_of
+from .cid import Cid
+from .errors import DecodeError, LocalProtocolError, SchemaError
+from .genesis import Genesis
+from .plan import merkle_root
+from .schema import INT_MAX, Bytes, Enum, Int, Link, List, Obj, OneOf, obj
+
+BP = 10_000  # basis points in a whole
+SLASH_REASONS: tuple[str, ...] = ("failed_challenge", "missed_heartbeat", "policy_violation")
+TASK_CLASSES: tuple[str, ...] = ("simple", "complex", "critical")
+# A snapshot holds a whole bucket: far beyond an envelope's bounds, still bounded.
+SNAPSHOT_LIMITS = cbor.Limits(size_bytes_max=1 << 30, depth_max=8, items_max=1 << 28)
+MISSES_MAX = 10_000  # more missed heartbeats in one slash than this is a bug upstream
+
+
+# --- display ------------------------------------------------------------------------
+
+
+def format_credits(units: int, unit_per_credit: int) -> str:
+    """Exact decimal credits: 40_000_000 -> "40", 1_500_000 -> "1.5" (never rounded)."""
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), unit_per_credit)
+    if frac == 0:
+        return f"{sign}{whole}"
+    digits = len(str(unit_per_credit)) - 1
+    if unit_per_credit == 10**digits:
+        return f"{sign}{whole}." + f"{frac:0{digits}d}".rstrip("0")
+    return f"{sign}{whole} {frac}/{unit_per_credit}"
+
+
+def format_duration(ms: int) -> str:
+    """A wait for people: "2 h 13 min", "7 d", "45 s". Rounded up, never promising early."""
+    if ms <= 0:
+        return "0 s"
+    s = -(-ms // 1000)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        m, r = divmod(s, 60)
+        return f"{m} min {r} s" if r else f"{m} min"
+    mins = -(-s // 60)
+    if mins < 1440:
+        h, m = divmod(mins, 60)
+        return f"{h} h {m} min" if m else f"{h} h"
+    hours = -(-s // 3600)
+    d, h = divmod(hours, 24)
+    return f"{d} d {h} h" if h else f"{d} d"
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+class LedgerError(LocalProtocolError):
+    """An operation breaks a ledger rule. `str()` is the reason alone, for people."""
+
+    code = "ledger"
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class InvalidOp(LedgerError):
+    code = "invalid_op"
+
+
+class InsufficientBalance(LedgerError):
+    code = "insufficient_balance"
+
+    def __init__(self, field: str, have: int, need: int, unit: int) -> None:
+        self.have, self.need = have, need
+        super().__init__(field, f"insufficient balance: have {format_credits(have, unit)}, "
+                                f"need {format_credits(need, unit)}")
+
+
+class InsufficientStake(LedgerError):
+    code = "insufficient_stake"
+
+    def __init__(self, field: str, have: int, need: int, unit: int) -> None:
+        self.have, self.need = have, need
+        super().__init__(field, f"insufficient stake: have {format_credits(have, unit)}, "
+                                f"need {format_credits(need, unit)}")
+
+
+class UnbondingPending(LedgerError):
+    code = "unbonding_pending"
+
+    def __init__(self, field: str, remaining_ms: int, amount: int) -> None:
+        self.remaining_ms, self.amount = remaining_ms, amount
+        # The message is the one users see (`stake complete-unbonding`); the amount that
+        # completes first stays on the exception.
+        super().__init__(field, f"unbonding completes in {format_duration(remaining_ms)}")
+
+
+class NothingUnbonding(LedgerError):
+    code = "nothing_unbonding"
+
+
+class UnknownEscrow(LedgerError):
+    code = "unknown_escrow"
+
+
+class EscrowExists(LedgerError):
+    code = "escrow_exists"
+
+
+class EscrowHeld(LedgerError):
+    code = "escrow_held"
+
+    def __init__(self, field: str, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+        super().__init__(field, f"escrow is held for another {format_duration(remaining_ms)}")
+
+
+class OverCap(LedgerError):
+    code = "over_cap"
+
+
+class WrongBucket(LedgerError):
+    code = "wrong_bucket"
+
+
+class DuplicateOp(LedgerError):
+    code = "duplicate_op"
+
+
+class OutOfOrder(LedgerError):
+    code = "out_of_order"
+
+
+class DuplicateEffect(LedgerError):
+    code = "duplicate_effect"
+
+
+# --- operations and effects (what a Raft log carries) -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """`amount` units to `account`, part of a payout or a split."""
+
+    account: bytes
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    op_id: bytes
+    sender: bytes
+    recipient: bytes
+    amount: int
+
+    @property
+    def home(self) -> bytes:
+        return self.sender
+
+
+@dataclass(frozen=True, slots=True)
+class Escrow:
+    """Move `amount` from the payer's balance into a held escrow, releasable after hold_ms."""
+
+    op_id: bytes
+    payer: bytes
+    escrow_id: bytes
+    amount: int
+    hold_ms: int
+
+    @property
+    def home(self) -> bytes:
+        return self.payer
+
+
+@dataclass(frozen=True, slots=True)
+class Bounty:
+    """A verification bounty: an escrow capped by task class, held for
+    escrow_hold_factor x challenge_window_ms (P6 is enforced here as well as upstream)."""
+
+    op_id: bytes
+    payer: bytes
+    escrow_id: bytes
+    amount: int
+    task_class: str
+
+    @property
+    def home(self) -> bytes:
+        return self.payer
+
+
+@dataclass(frozen=True, slots=True)
+class SlashOrder:
+    """What to slash and why; also the effect a `Release` sends to a verifier's bucket.
+
+    `challenger` and `honest` receive the slashed amount's challenger and honest shares
+    (payout_*_bp); without a challenger all of it is burned. The caller has already
+    removed related parties from both (see `payout.py`)."""
+
+    account: bytes
+    reason: str
+    evidence: Cid
+    misses: int = 1
+    challenger: bytes | None = None
+    honest: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Pay out an escrow: `shares` plus `burn` must equal its amount exactly; `slashes`
+    are sent to the slashed accounts' buckets as effects (an upheld challenge)."""
+
+    op_id: bytes
+    payer: bytes
+    escrow_id: bytes
+    shares: tuple[Share, ...]
+    burn: int = 0
+    slashes: tuple[SlashOrder, ...] = ()
+
+    @property
+    def home(self) -> bytes:
+        return self.payer
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    op_id: bytes
+    payer: bytes
+    escrow_id: bytes
+
+    @property
+    def home(self) -> bytes:
+        return self.payer
+
+
+@dataclass(frozen=True, slots=True)
+class Stake:
+    op_id: bytes
+    account: bytes
+    amount: int
+
+    @property
+    def home(self) -> bytes:
+        return self.account
+
+
+@dataclass(frozen=True, slots=True)
+class Unstake:
+    op_id: bytes
+    account: bytes
+    amount: int
+
+    @property
+    def home(self) -> bytes:
+        return self.account
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteUnbonding:
+    op_id: bytes
+    account: bytes
+
+    @property
+    def home(self) -> bytes:
+        return self.account
+
+
+@dataclass(frozen=True, slots=True)
+class Slash:
+    """A slash ordered in the slashed account's own bucket (missed heartbeats, policy)."""
+
+    op_id: bytes
+    order: SlashOrder
+
+    @property
+    def home(self) -> bytes:
+        return self.order.account
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """Effect: add `amount` to `account`'s balance. `kind` says why (for the audit)."""
+
+    account: bytes
+    amount: int
+    kind: str
+
+
+Effect = Credit | SlashOrder
+
+
+@dataclass(frozen=True, slots=True)
+class EffectBatch:
+    """Effects of one source entry on one target bucket; applied there exactly once."""
+
+    source_bucket: int
+    source_index: int
+    seq: int
+    target_bucket: int
+    source_op_id: bytes
+    effects: tuple[Effect, ...]
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.source_bucket, self.source_index)
+
+
+@dataclass(frozen=True, slots=True)
+class EffectAck:
+    """In the source bucket's log: `target_bucket` has applied every batch from here with
+    seq below `applied_seq`, so they leave the outbox. The shell proposes it after
+    reading the target's certified state (`BucketLedger.applied_seq`)."""
+
+    target_bucket: int
+    applied_seq: int
+
+
+Op = Transfer | Escrow | Bounty | Release | Cancel | Stake | Unstake | CompleteUnbonding | Slash
+Body = Op | EffectBatch | EffectAck
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A committed log entry as the ledger sees it: index and leader timestamp from Raft."""
+
+    index: int
+    ts_ms: int
+    body: Body
+
+
+# --- canonical encoding -------------------------------------------------------------
+
+_ID = Bytes(32)
+_ACCOUNT = Bytes(32)
+_AMOUNT = Int(min=1)
+_SLASH = obj(
+    {"account": _ACCOUNT, "reason": Enum(SLASH_REASONS), "evidence": Link(),
+     "misses": Int(min=1, max=MISSES_MAX)},
+    {"challenger": _ACCOUNT, "honest": List(_ACCOUNT, max_items=64, sorted_unique=True)},
+)
+_SHARE = obj({"account": _ACCOUNT, "amount": _AMOUNT})
+_CREDIT = obj({"account": _ACCOUNT, "amount": _AMOUNT, "kind": Enum(
+    ("transfer", "payout", "slash_share"))})
+
+_OPS: dict[str, Obj] = {
+    "transfer": obj({"id": _ID, "from": _ACCOUNT, "to": _ACCOUNT, "amount": _AMOUNT}),
+    "escrow": obj({"id": _ID, "payer": _ACCOUNT, "escrow": _ID, "amount": _AMOUNT,
+                   "hold_ms": Int(min=0)}),
+    "bounty": obj({"id": _ID, "payer": _ACCOUNT, "escrow": _ID, "amount": _AMOUNT,
+                   "class": Enum(TASK_CLASSES)}),
+    "release": obj({"id": _ID, "payer": _ACCOUNT, "escrow": _ID,
+                    "shares": List(_SHARE, max_items=256), "burn": Int(min=0),
+                    "slashes": List(_SLASH, max_items=64)}),
+    "cancel": obj({"id": _ID, "payer": _ACCOUNT, "escrow": _ID}),
+    "stake": obj({"id": _ID, "account": _ACCOUNT, "amount": _AMOUNT}),
+    "unstake": obj({"id": _ID, "account": _ACCOUNT, "amount": _AMOUNT}),
+    "complete_unbonding": obj({"id": _ID, "account": _ACCOUNT}),
+    "slash": obj({"id": _ID, "slash": _SLASH}),
+    "effects": obj({"source_bucket": Int(max=65535), "source_index": Int(min=1),
+                    "seq": Int(), "target_bucket": Int(max=65535), "source_op": _ID,
+                    "credits": List(_CREDIT, max_items=512),
+                    "slashes": List(_SLASH, max_items=64)}),
+    "effect_ack": obj({"target_bucket": Int(max=65535), "applied_seq": Int()}),
+}
+BODY_SCHEMA = OneOf("op", {
+    name: Obj({**o.fields, "op": Enum((name,))}, o.required | {"op"}) for name, o in _OPS.items()
+})
+_KIND: dict[type, str] = {
+    Transfer: "transfer", Escrow: "escrow", Bounty: "bounty", Release: "release",
+    Cancel: "cancel", Stake: "stake", Unstake: "unstake",
+    CompleteUnbonding: "complete_unbonding", Slash: "slash", EffectBatch: "effects",
+    EffectAck: "effect_ack",
+}
+ENTRY_SCHEMA = obj({"index": Int(min=1), "ts_ms": Int(min=0), "body": BODY_SCHEMA})
+
+
+def _slash_value(s: SlashOrder) -> dict[str, Any]:
+    v: dict[str, Any] = {"account": s.account, "reason": s.reason, "evidence": s.evidence,
+                         "misses": s.misses}
+    if s.challenger is not None:
+        v["challenger"] = s.challenger
+    if s.honest:
+        v["honest"] = list(s.honest)
+    return v
+
+
+def _slash_from(v: Mapping[str, Any]) -> SlashOrder:
+    return SlashOrder(v["account"], v["reason"], v["evidence"], v["misses"],
+                      v.get("challenger"), tuple(v.get("honest", ())))
+
+
+def body_value(body: Body) -> dict[str, Any]:
+    """The DAG-CBOR data-model value of an operation or effect batch."""
+    match body:
+        case Transfer():
+            return {"op": "transfer", "id": body.op_id, "from": body.sender,
+                    "to": body.recipient, "amount": body.amount}
+        case Escrow():
+            return {"op": "escrow", "id": body.op_id, "payer": body.payer,
+                    "escrow": body.escrow_id, "amount": body.amount, "hold_ms": body.hold_ms}
+        case Bounty():
+            return {"op": "bounty", "id": body.op_id, "payer": body.payer,
+                    "escrow": body.escrow_id, "amount": body.amount, "class": body.task_class}
+        case Release():
+            return {"op": "release", "id": body.op_id, "payer": body.payer,
+                    "escrow": body.escrow_id,
+                    "shares": [{"account": s.account, "amount": s.amount} for s in body.shares],
+                    "burn": body.burn, "slashes": [_slash_value(s) for s in body.slashes]}
+        case Cancel():
+            return {"op": "cancel", "id": body.op_id, "payer": body.payer,
+                    "escrow": body.escrow_id}
+        case Stake() | Unstake():
+            return {"op": "stake" if isinstance(body, Stake) else "unstake", "id": body.op_id,
+                    "account": body.account, "amount": body.amount}
+        case CompleteUnbonding():
+            return {"op": "complete_unbonding", "id": body.op_id, "account": body.account}
+        case Slash():
+            return {"op": "slash", "id": body.op_id, "slash": _slash_value(body.order)}
+        case EffectBatch():
+            return {"op": "effects", "source_bucket": body.source_bucket,
+                    "source_index": body.source_index, "seq": body.seq,
+                    "target_bucket": body.target_bucket, "source_op": body.source_op_id,
+                    "credits": [{"account": e.account, "amount": e.amount, "kind": e.kind}
+                                for e in body.effects if isinstance(e, Credit)],
+                    "slashes": [_slash_value(e) for e in body.effects
+                                if isinstance(e, SlashOrder)]}
+        case EffectAck():
+            return {"op": "effect_ack", "target_bucket": body.target_bucket,
+                    "applied_seq": body.applied_seq}
+    raise AssertionError(f"not a ledger body: {body!r}")
+
+
+def body_from_value(v: Any, path: str = "body") -> Body:
+    """Validate a decoded value and build the operation; raises SchemaError naming the field."""
+    BODY_SCHEMA.check(v, path)
+    kind = v["op"]
+    if kind == "transfer":
+        return Transfer(v["id"], v["from"], v["to"], v["amount"])
+    if kind == "escrow":
+        return Escrow(v["id"], v["payer"], v["escrow"], v["amount"], v["hold_ms"])
+    if kind == "bounty":
+        return Bounty(v["id"], v["payer"], v["escrow"], v["amount"], v["class"])
+    if kind == "release":
+        return Release(v["id"], v["payer"], v["escrow"],
+                       tuple(Share(s["account"], s["amount"]) for s in v["shares"]),
+                       v["burn"], tuple(_slash_from(s) for s in v["slashes"]))
+    if kind == "cancel":
+        return Cancel(v["id"], v["payer"], v["escrow"])
+    if kind == "stake":
+        return Stake(v["id"], v["account"], v["amount"])
+    if kind == "unstake":
+        return Unstake(v["id"], v["account"], v["amount"])
+    if kind == "complete_unbonding":
+        return CompleteUnbonding(v["id"], v["account"])
+    if kind == "slash":
+        return Slash(v["id"], _slash_from(v["slash"]))
+    if kind == "effect_ack":
+        return EffectAck(v["target_bucket"], v["applied_seq"])
+    # Credits first, then slashes: the order `_emit` builds them in.
+    effects: list[Effect] = [Credit(c["account"], c["amount"], c["kind"]) for c in v["credits"]]
+    effects += [_slash_from(s) for s in v["slashes"]]
+    return EffectBatch(v["source_bucket"], v["source_index"], v["seq"], v["target_bucket"],
+                       v["source_op"], tuple(effects))
+
+
+def encode_body(body: Body) -> bytes:
+    return cbor.encode(body_value(body))
+
+
+def decode_body(data: bytes) -> Body:
+    return body_from_value(cbor.decode(data))
+
+
+def encode_entry(entry: LedgerEntry) -> bytes:
+    return cbor.encode({"index": entry.index, "ts_ms": entry.ts_ms,
+                        "body": body_value(entry.body)})
+
+
+def decode_entry(data: bytes) -> LedgerEntry:
+    v = cbor.decode(data)
+    ENTRY_SCHEMA.check(v, "entry")
+    return LedgerEntry(v["index"], v["ts_ms"], body_from_value(v["body"], "entry.body"))
+
+
+def entry_hash(entry: LedgerEntry) -> bytes:
+    """sha256 of the canonical entry: what committees are seeded from."""
+    return hashlib.sha256(encode_entry(entry)).digest()
+
+
+# --- splits (shared with payout.py) -------------------------------------------------
+
+
+def split_equally(amount: int, accounts: Sequence[bytes]) -> tuple[Share, ...]:
+    """`amount` over distinct `accounts`, floor each; the remainder goes one unit each to
+    the first accounts in byte order, so nothing is lost and every replica agrees."""
+    if not accounts:
+        raise LedgerError("accounts", "cannot split among nobody")
+    ordered = sorted(set(accounts))
+    if len(ordered) != len(accounts):
+        raise LedgerError("accounts", "accounts in a split must be distinct")
+    each, rest = divmod(amount, len(ordered))
+    shares = [Share(a, each + (1 if i < rest else 0)) for i, a in enumerate(ordered)]
+    return tuple(s for s in shares if s.amount > 0)
+
+
+def split_challenge(amount: int, challenger: bytes | None, honest: Sequence[bytes],
+                    params: Mapping[str, int]) -> tuple[tuple[Share, ...], int]:
+    """The upheld-challenge split of `amount`: payout_challenger_bp to the challenger,
+    payout_honest_verifiers_bp shared by the honest verifiers, the rest burned (the
+    payout_burn_bp part plus rounding). A part with nobody to take it (no eligible
+    challenger, no honest verifier) is burned too, so a slash for missed heartbeats
+    or a policy violation burns everything. Returns (shares, burn)."""
+    to_challenger = amount * params["payout_challenger_bp"] // BP if challenger else 0
+    shares: list[Share] = [Share(challenger, to_challenger)] if challenger and to_challenger else []
+    pool = amount * params["payout_honest_verifiers_bp"] // BP if honest else 0
+    if pool:
+        shares += split_equally(pool, honest)
+    burn = amount - to_challenger - pool
+    assert burn >= 0
+    return tuple(shares), burn
+
+
+# --- state --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Unbonding:
+    amount: int
+    complete_ms: int
+
+
+@dataclass(slots=True)
+class _Account:
+    balance: int = 0
+    locked: int = 0
+    escrowed: int = 0
+    unbonding: list[Unbonding] = field(default_factory=list)
+    violations: int = 0  # policy violations so far: each slash escalates
+
+    def empty(self) -> bool:
+        return not (self.balance or self.locked or self.escrowed or self.unbonding
+                    or self.violations)
+
+    @property
+    def unbonding_total(self) -> int:
+        return sum(u.amount for u in self.unbonding)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """What `ledger balance --json` shows for one account."""
+
+    account: bytes
+    balance: int
+    locked: int
+    unbonding: int
+    escrowed: int
+    unbonding_entries: tuple[tuple[int, int], ...] = ()  # (amount, complete_ms)
+    violations: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OpenEscrow:
+    escrow_id: bytes
+    payer: bytes
+    amount: int
+    created_ms: int
+    release_ms: int
+    task_class: str = ""  # "" for a plain escrow
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One field of one account moved by `delta` units ("burned" has account b"")."""
+
+    account: bytes
+    field: str
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One applied entry: its id, its cause, and its effect (or the typed rejection)."""
+
+    index: int
+    ts_ms: int
+    op_id: bytes
+    kind: str
+    account: bytes  # the operation's home account; b"" for an effect batch
+    cause: str
+    changes: tuple[Change, ...]
+    emitted: tuple[tuple[int, int], ...] = ()  # (target bucket, seq) of batches sent
+    error_code: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_code
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    record: AuditRecord
+    effects: tuple[EffectBatch, ...]
+    error: LedgerError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Sums over one bucket (or several, added). `in_flight` is credits sent to other
+    buckets not yet applied there; conservation: `held` is constant."""
+
+    balances: int = 0
+    locked: int = 0
+    unbonding: int = 0
+    escrowed: int = 0
+    burned: int = 0
+    credits_out: int = 0
+    credits_in: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.credits_out - self.credits_in
+
+    @property
+    def held(self) -> int:
+        return (self.balances + self.locked + self.unbonding + self.escrowed + self.burned
+                + self.in_flight)
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(*(a + b for a, b in zip(self._tuple(), other._tuple(), strict=True)))
+
+    def _tuple(self) -> tuple[int, ...]:
+        return (self.balances, self.locked, self.unbonding, self.escrowed, self.burned,
+                self.credits_out, self.credits_in)
+
+    def supply(self) -> dict[str, int]:
+        """`ledger supply --json`: total = circulating + locked + escrowed; total + burned
+        is the genesis supply. Credits in flight between buckets count as circulating."""
+        circulating = self.balances + self.in_flight
+        locked = self.locked + self.unbonding
+        return {"total": circulating + locked + self.escrowed, "circulating": circulating,
+                "locked": locked, "escrowed": self.escrowed, "burned": self.burned}
+
+
+def genesis_supply(genesis: Genesis) -> int:
+    """Every unit that will ever exist: genesis balances plus validator stakes."""
+    v = genesis.value
+    total: int = sum(a["balance"] for a in v["accounts"]) + sum(x["stake"] for x in v["validators"])
+    return total
+
+
+class _Tx:
+    """The changes one entry makes, recorded as they are made. Handlers validate first and
+    mutate only through this afterwards, so a refused entry leaves it empty."""
+
+    __slots__ = ("changes", "ledger", "outbound")
+
+    def __init__(self, ledger: BucketLedger) -> None:
+        self.ledger = ledger
+        self.changes: list[Change] = []
+        self.outbound: dict[int, list[Effect]] = {}
+
+    def move(self, account: bytes, fld: str, delta: int) -> None:
+        if delta == 0:
+            return
+        acct = self.ledger._acct(account)
+        value = getattr(acct, fld) + delta
+        assert value >= 0, f"{fld} of {account.hex()} would go negative"
+        setattr(acct, fld, value)
+        self.changes.append(Change(account, fld, delta))
+
+    def burn(self, amount: int) -> None:
+        if amount:
+            self.ledger._burned += amount
+            self.changes.append(Change(b"", "burned", amount))
+
+    def credit(self, account: bytes, amount: int, kind: str) -> None:
+        """Local accounts are credited now; others get an effect."""
+        if amount <= 0:
+            return
+        if self.ledger.owns(account):
+            self.move(account, "balance", amount)
+        else:
+            target = bucket_of(account, self.ledger.bucket_count)
+            self.outbound.setdefault(target, []).append(Credit(account, amount, kind))
+
+    def slash_remote(self, order: SlashOrder) -> None:
+        target = bucket_of(order.account, self.ledger.bucket_count)
+        self.outbound.setdefault(target, []).append(order)
+
+
+# --- the state machine --------------------------------------------------------------
+
+
+class BucketLedger:
+    """The ledger state of one bucket, changed only by `apply` (and built at genesis)."""
+
+    def __init__(self, params: Mapping[str, int], bucket: int) -> None:
+        self.params = dict(params)
+        self.bucket_count = self.params["bucket_count"]
+        self.unit = self.params["unit_per_credit"]
+        if not 0 <= bucket < self.bucket_count:
+            raise LocalProtocolError("bucket", f"must be 0..{self.bucket_count - 1}")
+        self.bucket = bucket
+        self._accounts: dict[bytes, _Account] = {}
+        # Keyed by (payer, escrow id): nobody can take an id another payer means to use.
+        self._escrows: dict[tuple[bytes, bytes], OpenEscrow] = {}
+        self._burned = 0
+        self._credits_out = 0
+        self._credits_in = 0
+        self._out_seq: dict[int, int] = {}  # target bucket -> next seq to send
+        self._in_next: dict[int, int] = {}  # source bucket -> next seq expected
+        self._in_ahead: dict[int, set[int]] = {}  # source bucket -> seqs applied past a gap
+        # Batches sent and not yet acknowledged, target -> seq -> batch. Replicated state,
+        # so whichever replica leads the bucket next can send them again.
+        self._outbox: dict[int, dict[int, EffectBatch]] = {}
+        self._seen_ops: set[bytes] = set()
+        self._ops_digest: bytes | None = None  # cache: sorting every id dominates `root`
+        self._last_index = 0
+        self._last_ts_ms = 0
+        self._audit: list[AuditRecord] = []
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis, bucket: int) -> BucketLedger:
+        """The only mint: genesis balances and validator stakes of accounts this bucket owns."""
+        led = cls(genesis.params, bucket)
+        for a in genesis.value["accounts"]:
+            if led.owns(a["account"]) and a["balance"]:
+                led._acct(a["account"]).balance += a["balance"]
+        for v in genesis.value["validators"]:
+            if led.owns(v["account"]) and v["stake"]:
+                led._acct(v["account"]).locked += v["stake"]
+        return led
+
+    # -- queries
+
+    def owns(self, account: bytes) -> bool:
+        return bucket_of(account, self.bucket_count) == self.bucket
+
+    def account(self, account: bytes) -> AccountView:
+        a = self._accounts.get(account) or _Account()
+        return AccountView(account, a.balance, a.locked, a.unbonding_total, a.escrowed,
+                           tuple((u.amount, u.complete_ms) for u in a.unbonding),
+                           a.violations)
+
+    def accounts(self) -> Iterator[AccountView]:
+        for key in sorted(self._accounts):
+            yield self.account(key)
+
+    def escrow(self, payer: bytes, escrow_id: bytes) -> OpenEscrow | None:
+        return self._escrows.get((payer, escrow_id))
+
+    def escrows(self) -> list[OpenEscrow]:
+        return [self._escrows[k] for k in sorted(self._escrows)]
+
+    def history(self, account: bytes | None = None) -> list[AuditRecord]:
+        """The audit trail, oldest first; with `account`, the entries it submitted (refused
+        ones too) and those that changed it."""
+        if account is None:
+            return list(self._audit)
+        return [r for r in self._audit
+                if r.account == account or any(c.account == account for c in r.changes)]
+
+    @property
+    def last_index(self) -> int:
+        return self._last_index
+
+    def outbox(self, target_bucket: int | None = None) -> list[EffectBatch]:
+        """Batches sent and not yet acknowledged (for one target, or all), in seq order:
+        what the shell must (re)send until an `EffectAck` removes them."""
+        targets = sorted(self._outbox) if target_bucket is None else [target_bucket]
+        return [b for t in targets for _, b in sorted(self._outbox.get(t, {}).items())]
+
+    def outbox_targets(self) -> list[int]:
+        """Buckets this one has unacknowledged batches for."""
+        return sorted(self._outbox)
+
+    def applied_seq(self, source_bucket: int) -> int:
+        """Every batch from `source_bucket` with seq below this has been applied: what an
+        `EffectAck` in the source bucket's log reports."""
+        return self._in_next.get(source_bucket, 0)
+
+    def has_applied(self, source_bucket: int, seq: int) -> bool:
+        return (seq < self._in_next.get(source_bucket, 0)
+                or seq in self._in_ahead.get(source_bucket, ()))
+
+    def totals(self) -> Totals:
+        bal = locked = unb = esc = 0
+        for a in self._accounts.values():
+            bal += a.balance
+            locked += a.locked
+            unb += a.unbonding_total
+            esc += a.escrowed
+        return Totals(bal, locked, unb, esc, self._burned, self._credits_out, self._credits_in)
+
+    def state_value(self) -> dict[str, Any]:
+        """Canonical value of the whole state (the audit trail excepted)."""
+        if self._ops_digest is None:
+            self._ops_digest = hashlib.sha256(b"".join(sorted(self._seen_ops))).digest()
+        ops = self._ops_digest
+        return {
+            "bucket": self.bucket,
+            "accounts": [[k, a.balance, a.locked, a.escrowed,
+                          [[u.amount, u.complete_ms] for u in a.unbonding], a.violations]
+                         for k, a in sorted(self._accounts.items())],
+            "escrows": [[e.escrow_id, e.payer, e.amount, e.created_ms, e.release_ms,
+                         e.task_class] for e in self.escrows()],
+            "burned": self._burned,
+            "credits_out": self._credits_out,
+            "credits_in": self._credits_in,
+            "out_seq": [[t, n] for t, n in sorted(self._out_seq.items())],
+            "in": [[s, self._in_next.get(s, 0), sorted(self._in_ahead.get(s, ()))]
+                   for s in sorted(set(self._in_next) | set(self._in_ahead))],
+            "ops": ops,
+            "outbox": [[t, sorted(batches)] for t, batches in sorted(self._outbox.items())],
+            "last": [self._last_index, self._last_ts_ms],
+        }
+
+    def root(self) -> bytes:
+        """sha256 over the canonical state: equal on every replica that applied the same log."""
+        return hashlib.sha256(b"swarm-ledger-bucket\x00" + cbor.encode(self.state_value())).digest()
+
+    # -- snapshots (Raft log compaction and catching up a lagging replica)
+
+    def snapshot(self) -> bytes:
+        """The whole state as canonical DAG-CBOR: `state_value` with the decided op ids and
+        the outbox in full. The audit trail is not included (it is history, not state)."""
+        value = self.state_value()
+        value["v"] = 1
+        value["ops"] = sorted(self._seen_ops)
+        value["outbox"] = [body_value(b) for b in self.outbox()]
+        return cbor.encode(value)
+
+    @classmethod
+    def restore(cls, params: Mapping[str, int], data: bytes) -> BucketLedger:
+        """Rebuild a bucket from `snapshot()` bytes; the result has the same root."""
+        v = cbor.decode(data, SNAPSHOT_LIMITS)
+        try:
+            led = cls(params, v["bucket"])
+            for k, bal, locked, esc, unb, viol in v["accounts"]:
+                led._accounts[k] = _Account(bal, locked, esc,
+                                            [Unbonding(a, c) for a, c in unb], viol)
+            for eid, payer, amount, created, release, task_class in v["escrows"]:
+                led._escrows[(payer, eid)] = OpenEscrow(eid, payer, amount, created, release,
+                                                        task_class)
+            led._burned, led._credits_out, led._credits_in = (
+                v["burned"], v["credits_out"], v["credits_in"])
+            led._out_seq = {t: n for t, n in v["out_seq"]}
+            for source, nxt, ahead in v["in"]:
+                led._in_next[source] = nxt
+                if ahead:
+                    led._in_ahead[source] = set(ahead)
+            led._seen_ops = set(v["ops"])
+            for raw in v["outbox"]:
+                batch = body_from_value(raw, "snapshot.outbox")
+                assert isinstance(batch, EffectBatch)
+                led._outbox.setdefault(batch.target_bucket, {})[batch.seq] = batch
+            led._last_index, led._last_ts_ms = v["last"]
+        except (KeyError, TypeError, ValueError, AssertionError, SchemaError) as exc:
+            raise DecodeError("snapshot", f"not a ledger snapshot: {exc}") from None
+        if led.snapshot() != bytes(data):
+            raise DecodeError("snapshot", "ledger snapshot is not in canonical form")
+        return led
+
+    # -- validation without applying
+
+    def check(self, op: Op, ts_ms: int) -> None:
+        """Raise the LedgerError that applying `op` at `ts_ms` would record, if any."""
+        self._validate(op, ts_ms)
+
+    # -- applying
+
+    def apply(self, entry: LedgerEntry) -> Applied:
+        """Apply one committed entry. Rule violations are recorded, not raised."""
+        body = entry.body
+        if isinstance(body, EffectBatch):
+            op_id, home = body.source_op_id, b""
+        elif isinstance(body, EffectAck):
+            op_id, home = b"", b""
+        else:
+            op_id, home = body.op_id, body.home
+        kind = _KIND[type(body)]
+        try:
+            if entry.index <= self._last_index:
+                raise OutOfOrder("index", f"entry {entry.index} is not after {self._last_index}")
+            if entry.ts_ms < self._last_ts_ms:
+                raise OutOfOrder("ts_ms", f"timestamp {entry.ts_ms} is before "
+                                          f"{self._last_ts_ms}")
+        except OutOfOrder as exc:
+            # Not this bucket's next entry at all: a bug in the shell. Record nothing.
+            return Applied(AuditRecord(entry.index, entry.ts_ms, op_id, kind, home, "", (),
+                                       error_code=exc.code, error=exc.reason), (), exc)
+        self._last_index = entry.index
+        self._last_ts_ms = entry.ts_ms
+        tx = _Tx(self)
+        cause = _cause(body)
+        error: LedgerError | None = None
+        try:
+            if isinstance(body, EffectBatch):
+                self._apply_batch(body, entry.ts_ms, tx)
+            elif isinstance(body, EffectAck):
+                self._apply_ack(body)
+            else:
+                self._validate(body, entry.ts_ms)
+                self._decide(body.op_id)
+                self._mutate(body, entry.ts_ms, tx)
+        except LedgerError as exc:
+            assert not tx.changes and not tx.outbound, "rules must be checked before mutating"
+            error = exc
+            if not isinstance(body, EffectBatch | EffectAck) and not isinstance(exc, DuplicateOp):
+                self._decide(body.op_id)  # an op id is decided once: applied or refused
+        batches = self._emit(tx, entry.index, op_id)
+        self._prune(tx)
+        record = AuditRecord(entry.index, entry.ts_ms, op_id, kind, home, cause,
+                             tuple(tx.changes), tuple((b.target_bucket, b.seq) for b in batches),
+                             error.code if error else "", error.reason if error else "")
+        self._audit.append(record)
+        return Applied(record, batches, error)
+
+    # -- internals
+
+    def _decide(self, op_id: bytes) -> None:
+        self._seen_ops.add(op_id)
+        self._ops_digest = None
+
+    def _acct(self, account: bytes) -> _Account:
+        a = self._accounts.get(account)
+        if a is None:
+            a = self._accounts[account] = _Account()
+        return a
+
+    def _view(self, account: bytes) -> _Account:
+        return self._accounts.get(account) or _Account()
+
+    def _prune(self, tx: _Tx) -> None:
+        # An all-zero account is no account: keeps the state (and its root) canonical.
+        for c in tx.changes:
+            a = self._accounts.get(c.account)
+            if a is not None and a.empty():
+                del self._accounts[c.account]
+
+    def _emit(self, tx: _Tx, index: int, op_id: bytes) -> tuple[EffectBatch, ...]:
+        out = []
+        for target in sorted(tx.outbound):
+            effects = tx.outbound[target]
+            # Credits first, then slashes: the canonical encoding keeps them apart.
+            effects = ([e for e in effects if isinstance(e, Credit)]
+                       + [e for e in effects if isinstance(e, SlashOrder)])
+            seq = self._out_seq.get(target, 0)
+            self._out_seq[target] = seq + 1
+            self._credits_out += sum(e.amount for e in effects if isinstance(e, Credit))
+            batch = EffectBatch(self.bucket, index, seq, target, op_id, tuple(effects))
+            self._outbox.setdefault(target, {})[seq] = batch
+            out.append(batch)
+        return tuple(out)
+
+    def _require_home(self, account: bytes, fld: str) -> None:
+        if not self.owns(account):
+            raise WrongBucket(fld, f"account {account.hex()[:16]} belongs to bucket "
+                                   f"{bucket_of(account, self.bucket_count)}, not {self.bucket}")
+
+    def _positive(self, amount: int, fld: str = "amount") -> None:
+        if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= INT_MAX:
+            raise InvalidOp(fld, f"must be a positive amount (got {amount!r})")
+
+    def _validate(self, op: Op, ts_ms: int) -> None:
+        self._require_home(op.home, "account")
+        if op.op_id in self._seen_ops:
+            raise DuplicateOp("op_id", f"operation {op.op_id.hex()[:16]} was already decided")
+        unit = self.unit
+        match op:
+            case Transfer():
+                self._positive(op.amount)
+                have = self._view(op.sender).balance
+                if have < op.amount:
+                    raise InsufficientBalance("amount", have, op.amount, unit)
+            case Escrow() | Bounty():
+                self._positive(op.amount)
+                if (op.payer, op.escrow_id) in self._escrows:
+                    raise EscrowExists("escrow_id", f"escrow {op.escrow_id.hex()[:16]} is open")
+                if isinstance(op, Escrow) and op.hold_ms < 0:
+                    raise InvalidOp("hold_ms", f"must be >= 0 (got {op.hold_ms})")
+                if isinstance(op, Bounty):
+                    if op.task_class not in TASK_CLASSES:
+                        raise InvalidOp("task_class", f"must be one of {', '.join(TASK_CLASSES)}"
+                                                      f" (got {op.task_class!r})")
+                    cap = self.params[f"bounty_cap_{op.task_class}"]
+                    if op.amount > cap:
+                        raise OverCap("amount", f"bounty {format_credits(op.amount, unit)} is "
+                                                f"over the {op.task_class} cap of "
+                                                f"{format_credits(cap, unit)}")
+                have = self._view(op.payer).balance
+                if have < op.amount:
+                    raise InsufficientBalance("amount", have, op.amount, unit)
+            case Release():
+                esc = self._open_escrow(op.escrow_id, op.payer)
+                if ts_ms < esc.release_ms:
+                    raise EscrowHeld("escrow_id", esc.release_ms - ts_ms)
+                for i, s in enumerate(op.shares):
+                    self._positive(s.amount, f"shares[{i}].amount")
+                if len({s.account for s in op.shares}) != len(op.shares):
+                    raise InvalidOp("shares", "an account appears twice")
+                if op.burn < 0:
+                    raise InvalidOp("burn", f"must be >= 0 (got {op.burn})")
+                paid = sum(s.amount for s in op.shares) + op.burn
+                if paid != esc.amount:
+                    raise InvalidOp("shares", f"shares and burn add up to "
+                                              f"{format_credits(paid, unit)}, the escrow holds "
+                                              f"{format_credits(esc.amount, unit)}")
+                for i, order in enumerate(op.slashes):
+                    self._check_order(order, f"slashes[{i}]")
+            case Cancel():
+                self._open_escrow(op.escrow_id, op.payer)
+            case Stake():
+                self._positive(op.amount)
+                have = self._view(op.account).balance
+                if have < op.amount:
+                    raise InsufficientBalance("amount", have, op.amount, unit)
+            case Unstake():
+                self._positive(op.amount)
+                have = self._view(op.account).locked
+                if have < op.amount:
+                    raise InsufficientStake("amount", have, op.amount, unit)
+            case CompleteUnbonding():
+                pending = self._view(op.account).unbonding
+                if not pending:
+                    raise NothingUnbonding("account", "nothing is unbonding")
+                if not any(u.complete_ms <= ts_ms for u in pending):
+                    first = min(pending, key=lambda u: u.complete_ms)
+                    raise UnbondingPending("account", first.complete_ms - ts_ms, first.amount)
+            case Slash():
+                self._check_order(op.order, "slash")
+            case _:
+                raise InvalidOp("op", f"not a ledger operation: {type(op).__name__}")
+
+    def _check_order(self, order: SlashOrder, path: str) -> None:
+        if order.reason not in SLASH_REASONS:
+            raise InvalidOp(f"{path}.reason", f"must be one of {', '.join(SLASH_REASONS)}"
+                                              f" (got {order.reason!r})")
+        if not isinstance(order.evidence, Cid):
+            raise InvalidOp(f"{path}.evidence", "a slash needs an evidence CID")
+        if not 1 <= order.misses <= MISSES_MAX:
+            raise InvalidOp(f"{path}.misses", f"must be 1..{MISSES_MAX} (got {order.misses})")
+        if order.challenger is not None and order.challenger in order.honest:
+            raise InvalidOp(f"{path}.honest", "the challenger is not also an honest verifier")
+        if order.account == order.challenger or order.account in order.honest:
+            raise InvalidOp(f"{path}.account", "a slashed account cannot share its own slash")
+        if len(set(order.honest)) != len(order.honest):
+            raise InvalidOp(f"{path}.honest", "an account appears twice")
+
+    def _open_escrow(self, escrow_id: bytes, payer: bytes) -> OpenEscrow:
+        esc = self._escrows.get((payer, escrow_id))
+        if esc is None:
+            raise UnknownEscrow("escrow_id", f"no open escrow {escrow_id.hex()[:16]} "
+                                             f"of {payer.hex()[:16]}")
+        return esc
+
+    def _mutate(self, op: Op, ts_ms: int, tx: _Tx) -> None:
+        match op:
+            case Transfer():
+                tx.move(op.sender, "balance", -op.amount)
+                tx.credit(op.recipient, op.amount, "transfer")
+            case Escrow() | Bounty():
+                if isinstance(op, Bounty):
+                    hold = self.params["escrow_hold_factor"] * self.params["challenge_window_ms"]
+                    task_class = op.task_class
+                else:
+                    hold, task_class = op.hold_ms, ""
+                tx.move(op.payer, "balance", -op.amount)
+                tx.move(op.payer, "escrowed", op.amount)
+                self._escrows[(op.payer, op.escrow_id)] = OpenEscrow(
+                    op.escrow_id, op.payer, op.amount, ts_ms, ts_ms + hold, task_class)
+            case Release():
+                esc = self._escrows.pop((op.payer, op.escrow_id))
+                tx.move(op.payer, "escrowed", -esc.amount)
+                tx.burn(op.burn)
+                for s in op.shares:
+                    tx.credit(s.account, s.amount, "payout")
+                for order in op.slashes:
+                    if self.owns(order.account):
+                        self._slash(order, tx)
+                    else:
+                        tx.slash_remote(order)
+            case Cancel():
+                esc = self._escrows.pop((op.payer, op.escrow_id))
+                tx.move(op.payer, "escrowed", -esc.amount)
+                tx.move(op.payer, "balance", esc.amount)
+            case Stake():
+                tx.move(op.account, "balance", -op.amount)
+                tx.move(op.account, "locked", op.amount)
+            case Unstake():
+                tx.move(op.account, "locked", -op.amount)
+                acct = self._acct(op.account)
+                acct.unbonding.append(Unbonding(op.amount, ts_ms + self.params["unbonding_ms"]))
+                tx.changes.append(Change(op.account, "unbonding", op.amount))
+            case CompleteUnbonding():
+                acct = self._acct(op.account)
+                done = [u for u in acct.unbonding if u.complete_ms <= ts_ms]
+                acct.unbonding = [u for u in acct.unbonding if u.complete_ms > ts_ms]
+                total = sum(u.amount for u in done)
+                tx.changes.append(Change(op.account, "unbonding", -total))
+                tx.move(op.account, "balance", total)
+            case Slash():
+                self._slash(op.order, tx)
+
+    def slash_amount(self, order: SlashOrder) -> int:
+        """What `order` would take from its account now (stake and unbonding both count:
+        unbonding exists so that stake stays slashable for a while after it is withdrawn)."""
+        a = self._view(order.account)
+        base = a.locked + a.unbonding_total
+        p = self.params
+        if order.reason == "failed_challenge":
+            rate = p["slash_failed_challenge_bp"]
+        elif order.reason == "missed_heartbeat":
+            rate = p["slash_missed_heartbeat_bp"] * order.misses
+        else:  # policy_violation: the n-th violation costs n times the base rate
+            rate = p["slash_policy_violation_bp"] * (a.violations + 1)
+        return base * min(rate, BP) // BP
+
+    def _slash(self, order: SlashOrder, tx: _Tx) -> None:
+        amount = self.slash_amount(order)
+        if order.reason == "policy_violation":
+            self._acct(order.account).violations += 1
+            tx.changes.append(Change(order.account, "violations", 1))
+        if amount == 0:
+            return  # nothing at stake: no account is created just to hold zeros
+        acct = self._acct(order.account)
+        take = min(amount, acct.locked)
+        tx.move(order.account, "locked", -take)
+        rest = amount - take
+        # Then from unbonding, latest first: the most recently withdrawn stake goes first.
+        for u in sorted(acct.unbonding, key=lambda u: -u.complete_ms):
+            if rest == 0:
+                break
+            cut = min(rest, u.amount)
+            u.amount -= cut
+            rest -= cut
+            tx.changes.append(Change(order.account, "unbonding", -cut))
+        acct.unbonding = [u for u in acct.unbonding if u.amount > 0]
+        assert rest == 0
+        shares, burn = split_challenge(amount, order.challenger, order.honest, self.params)
+        tx.burn(burn)
+        for s in shares:
+            tx.credit(s.account, s.amount, "slash_share")
+
+    def _apply_ack(self, ack: EffectAck) -> None:
+        sent = self._out_seq.get(ack.target_bucket, 0)
+        if not 0 <= ack.applied_seq <= sent:
+            raise InvalidOp("applied_seq", f"bucket {ack.target_bucket} cannot have applied "
+                                           f"{ack.applied_seq} batches; {sent} were sent")
+        pending = self._outbox.get(ack.target_bucket, {})
+        for seq in [q for q in pending if q < ack.applied_seq]:
+            del pending[seq]
+        if not pending:
+            self._outbox.pop(ack.target_bucket, None)
+
+    def _apply_batch(self, batch: EffectBatch, ts_ms: int, tx: _Tx) -> None:
+        if batch.target_bucket != self.bucket:
+            raise WrongBucket("target_bucket", f"effects for bucket {batch.target_bucket} "
+                                               f"delivered to {self.bucket}")
+        src, seq = batch.source_bucket, batch.seq
+        nxt = self._in_next.get(src, 0)
+        ahead = self._in_ahead.get(src, set())
+        if seq < nxt or seq in ahead:
+            raise DuplicateEffect("seq", f"effects {seq} from bucket {src} (entry "
+                                         f"{batch.source_index}) were already applied")
+        for i, e in enumerate(batch.effects):
+            if not self.owns(e.account):
+                raise WrongBucket(f"effects[{i}].account", f"account {e.account.hex()[:16]} "
+                                                           f"is not in bucket {self.bucket}")
+            if isinstance(e, SlashOrder):
+                self._check_order(e, f"effects[{i}]")
+            elif e.amount <= 0:
+                raise InvalidOp(f"effects[{i}].amount", "a credit must be positive")
+        if seq == nxt:
+            nxt += 1
+            while nxt in ahead:
+                ahead.discard(nxt)
+                nxt += 1
+            self._in_next[src] = nxt
+        else:
+            ahead.add(seq)
+        if ahead:
+            self._in_ahead[src] = ahead
+        else:
+            self._in_ahead.pop(src, None)
+        for e in batch.effects:
+            if isinstance(e, Credit):
+                self._credits_in += e.amount
+                tx.move(e.account, "balance", e.amount)
+            else:
+                self._slash(e, tx)
+
+
+def _cause(body: Body) -> str:
+    match body:
+        case EffectBatch():
+            return (f"effects from bucket {body.source_bucket} entry {body.source_index} "
+                    f"(op {body.source_op_id.hex()[:16]}, seq {body.seq})")
+        case EffectAck():
+            return (f"bucket {body.target_bucket} applied our effects below seq "
+                    f"{body.applied_seq}")
+        case Slash():
+            return f"slash for {body.order.reason}, evidence {body.order.evidence}"
+        case Release() if body.slashes:
+            reasons = ", ".join(f"{s.reason} of {s.account.hex()[:16]} evidence {s.evidence}"
+                                for s in body.slashes)
+            return f"release by {body.payer.hex()[:16]}; slashes: {reasons}"
+    return f"{_KIND[type(body)]} by {body.home.hex()[:16]}"
+
+
+# --- a node's read replica: every bucket ---------------------------------------------
+
+
+class LedgerReplica:
+    """All buckets' ledgers side by side: a node's read replica, and the simulation's world.
+
+    Each bucket still applies only its own entries; this class only routes queries."""
+
+    def __init__(self, buckets: Mapping[int, BucketLedger], supply: int) -> None:
+        self.buckets = dict(buckets)
+        self.genesis_supply = supply
+        first = next(iter(self.buckets.values()))
+        self.bucket_count = first.bucket_count
+        self.unit = first.unit
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis) -> LedgerReplica:
+        n = genesis.params["bucket_count"]
+        buckets = {b: BucketLedger(genesis.params, b) for b in range(n)}
+        # One hash per account, not one per account per bucket (256 x for a full replica).
+        for a in genesis.value["accounts"]:
+            if a["balance"]:
+                buckets[bucket_of(a["account"], n)]._acct(a["account"]).balance += a["balance"]
+        for v in genesis.value["validators"]:
+            if v["stake"]:
+                buckets[bucket_of(v["account"], n)]._acct(v["account"]).locked += v["stake"]
+        return cls(buckets, genesis_supply(genesis))
+
+    def bucket_for(self, account: bytes) -> BucketLedger:
+        return self.buckets[bucket_of(account, self.bucket_count)]
+
+    def account(self, account: bytes) -> AccountView:
+        return self.bucket_for(account).account(account)
+
+    def totals(self) -> Totals:
+        total = Totals()
+        for b in self.buckets.values():
+            total = total + b.totals()
+        return total
+
+    def root(self) -> bytes:
+        """Merkle root over the bucket roots in bucket order (the node's `ledger_root`)."""
+        return merkle_root([self.buckets[b].root() for b in sorted(self.buckets)])
+
+    def check_conservation(self) -> None:
+        """Raise AssertionError unless every unit of the genesis supply is accounted for."""
+        t = self.totals()
+        assert t.held == self.genesis_supply, (
+            f"conservation broken: held {t.held}, genesis supply {self.genesis_supply} ({t})")
+
+    def history(self, account: bytes) -> list[AuditRecord]:
+        """Entries touching `account` in any bucket (its own and effects it received)."""
+        out: list[AuditRecord] = []
+        for b in self.buckets.values():
+            out += b.history(account)
+        return sorted(out, key=lambda r: r.ts_ms)
+
