@@ -39,8 +39,14 @@ policy: install
 policy-check: install
 	$(BIN)/python -m swarm.policy_wasm.build --check
 
+# Micro-benchmarks, then DECIDE on a 5-node testnet side by side with a 5-member etcd
+# (Debian's etcd-server; installed here if missing and apt can, else that half is skipped).
 bench: install
 	$(BIN)/swarm-testnet bench
+	@command -v etcd >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null 2>&1) || \
+		echo "etcd-server not installed: the etcd comparison is skipped"
+	$(BIN)/swarm-testnet raftbench
 
 # Five real nodes on loopback, a smoke flow (NEEDs posted on different nodes, every
 # node converges on one plan root); the nodes keep running for you to explore.

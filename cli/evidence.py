@@ -2,23 +2,21 @@
 
 `add FILE --only-hash` computes the CID here, without a node (the importer in
 protocol/unixfs.py); every other command talks to the running node's control API, which
-owns the block store: the CLI never opens the node's database. `add` and `get` stream
-(bounded memory whatever the size) and show a progress bar on stderr for large files
-when stderr is a terminal; stdout carries only the CID (`add`) or the file (`get`
-without `-o`).
+owns the block store: the CLI never opens the node's database. `get` first has the node
+fetch whatever it lacks from its peers (bitswap, any libp2p peer including Kubo), then
+streams the checked file. `add` and `get` stream (bounded memory whatever the size) and
+show a progress bar on stderr for large files when stderr is a terminal; stdout carries
+only the CID (`add`) or the file (`get` without `-o`).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, NoReturn
+from typing import Annotated, Any, BinaryIO
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -29,43 +27,27 @@ from rich.progress import (
 from rich.table import Table
 
 from swarm.node.client import ApiError, Client
-from swarm.node.home import HomeError, resolve_home
 from swarm.protocol.cid import Cid
 from swarm.protocol.errors import ProtocolError
 from swarm.protocol.unixfs import Importer
 
+from .common import HomeOpt, JsonOpt, client, emit_json, err, fail, out
+
 evidence_app = typer.Typer(help="Evidence files under IPFS CIDs (Kubo-compatible).",
                            no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
-
 # Files are read in pieces of this size: large enough that per-call overhead vanishes,
 # small enough that memory stays flat for any file size.
 READ_BYTES = 1024 * 1024
 # Below this a progress bar would only flicker.
 PROGRESS_BYTES_MIN = 8 * 1024 * 1024
 
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", help="Node home (default $SWARM_HOME or ~/.can-swarm).",
-                 show_default=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 CidArg = Annotated[str, typer.Argument(help="CIDv0 (Qm...) or CIDv1 (bafy..., bafk...).")]
 KindOpt = Annotated[str, typer.Option("--kind", help="evidence | proof (each has its own "
                                       "size limit, from genesis).")]
 
 
-def _fail(message: str, as_json: bool = False) -> NoReturn:
-    if as_json:
-        sys.stderr.write(json.dumps({"error": message}) + "\n")
-    else:
-        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
-def _emit(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def _progress(total: int | None) -> Progress:
@@ -86,14 +68,11 @@ def _parse_cid(text: str, as_json: bool) -> Cid:
     try:
         return Cid.parse(text, "cid")
     except ProtocolError as exc:
-        _fail(str(exc), as_json)
+        fail(str(exc), as_json=as_json)
 
 
 def _client(home: Path | None, as_json: bool) -> Client:
-    try:
-        return Client(resolve_home(home), timeout_s=600.0)
-    except HomeError as exc:
-        _fail(str(exc), as_json)
+    return client(home, as_json, timeout_s=600.0)  # large transfers take their time
 
 
 @evidence_app.command("add")
@@ -117,7 +96,7 @@ def add(
         f: BinaryIO = sys.stdin.buffer if stdin else file.open("rb")
         total = None if stdin else file.stat().st_size
     except OSError as exc:
-        _fail(f"cannot read {file}: {exc.strerror}", as_json)
+        fail(f"cannot read {file}: {exc.strerror}", as_json=as_json)
     with f, _progress(total) as progress:
         task = progress.add_task("hashing" if only_hash else "adding", total=total)
         pieces = _read_pieces(f, progress, task)
@@ -133,11 +112,11 @@ def add(
                 doc = c.post_stream("/evidence", pieces,
                                     params={"cid_version": cid_version, "kind": kind})
             except ApiError as exc:
-                _fail(str(exc), as_json)
+                fail(str(exc), as_json=as_json)
             finally:
                 c.close()
     if as_json:
-        _emit(doc)
+        emit_json(doc)
     else:
         sys.stdout.write(doc["cid"] + "\n")
 
@@ -150,11 +129,13 @@ def get(
     kind: KindOpt = "evidence",
     home: HomeOpt = None,
 ) -> None:
-    """Write the file CID names, every block checked against its hash by the node."""
+    """Write the file CID names, every block checked against its hash by the node; the
+    node fetches it from its peers first if it does not have all of it (and pins it)."""
     root = _parse_cid(cid, False)
     c = _client(home, False)
     target = output.with_name(f".{output.name}.part") if output is not None else None
     try:
+        _fetch(c, root, kind)
         with c.stream_get(f"/evidence/{root}", params={"kind": kind}) as (size, pieces):
             sink: BinaryIO = target.open("wb") if target is not None else sys.stdout.buffer
             with _progress(size) as progress:
@@ -169,17 +150,43 @@ def get(
             else:
                 sink.flush()
             if size is not None and written != size:
-                _fail(f"the node sent {written} of {size} bytes; the file is incomplete")
+                fail(f"the node sent {written} of {size} bytes; the file is incomplete")
     except ApiError as exc:
         if target is not None:
             target.unlink(missing_ok=True)
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:
-        _fail(f"cannot write {output}: {exc.strerror}")
+        fail(f"cannot write {output}: {exc.strerror}")
     finally:
         c.close()
     if target is not None and output is not None:
         target.replace(output)
+
+
+def _fetch(c: Client, root: Cid, kind: str) -> None:
+    """Have the node bring `root` from its peers, with a progress bar once the size is
+    known to be large; returns when the object is all there, fails with the node's
+    reason otherwise."""
+    progress: Progress | None = None
+    task: Any = None
+    try:
+        for line in c.stream_lines(f"/evidence/{root}/fetch", params={"kind": kind}):
+            if "error" in line:
+                error = line["error"]
+                fail(f"{error.get('field', 'cid')}: {error.get('reason', error)}")
+            if "done" in line:
+                return
+            size = line.get("size")
+            if progress is None and size is not None:
+                progress = _progress(size)
+                progress.start()
+                task = progress.add_task("fetching", total=size)
+            if progress is not None:
+                progress.update(task, completed=line.get("received", 0))
+    finally:
+        if progress is not None:
+            progress.stop()
+    fail("the node ended the fetch without saying how it went")
 
 
 @evidence_app.command("pin")
@@ -189,7 +196,7 @@ def pin(cid: CidArg, kind: KindOpt = "evidence", home: HomeOpt = None,
     root = _parse_cid(cid, as_json)
     doc = _call(home, as_json, lambda c: c.post(f"/evidence/{root}/pin", {"kind": kind}))
     if as_json:
-        _emit(doc)
+        emit_json(doc)
     else:
         out.print(f"pinned {doc['cid']} ({doc['size']} bytes, {doc['blocks']} blocks)",
                   highlight=False, markup=False)
@@ -201,7 +208,7 @@ def unpin(cid: CidArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     root = _parse_cid(cid, as_json)
     doc = _call(home, as_json, lambda c: c.post(f"/evidence/{root}/unpin", {}))
     if as_json:
-        _emit(doc)
+        emit_json(doc)
     else:
         out.print(f"unpinned {doc['cid']}", highlight=False, markup=False)
 
@@ -211,7 +218,7 @@ def ls(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Pinned objects: CID, kind, size, blocks."""
     doc = _call(home, as_json, lambda c: c.get("/evidence/pins"))
     if as_json:
-        _emit(doc)
+        emit_json(doc)
         return
     table = Table(title=f"{len(doc)} pinned")
     for column in ("cid", "kind", "size", "blocks"):
@@ -226,7 +233,7 @@ def gc(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Delete every block no pin needs."""
     doc = _call(home, as_json, lambda c: c.post("/evidence/gc", {}))
     if as_json:
-        _emit(doc)
+        emit_json(doc)
     else:
         out.print(f"removed {doc['removed']} blocks ({doc['removed_bytes']} bytes), kept "
                   f"{doc['kept']}", highlight=False, markup=False)
@@ -237,6 +244,6 @@ def _call(home: Path | None, as_json: bool, fn: Any) -> Any:
     try:
         return fn(c)
     except ApiError as exc:
-        _fail(str(exc), as_json)
+        fail(str(exc), as_json=as_json)
     finally:
         c.close()

@@ -11,16 +11,17 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from swarm.cli import raft as raft_cli
+from swarm.cli.common import HomeOpt, JsonOpt, call, client, emit_json, fail, out
 from swarm.cli.evidence import evidence_app
+from swarm.cli.ledger import ledger_app, pool_app, stake_app
 from swarm.cli.policy import policy_app
-from swarm.node.client import ApiError, Client
+from swarm.cli.raft import raft_app
 from swarm.node.home import (
     DEFAULT_CONFIG,
     GENESIS_FILE,
@@ -73,16 +74,13 @@ app.add_typer(plan_app, name="plan")
 app.add_typer(log_app, name="log")
 app.add_typer(policy_app, name="policy")
 app.add_typer(evidence_app, name="evidence")
+app.add_typer(raft_app, name="raft")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(stake_app, name="stake")
+app.add_typer(pool_app, name="pool")
+app.command("decide")(raft_cli.decide)
+app.command("decision")(raft_cli.decision)
 
-out = Console()
-err = Console(stderr=True)
-
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", help="Node home (default $SWARM_HOME or ~/.can-swarm).",
-                 show_default=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 SwarmOpt = Annotated[
     str | None,
     typer.Option("--swarm", envvar="SWARM_ID",
@@ -90,16 +88,6 @@ SwarmOpt = Annotated[
 ]
 
 
-def fail(message: str, *, as_json: bool = False, extra: dict[str, Any] | None = None) -> NoReturn:
-    if as_json:
-        sys.stderr.write(json.dumps({"error": message, **(extra or {})}) + "\n")
-    else:
-        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
-def emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def parse_swarm(value: str | None, home: Path | None, *, required: bool) -> bytes | None:
@@ -435,6 +423,9 @@ def init(
                                                          "with /p2p/ (repeatable).")] = None,
     api: Annotated[str, typer.Option("--api", help="Control API host:port.")] =
     "127.0.0.1:0",
+    ipfs_api: Annotated[str | None, typer.Option(
+        "--ipfs-api", help="Keep evidence in this IPFS daemon (its API multiaddr, e.g. "
+        "/ip4/127.0.0.1/tcp/5001) instead of the embedded store.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Prepare a node home: identity (kept if present), genesis, config, API token."""
@@ -462,6 +453,8 @@ def init(
         config["listen"] = listen
     if bootstrap is not None:
         config["bootstrap"] = bootstrap
+    if ipfs_api is not None:
+        config["ipfs_api"] = ipfs_api
     write_config(path, config)
     ensure_token(path)
     from swarm.node.p2p import key_pair, peer_id_of
@@ -481,6 +474,12 @@ def start(
     home: HomeOpt = None,
     listen: Annotated[list[str] | None, typer.Option("--listen")] = None,
     bootstrap: Annotated[list[str] | None, typer.Option("--bootstrap")] = None,
+    ipfs_api: Annotated[str | None, typer.Option(
+        "--ipfs-api", help="Keep evidence in this IPFS daemon for this run (overrides "
+        "the config; see `init --ipfs-api`).")] = None,
+    mdns: Annotated[bool | None, typer.Option(
+        "--mdns/--no-mdns", help="Find and dial nodes of the same swarm on the local network "
+        "by mDNS (default: the config's `mdns`, off unless set).")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
 ) -> None:
     """Run the node in the foreground until Ctrl-C or SIGTERM."""
@@ -496,9 +495,11 @@ def start(
     path = resolve_home(home)
     configure_logging(path, log_level)
     try:
-        node = open_node(path, listen=listen, bootstrap=bootstrap)
+        node = open_node(path, listen=listen, bootstrap=bootstrap, mdns=mdns)
     except (HomeError, ProtocolError, PolicyLoadError) as exc:
         fail(str(exc))
+    if ipfs_api is not None:
+        node.settings.ipfs_api = ipfs_api
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -525,19 +526,6 @@ def start(
 # --- commands that talk to a running node -----------------------------------------------
 
 
-def client(home: Path | None, as_json: bool) -> Client:
-    try:
-        return Client(resolve_home(home))
-    except HomeError as exc:
-        fail(str(exc), as_json=as_json)
-
-
-def call(fn: Any, as_json: bool) -> Any:
-    try:
-        return fn()
-    except ApiError as exc:
-        fail(str(exc), as_json=as_json,
-             extra={"detail": exc.detail} if isinstance(exc.detail, dict) else None)
 
 
 def show(doc: dict[str, Any], title: str) -> None:

@@ -10,14 +10,11 @@ parameters with no pin.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from swarm.node.home import GENESIS_FILE, resolve_home
@@ -26,10 +23,9 @@ from swarm.protocol.envelope import decode_envelope
 from swarm.protocol.errors import ProtocolError
 from swarm.protocol.genesis import Genesis
 
-policy_app = typer.Typer(help="The pinned WebAssembly policy (offline).", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+from .common import JsonOpt, emit_json, fail, out
 
+policy_app = typer.Typer(help="The pinned WebAssembly policy (offline).", no_args_is_help=True)
 HomeOpt = Annotated[
     Path | None,
     typer.Option("--home", help="Node home whose genesis to use (default $SWARM_HOME or "
@@ -40,19 +36,10 @@ GenesisOpt = Annotated[
     typer.Option("--genesis", help="Genesis file (default: the home's, else the default "
                  "parameters).", show_default=False),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
-def _fail(message: str, as_json: bool) -> NoReturn:
-    if as_json:
-        sys.stderr.write(json.dumps({"error": message}) + "\n")
-    else:
-        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
-def _emit(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def _genesis(genesis_file: Path | None, home: Path | None, as_json: bool) -> tuple[
@@ -63,9 +50,9 @@ def _genesis(genesis_file: Path | None, home: Path | None, as_json: bool) -> tup
     try:
         return genesis_mod.from_json(path.read_text()), str(path)
     except OSError as exc:
-        _fail(f"cannot read {path}: {exc.strerror}", as_json)
+        fail(f"cannot read {path}: {exc.strerror}", as_json=as_json)
     except ProtocolError as exc:
-        _fail(f"{path}: {exc}", as_json)
+        fail(f"{path}: {exc}", as_json=as_json)
 
 
 def _policy(gen: Genesis | None, as_json: bool) -> Any:
@@ -77,7 +64,7 @@ def _policy(gen: Genesis | None, as_json: bool) -> Any:
     try:
         host = load_for_genesis(params, pinned)
     except PolicyLoadError as exc:
-        _fail(str(exc), as_json)
+        fail(str(exc), as_json=as_json)
     context = GenesisContext(gen, now_ms=lambda: 0) if gen is not None else None
     return host, (WasmPolicy(host, context) if context is not None else None)
 
@@ -91,7 +78,7 @@ def show(home: HomeOpt = None, genesis_file: GenesisOpt = None, as_json: JsonOpt
     doc = {**host.describe(), "genesis": source,
            "pinned_cid": gen.value.get("policy_cid") if gen is not None else None}
     if as_json:
-        _emit(doc)
+        emit_json(doc)
         return
     out.print(f"policy {doc['cid']} ({doc['size_bytes']} bytes, ABI {doc['abi_version']})\n"
               f"pinned by genesis: {doc['pinned_cid'] or 'no'}  genesis: {source}\n"
@@ -135,11 +122,12 @@ def evaluate(
     try:
         data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as exc:
-        _fail(f"cannot read {file}: {exc.strerror}", as_json)
+        fail(f"cannot read {file}: {exc.strerror}", as_json=as_json)
     try:
         env = decode_envelope(data, swarm=gen.swarm_id if gen is not None else None)
     except ProtocolError as exc:
-        _fail(f"invalid envelope (the pipeline rejects it before the policy): {exc}", as_json)
+        fail(f"invalid envelope (the pipeline rejects it before the policy): {exc}",
+             as_json=as_json)
     host, policy = _policy(gen, as_json)
     if policy is not None:
         result = policy.run(env)
@@ -153,7 +141,7 @@ def evaluate(
            "sender": env.sender.hex(), "sender_stake": stake, "sender_rate": 1,
            "policy_cid": str(host.cid), "genesis": source}
     if as_json:
-        _emit(doc)
+        emit_json(doc)
     else:
         out.print(f"{doc['verdict']} ({doc['reason']}), fuel {doc['fuel']}\n"
                   f"{env.kind} {doc['id']} from {doc['sender']} (stake {stake})\n"

@@ -16,8 +16,14 @@ from pydantic import BaseModel, Field
 
 from swarm.protocol.errors import ProtocolError
 
+from .bitswap import Bitswap
 from .blockstore import Blockstore
+from .decide_api import decide_router
+from .decide_service import DecideService
 from .evidence_api import evidence_router
+from .evidence_store import EvidenceStore
+from .ledger_api import ledger_router
+from .ledger_service import LedgerService
 
 
 class NodeControl(Protocol):
@@ -29,7 +35,12 @@ class NodeControl(Protocol):
     def plan_root(self) -> dict[str, Any]: ...
     def plan_thread(self, thread: str) -> dict[str, Any]: ...
     def metrics_text(self) -> bytes: ...
+    def deliveries(self) -> list[dict[str, Any]]: ...
     blockstore: Blockstore
+    bitswap: Bitswap
+    evidence: EvidenceStore
+    decider: DecideService
+    ledger: LedgerService
 
 
 class ConnectRequest(BaseModel):
@@ -55,7 +66,9 @@ def build_app(node: NodeControl, token: str) -> FastAPI:
                   description="Local control of one swarm-node. Send the token from "
                               "HOME/api.token as `Authorization: Bearer <token>`.")
 
-    def authorised(request: Request) -> None:
+    # async, so FastAPI runs it on the event loop: a plain def would cost every request
+    # a worker-thread hop (measured: docs/NETWORK.md).
+    async def authorised(request: Request) -> None:
         header = request.headers.get("authorization", "")
         given = header.removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
@@ -107,7 +120,15 @@ def build_app(node: NodeControl, token: str) -> FastAPI:
     async def plan_thread(thread: str) -> dict[str, Any]:
         return node.plan_thread(thread)
 
-    app.include_router(evidence_router(lambda: node.blockstore, auth))
+    app.include_router(evidence_router(lambda: node.evidence, auth, lambda: node.bitswap))
+    app.include_router(decide_router(lambda: node.decider, auth))
+    app.include_router(ledger_router(lambda: node.ledger, auth))
+
+    @app.get("/debug/deliveries", dependencies=auth,
+             description="This node's recent publishes and acceptances (envelope id, "
+                         "wall-clock nanoseconds, event), oldest first; for benchmarks.")
+    async def deliveries() -> dict[str, Any]:
+        return {"deliveries": node.deliveries()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

@@ -7,10 +7,18 @@ envelopes it lacks, in batches. Everything fetched goes through the same pipelin
 gossip. Messages are DAG-CBOR, one request and one reply per stream, each
 varint-length-prefixed and bounded in size; a peer that answers with garbage is told
 nothing and simply not believed.
+
+Whom to ask (`SyncPeers`): only connected peers that speak the sync protocol. A peer
+whose identify answer (py-libp2p runs identify on every new connection) lists its
+protocols without ours (a Kubo node dialled for evidence, say) is never asked; a peer
+not identified yet may be asked, and any failed round puts that peer aside for a while,
+so neither kind can make catch-up wait on it round after round.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from swarm.protocol import cbor
@@ -25,8 +33,62 @@ FETCH_BATCH = 256
 LIMITS = cbor.Limits(size_bytes_max=REPLY_BYTES_MAX, depth_max=4, items_max=IDS_PER_REPLY_MAX + 8)
 
 
+# A peer whose catch-up round failed is not asked again for this long (doubling with each
+# further failure, up to the maximum); a round that succeeds clears it.
+FAILURE_BACKOFF_S = 10.0
+FAILURE_BACKOFF_MAX_S = 300.0
+
+
 class CatchupError(Exception):
     """A peer's request or reply is malformed."""
+
+
+class SyncPeers:
+    """Chooses the peers worth a catch-up round: those that speak `protocol`."""
+
+    def __init__(self, protocol: str, now: Callable[[], float] = time.monotonic) -> None:
+        self.protocol = protocol
+        self._now = now
+        # peer -> (consecutive failures, not to be asked before this time)
+        self._failed: dict[Hashable, tuple[int, float]] = {}
+
+    def candidates(self, connected: Sequence[Any],
+                   protocols_of: Callable[[Any], Sequence[str] | None]) -> list[Any]:
+        """The connected peers to choose from. `protocols_of(peer)` is what identify
+        reported, or None if nothing yet."""
+        now = self._now()
+        out = []
+        for peer in connected:
+            protocols = protocols_of(peer)
+            if protocols is not None and self.protocol not in protocols:
+                continue
+            failed = self._failed.get(peer)
+            if failed is not None and now < failed[1]:
+                continue
+            out.append(peer)
+        return out
+
+    def failed(self, peer: Hashable) -> float:
+        """Record a failed round; returns how long the peer is put aside, in seconds."""
+        count = self._failed.get(peer, (0, 0.0))[0] + 1
+        backoff = min(FAILURE_BACKOFF_S * 2.0 ** (count - 1), FAILURE_BACKOFF_MAX_S)
+        self._failed[peer] = (count, self._now() + backoff)
+        return backoff
+
+    def succeeded(self, peer: Hashable) -> None:
+        self._failed.pop(peer, None)
+
+    def set_aside(self) -> set[Any]:
+        """The peers not to be asked now because their last round failed."""
+        now = self._now()
+        return {peer for peer, (_, until) in self._failed.items() if now < until}
+
+    def forget(self, connected: Sequence[Any]) -> None:
+        """Drop what is remembered about peers no longer connected (bounds the memory;
+        a peer that reconnects starts afresh, as its new identify answer will tell)."""
+        keep = set(connected)
+        for peer in [p for p in self._failed if p not in keep]:
+            del self._failed[peer]
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,20 @@ class Client:
                 from None
         _raise_for(response)
         return response.json()
+
+    def stream_lines(self, path: str, params: dict[str, Any] | None = None
+                     ) -> Iterator[dict[str, Any]]:
+        """POST to a route that answers JSON lines (progress reports); yields each."""
+        try:
+            with self._http.stream("POST", self.url + path, params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"transfer from the node at {self.url} failed ({exc})") from None
 
     @contextmanager
     def stream_get(self, path: str, params: dict[str, Any] | None = None

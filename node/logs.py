@@ -21,3 +21,6 @@ def configure_logging(home: Path, level: str = "INFO") -> None:
         root.addHandler(handler)
     # py-libp2p logs every dropped or rejected message at WARNING; keep our log readable.
     logging.getLogger("libp2p").setLevel(max(logging.WARNING, root.level))
+    # ... and every failed dial at ERROR (a peer not up yet, a restarting validator);
+    # the Raft transport and bootstrap report their own dial failures with context.
+    logging.getLogger("libp2p.transport.tcp.tcp").setLevel(logging.CRITICAL)

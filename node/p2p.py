@@ -26,9 +26,11 @@ from typing import Any
 import multiaddr
 from libp2p import new_host
 from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import Ed25519PublicKey
 from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.exceptions import ValidationError
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.pubsub import pubsub as pubsub_module
@@ -41,6 +43,8 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from . import p2p_fastpath
 
 QUEUE_DEPTH = 4096
 HEARTBEAT_S = 0.7
@@ -55,10 +59,16 @@ def _patch_queue_depths() -> None:
 
 
 _patch_queue_depths()
+p2p_fastpath.apply()  # per-message work py-libp2p repeats needlessly (see that module)
 
 
 def peer_id_of(public_key_or_seed: Any) -> ID:
     return ID.from_pubkey(public_key_or_seed)
+
+
+def peer_id_of_account(account: bytes) -> ID:
+    """The libp2p peer id of an account (its 32-byte Ed25519 public key)."""
+    return ID.from_pubkey(Ed25519PublicKey.from_bytes(account))
 
 
 def key_pair(seed: bytes) -> Any:
@@ -121,6 +131,51 @@ def content_message_id(msg: rpc_pb2.Message) -> bytes:
     return hashlib.sha256(msg.data).digest()
 
 
+class Ignore(Exception):
+    """Raised by a topic validator for gossipsub's third outcome, IGNORE."""
+
+
+class IgnoringPubsub(Pubsub):
+    """py-libp2p's Pubsub with go-libp2p-pubsub's ValidationIgnore.
+
+    py-libp2p 0.8.1 validators return a bool: True delivers and forwards, False drops and
+    counts an invalid message against the forwarding peer. A validator here may also raise
+    `Ignore`: the message is then neither delivered nor forwarded, the forwarder is not
+    penalised (the fault, such as a sender over its rate, is not the forwarder's), and
+    the message id is marked seen, so later copies are dropped as duplicates instead of
+    being judged again.
+    """
+
+    def __init__(self, host: IHost, router: GossipSub, **kwargs: Any) -> None:
+        super().__init__(host, router, **kwargs)
+        # (forwarder, topics) of the message being ignored right now: push_msg penalises
+        # each of its topics synchronously after validate_msg raises, then returns.
+        self._pardon: tuple[ID, set[str]] | None = None
+        scorer = router.scorer
+        if scorer is not None:
+            penalise = scorer.on_invalid_message
+
+            def on_invalid_message(peer: ID, topic: str) -> None:
+                pardon = self._pardon
+                if pardon is not None and pardon[0] == peer and topic in pardon[1]:
+                    pardon[1].discard(topic)
+                    if not pardon[1]:
+                        self._pardon = None
+                    return
+                penalise(peer, topic)
+
+            scorer.on_invalid_message = on_invalid_message  # type: ignore[method-assign]
+
+    async def validate_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        self._pardon = None
+        try:
+            await super().validate_msg(msg_forwarder, msg)
+        except Ignore:
+            self._mark_msg_seen(msg)
+            self._pardon = (msg_forwarder, set(msg.topicIDs))
+            raise ValidationError("ignored") from None
+
+
 def make_pubsub(host: IHost, router: GossipSub) -> Pubsub:
-    return Pubsub(host, router, cache_size=None, seen_ttl=120, sweep_interval=60,
-                  strict_signing=True, msg_id_constructor=content_message_id)
+    return IgnoringPubsub(host, router, cache_size=None, seen_ttl=120, sweep_interval=60,
+                          strict_signing=True, msg_id_constructor=content_message_id)

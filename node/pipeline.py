@@ -67,14 +67,21 @@ class Pipeline:
     ids: IdSet
     policy: PolicyStage = field(default_factory=SchemaOnlyPolicy)
     on_accept: list[Callable[[Envelope], None]] = field(default_factory=list)
+    # Checks that need node state beyond the envelope (a DECIDE's commit certificate
+    # against the validator set); raise RemoteProtocolError to reject.
+    certify: Callable[[Envelope], None] | None = None
 
     @classmethod
-    def open(cls, swarm_id: bytes, store: Store, policy: PolicyStage | None = None) -> Pipeline:
-        """Rebuild the replica from the store (entries were verified when written)."""
+    def open(cls, swarm_id: bytes, store: Store, policy: PolicyStage | None = None,
+             replayed: Callable[[Envelope], None] | None = None) -> Pipeline:
+        """Rebuild the replica from the store (entries were verified when written);
+        `replayed` sees each stored envelope again, to rebuild other read models."""
         replica = Replica(swarm=swarm_id)
         ids = IdSet()
         for envelope_id, wire in store.log():
-            replica.receive(wire, verify=False)
+            _, env = replica.receive(wire, verify=False)
+            if replayed is not None and isinstance(env, Envelope):
+                replayed(env)
             ids.add(envelope_id)
         return cls(swarm_id, store, replica, ids, policy or SchemaOnlyPolicy())
 
@@ -88,18 +95,25 @@ class Pipeline:
             return Outcome(Verdict.REJECT, "internal")
         if env.id in self.ids:
             return Outcome(Verdict.IGNORE, "duplicate", env)
+        if self.certify is not None:
+            try:
+                self.certify(env)
+            except RemoteProtocolError as exc:
+                return Outcome(Verdict.REJECT, exc.code, env)
         decision = self.policy.evaluate(env)
         return Outcome(decision.verdict, decision.reason, env)
 
-    def commit(self, envelopes: list[Envelope]) -> list[Envelope]:
-        """Store (synced) then apply envelopes that passed `judge`; returns the new ones."""
+    def commit(self, envelopes: list[Envelope], *, sync: bool = True) -> list[Envelope]:
+        """Store then apply envelopes that passed `judge`; returns the new ones. They are
+        written through to the operating system before they are applied (so before the
+        caller can forward them); `sync` also fsyncs first (see `Store.append`)."""
         fresh: list[Envelope] = []
         seen: set[bytes] = set()
         for env in envelopes:
             if env.id not in self.ids and env.id.raw not in seen:
                 seen.add(env.id.raw)
                 fresh.append(env)
-        self.store.append([(e.id, e.wire) for e in fresh])
+        self.store.append([(e.id, e.wire) for e in fresh], sync=sync)
         for env in fresh:
             self.ids.add(env.id)
             self.replica.receive_envelope(env)

@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -47,7 +48,11 @@ from swarm.protocol.sync import differing_buckets
 
 from . import catchup, p2p
 from .api import build_app
+from .bitswap import Bitswap
 from .blockstore import BLOCKS_DIR, Blockstore, BlockstoreError
+from .decide_service import DecideService
+from .durability import WalSyncer
+from .evidence_store import open_evidence_store
 from .home import (
     API_FILE,
     GENESIS_FILE,
@@ -58,10 +63,12 @@ from .home import (
     read_config,
     write_atomic,
 )
+from .ledger_service import LedgerService
+from .mdns import MdnsDiscovery
 from .metrics import Metrics
 from .pipeline import Pipeline, Verdict
 from .policy import WasmPolicy
-from .store import Store
+from .store import Store, StoreError
 
 log = logging.getLogger("swarm.node")
 
@@ -76,6 +83,9 @@ TOPIC_OF_KIND = {
 assert set(TOPIC_OF_KIND) == set(verbs.KINDS), "every verb needs a topic"
 TOPIC_NAMES = ("plan", "work", "ledger")
 CATCHUP_INTERVAL_S = 2.0
+# Recent publishes and acceptances with nanosecond times, for `GET /debug/deliveries`:
+# benchmarks join them across nodes to get exact publish-to-delivery latencies.
+DELIVERY_LOG_MAX = 20_000
 REQUEST_TIMEOUT_S = 10.0
 
 
@@ -93,10 +103,13 @@ class NodeSettings:
     listen: list[str]
     bootstrap: list[str]
     api: str  # host:port
+    ipfs_api: str | None = None  # the user's IPFS daemon for evidence (node/evidence_store.py)
+    mdns: bool = False  # find and dial nodes of the same swarm on the LAN (node/mdns.py)
 
     @classmethod
     def from_home(cls, home: Path, *, listen: list[str] | None = None,
-                  bootstrap: list[str] | None = None, api: str | None = None) -> NodeSettings:
+                  bootstrap: list[str] | None = None, api: str | None = None,
+                  mdns: bool | None = None) -> NodeSettings:
         config = read_config(home)
         return cls(
             home=home,
@@ -104,6 +117,8 @@ class NodeSettings:
             bootstrap=(bootstrap if bootstrap is not None
                        else list(config.get("bootstrap", []))),
             api=api or str(config.get("api", "127.0.0.1:0")),
+            ipfs_api=config.get("ipfs_api") or None,
+            mdns=bool(config.get("mdns", False)) if mdns is None else mdns,
         )
 
 
@@ -128,12 +143,14 @@ class Node:
     def __post_init__(self) -> None:
         self.clock = LamportClock()
         self.started_at = time.monotonic()
+        self.delivery_log: deque[tuple[Cid, int, str]] = deque(maxlen=DELIVERY_LOG_MAX)
         self._stop = trio.Event()
         self.api_url = ""
         # Loaded here, so a module that genesis does not pin stops the node before it
         # opens anything (PolicyLoadError).
         self.policy = WasmPolicy.for_genesis(self.genesis, self.metrics)
         self.topics = {name: topic(self.genesis, name) for name in TOPIC_NAMES}
+        self.sync_peers = catchup.SyncPeers(sync_protocol(self.genesis))
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -145,16 +162,30 @@ class Node:
         self.store = Store(home / STORE_DIR)
         try:
             self.blockstore = Blockstore(home / BLOCKS_DIR, self.genesis.params)
+            self.evidence = open_evidence_store(home, self.settings.ipfs_api,
+                                                self.genesis.params, self.blockstore)
         except BlockstoreError:
             self.store.close()
             raise
         try:
-            self.pipeline = Pipeline.open(self.genesis.swarm_id, self.store, self.policy)
+            self.decider = DecideService(self)
+            self.ledger = LedgerService(self)
+        except StoreError:
+            self.blockstore.close()
+            self.store.close()
+            raise
+        try:
+            self.pipeline = Pipeline.open(self.genesis.swarm_id, self.store, self.policy,
+                                          replayed=self.decider.accepted)
+            self.pipeline.certify = self.decider.check_envelope
             self.pipeline.on_accept.append(self._accepted)
+            self.pipeline.on_accept.append(self.decider.accepted)
+            self.wal = WalSyncer(self.store, self._storage_failed)
             self.clock.observe(self.pipeline.replica.clock.time)
             await self._run_network(task_status)
         finally:
             (home / API_FILE).unlink(missing_ok=True)
+            self.decider.close()
             self.blockstore.close()
             self.store.close()
         if self.fatal is not None:
@@ -176,10 +207,21 @@ class Node:
                 subs.append(await self.pubsub.subscribe(self.topics[name]))
             self.host.set_stream_handler(sync_protocol(self.genesis), self._serve_catchup)
             nursery = await stack.enter_async_context(trio.open_nursery())
+            nursery.start_soon(self.wal.run)
             for sub in subs:
                 nursery.start_soon(self._drain, sub)
+            await nursery.start(self.decider.run)
+            await nursery.start(self.ledger.run)
+            self.bitswap = Bitswap(self.host, self.blockstore, self.metrics.registry,
+                                   on_bad_peer=self._bad_bitswap_peer,
+                                   remote=None if self.evidence is self.blockstore
+                                   else self.evidence)
+            await nursery.start(self.bitswap.run)
             await self._start_api(nursery)
             nursery.start_soon(self._bootstrap)
+            if self.settings.mdns:
+                self.mdns = MdnsDiscovery(self.host, self.genesis.swarm_id, self.host.connect)
+                await nursery.start(self.mdns.run)
             nursery.start_soon(self._catchup_loop)
             log.info("node started peer_id=%s addrs=%s api=%s envelopes=%d plan_root=%s",
                      self.peer_id.to_base58(), self.addrs(), self.api_url,
@@ -188,6 +230,9 @@ class Node:
             await self._stop.wait()
             log.info("node stopping")
             nursery.cancel_scope.cancel()
+
+    def _bad_bitswap_peer(self, peer: ID) -> None:
+        self.router.scorer.penalize_behavior(peer, 1.0)  # type: ignore[union-attr]
 
     async def _start_api(self, nursery: trio.Nursery) -> None:
         token = ensure_token(self.settings.home)
@@ -220,11 +265,14 @@ class Node:
     # --- inbound --------------------------------------------------------------------
 
     def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
-        """The gossipsub validator: our pipeline, mapped onto py-libp2p's bool.
+        """The gossipsub validator: our pipeline's verdict as gossipsub's outcome.
 
-        py-libp2p has no "ignore": False counts as an invalid message against the
-        forwarder. So a duplicate (valid, already stored) returns True; gossipsub's own
-        seen-cache stops it from travelling further.
+        ACCEPT returns True (delivered and forwarded). REJECT returns False: dropped, and
+        counted as an invalid message against the forwarder. A duplicate (valid, already
+        stored, e.g. by catch-up) returns True: others may lack it, and gossipsub's seen
+        cache stops it here. Any other IGNORE (the policy's `rate_limited`, a module that
+        cannot run) raises `p2p.Ignore`: dropped, not forwarded, nobody penalised (see
+        `p2p.IgnoringPubsub` and docs/NETWORK.md, "Floods").
         """
         if forwarder == self.peer_id:
             return True  # our own publish, stored before it was published
@@ -232,25 +280,40 @@ class Node:
             outcome = self.pipeline.judge(msg.data)
             self.metrics.envelopes.labels(outcome.verdict.value, outcome.reason).inc()
             if outcome.verdict is Verdict.ACCEPT and outcome.envelope is not None:
-                self.pipeline.commit([outcome.envelope])
+                # Written through to the OS before we return (and so before gossipsub
+                # forwards it); the fsync follows in a group (node/durability.py).
+                self.pipeline.commit([outcome.envelope], sync=False)
+                self.wal.note_write()
                 return True
-            return outcome.verdict is Verdict.IGNORE
+            if outcome.verdict is Verdict.REJECT:
+                return False
         except Exception as exc:  # noqa: BLE001 - a raising validator would crash pubsub
-            log.critical("cannot persist an accepted envelope; stopping error=%r", exc)
-            self.fatal = exc
-            self.stop()
+            self._storage_failed(exc)
             return False
+        if outcome.reason == "duplicate":
+            return True
+        raise p2p.Ignore(outcome.reason)
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        log.critical("cannot persist accepted envelopes; stopping error=%r", exc)
+        if self.fatal is None:
+            self.fatal = exc
+        self.stop()
 
     def _accepted(self, env: Envelope) -> None:
         self.clock.observe(env.lamport)
-        now_ms = time.time_ns() // 1_000_000
-        if 0 <= now_ms - env.ts < 3_600_000:
-            self.metrics.delivery.observe((now_ms - env.ts) / 1000)
+        now_ns = time.time_ns()
+        self.delivery_log.append((env.id, now_ns, "accepted"))
+        # `ts` is whole milliseconds, truncated: this reads 0-1 ms high, never low.
+        age_ms = now_ns / 1e6 - env.ts
+        if 0 <= age_ms < 3_600_000:
+            self.metrics.delivery.observe(age_ms / 1000)
 
     # --- outbound -------------------------------------------------------------------
 
     async def publish(self, kind: str, payload: dict[str, Any], thread: str,
                       refs: list[str]) -> dict[str, Any]:
+        started_ns = time.time_ns()
         kind = kind.upper()
         value = verbs.payload_from_json(kind, payload)
         ref_ids = [Cid.parse(r, "refs") for r in refs]
@@ -266,9 +329,12 @@ class Node:
         if not checked.allowed:
             raise LocalProtocolError("policy", f"the swarm's policy denies this {kind}: "
                                      f"{checked.reason}", code=checked.reason)
-        self.pipeline.commit([env])
+        self.pipeline.commit([env], sync=False)
+        ticket = self.wal.note_write()
+        self.delivery_log.append((env.id, started_ns, "published"))
         self.metrics.published.inc()
         await self.pubsub.publish(self.topics[TOPIC_OF_KIND[kind]], env.wire)
+        await self.wal.wait_synced(ticket)  # the API acknowledges only what is on disk
         return {"id": str(env.id), "kind": kind, "lamport": env.lamport}
 
     async def connect(self, addr: str) -> dict[str, Any]:
@@ -329,23 +395,39 @@ class Node:
                     good.append(outcome.envelope)
                 elif outcome.verdict is Verdict.REJECT:
                     self.router.scorer.penalize_behavior(peer, 1.0)  # type: ignore[union-attr]
-            accepted += len(self.pipeline.commit(good))
+            fresh = self.pipeline.commit(good, sync=False)
+            if fresh:
+                self.wal.note_write()
+            accepted += len(fresh)
             await trio.sleep(0)
         self.metrics.synced.inc(accepted)
         if accepted:
             log.info("caught up peer=%s accepted=%d", peer.to_base58(), accepted)
         return accepted
 
+    def _protocols_of(self, peer: ID) -> list[str] | None:
+        """What identify reported for `peer`, or None if it has not answered yet."""
+        try:
+            protocols = self.host.get_peerstore().get_protocols(peer)
+        except KeyError:  # PeerStoreError: an unknown peer
+            return None
+        return [str(p) for p in protocols] or None
+
     async def _catchup_loop(self) -> None:
         rng = random.Random()
         while True:
-            peers = self.host.get_connected_peers()
+            connected = self.host.get_connected_peers()
+            self.sync_peers.forget(connected)
+            peers = self.sync_peers.candidates(connected, self._protocols_of)
             if peers:
                 peer = rng.choice(peers)
                 try:
                     await self.catch_up_with(peer)
+                    self.sync_peers.succeeded(peer)
                 except Exception as exc:  # noqa: BLE001 - a peer's failure costs only this round
-                    log.debug("catch-up failed peer=%s error=%r", peer, exc)
+                    backoff = self.sync_peers.failed(peer)
+                    log.debug("catch-up failed peer=%s error=%r; not asked for %.0f s",
+                              peer, exc, backoff)
             await trio.sleep(CATCHUP_INTERVAL_S * (0.5 + rng.random()))
 
     # --- views (the control API calls these) ------------------------------------------
@@ -377,7 +459,13 @@ class Node:
             "topics": sorted(self.topics.values()),
             "lamport": self.clock.time,
             "plan_root": plan.root().hex(),
+            "ledger_root": self.ledger.root_hex(),
             "policy_cid": self.policy.cid,
+            "raft": {"node_id": self.decider.raft.id,
+                     "buckets": len(self.decider.raft.groups),
+                     "leading": sum(1 for g in self.decider.raft.groups.values()
+                                    if g.raw.raft.lead == self.decider.raft.id),
+                     "certified_decisions": len(self.decider.certified)},
             "envelopes": self.store.count,
             "pending": len(replica.pending),
             "tasks": len(plan.task_ids()),
@@ -388,6 +476,10 @@ class Node:
             "api": self.api_url,
             "pid": os.getpid(),
         }
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        return [{"id": str(cid), "t_ns": t_ns, "event": event}
+                for cid, t_ns, event in self.delivery_log]
 
     def plan_root(self) -> dict[str, Any]:
         plan = self.pipeline.replica.plan
@@ -428,10 +520,11 @@ class Node:
 
 
 def open_node(home: Path, *, listen: list[str] | None = None,
-              bootstrap: Iterable[str] | None = None, api: str | None = None) -> Node:
+              bootstrap: Iterable[str] | None = None, api: str | None = None,
+              mdns: bool | None = None) -> Node:
     settings = NodeSettings.from_home(home, listen=listen,
                                       bootstrap=list(bootstrap) if bootstrap is not None
-                                      else None, api=api)
+                                      else None, api=api, mdns=mdns)
     genesis = load_genesis(home)
     identity = load_identity(home)
     return Node(settings, genesis, identity)

@@ -6,8 +6,11 @@ Owns the on-disk layout and the durability rule. Keys:
 * ``s`` + 8-byte big-endian sequence -> envelope id (arrival order, for replay)
 * ``m`` + name -> metadata (next sequence, last plan root)
 
-`append()` writes a batch with a synced WAL before it returns, so anything the node
-acknowledges (accepts and forwards) survives `kill -9`. The plan is rebuilt at start by
+`append()` writes a batch through to the operating system before it returns (RocksDB
+hands the WAL record to the kernel), so anything the node accepted and forwarded survives
+`kill -9` of the process; with `sync=True` (the default) it also fsyncs, so it survives
+losing the machine. Gossip writes unsynced and fsyncs in groups off the event loop
+(`node/durability.py`, `sync()`); see docs/NETWORK.md. The plan is rebuilt at start by
 replaying the log in arrival order without re-verifying signatures (each entry was
 verified before it was written); the stored plan root is compared with the rebuilt one
 to catch a corrupted store at start rather than later.
@@ -43,6 +46,11 @@ class Store:
                              "running with this home?)") from None
         self._sync = rocksdict.WriteOptions()
         self._sync.sync = True
+        # sync=False still writes the WAL record to the file with write(2) before
+        # returning (the WAL is not in manual-flush mode), so the record is in the
+        # kernel's page cache and survives the process.
+        self._nosync = rocksdict.WriteOptions()
+        self._nosync.sync = False
         raw = self._db.get(_NEXT_SEQ)
         self._next_seq = _SEQ.unpack(raw)[0] if raw is not None else 0
 
@@ -57,8 +65,10 @@ class Store:
         value = self._db.get(b"e" + envelope_id.raw)
         return bytes(value) if value is not None else None
 
-    def append(self, items: list[tuple[Cid, bytes]]) -> None:
-        """Durably add envelopes (id, wire) not already stored; one synced batch."""
+    def append(self, items: list[tuple[Cid, bytes]], *, sync: bool = True) -> None:
+        """Add envelopes (id, wire) not already stored, in one batch. The batch has reached
+        the operating system when this returns (it survives the process being killed);
+        with `sync` it is also on disk."""
         if not items:
             return
         batch = rocksdict.WriteBatch(raw_mode=True)
@@ -68,8 +78,13 @@ class Store:
             batch.put(b"s" + _SEQ.pack(seq), envelope_id.raw)
             seq += 1
         batch.put(_NEXT_SEQ, _SEQ.pack(seq))
-        self._db.write(batch, self._sync)
+        self._db.write(batch, self._sync if sync else self._nosync)
         self._next_seq = seq
+
+    def sync(self) -> None:
+        """fsync the WAL: every write made before the call is then on disk. Safe to call
+        from a worker thread while the event loop goes on writing."""
+        self._db.flush_wal(True)
 
     def log(self, start: int = 0) -> Iterator[tuple[Cid, bytes]]:
         """(id, wire) in arrival order from sequence `start`."""
@@ -91,4 +106,5 @@ class Store:
         self._db.put(b"m" + name.encode(), value, self._sync)
 
     def close(self) -> None:
+        self._db.flush_wal(True)  # a clean stop leaves nothing unsynced
         self._db.close()

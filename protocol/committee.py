@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from . import cbor
-from .errors import LocalProtocolError
+from .errors import DecodeError, LocalProtocolError, SchemaError
 from .genesis import Genesis
 from .ledger import BP, format_credits
 from .payout import Party, related
@@ -135,6 +135,11 @@ POOL_OP_SCHEMA = OneOf("op", {
 
 
 def encode_pool_op(op: PoolOp) -> bytes:
+    return cbor.encode(pool_op_value(op))
+
+
+def pool_op_value(op: PoolOp) -> dict[str, Any]:
+    """The DAG-CBOR data-model value of a pool operation."""
     match op:
         case PoolRegister():
             value: dict[str, Any] = {
@@ -146,18 +151,33 @@ def encode_pool_op(op: PoolOp) -> bytes:
         case ReputationEvent():
             value = {"op": "reputation", "id": op.op_id, "account": op.account,
                      "event": op.event}
-    return cbor.encode(value)
+    return value
 
 
 def decode_pool_op(data: bytes) -> PoolOp:
-    v = cbor.decode(data)
-    POOL_OP_SCHEMA.check(v, "op")
+    return pool_op_from_value(cbor.decode(data))
+
+
+def pool_op_from_value(v: Any, path: str = "op") -> PoolOp:
+    """Validate a decoded value and build the pool operation; raises SchemaError."""
+    POOL_OP_SCHEMA.check(v, path)
     if v["op"] == "pool_register":
         return PoolRegister(v["id"], v["account"], tuple(v["capabilities"]), v["org"],
                             v["asn"], v["region"])
     if v["op"] == "pool_leave":
         return PoolLeave(v["id"], v["account"])
     return ReputationEvent(v["id"], v["account"], v["event"])
+
+
+_VERIFIER_FIELDS = (Bytes(32), List(_TEXT, max_items=CAPABILITIES_MAX, sorted_unique=True),
+                    _TEXT, Int(max=2**32 - 1), _TEXT, Int(), Int(max=BP), Int(), Int())
+
+
+def _check_verifier_value(row: Any, path: str) -> None:
+    if not isinstance(row, list) or len(row) != len(_VERIFIER_FIELDS):
+        raise SchemaError(path, f"a verifier is an array of {len(_VERIFIER_FIELDS)} fields")
+    for i, (ftype, v) in enumerate(zip(_VERIFIER_FIELDS, row, strict=True)):
+        ftype.check(v, f"{path}[{i}]")
 
 
 def decayed(reputation_bp: int, since_ms: int, now_ms: int, params: Mapping[str, int]) -> int:
@@ -210,6 +230,13 @@ class VerifierPool:
                 pool.register(v["account"], stake=v["stake"], capabilities=(), org=v["org"],
                               asn=v["asn"], region=v["region"],
                               ts_ms=genesis.value["created_ms"])
+        return pool
+
+    def subset(self, keep: Callable[[bytes], bool]) -> VerifierPool:
+        """A copy holding only the members whose account `keep` accepts (one bucket's
+        verifiers, when each bucket orders its own)."""
+        pool = VerifierPool(self.params)
+        pool._members = {a: v for a, v in self._members.items() if keep(a)}
         return pool
 
     def apply(self, op: PoolOp, *, ts_ms: int, stake: int) -> Verifier | None:
@@ -383,7 +410,27 @@ class VerifierPool:
             i += 1
         return [order[j].account for j in seats]
 
+    def state_value(self) -> list[list[Any]]:
+        """Every member as a canonical value, in account order (the root's preimage and
+        what a snapshot carries)."""
+        return [[v.account, list(v.capabilities), v.org, v.asn, v.region, v.registered_ms,
+                 v.reputation_bp, v.reputation_ms, v.active_ms] for v in self.members()]
+
+    @classmethod
+    def from_state(cls, params: Mapping[str, int], value: Any) -> VerifierPool:
+        """Rebuild a pool from `state_value()`; raises DecodeError if it is not one."""
+        pool = cls(params)
+        try:
+            for i, row in enumerate(value):
+                _check_verifier_value(row, f"pool[{i}]")
+                account, caps, org, asn, region, reg_ms, rep_bp, rep_ms, active_ms = row
+                pool._members[account] = Verifier(account, tuple(caps), org, asn, region,
+                                                  reg_ms, rep_bp, rep_ms, active_ms)
+        except (TypeError, ValueError, SchemaError) as exc:
+            raise DecodeError("pool", f"not a verifier pool: {exc}") from None
+        if pool.state_value() != value:
+            raise DecodeError("pool", "verifier pool is not in canonical form")
+        return pool
+
     def root(self) -> bytes:
-        value = [[v.account, list(v.capabilities), v.org, v.asn, v.region, v.registered_ms,
-                  v.reputation_bp, v.reputation_ms, v.active_ms] for v in self.members()]
-        return hashlib.sha256(b"swarm-pool\x00" + cbor.encode(value)).digest()
+        return hashlib.sha256(b"swarm-pool\x00" + cbor.encode(self.state_value())).digest()

@@ -20,7 +20,7 @@ from typing import Any
 from . import cbor
 from .errors import RemoteProtocolError
 
-ID_BYTES_MAX = 64
+ID_BYTES_MAX = 128  # a NEED id is a 36-byte CID; a proposal id up to 128 bytes of text
 
 
 @dataclass(frozen=True, slots=True)

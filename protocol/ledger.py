@@ -50,7 +50,7 @@ from typing import Any
 from . import cbor
 from .buckets import bucket_of
 from .cid import Cid
-from .errors import DecodeError, LocalProtocolError, SchemaError
+from .errors import DecodeError, LocalProtocolError, ProtocolError, SchemaError
 from .genesis import Genesis
 from .plan import merkle_root
 from .schema import INT_MAX, Bytes, Enum, Int, Link, List, Obj, OneOf, obj
@@ -76,6 +76,27 @@ def format_credits(units: int, unit_per_credit: int) -> str:
     if unit_per_credit == 10**digits:
         return f"{sign}{whole}." + f"{frac:0{digits}d}".rstrip("0")
     return f"{sign}{whole} {frac}/{unit_per_credit}"
+
+
+def parse_credits(text: str, unit_per_credit: int, fld: str = "amount") -> int:
+    """A positive amount typed in credits ("12", "0.5", "1.000001") as units, exactly;
+    refuses what the unit cannot hold (too many decimals), signs, exponents and zero."""
+    t = text.strip() if isinstance(text, str) else ""
+    whole, dot, frac = t.partition(".")
+    digits = len(str(unit_per_credit)) - 1
+    if (not t or not (whole or frac) or not (whole or "0").isdigit()
+            or (dot and not frac.isdigit()) or not whole.isascii() or not frac.isascii()):
+        raise LocalProtocolError(fld, f"must be an amount in credits such as 12 or 0.5 "
+                                      f"(got {text!r})")
+    if unit_per_credit != 10**digits:
+        digits = 0  # decimals cannot be exact: whole credits only
+    if len(frac) > digits:
+        raise LocalProtocolError(fld, f"at most {digits} decimals: one credit is "
+                                      f"{unit_per_credit} units (got {text!r})")
+    units = int(whole or "0") * unit_per_credit + (int(frac.ljust(digits, "0")) if frac else 0)
+    if not 0 < units <= INT_MAX:
+        raise LocalProtocolError(fld, f"must be more than 0 (got {text!r})")
+    return units
 
 
 def format_duration(ms: int) -> str:
@@ -908,6 +929,27 @@ class BucketLedger:
         if led.snapshot() != bytes(data):
             raise DecodeError("snapshot", "ledger snapshot is not in canonical form")
         return led
+
+    # -- entries ordered here that are not ledger operations (pool registrations)
+
+    def is_decided(self, op_id: bytes) -> bool:
+        """Has an operation with this id been applied or refused here?"""
+        return op_id in self._seen_ops
+
+    def record_other(self, index: int, ts_ms: int, op_id: bytes, kind: str, account: bytes,
+                     cause: str, error: ProtocolError | None = None) -> AuditRecord:
+        """Decide `op_id` for an operation another rule applied in this bucket's log
+        (a verifier pool change) and add it to the audit trail, so that every id has one
+        outcome across everything the bucket orders; with `error` a `DuplicateOp` it is
+        only audited. Changes no balance and not `last`."""
+        if not isinstance(error, DuplicateOp):  # a repeat keeps the first outcome
+            assert op_id not in self._seen_ops, "check is_decided first"
+            self._decide(op_id)
+        record = AuditRecord(index, ts_ms, op_id, kind, account, cause, (),
+                             error_code=error.code if error else "",
+                             error=error.reason if error else "")
+        self._audit.append(record)
+        return record
 
     # -- validation without applying
 

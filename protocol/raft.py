@@ -325,7 +325,8 @@ class Raft:
         for v in self.voters:
             pr = Progress(next=last + 1)
             if v == self.id:
-                pr.match = last
+                # Only what is on our disk counts towards a quorum (see advance()).
+                pr.match = self.log.stable_last_index()
             self.prs[v] = pr
         self.pending_conf_index = 0
         self.uncommitted_size = 0
@@ -572,9 +573,20 @@ class Raft:
             raise ProposalDropped("too much uncommitted data; retry later")
         self.uncommitted_size += size
         stamped = [Entry(self.term, li + 1 + i, e.kind, e.data) for i, e in enumerate(entries)]
-        li = self.log.append(stamped)
-        self.prs[self.id].maybe_update(li)
-        self._maybe_commit()
+        self.log.append(stamped)
+        # The leader's own copy counts towards the commit quorum only once the shell has
+        # persisted it (RawNode.advance), which lets the shell send these entries to the
+        # followers before its own disk write finishes (Raft thesis §10.2.1).
+
+    def self_persisted(self, index: int, term: int) -> None:
+        """The shell has synced our log up to (index, term): as leader, count it."""
+        if self.role != Role.LEADER or self.log.term_or_zero(index) != term:
+            return
+        me = self.prs.get(self.id)
+        if me is not None and me.maybe_update(index) and self._maybe_commit():
+            if self.log.committed >= self.log.last_index():
+                self.uncommitted_size = 0
+            self._bcast_append()
 
     def _maybe_commit(self) -> bool:
         matches = sorted((pr.match for v, pr in self.prs.items() if v in self.voters),
@@ -820,6 +832,9 @@ class Raft:
 class Ready:
     """What the shell must do, in this order:
 
+    0. `early_messages` may be sent at once, before or while step 1 runs: they are a
+       leader's appends and heartbeats in a term whose hard state is already on disk,
+       and the leader counts its own entries only after step 4 reports them synced;
     1. persist `snapshot` (if any), then `entries` (replacing any suffix they conflict
        with), then `hard_state` (if any) -- as one synced write when `must_sync`;
     2. send `messages` (only now: they may promise what step 1 wrote);
@@ -834,11 +849,12 @@ class Ready:
     committed_entries: tuple[Entry, ...]
     messages: tuple[Message, ...]
     must_sync: bool
+    early_messages: tuple[Message, ...] = ()
 
     def empty(self) -> bool:
         return (self.soft_state is None and self.hard_state is None and not self.entries
                 and self.snapshot is None and not self.committed_entries
-                and not self.messages)
+                and not self.messages and not self.early_messages)
 
 
 class RawNode:
@@ -871,6 +887,12 @@ class RawNode:
     def transfer_leader(self, target: int) -> None:
         self.raft.step(Message(MsgType.TRANSFER_LEADER, frm=target))
 
+    def forget_leader(self) -> None:
+        """Forget a follower's leader (known to be gone) so that it grants pre-votes at
+        once instead of waiting out the lease (etcd-io/raft's ForgetLeader)."""
+        if self.raft.role == Role.FOLLOWER:
+            self.raft.lead = NONE
+
     def report_unreachable(self, peer: int) -> None:
         self.raft.step(Message(MsgType.UNREACHABLE, frm=peer))
 
@@ -897,15 +919,18 @@ class RawNode:
         hard = r.hard_state()
         entries = tuple(r.log.unstable.entries)
         snap = r.log.unstable.snapshot
+        vote_on_disk = (hard.term, hard.vote) == (self._prev_hard.term, self._prev_hard.vote)
+        msgs = tuple(r.msgs)
+        early = r.role == Role.LEADER and vote_on_disk and snap is None
         rd = Ready(
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard if hard != self._prev_hard else None,
             entries=entries,
             snapshot=snap,
             committed_entries=tuple(r.log.next_committed_entries()),
-            messages=tuple(r.msgs),
-            must_sync=bool(entries) or snap is not None or hard.term != self._prev_hard.term
-            or hard.vote != self._prev_hard.vote,
+            messages=() if early else msgs,
+            must_sync=bool(entries) or snap is not None or not vote_on_disk,
+            early_messages=msgs if early else (),
         )
         r.msgs = []
         self._pending = rd
@@ -926,6 +951,7 @@ class RawNode:
         if rd.entries:
             last = rd.entries[-1]
             r.log.stable_to(last.index, last.term)
+            r.self_persisted(last.index, last.term)
         for e in rd.committed_entries:
             if e.kind == EntryKind.CONF:
                 try:

@@ -273,6 +273,12 @@ class RaftLog:
         i = self.unstable.maybe_last_index()
         return i if i is not None else self.storage.last_index()
 
+    def stable_last_index(self) -> int:
+        """The last index the shell has persisted (entries still unstable excluded)."""
+        if self.unstable.snapshot is not None:
+            return 0
+        return min(self.last_index(), self.unstable.offset - 1)
+
     def last_term(self) -> int:
         return self.term(self.last_index())
 

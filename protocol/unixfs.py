@@ -427,8 +427,11 @@ def check_block(cid: Cid, block: bytes) -> None:
 # -- the reader ---------------------------------------------------------------------
 
 
-def _file_node(cid: Cid, block: bytes) -> tuple[bytes, tuple[Link, ...], tuple[int, ...], int]:
-    """(own data, links, blocksizes, filesize) of a UnixFS file block; checks the sizes."""
+def file_node(cid: Cid, block: bytes) -> tuple[bytes, tuple[Link, ...], tuple[int, ...], int]:
+    """(own data, links, blocksizes, filesize) of a UnixFS file block; checks the sizes.
+
+    The block's hash is not checked here (see check_block); a fetcher that computed the
+    CID from the bytes calls this directly."""
     if cid.codec == CODEC_RAW:
         return block, (), (), len(block)
     if cid.codec != CODEC_DAG_PB:
@@ -452,7 +455,7 @@ def _file_node(cid: Cid, block: bytes) -> tuple[bytes, tuple[Link, ...], tuple[i
 def file_size(root: Cid, root_block: bytes) -> int:
     """The file size a root block declares (checked against its CID and structure)."""
     check_block(root, root_block)
-    return _file_node(root, root_block)[3]
+    return file_node(root, root_block)[3]
 
 
 def read_file(root: Cid, get_block: Callable[[Cid], bytes | None],
@@ -472,7 +475,7 @@ def read_file(root: Cid, get_block: Callable[[Cid], bytes | None],
         if block is None:
             raise BlockMissing(cid)
         check_block(cid, block)
-        data, links, blocksizes, filesize = _file_node(cid, block)
+        data, links, blocksizes, filesize = file_node(cid, block)
         if expected is None:
             if filesize > size_max:
                 raise TooLarge("size", f"{root} is {filesize} bytes, limit {size_max}")

@@ -84,6 +84,7 @@ CERT = obj(
         "bucket": Int(min=0, max=255),
         "index": Int(min=1),
         "term": Int(min=1),
+        "ts_ms": Int(min=0),  # the leader's timestamp in the committed entry
         "entry_hash": Bytes(32),
         "sigs": List(
             obj({"signer": ACCOUNT, "sig": Bytes(64)}), max_items=64, min_items=1

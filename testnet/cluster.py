@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,10 +33,26 @@ class TestnetError(Exception):
     """Something about the testnet needs the user's attention; the message says what."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(preferred: int = 0) -> int:
+    """A free loopback port: `preferred` if it is free, else any."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise TestnetError("no free port on 127.0.0.1")
+
+
+def _previous_port(home: Path) -> int:
+    """The TCP port a home listened on before, so that re-running `up` keeps the
+    validators' addresses, hence the genesis and the swarm id."""
+    try:
+        listen = json.loads((home / "config.json").read_text()).get("listen", [])
+        return int(str(listen[0]).split("/tcp/")[1].split("/")[0])
+    except (OSError, ValueError, IndexError, KeyError, AttributeError):
+        return 0
 
 
 def node_cmd() -> list[str]:
@@ -99,22 +116,26 @@ def prepare(directory: Path, n: int) -> list[tuple[Path, str]]:
             identities.append(load_identity(home))
         except HomeError:
             identities.append(create_identity(home))
+    plan = []
+    for home, ident in zip(homes, identities, strict=True):
+        peer_id = peer_id_of(key_pair(ident.seed).public_key).to_base58()
+        port = free_port(_previous_port(home))
+        plan.append((home, f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id}"))
     unit = genesis_mod.UNIT_PER_CREDIT
     gen = genesis_mod.new(
         name=f"testnet-{directory.resolve().name}",
         created_ms=0,  # a fixed genesis for a fixed set of keys: re-running `up` keeps it
+        # Each validator's address is in genesis: Raft dials the replicas of its buckets
+        # directly, whoever gossip happens to connect.
         validators=[{"account": ident.public_key, "org": f"org{i}", "asn": 64512 + i,
-                     "region": f"region{i % 3}", "stake": 1000 * unit}
-                    for i, ident in enumerate(identities)],
+                     "region": f"region{i % 3}", "stake": 1000 * unit, "addrs": [addr]}
+                    for i, (ident, (_, addr)) in enumerate(zip(identities, plan,
+                                                               strict=True))],
         accounts=[{"account": ident.public_key, "balance": 10_000 * unit}
                   for ident in identities],
-        params={"replicas": min(3, n), "unbonding_ms": 60_000, "challenge_window_ms": 10_000},
+        params={"replicas": min(3, n), "unbonding_ms": 10_000, "challenge_window_ms": 10_000},
     )
     write_atomic(directory / "genesis.json", gen.to_json().encode())
-    plan = []
-    for home, ident in zip(homes, identities, strict=True):
-        peer_id = peer_id_of(key_pair(ident.seed).public_key).to_base58()
-        plan.append((home, f"/ip4/127.0.0.1/tcp/{free_port()}/p2p/{peer_id}"))
     for i, (home, addr) in enumerate(plan):
         # Each node dials the first one and its predecessor: connected, not a star.
         boot = sorted({plan[0][1], plan[i - 1][1]} - {addr}) if i else []
@@ -223,9 +244,57 @@ def smoke(members: list[Member], needs_per_node: int = 2, timeout_s: float = 60)
 
     wait_until(converged, timeout_s, "every node to hold every NEED and agree on the root")
     elapsed = time.monotonic() - t0
-    statuses = [status_of(m) or {} for m in members]
     for m in members:
         tasks = Client(m.home).get(f"/plan/threads/{posted[0][1]}")["tasks"]
         if not tasks or tasks[0]["state"] != "OPEN":
             raise TestnetError(f"node{m.index} does not show {posted[0][1]} as OPEN")
-    return {"posted": posted, "seconds": round(elapsed, 2), "statuses": statuses}
+    decided = _compete(members, sorted(expected), timeout_s)
+
+    def certified_everywhere() -> bool:
+        for m in members:
+            got = {d["need_id"]: d["proposal_id"]
+                   for d in Client(m.home).get("/decisions")["decisions"]}
+            if any(got.get(n) != p for n, p in decided.items()):
+                return False
+        return converged()
+
+    wait_until(certified_everywhere, timeout_s,
+               "every node to hold every certified DECIDE and agree on the root")
+    statuses = [status_of(m) or {} for m in members]
+    return {"posted": posted, "seconds": round(elapsed, 2), "decided": decided,
+            "decide_seconds": round(time.monotonic() - t0 - elapsed, 2),
+            "statuses": statuses}
+
+
+def _compete(members: list[Member], needs: list[str], timeout_s: float) -> dict[str, str]:
+    """Every node bids to DECIDE every NEED at once; exactly one bid must win each, and
+    every node must be told the same winner."""
+    answers: dict[tuple[int, str], str] = {}
+    errors: list[str] = []
+
+    def bid(m: Member) -> None:
+        c = Client(m.home, timeout_s=timeout_s)
+        try:
+            for need in needs:
+                d = c.post("/decide", {"need_id": need, "proposal_id": f"bid-from-node{m.index}",
+                                       "timeout_s": timeout_s / 2})
+                answers[(m.index, need)] = d["proposal_id"]
+        except ApiError as exc:
+            errors.append(f"node{m.index}: {exc}")
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=bid, args=(m,)) for m in members]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise TestnetError("DECIDE failed: " + "; ".join(errors))
+    decided: dict[str, str] = {}
+    for need in needs:
+        winners = {answers[(m.index, need)] for m in members}
+        if len(winners) != 1:
+            raise TestnetError(f"NEED {need} was decided differently: {sorted(winners)}")
+        decided[need] = winners.pop()
+    return decided

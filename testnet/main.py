@@ -126,7 +126,10 @@ def sim_cmd(
 def netbench_cmd(
     nodes: Annotated[str, typer.Option("--nodes", help="Comma-separated testnet sizes.")]
     = "5,16",
-    paced: Annotated[int, typer.Option("--paced", help="NEEDs posted one every 10 ms.")] = 200,
+    paced: Annotated[int, typer.Option("--paced", help="NEEDs posted one at a time on node 0, "
+                                       "for latency.")] = 200,
+    gap_ms: Annotated[float, typer.Option("--gap-ms", min=0, help="Pause after each paced "
+                                          "NEED.")] = 10.0,
     burst: Annotated[int, typer.Option("--burst", help="NEEDs posted as fast as possible.")]
     = 1000,
     as_json: JsonOpt = False,
@@ -138,7 +141,7 @@ def netbench_cmd(
     with Progress(console=err, transient=True, disable=as_json) as bar:
         task = bar.add_task("netbench", total=None)
         for n in [int(x) for x in nodes.split(",") if x.strip()]:
-            results.append(netbench.run(n, paced=paced, burst=burst,
+            results.append(netbench.run(n, paced=paced, gap_s=gap_ms / 1000, burst=burst,
                                         progress=lambda m: bar.update(task, description=m)))
     m = benchmarks.machine()
     if as_json:
@@ -146,14 +149,16 @@ def netbench_cmd(
         return
     out.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']};"
               " every node a separate process on this machine")
-    t = Table(title="gossip on loopback")
-    for c in ("nodes", "latency p50 (ms)", "p99 (ms)", "samples", "burst env/s/node",
-              "RSS max (MB)", "converged"):
+    t = Table(title="gossip on loopback (latency: publish to acceptance, exact)")
+    for c in ("nodes", "latency p50 (ms)", "p90 (ms)", "p99 (ms)", "samples",
+              "CPU ms/env (receiver)", "burst env/s/node", "RSS max (MB)", "converged"):
         t.add_column(c)
     for r in results:
-        t.add_row(str(r["nodes"]), str(r["latency"]["p50_ms"]), str(r["latency"]["p99_ms"]),
-                  str(r["latency"]["samples"]), str(r["burst"]["accepted_per_s_per_node"]),
-                  str(r["rss_mb"]["max"]), str(r["converged"]))
+        t.add_row(str(r["nodes"]), str(r["latency"]["p50_ms"]), str(r["latency"]["p90_ms"]),
+                  str(r["latency"]["p99_ms"]), str(r["latency"]["samples"]),
+                  str(r["cpu"]["receiver_ms_per_env"]),
+                  str(r["burst"]["accepted_per_s_per_node"]), str(r["rss_mb"]["max"]),
+                  str(r["converged"]))
     out.print(t)
 
 
@@ -187,6 +192,90 @@ def policybench_cmd(
     for name, r in doc["parts"].items():
         t.add_row(name.replace("_", " "), str(r["p50_us"]), str(r["p99_us"]))
     out.print(t)
+
+
+@app.command("raftbench")
+def raftbench_cmd(
+    sequential: Annotated[int, typer.Option("--sequential", min=10)] = 300,
+    concurrent: Annotated[int, typer.Option("--concurrent", min=8)] = 1600,
+    clients: Annotated[int, typer.Option("--clients", min=1, max=64)] = 8,
+    kills: Annotated[int, typer.Option("--kills", min=0, max=20)] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """DECIDE on a 5-node testnet against first-writer-wins on a 5-member etcd: latency,
+    throughput, and time from killing a leader to the next commit, with ratios."""
+    from . import raftbench
+    from .bench import machine
+
+    with err.status("starting") as status:
+        doc = raftbench.run(sequential, concurrent, clients, kills,
+                            progress=lambda text: status.update(text))
+    doc["machine"] = machine()
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    ours, theirs = doc["can_swarm"], doc["etcd"]
+    m = doc["machine"]
+    out.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} "
+              f"{m['python']}", highlight=False)
+    t = Table(title=f"DECIDE vs etcd first-writer-wins ({sequential} sequential, "
+                    f"{concurrent} by {clients} clients, {kills} leader kills)")
+    for col in ("", "can-swarm", "etcd", "ratio (ours/etcd)"):
+        t.add_column(col)
+
+    def row(name: str, a: float | None, b: float | None, unit: str) -> None:
+        ratio = f"{a / b:.2f}" if a is not None and b else "-"
+        t.add_row(name, f"{a}{unit}" if a is not None else "-",
+                  f"{b}{unit}" if b is not None else "-", ratio)
+
+    skipped = "skipped" in theirs
+    for q in ("p50_ms", "p95_ms", "p99_ms"):
+        row(f"latency {q[:3]}", ours["latency"].get(q),
+            None if skipped else theirs["latency"].get(q), " ms")
+    row("throughput", ours["throughput_per_s"], None if skipped else
+        theirs["throughput_per_s"], "/s")
+    row("failover median", ours["failover_median_s"], None if skipped else
+        theirs["failover_median_s"], " s")
+    out.print(t)
+    if skipped:
+        out.print(f"etcd: {theirs['skipped']}")
+
+
+@app.command("ledgerbench")
+def ledgerbench_cmd(
+    seconds: Annotated[float, typer.Option("--seconds", min=1.0, max=600.0)] = 20.0,
+    clients: Annotated[int, typer.Option("--clients", help="Client threads per node.",
+                                         min=1, max=32)] = 4,
+    sequential: Annotated[int, typer.Option("--sequential", min=10)] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Committed ledger transfers per second on a fresh 5-node testnet (through the
+    control API, every node paying the others), their latency, and the time until every
+    node agrees on the ledger root afterwards."""
+    from . import ledgerbench
+    from .bench import machine
+
+    with err.status("starting") as status:
+        doc = ledgerbench.run(seconds=seconds, clients=clients, sequential=sequential,
+                              progress=lambda text: status.update(text))
+    doc["machine"] = machine()
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    m, lat = doc["machine"], doc["latency"]
+    out.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} "
+              f"{m['python']}", highlight=False)
+    out.print(f"latency (one client, {lat['n']} transfers): p50 {lat['p50_ms']} ms, "
+              f"p95 {lat['p95_ms']} ms, p99 {lat['p99_ms']} ms", highlight=False)
+    out.print(f"throughput ({doc['clients']} clients, {doc['seconds']} s): "
+              f"{doc['transfers_per_s']} transfers/s committed, {doc['entries_per_s']} "
+              f"log entries/s (transfers, effects, acknowledgements); "
+              f"{doc['failed']} failed", highlight=False)
+    out.print(f"every node agreed on the ledger root {doc['converge_s']} s after the load; "
+              f"supply {'conserved' if doc['conserved'] else 'NOT CONSERVED'}",
+              highlight=False)
+    if not doc["conserved"] or doc["failed"]:
+        raise typer.Exit(1)
 
 
 @app.command("bench")
@@ -327,7 +416,8 @@ def smoke_cmd(
     needs: Annotated[int, typer.Option("--needs", help="NEEDs to post per node.")] = 2,
     as_json: JsonOpt = False,
 ) -> None:
-    """Post NEEDs on every node and wait until all nodes agree on the plan root."""
+    """Post NEEDs on every node, wait until all nodes agree on the plan root, then have
+    every node bid to DECIDE every NEED: one winner each, certified, known everywhere."""
     try:
         members = cluster.load_state(directory)
         result = cluster.smoke(members, needs)
@@ -343,9 +433,18 @@ def smoke_cmd(
     out.print(f"[green]converged[/]: {len(members)} nodes agree on plan root "
               f"{result['statuses'][0]['plan_root'][:16]}… with {len(result['posted'])} NEEDs "
               f"({result['seconds']} s from the first post)")
+    wins: dict[str, int] = {}
+    for winner in result["decided"].values():
+        wins[winner] = wins.get(winner, 0) + 1
+    out.print(f"[green]decided[/]: every node bid for every NEED at once; each NEED got "
+              f"exactly one winner, the same on every node, certified by its Raft bucket "
+              f"and known to all {len(members)} nodes ({result['decide_seconds']} s); "
+              f"wins: " + ", ".join(f"{k} {v}" for k, v in sorted(wins.items())))
     home0 = members[0].home
     out.print(f"explore: .venv/bin/swarm-node status --home {home0}; "
               f"swarm-node plan show {result['posted'][0][1]} --home {home0}; "
+              f"swarm-node decision {result['posted'][0][1]} --home {home0}; "
+              f"swarm-node raft status --home {home0}; "
               f"stop with `make testnet-down`", highlight=False)
 
 

@@ -1,15 +1,21 @@
-"""Network benchmarks on real node processes: gossip delivery latency, throughput, RSS.
+"""Network benchmarks on real node processes: gossip delivery latency, throughput, CPU, RSS.
 
-Latency is what every node's `swarm_gossip_delivery_seconds` histogram saw: from the
-sender's timestamp (milliseconds, the envelope's `ts`) to acceptance, so figures have
-1 ms resolution and are read from histogram buckets by linear interpolation, as
-Prometheus' histogram_quantile does. Throughput is envelopes accepted per second per
-node while one client posts NEEDs round-robin to every node as fast as the API answers.
+Latency is exact: every node logs when it published an envelope (before signing it) and
+when it accepted one (stored and applied, just before gossipsub forwards it), in
+wall-clock nanoseconds (`GET /debug/deliveries`); all nodes share the machine's clock,
+so joining the logs gives publish-to-delivery for every (envelope, node) pair. The
+`swarm_gossip_delivery_seconds` histograms are read as well, for comparison: they start
+from the envelope's `ts`, which is whole milliseconds. CPU is each node's user+system
+time from /proc over the paced phase, net of what it uses idle, per envelope published.
+Throughput is envelopes accepted per second per node while one client posts NEEDs
+round-robin to every node as fast as the API answers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import shutil
 import tempfile
 import time
@@ -72,6 +78,38 @@ def metrics_text(member: cluster.Member) -> str:
     return httpx.get(Client(member.home).url + "/metrics", timeout=30).text
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def exact_latencies(logs: list[list[dict[str, Any]]], origin: int,
+                    ids: set[str]) -> list[float]:
+    """Milliseconds from publish on node `origin` to acceptance on each other node, for
+    the envelopes in `ids`, from the nodes' delivery logs."""
+    published = {d["id"]: d["t_ns"] for d in logs[origin]
+                 if d["event"] == "published" and d["id"] in ids}
+    out = []
+    for i, log in enumerate(logs):
+        if i == origin:
+            continue
+        for d in log:
+            t0 = published.get(d["id"])
+            if d["event"] == "accepted" and t0 is not None:
+                out.append((d["t_ns"] - t0) / 1e6)
+    return out
+
+
+def exact_quantile(values: list[float], q: float) -> float:
+    """Nearest-rank quantile."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
 def run(n: int, *, paced: int = 200, gap_s: float = 0.01, burst: int = 1000,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix=f"swarm-netbench-{n}-"))
@@ -81,17 +119,38 @@ def run(n: int, *, paced: int = 200, gap_s: float = 0.01, burst: int = 1000,
         members = cluster.up(directory, n)
         clients = [Client(m.home) for m in members]
         time.sleep(2.0)  # let the mesh settle past the first heartbeats
+        idle_from = [cpu_seconds(m.pid) for m in members]
+        t_idle = time.monotonic()
+        time.sleep(2.0)
+        idle_s = time.monotonic() - t_idle
+        idle_rate = [(cpu_seconds(m.pid) - c) / idle_s for m, c in zip(members, idle_from,
+                                                                          strict=True)]
         say(f"{n} nodes: {paced} NEEDs, one every {gap_s * 1000:.0f} ms")
+        cpu_from = [cpu_seconds(m.pid) for m in members]
+        t_paced = time.monotonic()
+        ids = set()
         for k in range(paced):
-            clients[0].post("/needs", {"class": "simple", "budget": k + 1})
+            ids.add(clients[0].post("/needs", {"class": "simple", "budget": k + 1})["need_id"])
             time.sleep(gap_s)
         cluster.wait_until(lambda: all((cluster.status_of(m) or {}).get("envelopes", 0) >= paced
                                        for m in members), 120, "paced delivery")
-        # Node 0 publishes; the others' histograms hold the gossip delivery latency.
+        paced_s = time.monotonic() - t_paced
+        cpu_ms = [((cpu_seconds(m.pid) - c) - r * paced_s) / paced * 1000
+                  for m, c, r in zip(members, cpu_from, idle_rate, strict=True)]
+        # Node 0 publishes; the other nodes' logs and histograms hold the delivery latency.
+        exact = exact_latencies([clients[i].get("/debug/deliveries")["deliveries"]
+                                 for i in range(n)], 0, ids)
         hist = merged([histogram(metrics_text(m)) for m in members[1:]])
-        latency = {"p50_ms": round(quantile(hist, 0.50) * 1000, 2),
-                   "p99_ms": round(quantile(hist, 0.99) * 1000, 2),
-                   "samples": int(hist[-1][1]) if hist else 0}
+        latency = {"p50_ms": round(exact_quantile(exact, 0.50), 2),
+                   "p90_ms": round(exact_quantile(exact, 0.90), 2),
+                   "p99_ms": round(exact_quantile(exact, 0.99), 2),
+                   "max_ms": round(max(exact, default=float("nan")), 2),
+                   "samples": len(exact),
+                   "histogram_p50_ms": round(quantile(hist, 0.50) * 1000, 2),
+                   "histogram_p99_ms": round(quantile(hist, 0.99) * 1000, 2)}
+        cpu = {"publisher_ms_per_env": round(cpu_ms[0], 2),
+               "receiver_ms_per_env": round(sum(cpu_ms[1:]) / max(1, n - 1), 2),
+               "all_nodes_ms_per_env": round(sum(cpu_ms), 1)}
         say(f"{n} nodes: burst of {burst} NEEDs round-robin")
         t0 = time.monotonic()
         for k in range(burst):
@@ -105,6 +164,7 @@ def run(n: int, *, paced: int = 200, gap_s: float = 0.01, burst: int = 1000,
         return {
             "nodes": n,
             "latency": latency,
+            "cpu": cpu,
             "burst": {"envelopes": burst, "post_seconds": round(posted_s, 2),
                       "all_nodes_have_all_seconds": round(elapsed, 2),
                       "accepted_per_s_per_node": round(burst / elapsed)},

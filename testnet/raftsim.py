@@ -56,6 +56,7 @@ class SimConfig:
     snapshot_every: int = 40
     election_tick: int = 10
     max_size_per_msg: int = 1 << 20
+    write_delay_max: int = 2  # steps a disk write may take
 
     @classmethod
     def for_seed(cls, seed: int) -> SimConfig:
@@ -90,6 +91,7 @@ class SimNode:
     raw: RawNode | None = None
     machine: DecideMachine = field(default_factory=lambda: DecideMachine(0))
     boots: int = 0
+    writing: tuple[Ready, int] | None = None  # a disk write in progress, done at step N
 
 
 @dataclass
@@ -148,6 +150,9 @@ class RaftSim:
         node.machine = DecideMachine.restore(snap.data, 0)
 
     def _crash(self, node: SimNode) -> None:
+        if node.writing is not None and self.rng.random() < 0.5:
+            self._persist(node, node.writing[0])  # the write reached the disk; nothing more
+        node.writing = None
         node.raw = None
         self.stats["crashes"] += 1
 
@@ -247,25 +252,43 @@ class RaftSim:
     # -- the Ready loop, with crash points --
 
     def _handle_ready(self, node: SimNode, crash_allowed: bool) -> None:
+        """The shell's loop, as node/multiraft.py runs it: take a Ready, send its early
+        messages, write to disk -- which takes `write_delay_max` steps at most, while
+        messages keep being stepped in --, then send, apply and advance."""
         raw = node.raw
         assert raw is not None
-        rounds = 0
-        while raw.has_ready() and rounds < 16:
-            rounds += 1
+        for _ in range(16):
+            if node.writing is not None:
+                rd, done_at = node.writing
+                if self.now < done_at:
+                    return
+                node.writing = None
+                if not self._finish(node, rd, crash_allowed):
+                    return
+                continue
+            if not raw.has_ready():
+                return
             rd = raw.ready()
-            point = self.rng.random() if crash_allowed else 1.0
-            if point < self.cfg.crash_p / 4:
-                self._crash(node)  # before persisting: this Ready is lost
+            for m in rd.early_messages:
+                self._send(m)  # a leader's appends go out while its own write runs
+            if crash_allowed and self.rng.random() < self.cfg.crash_p / 4:
+                self._crash(node)  # before the write started: this Ready is lost
                 return
-            self._persist(node, rd)
-            if point < self.cfg.crash_p / 2:
-                self._crash(node)  # persisted, nothing sent
-                return
-            for m in rd.messages:
-                self._send(m)
-            self._apply(node, rd)
-            raw.advance(rd)
-            self._maybe_compact(node)
+            node.writing = (rd, self.now + self.rng.randint(0, self.cfg.write_delay_max))
+
+    def _finish(self, node: SimNode, rd: Ready, crash_allowed: bool) -> bool:
+        raw = node.raw
+        assert raw is not None
+        self._persist(node, rd)
+        if crash_allowed and self.rng.random() < self.cfg.crash_p / 4:
+            self._crash(node)  # persisted, nothing sent
+            return False
+        for m in rd.messages:
+            self._send(m)
+        self._apply(node, rd)
+        raw.advance(rd)
+        self._maybe_compact(node)
+        return True
 
     def _persist(self, node: SimNode, rd: Ready) -> None:
         disk = node.disk

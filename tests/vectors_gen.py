@@ -162,6 +162,7 @@ def build_valid() -> tuple[list[dict[str, Any]], dict[str, Envelope]]:
                 "bucket": 7,
                 "index": 1,
                 "term": 1,
+                "ts_ms": TS0 + 2_500,
                 "entry_hash": entry_hash,
                 "sigs": [{"signer": b.public_key, "sig": b.sign(entry_hash)}],
             },

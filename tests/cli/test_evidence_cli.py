@@ -141,3 +141,63 @@ def test_evidence_through_a_running_node(home: str, tmp_path: Path) -> None:
     assert not (tmp_path / "gone").exists()
     assert cli("evidence", "get", kept.stdout.decode().strip(), "--home", home).stdout \
         == b"hello world\n"
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    directory = tmp_path / "tn2"
+    testnet = str(BIN / "swarm-testnet")
+    up = subprocess.run([testnet, "up", "-n", "2", "--dir", str(directory)],
+                        capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stderr
+    yield str(directory / "node0"), str(directory / "node1")
+    subprocess.run([testnet, "down", "--dir", str(directory)], capture_output=True,
+                   timeout=300)
+
+
+def test_get_fetches_from_a_peer(pair: tuple[str, str], tmp_path: Path) -> None:
+    """Two node processes: what one adds, the other's `evidence get` fetches over
+    bitswap, checks, pins and writes; a CID nobody has is a clear error."""
+    owner, other = pair
+    data = recipe(3_000_000)
+    src = tmp_path / "evidence.bin"
+    src.write_bytes(data)
+    cid = cli("evidence", "add", "--cid-version", "1", str(src), "--home", owner)\
+        .stdout.decode().strip()
+    assert cid == VECTORS["3-mb"]["cid_v1"]
+    out = tmp_path / "fetched.bin"
+    got = cli("evidence", "get", cid, "-o", str(out), "--home", other)
+    assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == data
+    pins = json.loads(cli("evidence", "ls", "--json", "--home", other).stdout)
+    assert [(p["cid"], p["size"]) for p in pins] == [(cid, len(data))]
+    status = subprocess.run([str(BIN / "swarm-node"), "status", "--json", "--home", other],
+                             capture_output=True, text=True, timeout=120)
+    assert json.loads(status.stdout)["addrs"]
+    absent = VECTORS["chunk"]["cid_v0"]  # nobody added it
+    gone = cli("evidence", "get", absent, "-o", str(tmp_path / "absent"), "--home", other)
+    assert gone.returncode == 1
+    assert f"block {absent} of {absent} is not available".encode() in gone.stderr
+    assert b"none of the 1 peers" in gone.stderr
+    assert not (tmp_path / "absent").exists()
+
+
+def test_ipfs_api_option_is_kept_and_checked(tmp_path: Path) -> None:
+    """`init --ipfs-api` records the daemon in the config; `start --ipfs-api` with no
+    daemon there stops at once with a clear error (the daemon itself is exercised in
+    tests/integration/test_ipfs_api.py)."""
+    from swarm.node.home import GENESIS_FILE, read_config
+    from swarm.testnet.cluster import free_port
+    from swarm.testnet.inproc import make_homes
+
+    (home,), _ = make_homes(tmp_path, 1)
+    other = tmp_path / "other"
+    daemon = "/ip4/127.0.0.1/tcp/5001"
+    init = cli("init", "--home", str(other), "--genesis", str(home / GENESIS_FILE),
+               "--ipfs-api", daemon, "--json")
+    assert init.returncode == 0, init.stderr
+    assert read_config(other)["ipfs_api"] == daemon
+    nowhere = f"/ip4/127.0.0.1/tcp/{free_port()}"
+    start = cli("start", "--home", str(home), "--ipfs-api", nowhere)
+    assert start.returncode == 1
+    assert f"cannot reach the daemon at {nowhere}".encode() in start.stderr

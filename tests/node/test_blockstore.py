@@ -182,3 +182,23 @@ def test_parse_kind() -> None:
 def test_second_open_is_a_clear_error(store: Blockstore, tmp_path: Path) -> None:
     with pytest.raises(BlockstoreError, match="another node"):
         Blockstore(tmp_path / "blocks", PARAMS)
+
+
+def test_gc_spares_held_blocks_until_every_holder_lets_go(store: Blockstore) -> None:
+    """A fetch stores blocks one by one (a holding) and pins only at the end: gc in
+    between must not eat them, even when two fetches hold the same block."""
+    root, blocks = add_bytes(sample(300_000, 9), 1)
+    first, second = store.hold(), store.hold()
+    for block in blocks:
+        first.put(block.cid, block.data)
+    second.put(blocks[0].cid, blocks[0].data)
+    with pytest.raises(BlockMismatch):
+        first.put(blocks[1].cid, blocks[0].data)
+    assert store.gc().removed == 0
+    first.close()
+    assert store.gc().removed == len(blocks) - 1  # the one the second holds stays
+    assert store.has(blocks[0].cid)
+    second.close()
+    assert store.gc().removed == 1
+    assert not any(store.has(b.cid) for b in blocks)
+    assert root == blocks[-1].cid

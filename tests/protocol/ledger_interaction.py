@@ -39,10 +39,11 @@ Commands:
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+
+import datadriven
 
 from swarm.protocol import genesis as genesis_mod
 from swarm.protocol.buckets import bucket_of
@@ -314,38 +315,5 @@ class Env:
         return out
 
 
-def parse(text: str) -> list[tuple[str, str]]:
-    blocks = []
-    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
-    i = 0
-    while i < len(lines):
-        if not lines[i].strip():
-            i += 1
-            continue
-        cmd = lines[i].strip()
-        assert lines[i + 1] == "----", f"expected ---- after {cmd!r}"
-        i += 2
-        out = []
-        while i < len(lines) and lines[i].strip():
-            out.append(lines[i])
-            i += 1
-        blocks.append((cmd, "\n".join(out)))
-    return blocks
-
-
 def run_script(path: Path) -> tuple[str, str]:
-    """Run a script; return (expected text, actual text) in the file's format."""
-    text = path.read_text()
-    env = Env()
-    parts = []
-    comments = [ln for ln in text.splitlines() if ln.startswith("#")]
-    for cmd, _ in parse(text):
-        words = cmd.split()
-        args = [w for w in words[1:] if "=" not in w]
-        kw = dict(w.split("=", 1) for w in words[1:] if "=" in w)
-        out = env.run(words[0], args, kw) or ["ok"]
-        parts.append(cmd + "\n----\n" + "\n".join(out) + "\n")
-    actual = ("\n".join(comments) + "\n\n" if comments else "") + "\n".join(parts)
-    if os.environ.get("LEDGER_REWRITE") == "1":
-        path.write_text(actual)
-    return text, actual
+    return datadriven.run_script(path, Env, "LEDGER_REWRITE")

@@ -27,10 +27,11 @@ Commands:
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import datadriven
 
 from swarm.protocol.raft import (
     ConfChange,
@@ -192,6 +193,7 @@ class Env:
         if not node.has_ready():
             return False
         rd = node.ready()
+        self.queue.extend(rd.early_messages)
         if rd.snapshot is not None:
             disk.apply_snapshot(rd.snapshot)
             self.applied[i] = [x for x in rd.snapshot.data.decode().split(";") if x]
@@ -209,42 +211,5 @@ class Env:
         return True
 
 
-def parse(text: str) -> list[tuple[str, list[str]]]:
-    """Blocks of (command line, expected output lines)."""
-    blocks: list[tuple[str, list[str]]] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if not line.strip() or line.startswith("#"):
-            i += 1
-            continue
-        cmd = line
-        if i + 1 >= len(lines) or lines[i + 1] != "----":
-            raise ValueError(f"line {i + 1}: expected ---- after {cmd!r}")
-        i += 2
-        expected: list[str] = []
-        while i < len(lines) and lines[i] != "":
-            expected.append(lines[i])
-            i += 1
-        blocks.append((cmd, expected))
-    return blocks
-
-
 def run_script(path: Path) -> tuple[str, str]:
-    """Run a script; return (expected text, actual text) in the file's format."""
-    text = path.read_text()
-    env = Env()
-    actual_parts = []
-    comments = [ln for ln in text.splitlines() if ln.startswith("#")]
-    for cmd, _ in parse(text):
-        words = cmd.split()
-        args = [w for w in words[1:] if "=" not in w]
-        kw = dict(w.split("=", 1) for w in words[1:] if "=" in w)
-        out = env.run(words[0], args, kw) or ["ok"]
-        actual_parts.append(cmd + "\n----\n" + "\n".join(out) + "\n")
-    header = "\n".join(comments) + "\n\n" if comments else ""
-    actual = header + "\n".join(actual_parts)
-    if os.environ.get("RAFT_REWRITE") == "1":
-        path.write_text(actual)
-    return text, actual
+    return datadriven.run_script(path, Env, "RAFT_REWRITE")

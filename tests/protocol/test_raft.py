@@ -175,10 +175,27 @@ def test_leader_never_commits_an_older_term_entry_by_counting() -> None:
     r = Raft(cfg(1, pre_vote=False), s)
     elect(r)
     assert r.term == 3 and r.log.last_index() == 3
+    r.self_persisted(3, 3)  # the leader's own no-op is on its disk
     r.step(Message(MsgType.APP_RESP, frm=2, to=1, term=3, index=2))
     assert r.log.committed == 1
     r.step(Message(MsgType.APP_RESP, frm=2, to=1, term=3, index=3))
     assert r.log.committed == 3
+
+
+def test_leader_counts_its_own_entries_only_once_persisted() -> None:
+    """Appends may leave before the leader's own write (thesis §10.2.1), so its copy
+    must not count towards the quorum until the shell reports it synced."""
+    r = Raft(cfg(1, pre_vote=False), MemoryStorage((1, 2, 3)))
+    elect(r)
+    r.self_persisted(1, 1)
+    r.step(Message(MsgType.APP_RESP, frm=2, to=1, term=1, index=1))
+    assert r.log.committed == 1
+    r.step(Message(MsgType.PROP, frm=1, entries=(Entry(0, 0, data=b"x"),)))
+    r.step(Message(MsgType.APP_RESP, frm=2, to=1, term=1, index=2))
+    assert r.log.committed == 1  # node 2 alone is not a quorum of three
+    r.self_persisted(2, 1)
+    assert r.log.committed == 2  # node 2 and the leader's own synced copy are
+
 
 
 def test_check_quorum_steps_down_without_a_quorum() -> None:
@@ -230,9 +247,10 @@ def test_last_voter_cannot_be_removed() -> None:
     with pytest.raises(ProposalDropped, match="pending"):
         # Not before this term's no-op is applied (the thesis errata rule).
         node.propose_conf_change(ConfChange(ConfOp.ADD_VOTER, 2))
-    rd = node.ready()
-    disk.append(rd.entries)
-    node.advance(rd)
+    for _ in range(2):  # persist the no-op, then apply it once committed
+        rd = node.ready()
+        disk.append(rd.entries)
+        node.advance(rd)
     with pytest.raises(ProposalDropped, match="last voter"):
         node.propose_conf_change(ConfChange(ConfOp.REMOVE_VOTER, 1))
 

@@ -1,0 +1,75 @@
+"""Control-API routes for DECIDE and Raft: submit a decision, read one, bucket status.
+
+Owns the routes' shapes only; `DecideService` (node/decide_service.py) does the work.
+Errors: 400 for a malformed NEED id or proposal, 404 for a NEED with no decision known
+here, 503 when no quorum of the NEED's bucket answered in time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from swarm.protocol.errors import ProtocolError
+
+from .decide_service import DecideService
+from .multiraft import DecideError
+
+
+class DecideRequestBody(BaseModel):
+    need_id: str = Field(description="The NEED's id (a CID string).")
+    proposal_id: str = Field(description="The winning proposal's id (1..128 bytes).")
+    k_plan: int = Field(default=0, ge=0, le=64)
+    epoch: int = Field(default=0, ge=0)
+    timeout_s: float = Field(default=15.0, gt=0, le=120)
+
+
+def decide_router(service: Callable[[], DecideService], dependencies: list[Any]) -> APIRouter:
+    router = APIRouter(dependencies=dependencies, tags=["decide"])
+
+    @router.post("/decide")
+    async def decide(body: DecideRequestBody) -> dict[str, Any]:
+        """Submit a decision; answers the committed one (first writer wins), which may
+        name another proposal. Idempotent: safe to retry."""
+        try:
+            return await service().try_decide(body.need_id, body.proposal_id, body.k_plan,
+                                               body.epoch, body.timeout_s)
+        except DecideError as exc:
+            raise HTTPException(status_code=503, detail=exc.to_dict()) from None
+        except ProtocolError as exc:
+            raise HTTPException(status_code=400, detail=exc.to_dict()) from None
+
+    @router.get("/decisions/{need_id}")
+    async def decision(need_id: str) -> dict[str, Any]:
+        """The decision for a NEED as this node knows it: certified (from a DECIDE
+        envelope whose certificate checked) or, on a replica, committed locally."""
+        try:
+            d = service().decision(need_id)
+        except ProtocolError as exc:
+            raise HTTPException(status_code=400, detail=exc.to_dict()) from None
+        if d is None:
+            raise HTTPException(status_code=404, detail={
+                "code": "not_found", "field": "need_id",
+                "reason": "no decision for this NEED is known here"})
+        return d
+
+    @router.get("/decisions")
+    async def decisions() -> dict[str, Any]:
+        """Every certified decision this node holds (its read replica)."""
+        return {"decisions": sorted(service().certified.values(),
+                                    key=lambda d: d["need_id"])}
+
+    @router.get("/raft/status")
+    async def raft_status(bucket: int | None = None) -> dict[str, Any]:
+        """Per bucket: role, leader, term, commit index, replicas, lag."""
+        svc = service()
+        if bucket is not None and not 0 <= bucket < svc.placement.bucket_count:
+            raise HTTPException(status_code=400, detail={
+                "code": "local_error", "field": "bucket",
+                "reason": f"must be 0..{svc.placement.bucket_count - 1}"})
+        return svc.status(bucket)
+
+    return router

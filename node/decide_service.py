@@ -1,0 +1,206 @@
+"""DECIDE in the node: multi-raft on its store and transport, certified announcements,
+and the certified-decision read replica every node keeps.
+
+Owns the wiring between `MultiRaft` (node/multiraft.py), its libp2p transport
+(node/raft_transport.py) and the rest of the node: a committed, certified decision is
+announced as a DECIDE envelope on gossip (so it reaches every node, and catch-up brings
+it to nodes that were away); every node checks a DECIDE envelope's certificate before
+it is stored or applied (`check_envelope`, run by the pipeline), and records the
+certified decision in `certified` -- the read replica that non-replica nodes answer from
+without trusting any single peer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import trio
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from swarm.protocol import certificate
+from swarm.protocol.buckets import bucket_of
+from swarm.protocol.cid import Cid
+from swarm.protocol.decide import Decision, TryDecide
+from swarm.protocol.envelope import Envelope
+from swarm.protocol.errors import LocalProtocolError, RemoteProtocolError
+from swarm.protocol.placement import Placement
+from swarm.protocol.schema import to_json
+
+from .multiraft import TICK_MS, DecideError, MultiRaft
+from .raft_transport import RaftTransport, raft_protocol
+from .raftstore import RaftStore
+
+if TYPE_CHECKING:
+    from .service import Node
+
+log = logging.getLogger("swarm.decide")
+
+RAFT_DIR = "raft"
+CERTIFIED_MAX = 1_000_000
+
+
+class RaftCollector(Collector):
+    """Raft figures read at scrape time from the running multi-raft."""
+
+    def __init__(self, service: DecideService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        raft = self.service.raft
+        groups = raft.groups.values()
+        g = GaugeMetricFamily("swarm_raft_buckets", "Buckets this node replicates, by role",
+                              labels=["role"])
+        for role in ("leader", "follower", "pre_candidate", "candidate"):
+            g.add_metric([role], sum(1 for x in groups if x.raw.raft.role.name.lower() == role))
+        yield g
+        yield GaugeMetricFamily("swarm_raft_quiet_buckets",
+                                "Buckets led here that went quiet (idle, caught up)",
+                                value=sum(1 for x in groups if x.quiet))
+        c = CounterMetricFamily("swarm_raft_events", "Raft shell events by kind",
+                                labels=["kind"])
+        for kind, value in sorted(raft.stats.items()):
+            c.add_metric([kind], value)
+        yield c
+        yield CounterMetricFamily("swarm_raft_synced_writes",
+                                  "Synced RocksDB writes of Raft state (one per round)",
+                                  value=self.service.store.synced_writes)
+        yield GaugeMetricFamily("swarm_decisions_certified",
+                                "Certified decisions in this node's read replica",
+                                value=len(self.service.certified))
+
+
+class DecideService:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.placement = Placement.from_genesis(node.genesis)
+        self.store = RaftStore(node.settings.home / RAFT_DIR)
+        self.certified: dict[bytes, dict[str, Any]] = {}
+        self.raft = MultiRaft(node.identity, node.genesis.swarm_id, self.placement,
+                              self.store, self._send, self._publish,
+                              announced=lambda need_id: need_id in self.certified,
+                              genesis=node.genesis)
+        self.transport: RaftTransport | None = None
+        node.metrics.registry.register(RaftCollector(self))
+        self.decide_seconds = Histogram(
+            "swarm_decide_seconds", "DECIDE submitted through this node's API, to the "
+            "committed answer", buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                         0.5, 1, 2.5, 5, 10), registry=node.metrics.registry)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _send(self, peer: int, frame: bytes) -> None:
+        if self.transport is not None:
+            self.transport.send(peer, frame)
+
+    def _addrs_of(self, node_id: int) -> list[str]:
+        v = self.node.genesis.value["validators"][node_id - 1]
+        return [a for a in v.get("addrs", []) if "/p2p/" not in a] + [
+            a.split("/p2p/", 1)[0] for a in v.get("addrs", []) if "/p2p/" in a]
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        node = self.node
+        self.transport = RaftTransport(
+            node.host, raft_protocol(node.genesis.short_id), self.placement, self.raft.id,
+            self._addrs_of, self.raft.receive, self.raft.peer_lost, self.raft.peer_connected)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.transport.run)
+            await nursery.start(self.raft.run)
+            log.info("raft started id=%d buckets=%d", self.raft.id, len(self.raft.groups))
+            task_status.started()
+
+    # -- announcements and the read replica --
+
+    async def _publish(self, d: Decision, cert: dict[str, Any]) -> None:
+        need = Cid(d.need_id)
+        payload = {"need_id": need, "proposal_id": d.proposal_id.decode(),
+                   "k_plan": d.k_plan, "epoch": d.epoch, "cert": cert}
+        refs = [str(need)] if need in self.node.pipeline.replica.applied else []
+        await self.node.publish("DECIDE", to_json(payload), "decide", refs)
+
+    def check_envelope(self, env: Envelope) -> None:
+        """The pipeline's certificate stage: a DECIDE must carry a certificate by a
+        quorum of its NEED's bucket's replicas over exactly the decision it states."""
+        if env.kind != "DECIDE":
+            return
+        p = env.payload
+        cert = p.get("cert")
+        if cert is None:
+            raise certificate.CertificateError("payload.cert", "a DECIDE must be certified")
+        need: Cid = p["need_id"]
+        try:
+            TryDecide(need.raw, p["proposal_id"].encode(), p["k_plan"], p["epoch"])
+        except RemoteProtocolError as exc:
+            raise certificate.CertificateError(exc.field, exc.reason) from None
+        bucket = bucket_of(need.raw, self.placement.bucket_count)
+        certificate.check(cert, self.node.genesis.swarm_id, self.placement, bucket,
+                          certificate.decide_digest(p))
+
+    def accepted(self, env: Envelope) -> None:
+        """A stored DECIDE (its certificate checked): record it in the read replica."""
+        if env.kind != "DECIDE":
+            return
+        p = env.payload
+        need: Cid = p["need_id"]
+        if need.raw in self.certified or len(self.certified) >= CERTIFIED_MAX:
+            return
+        c = p["cert"]
+        self.certified[need.raw] = {
+            "need_id": str(need), "proposal_id": p["proposal_id"], "k_plan": p["k_plan"],
+            "epoch": p["epoch"], "bucket": c["bucket"], "index": c["index"],
+            "term": c["term"], "ts_ms": c["ts_ms"], "signers": len(c["sigs"]),
+            "envelope": str(env.id),
+        }
+
+    # -- the API's operations --
+
+    async def try_decide(self, need_id: str, proposal_id: str, k_plan: int = 0,
+                         epoch: int = 0, timeout_s: float = 15.0) -> dict[str, Any]:
+        need = Cid.parse(need_id, "need_id")
+        try:
+            cmd = TryDecide(need.raw, proposal_id.encode(), k_plan, epoch)
+        except RemoteProtocolError as exc:
+            raise LocalProtocolError(exc.field, exc.reason) from None
+        if self.raft.id == 0:
+            raise DecideError("this node is not a validator; submit through a validator's "
+                              "control API")
+        started = time.monotonic()
+        d = await self.raft.try_decide(cmd, timeout_s=timeout_s)
+        self.decide_seconds.observe(time.monotonic() - started)
+        return decision_json(d)
+
+    def decision(self, need_id: str) -> dict[str, Any] | None:
+        need = Cid.parse(need_id, "need_id")
+        certified = self.certified.get(need.raw)
+        if certified is not None:
+            return {**certified, "certified": True}
+        d = self.raft.local_decision(need.raw)
+        return {**decision_json(d), "certified": False} if d is not None else None
+
+    def status(self, bucket: int | None = None) -> dict[str, Any]:
+        rows = self.raft.status(bucket)
+        mine = [r for r in rows if r.get("replica")]
+        return {
+            "node_id": self.raft.id, "bucket_count": self.placement.bucket_count,
+            "replicas_per_bucket": self.placement.replicas_per_bucket,
+            "tick_ms": TICK_MS,
+            "replicated": len(self.raft.groups),
+            "leading": sum(1 for r in mine if r.get("role") == "leader"),
+            "quiet": sum(1 for r in mine if r.get("quiet")),
+            "certified_decisions": len(self.certified),
+            "synced_writes": self.store.synced_writes,
+            "stats": dict(self.raft.stats),
+            "transport": dict(self.transport.stats) if self.transport else {},
+            "buckets": rows,
+        }
+
+
+def decision_json(d: Decision) -> dict[str, Any]:
+    return {"need_id": str(Cid(d.need_id)), "proposal_id": d.proposal_id.decode(
+        errors="replace"), "k_plan": d.k_plan, "epoch": d.epoch, "bucket": d.bucket,
+        "index": d.index, "term": d.term, "ts_ms": d.ts_ms}

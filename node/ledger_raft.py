@@ -1,0 +1,300 @@
+"""The ledger across buckets, in the node: effects between bucket leaders, the certified
+chain, and the read replica of the buckets this node does not replicate.
+
+Owns what `MultiRaft` hands to its `ledger_hook` and the periodic work around it:
+
+* **Effect delivery.** The leader of a source bucket sends every batch in its bucket's
+  outbox (replicated state) to the target bucket's leader (`MultiRaft.submit_nowait`):
+  at once when the entry that emitted it is applied, and again every
+  `EFFECT_RESEND_TICKS` until it leaves the outbox. Whichever replica of the target
+  leads applies it (exactly once: the ledger deduplicates by (source bucket, seq)) and,
+  as the target's leader, acknowledges to the source what it applied
+  (`EffectAck(target, applied_seq)`), coalesced every `EFFECT_TICKS`; the source drops
+  the acknowledged batches. A lost message, a crashed leader or a restart only delays
+  this: the next leader of the source finds the batches still in its outbox, and a
+  batch applied already is acknowledged again when it arrives again.
+* **The certified chain.** When a quorum of a bucket's replicas have signed a chain
+  entry (`MultiRaft` collects the signatures), each replica that holds the quorum
+  stores the certified entry (RocksDB key ``c`` + bucket + index), and the bucket's
+  leader sends it to every node that does not replicate the bucket.
+* **The read replica.** For every bucket it does not replicate, a node keeps a
+  `LedgerPart` built only from certified chain entries, applied in chain order (each
+  entry names the previous one). An entry whose certificate does not check (signers
+  must be a quorum of the bucket's replicas by the genesis placement, each signature
+  valid over exactly these bytes) is dropped. Entries past a gap wait; every
+  `SYNC_TICKS` the node asks one live peer (in turn) for the entries after its last of
+  each bucket that peer replicates, and the peer answers from its store. The entries
+  received are stored too, so a restart rebuilds the read replica from disk and asks
+  only for what it missed.
+* **Queries over every bucket**: accounts, history, supply, the pool, `ledger_root`.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import trio
+
+from swarm.protocol import cbor, certificate
+from swarm.protocol.bucket_machine import (
+    ChainEntry,
+    LedgerApplied,
+    LedgerPart,
+    ack_command,
+    chain_digest,
+    effects_command,
+)
+from swarm.protocol.buckets import bucket_of
+from swarm.protocol.committee import Verifier
+from swarm.protocol.errors import RemoteProtocolError
+from swarm.protocol.genesis import Genesis
+from swarm.protocol.ledger import AccountView, AuditRecord, EffectAck, Totals, genesis_supply
+from swarm.protocol.plan import merkle_root
+from swarm.protocol.raft import Role
+from swarm.protocol.raftwire import CertifiedEntry, Frame
+
+from .multiraft import TICK_MS, Group, LedgerHook, MultiRaft
+from .raftstore import RaftStore
+
+log = logging.getLogger("swarm.ledger")
+
+EFFECT_TICKS = 4  # acknowledgements and due resends every 200 ms
+EFFECT_RESEND_TICKS = 60  # a batch still in the outbox after 3 s is sent again
+SYNC_TICKS = 20  # ask a peer for missing chain entries every second
+FETCH_ENTRIES_MAX = 512  # chain entries in one answer to a fetch
+AHEAD_MAX = 4096  # chain entries held past a gap, per bucket
+OUTBOX_SEND_MAX = 256  # batches sent per bucket per round
+_KEY = struct.Struct(">cHQ")
+
+
+def _cert_key(bucket: int, index: int) -> bytes:
+    return _KEY.pack(b"c", bucket, index)
+
+
+def _encode_cert(cert: CertifiedEntry) -> bytes:
+    return cbor.encode([cert.term, cert.entry, [list(s) for s in cert.sigs]])
+
+
+def _decode_cert(key: bytes, value: bytes) -> CertifiedEntry:
+    _, bucket, index = _KEY.unpack(key)
+    term, entry, sigs = cbor.decode(value, cbor.Limits(size_bytes_max=1 << 20))
+    return CertifiedEntry(bucket, index, term, entry, tuple((a, b) for a, b in sigs))
+
+
+class LedgerRaft(LedgerHook):
+    def __init__(self, raft: MultiRaft, store: RaftStore, genesis: Genesis) -> None:
+        self.raft = raft
+        self.store = store
+        self.genesis = genesis
+        self.placement = raft.placement
+        self.bucket_count = self.placement.bucket_count
+        self.supply = genesis_supply(genesis)
+        self.unit = genesis.params["unit_per_credit"]
+        self.read: dict[int, LedgerPart] = {
+            b: LedgerPart.from_genesis(genesis, b)
+            for b in range(self.bucket_count) if b not in raft.groups}
+        self.ahead: dict[int, dict[int, ChainEntry]] = defaultdict(dict)  # bucket -> prev
+        self.sent: dict[tuple[int, int, int], int] = {}  # (source, target, seq) -> tick
+        self.acks: dict[tuple[int, int], int] = {}  # (source, target) -> applied seq
+        self.stats: dict[str, int] = defaultdict(int)
+        self._sync_turn = 0
+        raft.ledger_hook = self
+        self._load()
+
+    # -- restart: the read replica from the stored certified entries --
+
+    def _load(self) -> None:
+        loaded = 0
+        for bucket in sorted(self.read):
+            for key, value in self._stored(bucket, 0):
+                # Our own disk: checked when it was received, not again.
+                self._apply(bucket, ChainEntry.decode(_decode_cert(key, value).entry))
+                loaded += 1
+        if loaded:
+            log.info("read replica rebuilt from %d stored certified entries", loaded)
+
+    def _stored(self, bucket: int, after: int) -> Iterator[tuple[bytes, bytes]]:
+        """The stored certified entries of `bucket` after index `after`, in order."""
+        stop = _cert_key(bucket + 1, 0) if bucket < 0xFFFF else b"d"
+        for key, value in self.store.db.items(from_key=_cert_key(bucket, after + 1)):
+            if not isinstance(key, bytes) or key >= stop:
+                return
+            if isinstance(value, bytes):
+                yield key, value
+
+    # -- hooks from MultiRaft --
+
+    def applied(self, g: Group, result: LedgerApplied) -> None:
+        if g.raw.raft.role != Role.LEADER:
+            return
+        now = self.raft.now_tick
+        for batch in result.emitted:
+            # Deliver at once: the recipient sees its credit within a round trip.
+            self.sent[(batch.source_bucket, batch.target_bucket, batch.seq)] = now
+            self.raft.submit_nowait(effects_command(batch))
+        if result.ack_to is not None:
+            source, seq = result.ack_to
+            self.acks[(source, g.bucket)] = max(self.acks.get((source, g.bucket), 0), seq)
+
+    def certified(self, g: Group, cert: CertifiedEntry) -> None:
+        self.store.pending.put(_cert_key(cert.bucket, cert.index), _encode_cert(cert))
+        self.stats["certified_stored"] += 1
+        if g.raw.raft.role == Role.LEADER:
+            replicas = set(self.placement.replicas(cert.bucket))
+            for peer in range(1, len(self.placement.accounts) + 1):
+                if peer not in replicas:
+                    self.raft.out_chain[peer].append(cert)
+
+    def frame(self, sender: int, frame: Frame) -> None:
+        for cert in frame.chain:
+            self.offer(cert)
+        if frame.fetch:
+            self._serve_fetch(sender, frame.fetch)
+
+    # -- the read replica --
+
+    def offer(self, cert: CertifiedEntry) -> bool:
+        """A certified chain entry from a peer; True if it was new and valid."""
+        part = self.read.get(cert.bucket)
+        if part is None or cert.index <= part.last:
+            return False
+        digest = chain_digest(cert.entry)
+        try:
+            certificate.check({"bucket": cert.bucket, "index": cert.index, "term": cert.term,
+                               "entry_hash": digest,
+                               "sigs": [{"signer": a, "sig": s} for a, s in cert.sigs]},
+                              self.raft.swarm_id, self.placement, cert.bucket, digest)
+            entry = ChainEntry.decode(cert.entry)
+            if entry.index != cert.index:
+                raise RemoteProtocolError("chain.index", "differs from the certificate's")
+        except RemoteProtocolError as exc:
+            self.stats["chain_rejected"] += 1
+            log.warning("certified entry %d of bucket %d rejected: %s", cert.index,
+                        cert.bucket, exc)
+            return False
+        self.store.pending.put(_cert_key(cert.bucket, cert.index), _encode_cert(cert))
+        self._apply(cert.bucket, entry)
+        self.raft.wake.set()  # so the round writes what we stored
+        return True
+
+    def _apply(self, bucket: int, entry: ChainEntry) -> None:
+        part = self.read[bucket]
+        ahead = self.ahead[bucket]
+        if entry.prev != part.last:
+            if entry.prev > part.last and len(ahead) < AHEAD_MAX:
+                ahead[entry.prev] = entry
+            return
+        part.apply_chain(entry)
+        self.stats["chain_applied"] += 1
+        while part.last in ahead:
+            part.apply_chain(ahead.pop(part.last))
+            self.stats["chain_applied"] += 1
+        for prev in [p for p in ahead if p < part.last]:
+            del ahead[prev]
+
+    def _serve_fetch(self, sender: int, wanted: tuple[tuple[int, int], ...]) -> None:
+        budget = FETCH_ENTRIES_MAX
+        for bucket, after in wanted:
+            for key, value in self._stored(bucket, after):
+                if budget == 0:
+                    return
+                self.raft.out_chain[sender].append(_decode_cert(key, value))
+                budget -= 1
+        self.stats["fetches_served"] += 1
+
+    def request_missing(self) -> None:
+        """Ask the next live peer for what follows our last entry of each bucket it
+        replicates."""
+        peers = [p for p in range(1, len(self.placement.accounts) + 1)
+                 if p != self.raft.id and self.raft._alive(p)]
+        if not peers or not self.read:
+            return
+        self._sync_turn += 1
+        peer = peers[self._sync_turn % len(peers)]
+        wanted = [(b, part.last) for b, part in sorted(self.read.items())
+                  if peer in self.placement.replicas(b)]
+        if wanted:
+            self.raft.out_fetch[peer].extend(wanted)
+            self.raft.wake.set()
+
+    # -- effects --
+
+    def deliver(self) -> None:
+        """Send the acknowledgements due, and every outbox batch not sent lately."""
+        raft = self.raft
+        for (source, target), seq in sorted(self.acks.items()):
+            raft.submit_nowait(ack_command(source, EffectAck(target, seq)))
+        self.acks.clear()
+        now = raft.now_tick
+        waiting: set[tuple[int, int, int]] = set()
+        for g in raft.groups.values():
+            if g.raw.raft.role != Role.LEADER or not g.machine.ledger.outbox_targets():
+                continue
+            for batch in g.machine.ledger.outbox()[:OUTBOX_SEND_MAX]:
+                key = (batch.source_bucket, batch.target_bucket, batch.seq)
+                waiting.add(key)
+                last = self.sent.get(key)
+                if last is not None and now - last < EFFECT_RESEND_TICKS:
+                    continue
+                if last is not None:
+                    self.stats["effects_resent"] += 1
+                self.sent[key] = now
+                raft.submit_nowait(effects_command(batch))
+        for key in [k for k in self.sent if k not in waiting]:
+            del self.sent[key]
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        tick = 0
+        while True:
+            await trio.sleep(EFFECT_TICKS * TICK_MS / 1000)
+            tick += EFFECT_TICKS
+            self.deliver()
+            if tick % SYNC_TICKS == 0:
+                self.request_missing()
+            self.raft.wake.set()
+
+    # -- queries over every bucket --
+
+    def part(self, bucket: int) -> LedgerPart:
+        g = self.raft.groups.get(bucket)
+        return g.machine.part if g is not None else self.read[bucket]
+
+    def replicated(self, bucket: int) -> bool:
+        return bucket in self.raft.groups
+
+    def account(self, account: bytes) -> AccountView:
+        return self.part(bucket_of(account, self.bucket_count)).ledger.account(account)
+
+    def history(self, account: bytes) -> list[AuditRecord]:
+        """Every entry of the account's bucket that it submitted or that changed it
+        (credits from other buckets arrive there as effect batches)."""
+        return self.part(bucket_of(account, self.bucket_count)).ledger.history(account)
+
+    def totals(self) -> Totals:
+        total = Totals()
+        for b in range(self.bucket_count):
+            total = total + self.part(b).ledger.totals()
+        return total
+
+    def root(self) -> bytes:
+        """Merkle root over every bucket's ledger-part root, in bucket order."""
+        return merkle_root([self.part(b).root() for b in range(self.bucket_count)])
+
+    def pool(self) -> list[tuple[Verifier, int]]:
+        """Every registered verifier with its stake now, in account order."""
+        out = []
+        for b in range(self.bucket_count):
+            part = self.part(b)
+            for v in part.pool.members():
+                out.append((v, part.ledger.account(v.account).locked))
+        return sorted(out, key=lambda x: x[0].account)
+
+    def lag(self) -> dict[str, int]:
+        """How far the read replica is behind what it has heard of."""
+        return {"buckets_read": len(self.read),
+                "entries_waiting": sum(len(a) for a in self.ahead.values())}

@@ -1,0 +1,983 @@
+"""Multi-raft: every bucket this node replicates, driven by one loop, on one store.
+
+Owns the shell around `protocol.raft.RawNode` for up to `bucket_count` groups: ticks,
+the Ready loop with its group commit (one synced RocksDB write per round, whatever the
+number of buckets that moved), batching of every message for one peer into one frame,
+quiescence of idle buckets, fast failover when a leader's node is gone, DECIDE requests
+and ledger commands (from this node's API or forwarded by other nodes: `try_decide`,
+`submit`) and the collection of commit certificates, for DECIDEs and for the ledger
+chain (`protocol/bucket_machine.py`). Each group's state machine is a `BucketMachine`;
+what the ledger does with applied entries beyond answering callers (delivering
+effects, the certified read replica) is node/ledger_raft.py's, through `ledger_hook`.
+
+Transport-agnostic: frames leave through `send(peer_id, bytes)` and arrive through
+`receive(bytes)`; node/raft_transport.py carries them over libp2p, tests over memory.
+
+Time: `tick()` is called every `TICK_MS` by the node. A bucket whose leader is idle and
+whose followers are caught up stops ticking ("goes quiet"); its followers stay quiet for
+as long as the leader's node keeps beating (one beat per peer per tick, carrying the
+bitmap of buckets the sender leads: CockroachDB's coalesced heartbeats). When a peer's
+beats stop or its connection drops, each bucket it led is taken over: its lowest-id live
+replica campaigns at once (after forgetting the old leader), which makes failover a
+fraction of a second rather than an election timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from swarm.protocol import cbor, certificate
+from swarm.protocol.bucket_machine import (
+    LEDGER_VERBS,
+    BucketMachine,
+    Command,
+    LedgerApplied,
+    LedgerOutcome,
+    decode_command,
+)
+from swarm.protocol.buckets import bucket_of
+from swarm.protocol.decide import Decision, TryDecide, encode_command
+from swarm.protocol.envelope import Identity, decode_envelope
+from swarm.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from swarm.protocol.genesis import DEFAULT_PARAMS, Genesis
+from swarm.protocol.placement import Placement
+from swarm.protocol.raft import NONE, Config, Message, ProposalDropped, RawNode, Role
+from swarm.protocol.raftlog import EntryKind
+from swarm.protocol.raftwire import (
+    CertifiedEntry,
+    DecideRequest,
+    DecideResponse,
+    Frame,
+    SigNote,
+    SubmitRequest,
+    SubmitResponse,
+    bitmap_has,
+    decode_frame,
+    leads_bitmap,
+)
+
+from .raftstore import BucketStorage, RaftStore
+
+log = logging.getLogger("swarm.raft")
+
+TICK_MS = 50
+ELECTION_TICKS = 20  # 1-2 s randomized
+HEARTBEAT_TICKS = 2
+BEAT_TICKS = 2  # a liveness beat to every peer every 100 ms, on a frame going anyway
+PEER_DEAD_TICKS = 10  # no frame for 500 ms: the peer is gone
+CERT_SWEEP_TICKS = 10
+QUIET_AFTER_TICKS = 3 * HEARTBEAT_TICKS
+SNAPSHOT_EVERY = 1000
+LOG_TAIL_KEEP = 100
+ATTEMPT_TIMEOUT_S = 2.0
+PUBLISH_FALLBACK_SWEEPS = 4  # a non-leader replica publishes a certified DECIDE after
+# about 2 s (4 sweeps of 10 ticks) if none has arrived
+PENDING_REMOTE_MAX = 10_000
+# A ledger-chain entry short of a quorum (the other replicas down, or a note lost) keeps
+# its signatures for up to an hour, and we send ours again: every second at first, then
+# every 5 s. A replica back from a crash that applies the entry then completes the
+# quorum. Bounded: at most CHAIN_PENDING_MAX such entries per node.
+CHAIN_CERT_SWEEPS_MAX = 7200
+CHAIN_PENDING_MAX = 200_000
+
+
+class DecideError(LocalProtocolError):
+    code = "decide_failed"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("decide", reason)
+
+
+class SubmitError(LocalProtocolError):
+    """No outcome: no quorum of the bucket answered in time, or the leader refused the
+    command at its door (`code` then says why: bad_signature, wrong_bucket, ...)."""
+
+    code = "submit_failed"
+
+
+class LedgerHook:
+    """What node/ledger_raft.py does with the ledger side of the groups (nothing here)."""
+
+    def applied(self, g: Group, result: LedgerApplied) -> None:
+        """A ledger command was applied in `g` (called on every replica)."""
+
+    def certified(self, g: Group, cert: CertifiedEntry) -> None:
+        """A quorum of `g`'s replicas signed a chain entry (on each replica that
+        collected the quorum)."""
+
+    def frame(self, sender: int, frame: Frame) -> None:
+        """A frame carrying certified chain entries or fetch requests."""
+
+
+@dataclass
+class CertState:
+    digest: bytes
+    term: int
+    ts_ms: int
+    need_id: bytes
+    sigs: dict[bytes, bytes] = field(default_factory=dict)
+    done: bool = False
+    age_sweeps: int = 0
+    chain: bytes = b""  # a ledger-chain entry's encoding (need_id is then empty)
+
+
+@dataclass
+class Group:
+    bucket: int
+    raw: RawNode
+    storage: BucketStorage
+    machine: BucketMachine
+    idle_ticks: int = 0
+    certs: dict[int, CertState] = field(default_factory=dict)  # index -> signatures
+
+    @property
+    def quiet(self) -> bool:
+        return self.idle_ticks >= QUIET_AFTER_TICKS
+
+
+Publish = Callable[[Decision, dict[str, Any]], Awaitable[None]]
+
+
+class MultiRaft:
+    def __init__(self, identity: Identity, swarm_id: bytes, placement: Placement,
+                 store: RaftStore, send: Callable[[int, bytes], None],
+                 publish: Publish | None = None, *, seed: int | None = None,
+                 announced: Callable[[bytes], bool] = lambda need_id: False,
+                 genesis: Genesis | None = None) -> None:
+        self.identity = identity
+        # The buckets' ledgers start from genesis; without one (tests of DECIDE alone)
+        # they start empty under the default parameters.
+        self.genesis = genesis
+        self.params = dict(genesis.params) if genesis is not None else {
+            **DEFAULT_PARAMS, "bucket_count": placement.bucket_count,
+            "replicas": placement.replicas_per_bucket}
+        self.ledger_hook = LedgerHook()
+        self.swarm_id = swarm_id
+        self.placement = placement
+        self.store = store
+        self.send = send
+        self.publish = publish
+        self.announced = announced  # has a certified DECIDE for this NEED arrived?
+        self.id = placement.node_id(identity.public_key) or NONE
+        self.groups: dict[int, Group] = {}
+        self.now_tick = 0
+        self.peer_seen: dict[int, int] = {}  # node id -> tick of its last frame
+        self.peer_leads: dict[int, bytes] = {}
+        self.peer_down: set[int] = set()
+        self.waiters: dict[tuple[int, bytes], list[trio.Event]] = defaultdict(list)
+        self.remote_waiters: dict[tuple[int, bytes], list[tuple[int, int]]] = defaultdict(list)
+        self.remote_results: dict[int, DecideResponse] = {}
+        self.remote_events: dict[int, trio.Event] = {}
+        self.next_req = 1
+        self.outbox: dict[int, list[tuple[int, Message]]] = defaultdict(list)
+        self.out_sigs: dict[int, list[SigNote]] = defaultdict(list)
+        self.out_reqs: dict[int, list[DecideRequest]] = defaultdict(list)
+        self.out_resps: dict[int, list[DecideResponse]] = defaultdict(list)
+        self.out_submits: dict[int, list[SubmitRequest]] = defaultdict(list)
+        self.out_results: dict[int, list[SubmitResponse]] = defaultdict(list)
+        self.out_chain: dict[int, list[CertifiedEntry]] = defaultdict(list)
+        self.out_fetch: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        # Ledger commands: local callers and remote requesters waiting on (bucket, key),
+        # and when this node last proposed each (to propose again only after a while).
+        self.sub_waiters: dict[tuple[int, bytes], list[trio.Event]] = defaultdict(list)
+        self.sub_remote: dict[tuple[int, bytes], list[tuple[int, int]]] = defaultdict(list)
+        self.sub_proposed: dict[tuple[int, bytes], int] = {}
+        self.sub_results: dict[int, SubmitResponse] = {}
+        self.chain_pending = self.chain_pending_last = 0  # chain entries short of a quorum
+        self.to_publish: list[tuple[Decision, dict[str, Any]]] = []
+        self.stats: dict[str, int] = defaultdict(int)
+        self.wake = trio.Event()
+        self.dirty: set[int] = set()  # buckets stepped, ticked or proposed to since process()
+        self.touched: set[int] = set()  # buckets that received messages since the last tick
+        self.with_certs: set[int] = set()
+        self.beat_due = False
+        rng_seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
+        if self.id != NONE:
+            for b in placement.buckets_of(self.id):
+                self._open_group(b, rng_seed ^ b)
+
+    def _open_group(self, bucket: int, seed: int) -> None:
+        replicas = self.placement.replicas(bucket)
+        storage = self.store.bucket(bucket, replicas)
+        snap = storage.snapshot()
+        raw = RawNode(Config(self.id, election_tick=ELECTION_TICKS,
+                             heartbeat_tick=HEARTBEAT_TICKS, seed=seed,
+                             applied=snap.index), storage)
+        machine = self._machine(snap.data, bucket)
+        self.groups[bucket] = Group(bucket, raw, storage, machine)
+
+    def _machine(self, data: bytes, bucket: int) -> BucketMachine:
+        return BucketMachine.restore(data, bucket, self.swarm_id, self.params, self.genesis)
+
+    # -- inputs --
+
+    def tick(self) -> None:
+        self.now_tick += 1
+        dead = {p for p, seen in self.peer_seen.items()
+                if self.now_tick - seen > PEER_DEAD_TICKS} | self.peer_down
+        touched, self.touched = self.touched, set()
+        for g in self.groups.values():
+            r = g.raw.raft
+            if r.role == Role.LEADER:
+                if g.quiet and g.bucket not in touched:
+                    continue  # nothing happened since it went quiet
+                caught_up = (r.log.committed == r.log.last_index() and all(
+                    pr.match == r.log.last_index() for pr in r.prs.values()))
+                g.idle_ticks = g.idle_ticks + 1 if caught_up else 0
+                if g.quiet:
+                    continue  # idle and everyone knows everything: go quiet
+            elif r.role == Role.FOLLOWER and r.lead != NONE:
+                if r.lead in dead:
+                    self._take_over(g, dead)
+                elif bitmap_has(self.peer_leads.get(r.lead, b""), g.bucket) and \
+                        r.lead in self.peer_seen:
+                    continue  # the leader's node beats and still leads this bucket
+            elif r.role == Role.FOLLOWER and any(
+                    bitmap_has(self.peer_leads.get(p, b""), g.bucket)
+                    for p in r.voters if p in self.peer_seen and p not in dead):
+                # Back from a restart under a quiet leader: it beats, so wait for it
+                # rather than campaign against its lease.
+                continue
+            g.raw.tick()
+            self.dirty.add(g.bucket)
+        if self.now_tick % CERT_SWEEP_TICKS == 0:
+            self.chain_pending_last, self.chain_pending = self.chain_pending, 0
+            for b in self.with_certs:
+                self._age_certs(self.groups[b])
+            self.with_certs = {b for b in self.with_certs if self.groups[b].certs}
+        if self.now_tick % BEAT_TICKS == 0:
+            self.beat_due = True
+        self.wake.set()
+
+    def _take_over(self, g: Group, dead: set[int]) -> None:
+        g.raw.forget_leader()
+        live = [n for n in g.raw.raft.voters if n not in dead]
+        if live and min(live) == self.id:
+            self.stats["takeovers"] += 1
+            g.raw.campaign()
+        self.dirty.add(g.bucket)
+
+    def peer_lost(self, peer: int) -> None:
+        """The transport lost its connection to `peer` (e.g. the process died)."""
+        self.peer_down.add(peer)
+
+    def peer_connected(self, peer: int) -> None:
+        self.peer_down.discard(peer)
+
+    def receive(self, peer: int, data: bytes) -> None:
+        """A frame from `peer` (as the transport authenticated it). Garbage, and frames
+        claiming another sender, are counted and dropped; nothing raises."""
+        try:
+            frame = decode_frame(data, buckets=self.placement.bucket_count,
+                                 nodes=len(self.placement.accounts))
+        except RemoteProtocolError as exc:
+            self.stats["frames_rejected"] += 1
+            log.debug("raft frame from %d rejected: %s", peer, exc)
+            return
+        if frame.sender != peer:
+            self.stats["frames_rejected"] += 1
+            log.warning("raft frame from %d claims to be from %d", peer, frame.sender)
+            return
+        self.stats["frames_in"] += 1
+        sender = frame.sender
+        self.peer_seen[sender] = self.now_tick
+        self.peer_down.discard(sender)
+        if frame.leads:
+            self.peer_leads[sender] = frame.leads
+        for bucket, m in frame.msgs:
+            g = self.groups.get(bucket)
+            if g is None or m.frm != sender or m.to != self.id:
+                self.stats["msgs_misrouted"] += 1
+                continue
+            g.raw.step(m)
+            self.dirty.add(bucket)
+            self.touched.add(bucket)
+        for note in frame.sigs:
+            self._add_sig(sender, note)
+        for req in frame.requests:
+            self._serve_request(sender, req)
+        for resp in frame.responses:
+            ev = self.remote_events.pop(resp.req_id, None)
+            if ev is not None:  # else the asker gave up on it already
+                self.remote_results[resp.req_id] = resp
+                ev.set()
+        for sub in frame.submits:
+            self._serve_submit(sender, sub)
+        for res in frame.results:
+            ev = self.remote_events.pop(res.req_id, None)
+            if ev is not None:
+                self.sub_results[res.req_id] = res
+                ev.set()
+        if frame.chain or frame.fetch:
+            self.ledger_hook.frame(sender, frame)
+        self.wake.set()
+
+    # -- the loop --
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Tick every TICK_MS and run a Ready round whenever an input woke us; publish
+        certified decisions. Runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._ticker)
+            task_status.started()
+            while True:
+                await self.wake.wait()
+                self.wake = trio.Event()
+                await self.process()
+                while self.to_publish:
+                    d, cert = self.to_publish.pop(0)
+                    if self.publish is not None:
+                        nursery.start_soon(self._publish, d, cert)
+
+    async def _ticker(self) -> None:
+        deadline = trio.current_time()
+        while True:
+            deadline += TICK_MS / 1000
+            await trio.sleep_until(deadline)
+            if trio.current_time() - deadline > 5 * TICK_MS / 1000:
+                deadline = trio.current_time()  # we were stalled: don't tick in a burst
+            self.tick()
+
+    async def _publish(self, d: Decision, cert: dict[str, Any]) -> None:
+        publish = self.publish
+        if publish is None:  # switched off after this was queued (tests do that)
+            return
+        try:
+            await publish(d, cert)
+            self.stats["published"] += 1
+        except Exception as exc:  # noqa: BLE001 - a failed announcement is retried by peers
+            log.warning("publishing DECIDE for %s failed: %r", d.need_id.hex()[:16], exc)
+
+    # -- the Ready round --
+
+    async def process(self) -> None:
+        """One round: take every group's Ready, persist all with one synced write,
+        send, apply, advance. Called by the node's raft loop whenever woken.
+
+        The synced write runs in a worker thread, so frames keep arriving (and are
+        stepped into their groups) while the disk works; they make the next round, which
+        is how rounds grow into group commits under load."""
+        readies = []
+        must_sync = False
+        dirty, self.dirty = sorted(self.dirty), set()
+        for b in dirty:
+            g = self.groups[b]
+            if not g.raw.has_ready():
+                continue
+            rd = g.raw.ready()
+            if rd.snapshot is not None:
+                g.storage.apply_snapshot(rd.snapshot)
+            g.storage.append(rd.entries)
+            if rd.hard_state is not None:
+                g.storage.set_hard_state(rd.hard_state)
+            must_sync |= rd.must_sync
+            readies.append((g, rd))
+            for m in rd.early_messages:
+                self.outbox[m.to].append((g.bucket, m))
+        self.flush()  # leaders' appends travel while our own disk write runs
+        batch = self.store.take()
+        if batch is not None:
+            await trio.to_thread.run_sync(self.store.write, batch, must_sync)
+        for g, rd in readies:
+            for m in rd.messages:
+                self.outbox[m.to].append((g.bucket, m))
+            if rd.entries or any(m.entries or m.snapshot is not None for m in rd.messages):
+                g.idle_ticks = 0
+            if rd.snapshot is not None:
+                g.machine = self._machine(rd.snapshot.data, g.bucket)
+            for e in rd.committed_entries:
+                if e.kind != EntryKind.NORMAL or e.index <= g.machine.applied:
+                    continue
+                d = g.machine.apply(e.index, e.term, e.data)
+                self.stats["applied"] += 1
+                if isinstance(d, Decision):
+                    self._decided(g, d, e.index, e.term, e.data)
+                elif isinstance(d, LedgerApplied):
+                    self._ledger_applied(g, d, e.term)
+            g.raw.advance(rd)
+            if rd.soft_state is not None and rd.soft_state.role != Role.LEADER:
+                self._fail_remote(g.bucket, "leadership moved")
+            self._maybe_compact(g)
+            if g.raw.has_ready():  # e.g. messages from an applied membership change
+                self.dirty.add(g.bucket)
+                self.wake.set()
+        self.flush()
+
+    def flush(self) -> None:
+        """Send one frame to each peer with something queued; when a beat is due, every
+        peer gets a frame, each carrying the bitmap of buckets this node leads."""
+        peers = (set(self.outbox) | set(self.out_sigs) | set(self.out_reqs) | set(self.out_resps)
+                 | set(self.out_submits) | set(self.out_results) | set(self.out_chain)
+                 | set(self.out_fetch))
+        leads = b""
+        if self.beat_due and self.id != NONE:
+            self.beat_due = False
+            peers |= set(range(1, len(self.placement.accounts) + 1))
+            leads = leads_bitmap([b for b, g in self.groups.items()
+                                  if g.raw.raft.role == Role.LEADER],
+                                 self.placement.bucket_count)
+        for peer in sorted(peers):
+            if peer == self.id or peer == NONE:
+                continue
+            frame = Frame(self.id, tuple(self.outbox.pop(peer, ())), leads,
+                          tuple(self.out_sigs.pop(peer, ())), tuple(self.out_reqs.pop(peer, ())),
+                          tuple(self.out_resps.pop(peer, ())),
+                          tuple(self.out_submits.pop(peer, ())),
+                          tuple(self.out_results.pop(peer, ())),
+                          tuple(self.out_chain.pop(peer, ())), tuple(self.out_fetch.pop(peer, ())))
+            self.stats["frames_out"] += 1
+            self.send(peer, frame.encode())
+        self.outbox.clear()
+        self.out_sigs.clear()
+        self.out_reqs.clear()
+        self.out_resps.clear()
+        self.out_submits.clear()
+        self.out_results.clear()
+        self.out_chain.clear()
+        self.out_fetch.clear()
+
+    def _maybe_compact(self, g: Group) -> None:
+        applied = g.raw.raft.log.applied
+        snap = g.storage.snapshot()
+        if applied - snap.index < SNAPSHOT_EVERY or g.machine.applied < snap.index:
+            return
+        g.storage.create_snapshot(applied, sorted(g.raw.raft.voters), g.machine.snapshot())
+        g.storage.compact(max(applied - LOG_TAIL_KEEP, g.storage.first_index() - 1))
+
+    # -- decisions and certificates --
+
+    def _decided(self, g: Group, d: Decision, index: int, term: int, data: bytes) -> None:
+        key = (g.bucket, d.need_id)
+        for ev in self.waiters.pop(key, []):
+            ev.set()
+        for peer, req_id in self.remote_waiters.pop(key, []):
+            self.out_resps[peer].append(_response(req_id, d))
+        if d.index != index:
+            return  # a later attempt for a decided NEED: nothing new to certify
+        digest = certificate.entry_hash(data)
+        note = certificate.sign(self.identity, self.swarm_id, g.bucket, index, term, digest)
+        self.with_certs.add(g.bucket)
+        state = g.certs.setdefault(index, CertState(digest, term, d.ts_ms, d.need_id))
+        state.digest, state.term, state.ts_ms, state.need_id = digest, term, d.ts_ms, d.need_id
+        state.sigs[note.signer] = note.sig
+        for peer in g.raw.raft.voters:
+            if peer != self.id:
+                self.out_sigs[peer].append(SigNote(g.bucket, index, term, digest, d.ts_ms,
+                                                   note.sig))
+        self._maybe_certified(g, index)
+
+    def _add_sig(self, sender: int, note: SigNote) -> None:
+        g = self.groups.get(note.bucket)
+        if g is None or sender not in self.placement.replicas(note.bucket):
+            self.stats["sigs_rejected"] += 1
+            return
+        signer = self.placement.account(sender)
+        s = certificate.CertSig(signer, note.sig)
+        if not certificate.valid_sig(self.swarm_id, note.bucket, note.index, note.term,
+                                     note.digest, s):
+            self.stats["sigs_rejected"] += 1
+            return
+        state = g.certs.get(note.index)
+        if state is None:
+            # Not applied here yet: keep it; the digest is checked against ours later.
+            state = g.certs[note.index] = CertState(note.digest, note.term, note.ts_ms, b"")
+            self.with_certs.add(g.bucket)
+        if state.digest != note.digest:
+            self.stats["sigs_conflicting"] += 1
+            log.warning("replica %d signed a different entry at bucket %d index %d",
+                        sender, note.bucket, note.index)
+            return
+        state.sigs[signer] = note.sig
+        self._maybe_certified(g, note.index)
+
+    def _maybe_certified(self, g: Group, index: int) -> None:
+        state = g.certs.get(index)
+        if state is not None and state.chain and not state.done:
+            if len(state.sigs) >= self.placement.quorum(g.bucket):
+                state.done = True
+                self.stats["chain_certified"] += 1
+                self.ledger_hook.certified(g, CertifiedEntry(
+                    g.bucket, index, state.term, state.chain, tuple(sorted(state.sigs.items()))))
+            return
+        if state is None or state.done or not state.need_id:
+            return
+        if len(state.sigs) < self.placement.quorum(g.bucket):
+            return
+        d = g.machine.get(state.need_id)
+        if d is None or d.index != index:
+            return
+        state.done = True
+        if g.raw.raft.role == Role.LEADER:
+            self._queue_publish(g, d, state)
+
+    def _queue_publish(self, g: Group, d: Decision, state: CertState) -> None:
+        sigs = [certificate.CertSig(k, v) for k, v in state.sigs.items()]
+        cert = certificate.cert_payload(g.bucket, d.index, state.term, state.ts_ms,
+                                        state.digest, sigs)
+        self.to_publish.append((d, cert))
+        self.stats["certified"] += 1
+
+    def _age_certs(self, g: Group) -> None:
+        """Called every CERT_SWEEP_TICKS: publish what the leader did not, forget old
+        signature sets."""
+        for index in list(g.certs):
+            state = g.certs[index]
+            state.age_sweeps += 1
+            if state.chain:
+                self._age_chain_cert(g, index, state)
+                continue
+            if (state.done and state.age_sweeps == PUBLISH_FALLBACK_SWEEPS
+                    and g.raw.raft.role != Role.LEADER
+                    and not self.announced(state.need_id)):
+                # The leader died before its DECIDE went out: publish it ourselves
+                # (should two go out, they state the same decision; harmless).
+                d = g.machine.get(state.need_id)
+                if d is not None and d.index == index:
+                    self._queue_publish(g, d, state)
+            if state.age_sweeps > 2 * PUBLISH_FALLBACK_SWEEPS:
+                del g.certs[index]
+
+    # -- DECIDE --
+
+    def local_decision(self, need_id: bytes) -> Decision | None:
+        bucket = bucket_of(need_id, self.placement.bucket_count)
+        g = self.groups.get(bucket)
+        return g.machine.get(need_id) if g is not None else None
+
+    async def try_decide(self, cmd: TryDecide, *, timeout_s: float = 15.0) -> Decision:
+        """Submit a decision for a NEED and return the committed one (which may be
+        another proposal's, if one was decided first). Idempotent; retried across
+        leaders and replicas until `timeout_s`."""
+        bucket = bucket_of(cmd.need_id, self.placement.bucket_count)
+        replicas = list(self.placement.replicas(bucket))
+        attempt = 0
+        hint = NONE
+        with trio.move_on_after(timeout_s):
+            while True:
+                g = self.groups.get(bucket)
+                target = hint
+                if g is not None:
+                    d = g.machine.get(cmd.need_id)
+                    if d is not None:
+                        return d
+                    r = g.raw.raft
+                    if r.role == Role.LEADER:
+                        d = await self._propose_local(g, cmd)
+                        if d is not None:
+                            return d
+                        attempt += 1
+                        continue
+                    target = target or r.lead
+                if target and not self._alive(target):
+                    target = NONE
+                target = (target or self._leader_hint(bucket)
+                          or self._live_replica(replicas, attempt))
+                hint = NONE
+                attempt += 1
+                if target == self.id:
+                    await trio.sleep(TICK_MS / 1000)  # we are a replica without a leader yet
+                    continue
+                resp = await self._ask(target, bucket, cmd)
+                if resp is not None and resp.ok:
+                    return _decision_of(resp)
+                if resp is not None and resp.reason.startswith("not_leader:"):
+                    hint = int(resp.reason.split(":", 1)[1] or 0)
+                    if hint not in replicas:
+                        hint = NONE
+                if not hint:
+                    await trio.sleep(min(0.05 * attempt, 0.5))
+        raise DecideError(f"no committed decision within {timeout_s:g} s (bucket {bucket}: "
+                          "is a quorum of its replicas up?)")
+
+    async def _propose_local(self, g: Group, cmd: TryDecide) -> Decision | None:
+        key = (g.bucket, cmd.need_id)
+        ev = trio.Event()
+        self.waiters[key].append(ev)
+        try:
+            g.raw.propose(encode_command(cmd, int(time.time() * 1000)))
+        except ProposalDropped:
+            self.waiters[key].remove(ev)
+            await trio.sleep(TICK_MS / 1000)
+            return None
+        g.idle_ticks = 0
+        self.dirty.add(g.bucket)
+        self.stats["proposals"] += 1
+        self.wake.set()
+        with trio.move_on_after(ATTEMPT_TIMEOUT_S):
+            await ev.wait()
+        return g.machine.get(cmd.need_id)
+
+    def _alive(self, peer: int) -> bool:
+        seen = self.peer_seen.get(peer)
+        return peer == self.id or (seen is not None and peer not in self.peer_down
+                                   and self.now_tick - seen <= PEER_DEAD_TICKS)
+
+    def _leader_hint(self, bucket: int) -> int:
+        for peer, leads in self.peer_leads.items():
+            if bitmap_has(leads, bucket) and self._alive(peer):
+                return peer
+        return NONE
+
+    def _live_replica(self, replicas: list[int], attempt: int) -> int:
+        live = [r for r in replicas if self._alive(r)] or replicas
+        return live[attempt % len(live)]
+
+    async def _ask(self, peer: int, bucket: int, cmd: TryDecide) -> DecideResponse | None:
+        req_id = self.next_req
+        self.next_req += 1
+        ev = trio.Event()
+        self.remote_events[req_id] = ev
+        self.out_reqs[peer].append(DecideRequest(req_id, bucket, cmd.need_id,
+                                                 cmd.proposal_id, cmd.k_plan, cmd.epoch))
+        self.flush()
+        deadline = trio.current_time() + ATTEMPT_TIMEOUT_S
+        while not ev.is_set() and trio.current_time() < deadline and self._alive(peer):
+            # Give up early on a peer that died meanwhile (its connection dropped or its
+            # beats stopped), rather than wait out the whole attempt.
+            with trio.move_on_after(TICK_MS / 1000):
+                await ev.wait()
+        self.remote_events.pop(req_id, None)
+        return self.remote_results.pop(req_id, None)
+
+    def _serve_request(self, sender: int, req: DecideRequest) -> None:
+        g = self.groups.get(req.bucket)
+        try:
+            cmd = TryDecide(req.need_id, req.proposal_id, req.k_plan, req.epoch)
+        except RemoteProtocolError as exc:
+            self.out_resps[sender].append(DecideResponse(req.req_id, False, (), exc.reason))
+            return
+        if g is None or bucket_of(cmd.need_id, self.placement.bucket_count) != req.bucket:
+            self.out_resps[sender].append(DecideResponse(req.req_id, False, (), "wrong_bucket"))
+            return
+        d = g.machine.get(cmd.need_id)
+        if d is not None:
+            self.out_resps[sender].append(_response(req.req_id, d))
+            return
+        r = g.raw.raft
+        if r.role != Role.LEADER:
+            self.out_resps[sender].append(DecideResponse(req.req_id, False, (),
+                                                         f"not_leader:{r.lead}"))
+            return
+        key = (g.bucket, cmd.need_id)
+        if sum(len(v) for v in self.remote_waiters.values()) >= PENDING_REMOTE_MAX:
+            self.out_resps[sender].append(DecideResponse(req.req_id, False, (), "busy"))
+            return
+        try:
+            g.raw.propose(encode_command(cmd, int(time.time() * 1000)))
+        except ProposalDropped as exc:
+            self.out_resps[sender].append(DecideResponse(req.req_id, False, (), exc.reason))
+            return
+        g.idle_ticks = 0
+        self.dirty.add(g.bucket)
+        self.stats["proposals"] += 1
+        self.remote_waiters[key].append((sender, req.req_id))
+
+    def _fail_remote(self, bucket: int, reason: str) -> None:
+        for key in [k for k in self.remote_waiters if k[0] == bucket]:
+            for peer, req_id in self.remote_waiters.pop(key):
+                self.out_resps[peer].append(DecideResponse(req_id, False, (), reason))
+        for skey in [k for k in self.sub_remote if k[0] == bucket]:
+            for peer, req_id in self.sub_remote.pop(skey):
+                self.out_results[peer].append(SubmitResponse(req_id, False, b"", reason))
+        for skey in [k for k in self.sub_proposed if k[0] == bucket]:
+            del self.sub_proposed[skey]
+
+    # -- ledger commands --
+
+    def _ledger_applied(self, g: Group, res: LedgerApplied, term: int) -> None:
+        """Answer whoever waits on the command, and sign its chain entry for the
+        bucket's certificate (as `_decided` does for a DECIDE)."""
+        key = (g.bucket, res.outcome.key)
+        self.sub_proposed.pop(key, None)
+        for ev in self.sub_waiters.pop(key, []):
+            ev.set()
+        remote = self.sub_remote.pop(key, [])
+        if remote:
+            first = g.machine.outcome(res.outcome.key) or res.outcome
+            data = cbor.encode(first.to_value())
+            for peer, req_id in remote:
+                self.out_results[peer].append(SubmitResponse(req_id, True, data))
+        if res.chain is not None:
+            index, digest = res.chain.index, res.chain.digest()
+            note = certificate.sign(self.identity, self.swarm_id, g.bucket, index, term, digest)
+            state = g.certs.get(index)
+            if state is None or state.digest != digest:
+                if state is not None:
+                    self.stats["sigs_conflicting"] += 1
+                state = g.certs[index] = CertState(digest, term, res.chain.ts_ms, b"")
+            state.term, state.chain = term, res.chain.encode()
+            state.sigs[note.signer] = note.sig
+            self.with_certs.add(g.bucket)
+            for peer in g.raw.raft.voters:
+                if peer != self.id:
+                    self.out_sigs[peer].append(SigNote(g.bucket, index, term, digest,
+                                                       res.chain.ts_ms, note.sig))
+            self._maybe_certified(g, index)
+        self.ledger_hook.applied(g, res)
+
+    def _age_chain_cert(self, g: Group, index: int, state: CertState) -> None:
+        if state.done:
+            del g.certs[index]  # the hook has it (persisted, sent on)
+            return
+        if state.age_sweeps > CHAIN_CERT_SWEEPS_MAX or (
+                self.chain_pending_last > CHAIN_PENDING_MAX and state.age_sweeps > 60):
+            self.stats["chain_uncertified"] += 1
+            del g.certs[index]
+            return
+        self.chain_pending += 1
+        mine = state.sigs.get(self.identity.public_key)
+        due = state.age_sweeps % (2 if state.age_sweeps <= 20 else 10) == 0
+        if mine is not None and due:
+            # A signature note may have been lost with a connection: send ours again.
+            for peer in g.raw.raft.voters:
+                if peer != self.id:
+                    self.out_sigs[peer].append(SigNote(g.bucket, index, state.term,
+                                                       state.digest, state.ts_ms, mine))
+
+    async def submit(self, cmd: Command, *, timeout_s: float = 15.0) -> LedgerOutcome:
+        """Submit a ledger command to its bucket; return its outcome as applied (a
+        refusal by the ledger's rules, e.g. insufficient balance, is an outcome). The
+        bucket's leader stamps and proposes it; elsewhere it is forwarded to the leader.
+        Idempotent by the command's key (a repeat answers the first outcome); retried
+        across leaders and replicas until `timeout_s`. Raises SubmitError when no outcome
+        came in time or the leader refused the command at its door."""
+        bucket = cmd.bucket
+        replicas = list(self.placement.replicas(bucket))
+        attempt = 0
+        hint = NONE
+        with trio.move_on_after(timeout_s):
+            while True:
+                g = self.groups.get(bucket)
+                target = hint
+                if g is not None:
+                    known = g.machine.outcome(cmd.key)
+                    if known is not None and known.kind != "envelope":
+                        return known
+                    r = g.raw.raft
+                    if r.role == Role.LEADER:
+                        out = await self._propose_command(g, cmd)
+                        if out is not None:
+                            return out
+                        attempt += 1
+                        continue
+                    target = target or r.lead
+                if target and not self._alive(target):
+                    target = NONE
+                target = (target or self._leader_hint(bucket)
+                          or self._live_replica(replicas, attempt))
+                hint = NONE
+                attempt += 1
+                if target == self.id:
+                    await trio.sleep(TICK_MS / 1000)  # a replica without a leader yet
+                    continue
+                resp = await self._ask_submit(target, cmd)
+                if resp is not None and resp.ok:
+                    try:
+                        return LedgerOutcome.from_value(cbor.decode(resp.result))
+                    except RemoteProtocolError as exc:
+                        raise SubmitError("outcome", f"replica {target} answered with a "
+                                                     f"malformed outcome ({exc})") from None
+                if resp is not None and resp.reason.startswith("refused:"):
+                    _, code, why = [*resp.reason.split(":", 2), "", ""][:3]
+                    raise SubmitError("command", why.strip(), code=code or "refused")
+                if resp is not None and resp.reason.startswith("not_leader:"):
+                    hint = int(resp.reason.split(":", 1)[1] or 0)
+                    if hint not in replicas:
+                        hint = NONE
+                if not hint:
+                    await trio.sleep(min(0.05 * attempt, 0.5))
+        raise SubmitError("command", f"no outcome within {timeout_s:g} s (bucket {bucket}: "
+                                     "is a quorum of its replicas up?)")
+
+    def submit_nowait(self, cmd: Command) -> None:
+        """Hand a command to its bucket's leader and do not wait (effect delivery and
+        acknowledgements: the sender retries until the source's outbox says done)."""
+        g = self.groups.get(cmd.bucket)
+        if g is not None and g.raw.raft.role == Role.LEADER:
+            self._propose_once(g, cmd)
+            return
+        target = g.raw.raft.lead if g is not None else NONE
+        if not target or not self._alive(target):
+            target = self._leader_hint(cmd.bucket)
+        if not target:
+            target = self._live_replica(list(self.placement.replicas(cmd.bucket)),
+                                        self.now_tick)
+        if target and target != self.id:
+            self.out_submits[target].append(SubmitRequest(0, cmd.bucket, cmd.encode()))
+            self.stats["submits_forwarded"] += 1
+            self.wake.set()
+
+    def _door(self, g: Group, cmd: Command) -> LedgerOutcome | ProtocolError | None:
+        """The leader's checks before a user's command costs a log entry: an operation
+        already decided answers its outcome; an envelope that could only be rejected
+        (bad signature, another swarm, not a ledger verb, another bucket's signer) is
+        refused. The state machine checks all of it again when applying."""
+        if cmd.value["op"] != "ledger":
+            return None
+        if g.machine.ledger.is_decided(cmd.key):
+            return g.machine.outcome(cmd.key) or LedgerOutcome(
+                cmd.key, "unknown", cmd.key, g.bucket, 0, 0, "duplicate_op",
+                f"operation {cmd.key.hex()[:16]} was already decided")
+        try:
+            env = decode_envelope(cmd.value["env"], swarm=self.swarm_id)
+        except RemoteProtocolError as exc:
+            return exc
+        if env.kind not in LEDGER_VERBS:
+            return LocalProtocolError("kind", f"{env.kind} is not a ledger verb",
+                                      code="not_ledger_verb")
+        home = bucket_of(env.sender, self.placement.bucket_count)
+        if home != g.bucket:
+            return LocalProtocolError("bucket", f"the signer's account belongs to bucket "
+                                                f"{home}, not {g.bucket}", code="wrong_bucket")
+        return None
+
+    def _propose_once(self, g: Group, cmd: Command) -> bool:
+        """Propose unless this node proposed the same command within an attempt's time
+        (a second caller then waits on the first proposal). False if Raft dropped it."""
+        key = (g.bucket, cmd.key)
+        last = self.sub_proposed.get(key)
+        if last is not None and self.now_tick - last < ATTEMPT_TIMEOUT_S * 1000 / TICK_MS:
+            return True
+        try:
+            g.raw.propose(cmd.stamp(int(time.time() * 1000)))
+        except ProposalDropped:
+            return False
+        self.sub_proposed[key] = self.now_tick
+        g.idle_ticks = 0
+        self.dirty.add(g.bucket)
+        self.stats["ledger_proposals"] += 1
+        self.wake.set()
+        return True
+
+    async def _propose_command(self, g: Group, cmd: Command) -> LedgerOutcome | None:
+        refusal = self._door(g, cmd)
+        if isinstance(refusal, LedgerOutcome):
+            return refusal
+        if refusal is not None:
+            raise SubmitError(refusal.field, refusal.reason, code=refusal.code)
+        key = (g.bucket, cmd.key)
+        ev = trio.Event()
+        self.sub_waiters[key].append(ev)
+        try:
+            if not self._propose_once(g, cmd):
+                await trio.sleep(TICK_MS / 1000)
+                return None
+            with trio.move_on_after(ATTEMPT_TIMEOUT_S):
+                await ev.wait()
+        finally:
+            waiting = self.sub_waiters.get(key)
+            if waiting is not None and ev in waiting:
+                waiting.remove(ev)
+                if not waiting:
+                    del self.sub_waiters[key]
+        out = g.machine.outcome(cmd.key)
+        return out if out is not None and ev.is_set() else None
+
+    async def _ask_submit(self, peer: int, cmd: Command) -> SubmitResponse | None:
+        req_id = self.next_req
+        self.next_req += 1
+        ev = trio.Event()
+        self.remote_events[req_id] = ev
+        self.out_submits[peer].append(SubmitRequest(req_id, cmd.bucket, cmd.encode()))
+        self.flush()
+        deadline = trio.current_time() + ATTEMPT_TIMEOUT_S
+        while not ev.is_set() and trio.current_time() < deadline and self._alive(peer):
+            with trio.move_on_after(TICK_MS / 1000):
+                await ev.wait()
+        self.remote_events.pop(req_id, None)
+        return self.sub_results.pop(req_id, None)
+
+    def _serve_submit(self, sender: int, req: SubmitRequest) -> None:
+        def answer(ok: bool, result: bytes = b"", reason: str = "") -> None:
+            if req.req_id:
+                self.out_results[sender].append(SubmitResponse(req.req_id, ok, result, reason))
+
+        g = self.groups.get(req.bucket)
+        if g is None:
+            answer(False, reason="wrong_bucket")
+            return
+        try:
+            cmd = decode_command(req.bucket, req.command)
+        except RemoteProtocolError as exc:
+            self.stats["submits_rejected"] += 1
+            answer(False, reason=f"refused:{exc.code}:{exc.field}: {exc.reason}")
+            return
+        known = g.machine.outcome(cmd.key)
+        if known is not None and known.kind != "envelope" and cmd.value["op"] == "ledger":
+            answer(True, cbor.encode(known.to_value()))
+            return
+        r = g.raw.raft
+        if r.role != Role.LEADER:
+            if not req.req_id:
+                # Nobody waits for this one (effect delivery): pass it on to our leader.
+                if r.lead not in (NONE, sender, self.id):
+                    self.out_submits[r.lead].append(req)
+                return
+            answer(False, reason=f"not_leader:{r.lead}")
+            return
+        refusal = self._door(g, cmd)
+        if isinstance(refusal, LedgerOutcome):
+            answer(True, cbor.encode(refusal.to_value()))
+            return
+        if refusal is not None:
+            answer(False, reason=f"refused:{refusal.code}:{refusal.reason}")
+            return
+        if req.req_id and len(self.sub_remote) >= PENDING_REMOTE_MAX:
+            answer(False, reason="busy")
+            return
+        if not self._propose_once(g, cmd):
+            answer(False, reason="proposal dropped")
+            return
+        if req.req_id:
+            self.sub_remote[(g.bucket, cmd.key)].append((sender, req.req_id))
+
+    # -- status --
+
+    def status(self, bucket: int | None = None) -> list[dict[str, Any]]:
+        rows = []
+        buckets = [bucket] if bucket is not None else range(self.placement.bucket_count)
+        for b in buckets:
+            g = self.groups.get(b)
+            replicas = list(self.placement.replicas(b))
+            if g is None:
+                rows.append({"bucket": b, "replica": False, "replicas": replicas,
+                             "leader": self._leader_hint(b) or None})
+                continue
+            r = g.raw.raft
+            lag = 0
+            if r.role == Role.LEADER:
+                lag = max((r.log.last_index() - pr.match for pr in r.prs.values()), default=0)
+            rows.append({
+                "bucket": b, "replica": True, "replicas": replicas,
+                "voters": sorted(r.voters), "role": r.role.name.lower(),
+                "leader": r.lead or None, "term": r.term, "commit": r.log.committed,
+                "applied": r.log.applied, "last_index": r.log.last_index(), "lag": lag,
+                "quiet": g.quiet or (r.role == Role.FOLLOWER and r.lead in self.peer_seen
+                                     and bitmap_has(self.peer_leads.get(r.lead, b""), b)),
+                "decisions": len(g.machine.decisions),
+                "ledger_last": g.machine.part.last,
+                "snapshot_index": g.storage.snapshot().index,
+            })
+        return rows
+
+
+def _response(req_id: int, d: Decision) -> DecideResponse:
+    return DecideResponse(req_id, True, (d.need_id, d.proposal_id, d.k_plan, d.epoch,
+                                         d.bucket, d.index, d.term, d.ts_ms))
+
+
+def _decision_of(resp: DecideResponse) -> Decision:
+    f = resp.decision
+    ok = (len(f) == 8 and isinstance(f[0], bytes) and isinstance(f[1], bytes)
+          and all(isinstance(x, int) and not isinstance(x, bool) for x in f[2:]))
+    if not ok:
+        raise DecideError("a replica answered with a malformed decision")
+    return Decision(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7])

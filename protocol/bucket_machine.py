@@ -1,0 +1,654 @@
+"""One bucket's replicated state machine: DECIDE, the credit ledger and the verifier pool.
+
+Owns how a bucket interprets its committed Raft entries, and nothing about Raft itself:
+`BucketMachine.apply(index, term, data)` is called with every committed NORMAL entry in
+log order and answers what it did. Every replica calls it with the same entries, so
+every replica holds the same state and gives every caller the same answer.
+
+Entry data
+----------
+A Raft entry's `data` is a canonical DAG-CBOR map tagged by ``"op"``, stamped by the
+bucket's leader with its clock (``"ts"``, ms) when it proposed it:
+
+====================  =====================================  =========================
+``op``                fields                                 applied by
+====================  =====================================  =========================
+``decide``            need, proposal, k_plan, epoch, ts      `DecideMachine`
+``ledger``            env (a signed envelope's wire), ts     verified here, then the
+                                                             ledger or the pool
+``effects``           batch (an `EffectBatch` value), ts     the ledger
+``effect_ack``        ack (an `EffectAck` value), ts         the ledger
+====================  =====================================  =========================
+
+Anything else (the leader's empty no-op, garbage) is skipped alike on every replica.
+
+A ``ledger`` entry is checked when it is applied, not trusted because a leader proposed
+it: the envelope must decode, be for this swarm, carry a valid signature, and be one of
+the ledger verbs (`LEDGER_VERBS`). It then becomes the ledger operation (or pool
+operation) its verb names, with the envelope's signer as the account and the envelope
+id's sha2-256 digest as the operation id. An envelope that fails is a rejection
+recorded in `rejections` that changes nothing; in particular its id is *not* decided,
+or anyone could block a real envelope by submitting a copy with a broken signature.
+
+Time
+----
+One clock per bucket: the largest ``ts`` of any entry so far (a leader with a slow clock
+cannot move the bucket's time back). Ledger entries are applied at that clock.
+
+The chain
+---------
+Entries that change the ledger part (ledger and pool operations, effect batches and
+acknowledgements) form a chain: each becomes a `ChainEntry(index, prev, ts_ms, body)`
+where `prev` is the index of the chain entry before it in this bucket (0 for the
+first). Replicas certify chain entries (`ChainEntry.digest`); a node that does not
+replicate the bucket rebuilds the same `LedgerPart` from certified chain entries alone,
+in order (`LedgerPart.apply_chain`), and knows it missed one when `prev` is not the last
+it applied. DECIDE entries are not in the chain (their certificates travel in DECIDE
+envelopes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import cbor
+from .buckets import bucket_of
+from .committee import (
+    POOL_OP_SCHEMA,
+    PoolError,
+    PoolLeave,
+    PoolOp,
+    PoolRegister,
+    ReputationEvent,
+    VerifierPool,
+    pool_op_from_value,
+    pool_op_value,
+)
+from .decide import DecideMachine, Decision
+from .envelope import ENVELOPE_BYTES_MAX, Envelope, decode_envelope
+from .errors import (
+    DecodeError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    SchemaError,
+)
+from .genesis import Genesis
+from .ledger import (
+    BODY_SCHEMA,
+    SNAPSHOT_LIMITS,
+    AccountView,
+    AuditRecord,
+    Body,
+    BucketLedger,
+    Change,
+    CompleteUnbonding,
+    DuplicateOp,
+    EffectAck,
+    EffectBatch,
+    LedgerEntry,
+    LedgerError,
+    Op,
+    OutOfOrder,
+    Stake,
+    Transfer,
+    Unstake,
+    WrongBucket,
+    body_from_value,
+    body_value,
+)
+from .schema import INT_MAX, Enum, FieldType, Int, OneOf, obj
+
+LEDGER_VERBS: tuple[str, ...] = ("TRANSFER", "STAKE", "UNSTAKE", "COMPLETE_UNBONDING",
+                                 "POOL_REGISTER", "POOL_LEAVE")
+CHAIN_DOMAIN = b"can-swarm/ledger-chain/v1\x00"
+PART_DOMAIN = b"can-swarm/ledger-part/v1\x00"
+OUTCOMES_MAX = 65_536  # answers kept for callers that retry (not state: rebuilt by applying)
+REJECTIONS_MAX = 1024
+ENTRY_LIMITS = cbor.Limits(size_bytes_max=ENVELOPE_BYTES_MAX + 64 * 1024, depth_max=10,
+                           items_max=16_384)
+
+ChainBody = Body | PoolOp
+_CHAIN_BODY = OneOf("op", {**BODY_SCHEMA.variants, **POOL_OP_SCHEMA.variants})
+_CHAIN_SCHEMA = obj({"index": Int(min=1), "prev": Int(min=0), "ts": Int(min=0),
+                     "body": _CHAIN_BODY})
+
+
+# --- commands: what a node submits and the leader stamps ---------------------------
+
+ENVELOPE_BODY_OFFSET = 76  # an envelope's body bytes are wire[76:] (protocol/envelope.py)
+
+
+class _Blob(FieldType):
+    """Bytes of any length up to `length_max`."""
+
+    def __init__(self, length_max: int) -> None:
+        self.length_max = length_max
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, bytes) or len(value) > self.length_max:
+            raise SchemaError(path, f"must be bytes of at most {self.length_max}")
+
+    def describe(self) -> str:
+        return f"bytes[..{self.length_max}]"
+
+
+_COMMAND_FIELDS: dict[str, tuple[str, FieldType]] = {
+    "ledger": ("env", _Blob(ENVELOPE_BYTES_MAX)),
+    "effects": ("batch", BODY_SCHEMA.variants["effects"]),
+    "effect_ack": ("ack", BODY_SCHEMA.variants["effect_ack"]),
+}
+COMMAND_SCHEMA = OneOf("op", {op: obj({"op": Enum((op,)), name: ftype})
+                              for op, (name, ftype) in _COMMAND_FIELDS.items()})
+ENTRY_SCHEMA = OneOf("op", {op: obj({"op": Enum((op,)), name: ftype, "ts": Int()})
+                            for op, (name, ftype) in _COMMAND_FIELDS.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A ledger command for one bucket, not yet stamped: `key` identifies it for
+    idempotency (a command with the same key is applied once; retries get the first
+    answer)."""
+
+    bucket: int
+    key: bytes
+    value: Mapping[str, Any]
+
+    def encode(self) -> bytes:
+        """The unstamped form that travels to the leader (`SubmitRequest`)."""
+        return cbor.encode(dict(self.value))
+
+    def stamp(self, ts_ms: int) -> bytes:
+        """The Raft entry's data: the command with the leader's clock."""
+        return cbor.encode({**self.value, "ts": ts_ms})
+
+
+def command_key(value: Mapping[str, Any]) -> bytes:
+    op = value["op"]
+    if op == "ledger":
+        return hashlib.sha256(value["env"][ENVELOPE_BODY_OFFSET:]).digest()
+    if op == "effects":
+        b = value["batch"]
+        source: int = b["source_bucket"]
+        seq: int = b["seq"]
+        return b"fx" + source.to_bytes(2, "big") + seq.to_bytes(8, "big")
+    a = value["ack"]
+    target: int = a["target_bucket"]
+    applied: int = a["applied_seq"]
+    return b"ak" + target.to_bytes(2, "big") + applied.to_bytes(8, "big")
+
+
+def ledger_command(bucket: int, wire: bytes) -> Command:
+    """Submit a signed ledger envelope to `bucket` (the signer's bucket)."""
+    value = {"op": "ledger", "env": bytes(wire)}
+    return Command(bucket, command_key(value), value)
+
+
+def effects_command(batch: EffectBatch) -> Command:
+    """Deliver an effect batch to its target bucket."""
+    value = {"op": "effects", "batch": body_value(batch)}
+    return Command(batch.target_bucket, command_key(value), value)
+
+
+def ack_command(source_bucket: int, ack: EffectAck) -> Command:
+    """Tell `source_bucket` that `ack.target_bucket` applied its batches below a seq."""
+    value = {"op": "effect_ack", "ack": body_value(ack)}
+    return Command(source_bucket, command_key(value), value)
+
+
+def decode_command(bucket: int, data: bytes) -> Command:
+    """A command from another node (strict); raises RemoteProtocolError."""
+    value = cbor.decode(data, ENTRY_LIMITS)
+    COMMAND_SCHEMA.check(value, "command")
+    return Command(bucket, command_key(value), value)
+
+
+def op_id_of(envelope: Envelope) -> bytes:
+    """A ledger operation's id: the sha2-256 digest inside its envelope's CID."""
+    return envelope.id.raw[-32:]
+
+
+def op_from_envelope(env: Envelope) -> Op | PoolOp:
+    """The operation a (verified) ledger envelope asks for, its signer as the account."""
+    p, oid, who = env.payload, op_id_of(env), env.sender
+    match env.kind:
+        case "TRANSFER":
+            return Transfer(oid, who, p["to"], p["amount"])
+        case "STAKE":
+            return Stake(oid, who, p["amount"])
+        case "UNSTAKE":
+            return Unstake(oid, who, p["amount"])
+        case "COMPLETE_UNBONDING":
+            return CompleteUnbonding(oid, who)
+        case "POOL_REGISTER":
+            return PoolRegister(oid, who, tuple(p["capabilities"]), p["org"], p["asn"],
+                                p["region"])
+        case "POOL_LEAVE":
+            return PoolLeave(oid, who)
+    raise SchemaError("kind", f"{env.kind} is not a ledger verb (one of "
+                              f"{', '.join(LEDGER_VERBS)})", code="not_ledger_verb")
+
+
+# --- chain entries: what replicas certify and read replicas apply ------------------
+
+
+def chain_body_value(body: ChainBody) -> dict[str, Any]:
+    if isinstance(body, PoolRegister | PoolLeave | ReputationEvent):
+        return pool_op_value(body)
+    return body_value(body)
+
+
+def chain_digest(encoded: bytes) -> bytes:
+    """The digest of an encoded chain entry (its encoding is canonical, so a verifier
+    hashes the bytes it received)."""
+    return hashlib.sha256(CHAIN_DOMAIN + encoded).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainEntry:
+    """One entry of a bucket's ledger chain: applied at `index` (the Raft index) with
+    the bucket's clock `ts_ms`, right after the chain entry at `prev`."""
+
+    index: int
+    prev: int
+    ts_ms: int
+    body: ChainBody
+
+    def encode(self) -> bytes:
+        return cbor.encode({"index": self.index, "prev": self.prev, "ts": self.ts_ms,
+                            "body": chain_body_value(self.body)})
+
+    def digest(self) -> bytes:
+        """What the bucket's replicas sign (through `certificate.signing_message`)."""
+        return chain_digest(self.encode())
+
+    @classmethod
+    def decode(cls, data: bytes) -> ChainEntry:
+        """Strict: raises RemoteProtocolError unless `data` is a canonical chain entry."""
+        v = cbor.decode(data, ENTRY_LIMITS)
+        _CHAIN_SCHEMA.check(v, "chain")
+        if v["prev"] >= v["index"]:
+            raise SchemaError("chain.prev", f"must be below the index {v['index']}")
+        b = v["body"]
+        body: ChainBody = (pool_op_from_value(b, "chain.body")
+                           if b["op"] in POOL_OP_SCHEMA.variants
+                           else body_from_value(b, "chain.body"))
+        return cls(v["index"], v["prev"], v["ts"], body)
+
+
+# --- outcomes: what a caller is told -----------------------------------------------
+
+
+def view_json(v: AccountView) -> dict[str, Any]:
+    return {"account": v.account.hex(), "balance": v.balance, "locked": v.locked,
+            "unbonding": v.unbonding, "escrowed": v.escrowed,
+            "unbonding_entries": [{"amount": a, "complete_ms": c}
+                                  for a, c in v.unbonding_entries],
+            "violations": v.violations}
+
+
+def _view_value(v: AccountView) -> list[Any]:
+    return [v.account, v.balance, v.locked, v.unbonding, v.escrowed,
+            [[a, c] for a, c in v.unbonding_entries], v.violations]
+
+
+def _int(v: Any, where: str, lo: int = 0, hi: int = INT_MAX) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise SchemaError(where, f"must be an integer in {lo}..{hi}")
+    return v
+
+
+def _bytes(v: Any, where: str, lengths: tuple[int, ...]) -> bytes:
+    if not isinstance(v, bytes) or len(v) not in lengths:
+        raise SchemaError(where, f"must be bytes of length {' or '.join(map(str, lengths))}")
+    return v
+
+
+def _text(v: Any, where: str, max_len: int) -> str:
+    if not isinstance(v, str) or len(v) > max_len:
+        raise SchemaError(where, f"must be text of at most {max_len} characters")
+    return v
+
+
+def _array(v: Any, where: str, max_items: int, length: int | None = None) -> list[Any]:
+    if not isinstance(v, list) or len(v) > max_items or (length is not None
+                                                         and len(v) != length):
+        raise SchemaError(where, "must be an array" + (f" of {length}" if length else ""))
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerOutcome:
+    """What applying one ledger command did, as every replica computed it.
+
+    `code` is empty when the command applied; otherwise it is the typed error's code
+    (`insufficient_balance`, `unbonding_pending`, `bad_signature`, ...) and `reason`
+    its message for people. `account` is the home account right after the entry."""
+
+    key: bytes
+    kind: str
+    op_id: bytes
+    bucket: int
+    index: int
+    ts_ms: int
+    code: str = ""
+    reason: str = ""
+    account: AccountView | None = None
+    changes: tuple[Change, ...] = ()
+    emitted: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.code
+
+    def to_value(self) -> dict[str, Any]:
+        v: dict[str, Any] = {
+            "key": self.key, "kind": self.kind, "op": self.op_id, "bucket": self.bucket,
+            "index": self.index, "ts": self.ts_ms, "code": self.code, "reason": self.reason,
+            "changes": [[c.account, c.field, c.delta] for c in self.changes],
+            "emitted": [list(e) for e in self.emitted]}
+        if self.account is not None:
+            a = self.account
+            v["account"] = [a.account, a.balance, a.locked, a.unbonding, a.escrowed,
+                            [[x, c] for x, c in a.unbonding_entries], a.violations]
+        return v
+
+    @classmethod
+    def from_value(cls, v: Any) -> LedgerOutcome:
+        """Strict: a replica's answer is input from elsewhere. Raises SchemaError."""
+        if not isinstance(v, dict) or not set(v) <= {
+                "key", "kind", "op", "bucket", "index", "ts", "code", "reason", "changes",
+                "emitted", "account"}:
+            raise SchemaError("outcome", "must be a map with known keys")
+        try:
+            changes = tuple(
+                Change(_bytes(c[0], "outcome.changes", (0, 32)),
+                       _text(c[1], "outcome.changes", 32), _int(c[2], "outcome.changes",
+                                                                -INT_MAX, INT_MAX))
+                for c in (_array(x, "outcome.changes", 3, 3)
+                          for x in _array(v["changes"], "outcome.changes", 4096)))
+            emitted = tuple((_int(e[0], "outcome.emitted", 0, 65535),
+                             _int(e[1], "outcome.emitted"))
+                            for e in (_array(x, "outcome.emitted", 2, 2)
+                                      for x in _array(v["emitted"], "outcome.emitted", 1024)))
+            account = None
+            if "account" in v:
+                a = _array(v["account"], "outcome.account", 7, 7)
+                entries = tuple((_int(x[0], "outcome.account"), _int(x[1], "outcome.account"))
+                                for x in (_array(y, "outcome.account", 2, 2)
+                                          for y in _array(a[5], "outcome.account", 4096)))
+                bal, locked, unb, esc = (_int(x, "outcome.account") for x in a[1:5])
+                account = AccountView(_bytes(a[0], "outcome.account", (32,)), bal, locked,
+                                      unb, esc, entries, _int(a[6], "outcome.account"))
+            return cls(_bytes(v["key"], "outcome.key", (10, 32)),
+                       _text(v["kind"], "outcome.kind", 32),
+                       _bytes(v["op"], "outcome.op", (0, 32)),
+                       _int(v["bucket"], "outcome.bucket", 0, 65535),
+                       _int(v["index"], "outcome.index"), _int(v["ts"], "outcome.ts"),
+                       _text(v["code"], "outcome.code", 64),
+                       _text(v["reason"], "outcome.reason", 1024), account, changes, emitted)
+        except KeyError as exc:
+            raise SchemaError(f"outcome.{exc.args[0]}", "required field is missing") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "op_id": self.op_id.hex(), "kind": self.kind, "bucket": self.bucket,
+            "index": self.index, "ts_ms": self.ts_ms, "ok": self.ok, "code": self.code,
+            "reason": self.reason,
+            "account": view_json(self.account) if self.account is not None else None,
+            "changes": [{"account": c.account.hex(), "field": c.field, "delta": c.delta}
+                        for c in self.changes],
+            "emitted": [{"bucket": t, "seq": q} for t, q in self.emitted]}
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerApplied:
+    """`BucketMachine.apply`'s answer for a ledger command: the outcome, the chain entry
+    to certify (None for a rejected envelope, which is not in the chain), the effect
+    batches it emitted, and for an effect batch `(source bucket, applied seq)`: what the
+    target's leader acknowledges to the source."""
+
+    outcome: LedgerOutcome
+    chain: ChainEntry | None
+    emitted: tuple[EffectBatch, ...] = ()
+    ack_to: tuple[int, int] | None = None
+
+
+# --- the ledger part: what the chain builds ----------------------------------------
+
+
+class ChainGap(LocalProtocolError):
+    """A chain entry does not follow the last one applied (a gap to fetch, or old)."""
+
+    code = "chain_gap"
+
+
+class LedgerPart:
+    """A bucket's ledger and verifier pool, built by its chain entries only."""
+
+    def __init__(self, ledger: BucketLedger, pool: VerifierPool, last: int = 0) -> None:
+        self.ledger = ledger
+        self.pool = pool
+        self.last = last  # index of the last chain entry applied; 0 at genesis
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis, bucket: int) -> LedgerPart:
+        """Genesis balances and stakes of the bucket's accounts; the genesis validators
+        it owns that stake the minimum are in its pool."""
+        n = genesis.params["bucket_count"]
+        pool = VerifierPool.from_genesis(genesis).subset(lambda a: bucket_of(a, n) == bucket)
+        return cls(BucketLedger.from_genesis(genesis, bucket), pool)
+
+    @classmethod
+    def empty(cls, params: Mapping[str, int], bucket: int) -> LedgerPart:
+        return cls(BucketLedger(params, bucket), VerifierPool(params))
+
+    @property
+    def bucket(self) -> int:
+        return self.ledger.bucket
+
+    def root(self) -> bytes:
+        """sha256 over the ledger root, the pool root and the chain position."""
+        return hashlib.sha256(PART_DOMAIN + self.ledger.root() + self.pool.root()
+                              + self.last.to_bytes(8, "big")).digest()
+
+    def apply_chain(self, entry: ChainEntry) -> tuple[AuditRecord, tuple[EffectBatch, ...]]:
+        """Apply a certified chain entry (a read replica): it must follow the last."""
+        if entry.prev != self.last or entry.index <= self.last:
+            raise ChainGap("prev", f"bucket {self.bucket}: entry {entry.index} follows "
+                                   f"{entry.prev}, the last applied is {self.last}")
+        record, batches, _ = self.apply_body(entry.index, entry.ts_ms, entry.body)
+        return record, batches
+
+    def apply_body(self, index: int, ts_ms: int, body: ChainBody
+                   ) -> tuple[AuditRecord, tuple[EffectBatch, ...], ProtocolError | None]:
+        assert index > self.last, f"chain entry {index} is not after {self.last}"
+        if isinstance(body, PoolRegister | PoolLeave | ReputationEvent):
+            record, error = self._apply_pool(index, ts_ms, body)
+            batches: tuple[EffectBatch, ...] = ()
+        else:
+            applied = self.ledger.apply(LedgerEntry(index, ts_ms, body))
+            assert not isinstance(applied.error, OutOfOrder), applied.error
+            record, batches, error = applied.record, applied.effects, applied.error
+        self.last = index
+        return record, batches, error
+
+    def _apply_pool(self, index: int, ts_ms: int, op: PoolOp
+                    ) -> tuple[AuditRecord, ProtocolError | None]:
+        kind = pool_op_value(op)["op"]
+        error: ProtocolError | None = None
+        try:
+            if not self.ledger.owns(op.account):
+                home = bucket_of(op.account, self.ledger.bucket_count)
+                raise WrongBucket("account", f"account {op.account.hex()[:16]} belongs to "
+                                             f"bucket {home}, not {self.bucket}")
+            if self.ledger.is_decided(op.op_id):
+                raise DuplicateOp("op_id", f"operation {op.op_id.hex()[:16]} was already "
+                                           "decided")
+            self.pool.apply(op, ts_ms=ts_ms, stake=self.ledger.account(op.account).locked)
+        except (PoolError, LedgerError) as exc:
+            error = exc
+        record = self.ledger.record_other(index, ts_ms, op.op_id, kind, op.account,
+                                          f"{kind} by {op.account.hex()[:16]}", error)
+        return record, error
+
+    def snapshot_value(self) -> dict[str, Any]:
+        return {"ledger": self.ledger.snapshot(), "pool": self.pool.state_value(),
+                "last": self.last}
+
+    @classmethod
+    def from_snapshot_value(cls, params: Mapping[str, int], v: Any) -> LedgerPart:
+        if not isinstance(v, dict) or set(v) != {"ledger", "pool", "last"}:
+            raise DecodeError("snapshot", "not a ledger part")
+        return cls(BucketLedger.restore(params, v["ledger"]),
+                   VerifierPool.from_state(params, v["pool"]),
+                   _int(v["last"], "snapshot.last"))
+
+
+# --- the bucket's machine ------------------------------------------------------------
+
+
+class BucketMachine:
+    """DECIDE and the ledger part of one bucket, fed every committed entry in order.
+
+    Keeps the surface MultiRaft used on `DecideMachine` (`applied`, `decisions`, `get`,
+    `snapshot`, and `apply` returning a `Decision` for decide entries)."""
+
+    def __init__(self, bucket: int, swarm_id: bytes, params: Mapping[str, int],
+                 part: LedgerPart, decide: DecideMachine | None = None) -> None:
+        self.bucket = bucket
+        self.swarm_id = swarm_id
+        self.params = dict(params)
+        self.part = part
+        self.decide = decide if decide is not None else DecideMachine(bucket)
+        self.outcomes: OrderedDict[bytes, LedgerOutcome] = OrderedDict()
+        self.rejections: deque[LedgerOutcome] = deque(maxlen=REJECTIONS_MAX)
+
+    @classmethod
+    def fresh(cls, bucket: int, swarm_id: bytes, params: Mapping[str, int],
+              genesis: Genesis | None = None) -> BucketMachine:
+        part = (LedgerPart.from_genesis(genesis, bucket) if genesis is not None
+                else LedgerPart.empty(params, bucket))
+        return cls(bucket, swarm_id, params, part)
+
+    # -- the DecideMachine surface
+
+    @property
+    def applied(self) -> int:
+        return self.decide.applied
+
+    @property
+    def decisions(self) -> dict[bytes, Decision]:
+        return self.decide.decisions
+
+    @property
+    def clock_ms(self) -> int:
+        return self.decide.clock_ms
+
+    def get(self, need_id: bytes) -> Decision | None:
+        return self.decide.get(need_id)
+
+    @property
+    def ledger(self) -> BucketLedger:
+        return self.part.ledger
+
+    def outcome(self, key: bytes) -> LedgerOutcome | None:
+        """The first outcome of the command with this key, if still remembered."""
+        return self.outcomes.get(key)
+
+    # -- applying
+
+    def apply(self, index: int, term: int, data: bytes) -> Decision | LedgerApplied | None:
+        """Apply one committed entry; see the module docstring for what each does."""
+        if index <= self.decide.applied:
+            raise AssertionError(f"entry {index} applied twice (applied {self.decide.applied})")
+        value: Any = None
+        if data:
+            try:
+                value = cbor.decode(data, ENTRY_LIMITS)
+            except RemoteProtocolError:
+                value = None
+        op = value.get("op") if isinstance(value, dict) else None
+        if op == "decide":
+            return self.decide.apply(index, term, data)
+        self.decide.applied = index
+        if op not in _COMMAND_FIELDS:
+            return None  # a no-op or garbage: skipped alike everywhere
+        try:
+            ENTRY_SCHEMA.check(value, "entry")
+        except SchemaError:
+            return None
+        self.decide.clock_ms = max(self.decide.clock_ms, value["ts"])
+        key = command_key(value)
+        if op == "ledger":
+            wire = value["env"]
+            try:
+                env = decode_envelope(wire, swarm=self.swarm_id)
+                body: ChainBody = op_from_envelope(env)
+            except RemoteProtocolError as exc:
+                out = LedgerOutcome(key, "envelope", key, self.bucket, index, self.clock_ms,
+                                    exc.code, f"{exc.field}: {exc.reason}")
+                self.rejections.append(out)
+                self._remember(out)
+                return LedgerApplied(out, None)
+            assert op_id_of(env) == key
+        elif op == "effects":
+            body = body_from_value(value["batch"], "entry.batch")
+        else:
+            body = body_from_value(value["ack"], "entry.ack")
+        return self._apply_chain_body(index, key, body)
+
+    def _apply_chain_body(self, index: int, key: bytes, body: ChainBody) -> LedgerApplied:
+        prev, ts = self.part.last, self.clock_ms
+        record, batches, error = self.part.apply_body(index, ts, body)
+        home = record.account
+        view = (self.part.ledger.account(home)
+                if home and self.part.ledger.owns(home) else None)
+        out = LedgerOutcome(key, record.kind, record.op_id, self.bucket, index, ts,
+                            error.code if error else "", error.reason if error else "",
+                            view, record.changes, record.emitted)
+        self._remember(out)
+        ack_to = None
+        if isinstance(body, EffectBatch) and body.target_bucket == self.bucket:
+            ack_to = (body.source_bucket, self.part.ledger.applied_seq(body.source_bucket))
+        return LedgerApplied(out, ChainEntry(index, prev, ts, body), batches, ack_to)
+
+    def _remember(self, out: LedgerOutcome) -> None:
+        had = self.outcomes.get(out.key)
+        # A repeat keeps the first answer, except that a real operation replaces the
+        # rejection of a broken copy that came first (same key, bad signature).
+        if had is not None and not (had.kind == "envelope" and out.kind != "envelope"):
+            return
+        self.outcomes[out.key] = out
+        while len(self.outcomes) > OUTCOMES_MAX:
+            self.outcomes.popitem(last=False)
+
+    # -- snapshots
+
+    def snapshot(self) -> bytes:
+        return cbor.encode({"v": 1, "decide": self.decide.snapshot(),
+                            "part": self.part.snapshot_value()})
+
+    @classmethod
+    def restore(cls, data: bytes, bucket: int, swarm_id: bytes, params: Mapping[str, int],
+                genesis: Genesis | None = None) -> BucketMachine:
+        """Rebuild from `snapshot()` bytes; empty data is the genesis state. A snapshot
+        written before the ledger existed (a bare DecideMachine snapshot) keeps its
+        decisions and starts the ledger part at genesis."""
+        if not data:
+            return cls.fresh(bucket, swarm_id, params, genesis)
+        v = cbor.decode(data, SNAPSHOT_LIMITS)
+        if isinstance(v, dict) and "decisions" in v:
+            fresh = cls.fresh(bucket, swarm_id, params, genesis)
+            fresh.decide = DecideMachine.restore(data, bucket)
+            return fresh
+        if not isinstance(v, dict) or v.get("v") != 1 or set(v) != {"v", "decide", "part"}:
+            raise DecodeError("snapshot", "not a bucket machine snapshot")
+        part = LedgerPart.from_snapshot_value(params, v["part"])
+        if part.bucket != bucket:
+            raise DecodeError("snapshot", f"a snapshot of bucket {part.bucket}, not {bucket}")
+        return cls(bucket, swarm_id, params, part, DecideMachine.restore(v["decide"], bucket))

@@ -1,0 +1,105 @@
+"""Commit certificates: proof, checkable by anyone, that a bucket committed an entry.
+
+Owns what a replica signs when it has applied a committed entry, and the rule for
+accepting a certificate: at least a quorum of the bucket's replicas (by the genesis
+placement) have signed `(swarm, bucket, index, term, entry_hash)`, each signer a distinct
+replica, each signature valid. A node that is not a replica of a bucket learns its
+decisions only through certificates, so a single lying peer cannot make it apply
+anything; a quorum of a bucket's replicas would have to sign two different entries at
+one index, which Raft's safety rules out for honest replicas.
+
+For a DECIDE, the entry is the canonical encoding of the decide command stamped with
+the leader's time (`decide.encode_command`), so a verifier rebuilds the entry from the
+DECIDE envelope's payload and the certificate's `ts_ms` and checks its hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .decide import TryDecide, encode_command
+from .envelope import Identity, verify_signature
+from .errors import RemoteProtocolError
+from .placement import Placement
+
+CERT_DOMAIN = b"can-swarm/raft-cert/v1\0"
+
+
+class CertificateError(RemoteProtocolError):
+    code = "bad_certificate"
+
+
+def entry_hash(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def signing_message(swarm_id: bytes, bucket: int, index: int, term: int,
+                    digest: bytes) -> bytes:
+    return (CERT_DOMAIN + swarm_id + bucket.to_bytes(4, "big") + index.to_bytes(8, "big")
+            + term.to_bytes(8, "big") + digest)
+
+
+@dataclass(frozen=True, slots=True)
+class CertSig:
+    signer: bytes  # the replica's account
+    sig: bytes
+
+
+def sign(identity: Identity, swarm_id: bytes, bucket: int, index: int, term: int,
+         digest: bytes) -> CertSig:
+    return CertSig(identity.public_key,
+                   identity.sign(signing_message(swarm_id, bucket, index, term, digest)))
+
+
+def valid_sig(swarm_id: bytes, bucket: int, index: int, term: int, digest: bytes,
+              s: CertSig) -> bool:
+    return verify_signature(s.signer, signing_message(swarm_id, bucket, index, term, digest),
+                            s.sig)
+
+
+def check(cert: Mapping[str, Any], swarm_id: bytes, placement: Placement,
+          expected_bucket: int, expected_digest: bytes) -> None:
+    """Raise CertificateError unless `cert` (the DECIDE payload's `cert` map) proves that
+    `expected_bucket` committed an entry hashing to `expected_digest`."""
+    bucket, index, term = cert["bucket"], cert["index"], cert["term"]
+    if bucket != expected_bucket:
+        raise CertificateError("payload.cert.bucket",
+                               f"this NEED belongs to bucket {expected_bucket}, not {bucket}")
+    if cert["entry_hash"] != expected_digest:
+        raise CertificateError("payload.cert.entry_hash",
+                               "does not match the decision this envelope states")
+    replicas = {placement.account(n) for n in placement.replicas(bucket)}
+    signers: set[bytes] = set()
+    for i, raw in enumerate(cert["sigs"]):
+        s = CertSig(raw["signer"], raw["sig"])
+        if s.signer not in replicas:
+            raise CertificateError(f"payload.cert.sigs[{i}].signer",
+                                   f"is not a replica of bucket {bucket}")
+        if s.signer in signers:
+            raise CertificateError(f"payload.cert.sigs[{i}].signer", "signs twice")
+        if not valid_sig(swarm_id, bucket, index, term, expected_digest, s):
+            raise CertificateError(f"payload.cert.sigs[{i}].sig", "does not verify")
+        signers.add(s.signer)
+    if len(signers) < placement.quorum(bucket):
+        raise CertificateError("payload.cert.sigs",
+                               f"{len(signers)} replica signatures, a quorum is "
+                               f"{placement.quorum(bucket)}")
+
+
+def decide_digest(payload: Mapping[str, Any]) -> bytes:
+    """The entry hash a DECIDE payload (with its cert's ts_ms) stands for."""
+    cmd = TryDecide(payload["need_id"].raw, payload["proposal_id"].encode(),
+                    payload["k_plan"], payload["epoch"])
+    return entry_hash(encode_command(cmd, payload["cert"]["ts_ms"]))
+
+
+def cert_payload(bucket: int, index: int, term: int, ts_ms: int, digest: bytes,
+                 sigs: list[CertSig]) -> dict[str, Any]:
+    """The `cert` map of a DECIDE payload."""
+    return {"bucket": bucket, "index": index, "term": term, "ts_ms": ts_ms,
+            "entry_hash": digest,
+            "sigs": [{"signer": s.signer, "sig": s.sig}
+                     for s in sorted(sigs, key=lambda s: s.signer)]}
