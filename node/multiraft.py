@@ -384,8 +384,10 @@ class MultiRaft:
                 self.outbox[m.to].append((g.bucket, m))
         self.flush()  # leaders' appends travel while our own disk write runs
         batch = self.store.take()
-        if batch is not None:
-            await trio.to_thread.run_sync(self.store.write, batch, must_sync)
+        if batch is not None and must_sync:
+            await trio.to_thread.run_sync(self.store.write, batch, True)
+        elif batch is not None:
+            self.store.write(batch, False)  # a memtable write: cheaper than a thread hop
         for g, rd in readies:
             for m in rd.messages:
                 self.outbox[m.to].append((g.bucket, m))
