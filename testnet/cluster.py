@@ -24,7 +24,9 @@ from typing import Any
 from swarm.node.client import ApiError, Client
 from swarm.node.home import HomeError, create_identity, load_identity, write_atomic
 from swarm.node.p2p import key_pair, peer_id_of
+from swarm.policy_wasm.host import committed_cid
 from swarm.protocol import genesis as genesis_mod
+from swarm.protocol.errors import ProtocolError
 
 STATE_FILE = "testnet.json"
 
@@ -135,7 +137,21 @@ def prepare(directory: Path, n: int) -> list[tuple[Path, str]]:
                   for ident in identities],
         params={"replicas": min(3, n), "unbonding_ms": 10_000, "challenge_window_ms": 10_000},
     )
-    write_atomic(directory / "genesis.json", gen.to_json().encode())
+    # Pin the committed policy module, as `swarm-node genesis new` does: every node then
+    # refuses to run any other.
+    gen = genesis_mod.from_value({**gen.value, "policy_cid": str(committed_cid())})
+    old = directory / "genesis.json"
+    if old.exists() and any((h / "store").exists() for h in homes):
+        try:
+            same = genesis_mod.from_json(old.read_text()).swarm_id == gen.swarm_id
+        except (OSError, ProtocolError):
+            same = False
+        if not same:
+            raise TestnetError(
+                f"the testnet in {directory} was made with another genesis (by an older "
+                f"version, or with other settings) and its nodes hold that swarm's data; "
+                f"remove it (`rm -r {directory}`) or use another --dir")
+    write_atomic(old, gen.to_json().encode())
     for i, (home, addr) in enumerate(plan):
         # Each node dials the first one and its predecessor: connected, not a star.
         boot = sorted({plan[0][1], plan[i - 1][1]} - {addr}) if i else []

@@ -71,3 +71,4 @@ def test_a_gap_in_the_log_is_reported(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="gap at 3"):
         s.bucket(3, [1])
     s.close()
+
