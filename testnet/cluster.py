@@ -39,6 +39,9 @@ def free_port(preferred: int = 0) -> int:
     """A free loopback port: `preferred` if it is free, else any."""
     for port in (preferred, 0) if preferred else (0,):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As trio's listeners do: a port whose old connections linger in TIME_WAIT
+            # (a testnet just stopped) can be listened on again.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
