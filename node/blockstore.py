@@ -40,7 +40,7 @@ from pathlib import Path
 
 import rocksdict
 
-from swarm.protocol.cid import CODEC_RAW, Cid
+from swarm.protocol.cid import Cid
 from swarm.protocol.errors import LocalProtocolError
 from swarm.protocol.unixfs import (
     Block,
@@ -50,11 +50,13 @@ from swarm.protocol.unixfs import (
     UnixfsError,
     block_links,
     check_block,
+    copy_dag,
     file_size,
+    first_missing,
     read_file,
 )
 
-from .store import StoreError
+from .store import StoreError, open_rocksdb, synced
 
 BLOCKS_DIR = "blocks"
 WRITE_BUFFER_BYTES = 32 * 1024 * 1024
@@ -106,22 +108,14 @@ class GcResult:
 class Blockstore:
     def __init__(self, path: Path, params: Mapping[str, int]) -> None:
         self.limits = {kind: int(params[name]) for kind, name in LIMIT_PARAMS.items()}
-        path.mkdir(parents=True, exist_ok=True)
-        options = rocksdict.Options(raw_mode=True)
-        options.create_if_missing(True)
         # RocksDB keeps written values in a memtable until it is flushed (64 MiB, up
         # to two of them, by default): with 256 KiB blocks that memtable, not the
         # object, sets a node's memory while it adds or fetches. 32 MiB halves it and
         # adds as fast as 64 MiB here (an A/B of 100 MiB imports: medians 368 and 360
         # MB/s; 16 MiB gave 306).
-        options.set_write_buffer_size(WRITE_BUFFER_BYTES)
-        try:
-            self._db = rocksdict.Rdict(str(path), options=options)
-        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
-            raise BlockstoreError(f"cannot open the block store at {path}: {exc} (is "
-                                  "another node running with this home?)") from None
-        self._sync = rocksdict.WriteOptions()
-        self._sync.sync = True
+        self._db = open_rocksdb(path, "block store", write_buffer_bytes=WRITE_BUFFER_BYTES,
+                                error=BlockstoreError)
+        self._sync = synced()
         # Blocks written by imports and fetches that have not finished: live for gc()
         # until then. A count per block, as two of them may share a block.
         self._in_flight: Counter[Cid] = Counter()
@@ -222,40 +216,14 @@ class Blockstore:
 
         Raw leaves are only looked up, not read; dag-pb nodes are read for their links.
         """
-        seen: set[Cid] = set()
-        stack = [root]
-        while stack:
-            cid = stack.pop()
-            if cid in seen:
-                continue
-            seen.add(cid)
-            if cid.codec == CODEC_RAW:
-                if not self.has(cid):
-                    return cid
-                continue
-            data = self.get(cid)
-            if data is None:
-                return cid
-            stack.extend(block_links(cid, data))
-        return None
+        return first_missing(root, self.has, self.get)
 
     def put_dag(self, root: Cid, kind: Kind, get_block: Callable[[Cid], bytes | None]) -> Pin:
         """Copy the DAG under `root` from elsewhere, every block hash-checked, and pin
         it (the same as IpfsApiStore.put_dag, so either store can take a fetched DAG)."""
         with_held = self.hold()
         try:
-            seen: set[Cid] = set()
-            stack = [root]
-            while stack:
-                cid = stack.pop()
-                if cid in seen:
-                    continue
-                seen.add(cid)
-                data = get_block(cid)
-                if data is None:
-                    raise BlockMissing(cid)
-                with_held.put(cid, data)
-                stack.extend(block_links(cid, data))
+            copy_dag(root, get_block, with_held.put)
             return self.pin(root, kind)
         finally:
             with_held.close()

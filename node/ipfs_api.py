@@ -53,7 +53,9 @@ from swarm.protocol.unixfs import (
     Importer,
     TooLarge,
     block_links,
+    copy_dag,
     file_size,
+    first_missing,
     read_file,
 )
 
@@ -171,38 +173,12 @@ class IpfsApiStore:
 
     def missing(self, root: Cid) -> Cid | None:
         """The first block of `root`'s DAG the daemon does not have at hand, or None."""
-        seen: set[Cid] = set()
-        stack = [root]
-        while stack:
-            cid = stack.pop()
-            if cid in seen:
-                continue
-            seen.add(cid)
-            if cid.codec == CODEC_RAW:
-                if not self.has(cid):
-                    return cid
-                continue
-            data = self.get(cid)
-            if data is None:
-                return cid
-            stack.extend(block_links(cid, data))
-        return None
+        return first_missing(root, self.has, self.get)
 
     def put_dag(self, root: Cid, kind: Kind, get_block: Callable[[Cid], bytes | None]) -> Pin:
         """Copy the DAG under `root` from elsewhere (the embedded store, after a bitswap
         fetch) into the daemon, block by block, and pin it there."""
-        seen: set[Cid] = set()
-        stack = [root]
-        while stack:
-            cid = stack.pop()
-            if cid in seen:
-                continue
-            seen.add(cid)
-            data = get_block(cid)
-            if data is None:
-                raise BlockMissing(cid)
-            self._put(Block(cid, data))
-            stack.extend(block_links(cid, data))
+        copy_dag(root, get_block, lambda cid, data: self._put(Block(cid, data)))
         return self.pin(root, kind)
 
     # -- pins -----------------------------------------------------------------------

@@ -30,7 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -67,6 +67,7 @@ from swarm.protocol.raftwire import (
 from .raftstore import BucketStorage, RaftStore
 
 log = logging.getLogger("swarm.raft")
+T = TypeVar("T")
 
 TICK_MS = 50
 ELECTION_TICKS = 20  # 1-2 s randomized
@@ -564,6 +565,28 @@ class MultiRaft:
         another proposal's, if one was decided first). Idempotent; retried across
         leaders and replicas until `timeout_s`."""
         bucket = bucket_of(cmd.need_id, self.placement.bucket_count)
+
+        async def ask(target: int) -> tuple[Decision | None, str]:
+            resp = await self._ask(target, bucket, cmd)
+            if resp is None:
+                return None, ""
+            return (_decision_of(resp) if resp.ok else None), resp.reason
+
+        d = await self._route(bucket, timeout_s, lambda g: g.machine.get(cmd.need_id),
+                              lambda g: self._propose_local(g, cmd), ask)
+        if d is None:
+            raise DecideError(f"no committed decision within {timeout_s:g} s (bucket "
+                              f"{bucket}: is a quorum of its replicas up?)")
+        return d
+
+    async def _route(self, bucket: int, timeout_s: float, known: Callable[[Group], T | None],
+                     propose: Callable[[Group], Awaitable[T | None]],
+                     ask: Callable[[int], Awaitable[tuple[T | None, str]]]) -> T | None:
+        """The way a command reaches its bucket, shared by DECIDE and ledger commands:
+        answered locally if this replica already applied it, proposed if we lead the
+        bucket, else sent to the leader (known from the group, beats or a replica's
+        `not_leader:<id>` answer) or to a live replica; retried until `timeout_s`.
+        None when nothing came in time."""
         replicas = list(self.placement.replicas(bucket))
         attempt = 0
         hint = NONE
@@ -572,14 +595,14 @@ class MultiRaft:
                 g = self.groups.get(bucket)
                 target = hint
                 if g is not None:
-                    d = g.machine.get(cmd.need_id)
-                    if d is not None:
-                        return d
+                    done = known(g)
+                    if done is not None:
+                        return done
                     r = g.raw.raft
                     if r.role == Role.LEADER:
-                        d = await self._propose_local(g, cmd)
-                        if d is not None:
-                            return d
+                        out = await propose(g)
+                        if out is not None:
+                            return out
                         attempt += 1
                         continue
                     target = target or r.lead
@@ -590,19 +613,18 @@ class MultiRaft:
                 hint = NONE
                 attempt += 1
                 if target == self.id:
-                    await trio.sleep(TICK_MS / 1000)  # we are a replica without a leader yet
+                    await trio.sleep(TICK_MS / 1000)  # a replica without a leader yet
                     continue
-                resp = await self._ask(target, bucket, cmd)
-                if resp is not None and resp.ok:
-                    return _decision_of(resp)
-                if resp is not None and resp.reason.startswith("not_leader:"):
-                    hint = int(resp.reason.split(":", 1)[1] or 0)
+                result, reason = await ask(target)
+                if result is not None:
+                    return result
+                if reason.startswith("not_leader:"):
+                    hint = int(reason.split(":", 1)[1] or 0)
                     if hint not in replicas:
                         hint = NONE
                 if not hint:
                     await trio.sleep(min(0.05 * attempt, 0.5))
-        raise DecideError(f"no committed decision within {timeout_s:g} s (bucket {bucket}: "
-                          "is a quorum of its replicas up?)")
+        return None
 
     async def _propose_local(self, g: Group, cmd: TryDecide) -> Decision | None:
         key = (g.bucket, cmd.need_id)
@@ -645,14 +667,17 @@ class MultiRaft:
         self.out_reqs[peer].append(DecideRequest(req_id, bucket, cmd.need_id,
                                                  cmd.proposal_id, cmd.k_plan, cmd.epoch))
         self.flush()
-        deadline = trio.current_time() + ATTEMPT_TIMEOUT_S
-        while not ev.is_set() and trio.current_time() < deadline and self._alive(peer):
-            # Give up early on a peer that died meanwhile (its connection dropped or its
-            # beats stopped), rather than wait out the whole attempt.
-            with trio.move_on_after(TICK_MS / 1000):
-                await ev.wait()
+        await self._await_answer(peer, ev)
         self.remote_events.pop(req_id, None)
         return self.remote_results.pop(req_id, None)
+
+    async def _await_answer(self, peer: int, ev: trio.Event) -> None:
+        """Wait for a peer's answer for up to ATTEMPT_TIMEOUT_S, giving up early on a
+        peer that died meanwhile (its connection dropped or its beats stopped)."""
+        deadline = trio.current_time() + ATTEMPT_TIMEOUT_S
+        while not ev.is_set() and trio.current_time() < deadline and self._alive(peer):
+            with trio.move_on_after(TICK_MS / 1000):
+                await ev.wait()
 
     def _serve_request(self, sender: int, req: DecideRequest) -> None:
         g = self.groups.get(req.bucket)
@@ -757,52 +782,32 @@ class MultiRaft:
         across leaders and replicas until `timeout_s`. Raises SubmitError when no outcome
         came in time or the leader refused the command at its door."""
         bucket = cmd.bucket
-        replicas = list(self.placement.replicas(bucket))
-        attempt = 0
-        hint = NONE
-        with trio.move_on_after(timeout_s):
-            while True:
-                g = self.groups.get(bucket)
-                target = hint
-                if g is not None:
-                    known = g.machine.outcome(cmd.key)
-                    if known is not None and known.kind != "envelope":
-                        return known
-                    r = g.raw.raft
-                    if r.role == Role.LEADER:
-                        out = await self._propose_command(g, cmd)
-                        if out is not None:
-                            return out
-                        attempt += 1
-                        continue
-                    target = target or r.lead
-                if target and not self._alive(target):
-                    target = NONE
-                target = (target or self._leader_hint(bucket)
-                          or self._live_replica(replicas, attempt))
-                hint = NONE
-                attempt += 1
-                if target == self.id:
-                    await trio.sleep(TICK_MS / 1000)  # a replica without a leader yet
-                    continue
-                resp = await self._ask_submit(target, cmd)
-                if resp is not None and resp.ok:
-                    try:
-                        return LedgerOutcome.from_value(cbor.decode(resp.result))
-                    except RemoteProtocolError as exc:
-                        raise SubmitError("outcome", f"replica {target} answered with a "
-                                                     f"malformed outcome ({exc})") from None
-                if resp is not None and resp.reason.startswith("refused:"):
-                    _, code, why = [*resp.reason.split(":", 2), "", ""][:3]
-                    raise SubmitError("command", why.strip(), code=code or "refused")
-                if resp is not None and resp.reason.startswith("not_leader:"):
-                    hint = int(resp.reason.split(":", 1)[1] or 0)
-                    if hint not in replicas:
-                        hint = NONE
-                if not hint:
-                    await trio.sleep(min(0.05 * attempt, 0.5))
-        raise SubmitError("command", f"no outcome within {timeout_s:g} s (bucket {bucket}: "
-                                     "is a quorum of its replicas up?)")
+
+        def known(g: Group) -> LedgerOutcome | None:
+            out = g.machine.outcome(cmd.key)
+            return out if out is not None and out.kind != "envelope" else None
+
+        async def ask(target: int) -> tuple[LedgerOutcome | None, str]:
+            resp = await self._ask_submit(target, cmd)
+            if resp is None:
+                return None, ""
+            if resp.ok:
+                try:
+                    return LedgerOutcome.from_value(cbor.decode(resp.result)), ""
+                except RemoteProtocolError as exc:
+                    raise SubmitError("outcome", f"replica {target} answered with a "
+                                                 f"malformed outcome ({exc})") from None
+            if resp.reason.startswith("refused:"):
+                _, code, why = [*resp.reason.split(":", 2), "", ""][:3]
+                raise SubmitError("command", why.strip(), code=code or "refused")
+            return None, resp.reason
+
+        out = await self._route(bucket, timeout_s, known,
+                                lambda g: self._propose_command(g, cmd), ask)
+        if out is None:
+            raise SubmitError("command", f"no outcome within {timeout_s:g} s (bucket "
+                                         f"{bucket}: is a quorum of its replicas up?)")
+        return out
 
     def submit_nowait(self, cmd: Command) -> None:
         """Hand a command to its bucket's leader and do not wait (effect delivery and
@@ -895,10 +900,7 @@ class MultiRaft:
         self.remote_events[req_id] = ev
         self.out_submits[peer].append(SubmitRequest(req_id, cmd.bucket, cmd.encode()))
         self.flush()
-        deadline = trio.current_time() + ATTEMPT_TIMEOUT_S
-        while not ev.is_set() and trio.current_time() < deadline and self._alive(peer):
-            with trio.move_on_after(TICK_MS / 1000):
-                await ev.wait()
+        await self._await_answer(peer, ev)
         self.remote_events.pop(req_id, None)
         return self.sub_results.pop(req_id, None)
 

@@ -26,7 +26,7 @@ import rocksdict
 from swarm.protocol import cbor
 from swarm.protocol.raftlog import Entry, EntryKind, HardState, MemoryStorage, Snapshot
 
-from .store import StoreError
+from .store import StoreError, open_rocksdb, synced
 
 _B = struct.Struct(">H")
 _BI = struct.Struct(">HQ")
@@ -127,16 +127,8 @@ class RaftStore:
     """The RocksDB behind every bucket; `commit()` is the round's one synced write."""
 
     def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        options = rocksdict.Options(raw_mode=True)
-        options.create_if_missing(True)
-        try:
-            self.db = rocksdict.Rdict(str(path), options=options)
-        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
-            raise StoreError(f"cannot open the raft store at {path}: {exc} (is another "
-                             "node running with this home?)") from None
-        self._sync = rocksdict.WriteOptions()
-        self._sync.sync = True
+        self.db = open_rocksdb(path, "raft store")
+        self._sync = synced()
         self._nosync = rocksdict.WriteOptions()
         self.pending = rocksdict.WriteBatch(raw_mode=True)
         self.synced_writes = 0

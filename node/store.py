@@ -34,18 +34,32 @@ class StoreError(Exception):
     """The store cannot be opened or is inconsistent; the message says what to do."""
 
 
+def open_rocksdb(path: Path, what: str, *, write_buffer_bytes: int = 0,
+                 error: type[StoreError] = StoreError) -> rocksdict.Rdict:
+    """Open (creating) one of the node's RocksDB databases, in raw (bytes) mode; a
+    failure -- most often another node running with this home -- is a clear `error`."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = rocksdict.Options(raw_mode=True)
+    options.create_if_missing(True)
+    if write_buffer_bytes:
+        options.set_write_buffer_size(write_buffer_bytes)
+    try:
+        return rocksdict.Rdict(str(path), options=options)
+    except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
+        raise error(f"cannot open the {what} at {path}: {exc} (is another node running "
+                    "with this home?)") from None
+
+
+def synced() -> rocksdict.WriteOptions:
+    options = rocksdict.WriteOptions()
+    options.sync = True
+    return options
+
+
 class Store:
     def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        options = rocksdict.Options(raw_mode=True)
-        options.create_if_missing(True)
-        try:
-            self._db = rocksdict.Rdict(str(path), options=options)
-        except Exception as exc:  # noqa: BLE001 - rocksdict raises plain Exception
-            raise StoreError(f"cannot open the store at {path}: {exc} (is another node "
-                             "running with this home?)") from None
-        self._sync = rocksdict.WriteOptions()
-        self._sync.sync = True
+        self._db = open_rocksdb(path, "store")
+        self._sync = synced()
         # sync=False still writes the WAL record to the file with write(2) before
         # returning (the WAL is not in manual-flush mode), so the record is in the
         # kernel's page cache and survives the process.

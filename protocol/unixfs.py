@@ -452,6 +452,46 @@ def file_node(cid: Cid, block: bytes) -> tuple[bytes, tuple[Link, ...], tuple[in
     return unixfs.data, node.links, unixfs.blocksizes, filesize
 
 
+def first_missing(root: Cid, has: Callable[[Cid], bool],
+                  get: Callable[[Cid], bytes | None]) -> Cid | None:
+    """The first block of `root`'s DAG that a store lacks, or None if it has them all.
+    Raw leaves are only looked up; dag-pb nodes are read for their links."""
+    seen: set[Cid] = set()
+    stack = [root]
+    while stack:
+        cid = stack.pop()
+        if cid in seen:
+            continue
+        seen.add(cid)
+        if cid.codec == CODEC_RAW:
+            if not has(cid):
+                return cid
+            continue
+        data = get(cid)
+        if data is None:
+            return cid
+        stack.extend(block_links(cid, data))
+    return None
+
+
+def copy_dag(root: Cid, get: Callable[[Cid], bytes | None],
+             put: Callable[[Cid, bytes], None]) -> None:
+    """Copy every block of `root`'s DAG from `get` to `put` (each block once); raises
+    BlockMissing for the first block `get` lacks."""
+    seen: set[Cid] = set()
+    stack = [root]
+    while stack:
+        cid = stack.pop()
+        if cid in seen:
+            continue
+        seen.add(cid)
+        data = get(cid)
+        if data is None:
+            raise BlockMissing(cid)
+        put(cid, data)
+        stack.extend(block_links(cid, data))
+
+
 def file_size(root: Cid, root_block: bytes) -> int:
     """The file size a root block declares (checked against its CID and structure)."""
     check_block(root, root_block)
