@@ -51,7 +51,7 @@ FIELDS: Mapping[str, tuple[str, ...]] = {
              "capabilities"),
     "PROPOSE": ("need_id", "proposal_id", "cost", "eta_ms", "ballot", "patch",
                 "capabilities"),
-    "DECIDE": ("need_id", "proposal_id", "k_plan", "epoch", "cert"),
+    "DECIDE": ("need_id", "proposal_id", "k_plan", "epoch", "cert", "also"),
     "CLAIM": ("task_id", "lease_ttl_ms", "heartbeat_interval_ms", "need_id", "proposal_id",
               "cost", "eta_ms"),
     "HEARTBEAT": ("task_id", "lease_id", "progress"),

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .buckets import bucket_of
 from .decide import TryDecide, encode_command
 from .envelope import Identity, verify_signature
 from .errors import RemoteProtocolError
@@ -61,32 +62,62 @@ def valid_sig(swarm_id: bytes, bucket: int, index: int, term: int, digest: bytes
 
 
 def check(cert: Mapping[str, Any], swarm_id: bytes, placement: Placement,
-          expected_bucket: int, expected_digest: bytes) -> None:
-    """Raise CertificateError unless `cert` (the DECIDE payload's `cert` map) proves that
-    `expected_bucket` committed an entry hashing to `expected_digest`."""
+          expected_bucket: int, expected_digest: bytes, path: str = "payload.cert") -> None:
+    """Raise CertificateError unless `cert` (the DECIDE payload's `cert` map, found at
+    `path`) proves that `expected_bucket` committed an entry hashing to
+    `expected_digest`."""
     bucket, index, term = cert["bucket"], cert["index"], cert["term"]
     if bucket != expected_bucket:
-        raise CertificateError("payload.cert.bucket",
+        raise CertificateError(f"{path}.bucket",
                                f"this NEED belongs to bucket {expected_bucket}, not {bucket}")
     if cert["entry_hash"] != expected_digest:
-        raise CertificateError("payload.cert.entry_hash",
+        raise CertificateError(f"{path}.entry_hash",
                                "does not match the decision this envelope states")
     replicas = {placement.account(n) for n in placement.replicas(bucket)}
     signers: set[bytes] = set()
     for i, raw in enumerate(cert["sigs"]):
         s = CertSig(raw["signer"], raw["sig"])
         if s.signer not in replicas:
-            raise CertificateError(f"payload.cert.sigs[{i}].signer",
+            raise CertificateError(f"{path}.sigs[{i}].signer",
                                    f"is not a replica of bucket {bucket}")
         if s.signer in signers:
-            raise CertificateError(f"payload.cert.sigs[{i}].signer", "signs twice")
+            raise CertificateError(f"{path}.sigs[{i}].signer", "signs twice")
         if not valid_sig(swarm_id, bucket, index, term, expected_digest, s):
-            raise CertificateError(f"payload.cert.sigs[{i}].sig", "does not verify")
+            raise CertificateError(f"{path}.sigs[{i}].sig", "does not verify")
         signers.add(s.signer)
     if len(signers) < placement.quorum(bucket):
-        raise CertificateError("payload.cert.sigs",
+        raise CertificateError(f"{path}.sigs",
                                f"{len(signers)} replica signatures, a quorum is "
                                f"{placement.quorum(bucket)}")
+
+
+def announced(payload: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The decisions a DECIDE payload states: its own, then each one in `also`."""
+    return [payload, *payload.get("also", ())]
+
+
+def check_announcement(payload: Mapping[str, Any], swarm_id: bytes,
+                       placement: Placement) -> None:
+    """Raise CertificateError unless every decision a (schema-checked) DECIDE payload
+    states carries a certificate by a quorum of its NEED's bucket's replicas over
+    exactly that decision, and no NEED is stated twice."""
+    seen: set[bytes] = set()
+    for i, d in enumerate(announced(payload)):
+        path = "payload" if i == 0 else f"payload.also[{i - 1}]"
+        cert = d.get("cert")
+        if cert is None:
+            raise CertificateError(f"{path}.cert", "a DECIDE must be certified")
+        need = d["need_id"].raw
+        if need in seen:
+            raise CertificateError(f"{path}.need_id", "this NEED is stated twice")
+        seen.add(need)
+        try:
+            TryDecide(need, d["proposal_id"].encode(), d["k_plan"], d["epoch"])
+        except RemoteProtocolError as exc:
+            raise CertificateError(f"{path}.{exc.field.rsplit('.', 1)[-1]}", exc.reason) \
+                from None
+        check(cert, swarm_id, placement, bucket_of(need, placement.bucket_count),
+              decide_digest(d), f"{path}.cert")
 
 
 def decide_digest(payload: Mapping[str, Any]) -> bytes:

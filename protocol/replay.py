@@ -25,7 +25,6 @@ PENDING_MAX = 10_000
 
 # What each verb does to the plan. Verbs not listed leave the plan unchanged.
 _STATE_FOR_KIND = {
-    "DECIDE": "DECIDED",
     "CLAIM": "CLAIMED",
     "COMMIT": "COMMITTED",
     "FINALIZE": "FINALIZED",
@@ -53,11 +52,13 @@ def plan_ops(env: Envelope) -> list[PlanOp]:
         # decode_envelope enforced the payload schema, including LINK from != to.
         return [op_from_payload(raw, key(i), f"payload.ops[{i}]", checked=True)
                 for i, raw in enumerate(p["ops"])]
+    if kind == "DECIDE":  # its own decision, then each one it also states
+        needs = [p["need_id"], *(d["need_id"] for d in p.get("also", ()))]
+        return [SetState(key(i), str(n), "DECIDED") for i, n in enumerate(needs)]
     state = _STATE_FOR_KIND.get(kind)
     if state is None:
         return []
-    task = str(p["need_id"]) if kind == "DECIDE" else p["task_id"]
-    return [SetState(key(0), task, state)]
+    return [SetState(key(0), p["task_id"], state)]
 
 
 class Outcome(Enum):

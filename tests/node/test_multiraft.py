@@ -78,8 +78,7 @@ class Cluster:
         nursery.start_soon(runner)
 
     async def crash(self, node_id: int) -> None:
-        """Like kill -9: the loop stops mid-flight; only what was written remains. (A
-        write already handed to the disk thread completes, as it would in the kernel.)"""
+        """Like kill -9: the loop stops mid-flight; only what was written remains."""
         self.scopes.pop(node_id).cancel()
         self.nodes.pop(node_id)
         await self.stopped.pop(node_id).wait()
@@ -146,6 +145,31 @@ async def test_decisions_are_certified_by_a_quorum(
     forged = dict(cert, sigs=list(cert["sigs"])[:1])  # type: ignore[call-overload]
     with pytest.raises(certificate.CertificateError):
         certificate.check(forged, c.genesis.swarm_id, c.placement, d.bucket, digest)
+
+
+async def test_replicas_announce_what_the_leader_did_not(
+        cluster: tuple[Cluster, trio.Nursery]) -> None:
+    """Followers send their signatures to the leader only; when the leader does not
+    announce (here: it cannot publish), the replicas share their signatures and one of
+    them publishes the certified decision."""
+    c, _ = cluster
+    with trio.fail_after(60):
+        first = await c.nodes[1].try_decide(TryDecide(need(3), b"p"))
+    bucket = first.bucket
+    leader = next(n for n in c.placement.replicas(bucket)
+                  if c.nodes[n].groups[bucket].raw.raft.role == Role.LEADER)
+    c.nodes[leader].publish = None
+    i = next(i for i in range(100, 10_000) if bucket_of(need(i), BUCKETS) == bucket)
+    with trio.fail_after(60):
+        d = await c.nodes[leader].try_decide(TryDecide(need(i), b"q"))
+        while not any(x.need_id == need(i) for x, _ in c.published):
+            await trio.sleep(0.05)
+    cert = next(cert for x, cert in c.published if x.need_id == need(i))
+    from swarm.protocol.decide import encode_command
+    digest = certificate.entry_hash(encode_command(TryDecide(need(i), b"q"), d.ts_ms))
+    certificate.check(cert, c.genesis.swarm_id, c.placement, bucket, digest)
+    followers = [n for n in c.placement.replicas(bucket) if n != leader]
+    assert sum(c.nodes[n].stats["sigs_shared"] for n in followers) >= 1
 
 
 async def test_leader_crash_and_restart_keeps_decisions_and_resumes(
