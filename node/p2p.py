@@ -144,10 +144,16 @@ class IgnoringPubsub(Pubsub):
     penalised (the fault, such as a sender over its rate, is not the forwarder's), and
     the message id is marked seen, so later copies are dropped as duplicates instead of
     being judged again.
+
+    A copy already seen is dropped as it is read, before py-libp2p spawns a managed task
+    for it (`_is_subscribed_to_msg` is asked first, at py-libp2p's only call site; the
+    task would only find the message seen and return). In a full mesh most copies are
+    duplicates: each receiver of a 5-node swarm reads about three per envelope.
     """
 
     def __init__(self, host: IHost, router: GossipSub, **kwargs: Any) -> None:
         super().__init__(host, router, **kwargs)
+        self.duplicates_dropped = 0
         # (forwarder, topics) of the message being ignored right now: push_msg penalises
         # each of its topics synchronously after validate_msg raises, then returns.
         self._pardon: tuple[ID, set[str]] | None = None
@@ -165,6 +171,14 @@ class IgnoringPubsub(Pubsub):
                 penalise(peer, topic)
 
             scorer.on_invalid_message = on_invalid_message  # type: ignore[method-assign]
+
+    def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
+        if not super()._is_subscribed_to_msg(msg):
+            return False
+        if self._is_msg_seen(msg):
+            self.duplicates_dropped += 1
+            return False
+        return True
 
     async def validate_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         self._pardon = None

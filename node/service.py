@@ -467,6 +467,7 @@ class Node:
                                     if g.raw.raft.lead == self.decider.raft.id),
                      "certified_decisions": len(self.decider.certified)},
             "envelopes": self.store.count,
+            "gossip_duplicates_dropped": getattr(self.pubsub, "duplicates_dropped", 0),
             "pending": len(replica.pending),
             "tasks": len(plan.task_ids()),
             "links": len(plan.links()),

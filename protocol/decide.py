@@ -75,6 +75,69 @@ def decode_command(data: bytes) -> tuple[TryDecide, int]:
     return TryDecide(value["need"], value["proposal"], value["k_plan"], value["epoch"]), ts
 
 
+# -- submission by a node that is not a validator --------------------------------------
+#
+# Such a node has no Raft stream (validators accept those only from validators), so it
+# asks a validator, over its own request/response protocol (node/decide_service.py), to
+# submit the command for it and answer the committed decision. One request and one
+# answer per stream, each a canonical CBOR map.
+
+SUBMISSION_BYTES_MAX = 1024
+SUBMISSION_TIMEOUT_MS_MAX = 60_000
+_SUBMISSION_KEYS = {"need", "proposal", "k_plan", "epoch", "timeout_ms"}
+_ANSWER_KEYS = {"ok", "need", "proposal", "k_plan", "epoch", "bucket", "index", "term", "ts"}
+
+
+def encode_submission(cmd: TryDecide, timeout_ms: int) -> bytes:
+    return cbor.encode({"need": cmd.need_id, "proposal": cmd.proposal_id,
+                        "k_plan": cmd.k_plan, "epoch": cmd.epoch, "timeout_ms": timeout_ms})
+
+
+def decode_submission(data: bytes) -> tuple[TryDecide, int]:
+    """The command and how long the asker waits (ms). RemoteProtocolError if malformed."""
+    if len(data) > SUBMISSION_BYTES_MAX:
+        raise RemoteProtocolError("submission", f"over {SUBMISSION_BYTES_MAX} bytes")
+    value = cbor.decode(data)
+    if not isinstance(value, dict) or set(value) != _SUBMISSION_KEYS:
+        raise RemoteProtocolError("submission", f"must be a map of {sorted(_SUBMISSION_KEYS)}")
+    timeout = value["timeout_ms"]
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not (
+            1 <= timeout <= SUBMISSION_TIMEOUT_MS_MAX):
+        raise RemoteProtocolError("submission.timeout_ms",
+                                  f"must be an integer in [1, {SUBMISSION_TIMEOUT_MS_MAX}]")
+    return TryDecide(value["need"], value["proposal"], value["k_plan"], value["epoch"]), timeout
+
+
+def encode_answer(d: Decision | None, reason: str = "") -> bytes:
+    """The committed decision, or why there is none (`reason`, at most 200 bytes)."""
+    if d is None:
+        return cbor.encode({"ok": False, "reason": reason.encode()[:200].decode(
+            errors="ignore")})
+    return cbor.encode({"ok": True, "need": d.need_id, "proposal": d.proposal_id,
+                        "k_plan": d.k_plan, "epoch": d.epoch, "bucket": d.bucket,
+                        "index": d.index, "term": d.term, "ts": d.ts_ms})
+
+
+def decode_answer(data: bytes) -> Decision:
+    """The decision an answer states; RemoteProtocolError carrying the validator's reason
+    if it has none, or if the answer is malformed."""
+    if len(data) > SUBMISSION_BYTES_MAX:
+        raise RemoteProtocolError("answer", f"over {SUBMISSION_BYTES_MAX} bytes")
+    value = cbor.decode(data)
+    if isinstance(value, dict) and value.get("ok") is False and set(value) == {"ok", "reason"} \
+            and isinstance(value["reason"], str):
+        raise RemoteProtocolError("answer", value["reason"] or "no decision")
+    if not isinstance(value, dict) or value.get("ok") is not True or set(value) != _ANSWER_KEYS:
+        raise RemoteProtocolError("answer", "not a decide answer")
+    cmd = TryDecide(value["need"], value["proposal"], value["k_plan"], value["epoch"])
+    for name in ("bucket", "index", "term", "ts"):
+        v = value[name]
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**63:
+            raise RemoteProtocolError(f"answer.{name}", "must be an integer in [0, 2^63)")
+    return Decision(cmd.need_id, cmd.proposal_id, cmd.k_plan, cmd.epoch, value["bucket"],
+                    value["index"], value["term"], value["ts"])
+
+
 @dataclass
 class DecideMachine:
     """One bucket's decisions. `apply` is called with committed entries in log order."""

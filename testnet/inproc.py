@@ -20,13 +20,16 @@ from swarm.protocol.genesis import Genesis
 WAIT_S = 60.0
 
 
-def make_homes(root: Path, n: int) -> tuple[list[Path], Genesis]:
+def make_homes(root: Path, n: int, validators: int | None = None
+               ) -> tuple[list[Path], Genesis]:
+    """n homes sharing one genesis whose validators are the first `validators` (all by
+    default); the others are plain nodes."""
     homes = [root / f"node{i}" for i in range(n)]
     identities = [create_identity(h) for h in homes]
     gen = genesis_mod.new(
         name="integration", created_ms=0,
         validators=[{"account": ident.public_key, "org": f"o{i}", "asn": i, "region": "r",
-                     "stake": 1} for i, ident in enumerate(identities)],
+                     "stake": 1} for i, ident in enumerate(identities[:validators])],
         params={"replicas": 1},
     )
     for h in homes:

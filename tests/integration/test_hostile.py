@@ -92,3 +92,16 @@ async def test_hostile_peer_is_rejected_and_honest_traffic_flows(swarmlet: Any) 
         assert all(n.store.count == 2 for n in s.nodes.values())
         text = target.metrics_text().decode()
         assert 'swarm_envelopes_total{reason="bad_signature",verdict="reject"}' in text
+
+
+async def test_duplicate_copies_are_dropped_before_judging(swarmlet: Any) -> None:
+    """In a full mesh of three, a receiver gets each envelope from its publisher and
+    again from the other receiver; the second copy is dropped as it is read (counted),
+    and every envelope is still delivered once."""
+    s = await swarmlet(3)
+    for k in range(20):
+        await s.nodes[0].publish("NEED", {"class": "simple", "budget": k + 1}, "", [])
+    await wait_for(lambda: s.converged(20), "20 NEEDs everywhere")
+    assert all(n.store.count == 20 for n in s.nodes.values())
+    dropped = [n.status()["gossip_duplicates_dropped"] for n in s.nodes.values()]
+    assert sum(dropped) > 0, dropped

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from swarm.protocol import cbor, decide
 from swarm.protocol.decide import (
     DecideMachine,
     TryDecide,
@@ -78,3 +79,38 @@ def test_replicas_applying_one_log_agree(cmds: list[tuple[bytes, bytes]]) -> Non
     for i, data in enumerate(log[cut:], cut + 1):
         resumed.apply(i, 1, data)
     assert resumed.decisions == full.decisions
+
+
+# -- the submission protocol of nodes that are not validators --
+
+def test_submission_and_answer_round_trip() -> None:
+    cmd = TryDecide(b"n" * 36, b"p", 2, 3)
+    assert decide.decode_submission(decide.encode_submission(cmd, 1500)) == (cmd, 1500)
+    d = decide.Decision(b"n" * 36, b"p", 2, 3, bucket=7, index=9, term=2, ts_ms=123)
+    assert decide.decode_answer(decide.encode_answer(d)) == d
+    with pytest.raises(RemoteProtocolError, match="no quorum"):
+        decide.decode_answer(decide.encode_answer(None, "no quorum"))
+
+
+@pytest.mark.parametrize("value", [
+    {"need": b"n", "proposal": b"p", "k_plan": 0, "epoch": 0},  # no timeout
+    {"need": b"n", "proposal": b"p", "k_plan": 0, "epoch": 0, "timeout_ms": 0},
+    {"need": b"n", "proposal": b"p", "k_plan": 0, "epoch": 0, "timeout_ms": 10**9},
+    {"need": b"", "proposal": b"p", "k_plan": 0, "epoch": 0, "timeout_ms": 5},
+    {"need": b"n", "proposal": b"p", "k_plan": -1, "epoch": 0, "timeout_ms": 5},
+    {"need": b"n", "proposal": b"p", "k_plan": 0, "epoch": 0, "timeout_ms": 5, "x": 1},
+    [1, 2, 3],
+])
+def test_malformed_submissions_are_refused(value: object) -> None:
+    with pytest.raises(RemoteProtocolError):
+        decide.decode_submission(cbor.encode(value))
+
+
+def test_oversize_and_garbage_submissions_and_answers_are_refused() -> None:
+    for parse in (decide.decode_submission, decide.decode_answer):
+        with pytest.raises(RemoteProtocolError):
+            parse(b"\x00" * (decide.SUBMISSION_BYTES_MAX + 1))
+        with pytest.raises(RemoteProtocolError):
+            parse(b"\xff\xfe")
+    with pytest.raises(RemoteProtocolError):
+        decide.decode_answer(cbor.encode({"ok": True, "need": b"n"}))
