@@ -95,6 +95,14 @@ CERT_SWEEP_TICKS = 10
 # stream of DECIDEs to random buckets that kept dozens of buckets beating (most of the
 # Raft frames in a trace of one DECIDE).
 QUIET_AFTER_TICKS = 1
+# Leadership balance: every BALANCE_TICKS a node that leads more than its share (the
+# bucket count over the validators, rounded up) plus BALANCE_SLACK hands up to
+# BALANCE_MOVES_MAX of its idle buckets to replicas that lead less than their share (as
+# their beats tell), by Raft leader transfer. Elections alone left one node of five
+# leading about a third of the buckets, so its CPU paced every other node's.
+BALANCE_TICKS = 40
+BALANCE_SLACK = 1
+BALANCE_MOVES_MAX = 4
 SNAPSHOT_EVERY = 1000
 LOG_TAIL_KEEP = 100
 ATTEMPT_TIMEOUT_S = 2.0
@@ -278,7 +286,35 @@ class MultiRaft:
             self.with_certs = {b for b in self.with_certs if self.groups[b].certs}
         if self.now_tick % BEAT_TICKS == 0:
             self.beat_due = True
+        if self.now_tick % BALANCE_TICKS == 0:
+            self._balance(dead)
         self.wake.set()
+
+    def _balance(self, dead: set[int]) -> None:
+        mine = [g for b, g in sorted(self.groups.items()) if g.raw.raft.role == Role.LEADER]
+        fair = -(-self.placement.bucket_count // len(self.placement.accounts))
+        excess = len(mine) - fair - BALANCE_SLACK
+        if excess <= 0:
+            return
+        leads = {p: int.from_bytes(bits, "little").bit_count()
+                 for p, bits in self.peer_leads.items() if p not in dead and self._alive(p)}
+        moves = 0
+        for g in mine:
+            r = g.raw.raft
+            if moves >= min(excess, BALANCE_MOVES_MAX):
+                break
+            if not g.quiet or r.lead_transferee != NONE:
+                continue  # busy, or already moving
+            takers = [p for p in r.voters if p in leads and leads[p] < fair]
+            if not takers:
+                continue
+            target = min(takers, key=lambda p: (leads[p], p))
+            g.raw.transfer_leader(target)
+            g.idle_ticks = 0  # tick again until the transfer is done or given up
+            leads[target] += 1
+            moves += 1
+            self.dirty.add(g.bucket)
+            self.stats["leader_transfers"] += 1
 
     def _take_over(self, g: Group, dead: set[int]) -> None:
         g.raw.forget_leader()

@@ -225,3 +225,34 @@ async def test_a_replica_publishes_when_the_leader_did_not(
         await c.nodes[leader].try_decide(TryDecide(need(fresh), b"p"))
         while not any(d.need_id == need(fresh) for d, _ in c.published[before:]):
             await trio.sleep(0.1)
+
+
+async def test_leadership_spreads_across_nodes(cluster: tuple[Cluster, trio.Nursery]) -> None:
+    """However the elections fell, leadership moves (by leader transfer) until no node
+    leads more than its share plus one, and the buckets keep deciding meanwhile."""
+    c, _ = cluster
+    fair = -(-BUCKETS // N)
+
+    def leads() -> dict[int, int]:
+        return {n: sum(1 for g in mr.groups.values() if g.raw.raft.role == Role.LEADER)
+                for n, mr in c.nodes.items()}
+
+    # Unbalance it first: every bucket node 1 replicates moves to node 1.
+    with trio.fail_after(60):
+        await c.nodes[1].try_decide(TryDecide(need(0), b"warm"))
+        for g in c.nodes[1].groups.values():
+            r = g.raw.raft
+            if r.role != Role.LEADER and r.lead:
+                c.nodes[r.lead].groups[g.bucket].raw.transfer_leader(1)
+                c.nodes[r.lead].dirty.add(g.bucket)
+                c.nodes[r.lead].groups[g.bucket].idle_ticks = 0
+        while leads()[1] <= fair + 1:  # (the balancer may start moving some back)
+            await trio.sleep(0.05)
+    with trio.fail_after(120):
+        while max(leads().values()) > fair + 1:
+            await trio.sleep(0.2)
+    assert c.nodes[1].stats["leader_transfers"] > 0
+    with trio.fail_after(60):
+        for i in range(1, 30):
+            d = await c.nodes[1 + i % N].try_decide(TryDecide(need(i), b"p"))
+            assert d.proposal_id == b"p"
