@@ -44,6 +44,12 @@ QUEUE_BYTES_MAX = 64 * 1024 * 1024
 READ_CHUNK = 256 * 1024
 DIAL_TIMEOUT_S = 5.0
 BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+# Every validator beats to every other every 0.5 s, so nothing from a peer for STALL_S
+# while our stream to it is open means the connection stalled: a cut link leaves TCP
+# connections open, and once the link is back the kernel's retransmission backoff held
+# them silent for up to 41 s after a 70 s cut (tests/integration/test_partition_netns.py).
+# The connection is then closed and dialled afresh, which succeeds as soon as the link is.
+STALL_S = 10.0
 
 
 def raft_protocol(short_id: str) -> TProtocol:
@@ -88,6 +94,10 @@ class FrameReader:
             self.buf += chunk
 
 
+class _Stalled(Exception):
+    """Nothing came from the peer for STALL_S while our stream to it was open."""
+
+
 class _Peer:
     def __init__(self, node_id: int, peer_id: ID) -> None:
         self.node_id = node_id
@@ -96,6 +106,7 @@ class _Peer:
         self.queued_bytes = 0
         self.ready = trio.Event()
         self.connected = False
+        self.last_inbound = 0.0  # trio time of its last frame to us
 
 
 class RaftTransport:
@@ -118,7 +129,8 @@ class RaftTransport:
             if node_id != my_id:
                 self.peers[node_id] = _Peer(node_id, pid)
         self.stats: dict[str, int] = {"frames_dropped": 0, "writes": 0, "frames_sent": 0,
-                                      "streams_refused": 0, "dial_failures": 0}
+                                      "streams_refused": 0, "dial_failures": 0,
+                                      "stalls": 0}
 
     def send(self, node_id: int, frame: bytes) -> None:
         peer = self.peers.get(node_id)
@@ -161,8 +173,11 @@ class RaftTransport:
             failures = 0
             peer.connected = True
             self.on_peer_up(peer.node_id)
+            stalled = False
             try:
                 await self._pump(peer, stream)
+            except _Stalled:
+                stalled = True
             except Exception as exc:  # noqa: BLE001 - a broken stream: reconnect
                 log.debug("raft stream to %d broke: %r", peer.node_id, exc)
             peer.connected = False
@@ -170,6 +185,12 @@ class RaftTransport:
             self._drop_queue(peer)
             with contextlib.suppress(Exception):  # already broken
                 await stream.reset()
+            if stalled:
+                self.stats["stalls"] += 1
+                log.info("raft: nothing from validator %d for %g s; dialling it afresh",
+                         peer.node_id, STALL_S)
+                with contextlib.suppress(Exception), trio.move_on_after(DIAL_TIMEOUT_S):
+                    await self.host.get_network().close_peer(peer.peer_id)
 
     async def _open(self, peer: _Peer) -> INetStream:
         with trio.fail_after(DIAL_TIMEOUT_S):
@@ -183,8 +204,14 @@ class RaftTransport:
             return await self.host.new_stream(peer.peer_id, [self.protocol])
 
     async def _pump(self, peer: _Peer, stream: INetStream) -> None:
+        opened = trio.current_time()
         while True:
-            await peer.ready.wait()
+            with trio.move_on_after(1.0):
+                await peer.ready.wait()
+            if trio.current_time() - max(peer.last_inbound, opened) > STALL_S:
+                raise _Stalled
+            if not peer.ready.is_set():
+                continue
             peer.ready = trio.Event()
             if not peer.queue:
                 continue
@@ -215,6 +242,9 @@ class RaftTransport:
                 frame = await reader.next()
                 if frame is None:
                     break
+                peer = self.peers.get(node_id)
+                if peer is not None:
+                    peer.last_inbound = trio.current_time()
                 self.on_frame(node_id, frame)
         except Exception as exc:  # noqa: BLE001 - a peer's broken stream ends only that stream
             log.debug("raft stream from %d ended: %r", node_id, exc)

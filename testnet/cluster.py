@@ -111,8 +111,15 @@ def save_state(directory: Path, members: list[Member]) -> None:
     write_atomic(directory / STATE_FILE, json.dumps(doc, indent=2).encode())
 
 
-def prepare(directory: Path, n: int) -> list[tuple[Path, str]]:
-    """Keys, a genesis naming all nodes as validators, and each home's config."""
+def prepare(directory: Path, n: int, hosts: list[str] | None = None,
+            port: int = 4001) -> list[tuple[Path, str]]:
+    """Keys, a genesis naming all nodes as validators, and each home's config.
+
+    By default every node listens on its own free loopback port. With `hosts`, node i
+    listens on `hosts[i]`:`port` instead (nodes in their own network namespaces, each
+    with its own address, can all use the same port)."""
+    if hosts is not None and len(hosts) != n:
+        raise TestnetError(f"{n} nodes need {n} hosts, not {len(hosts)}")
     directory.mkdir(parents=True, exist_ok=True)
     homes = [directory / f"node{i}" for i in range(n)]
     identities = []
@@ -122,10 +129,13 @@ def prepare(directory: Path, n: int) -> list[tuple[Path, str]]:
         except HomeError:
             identities.append(create_identity(home))
     plan = []
-    for home, ident in zip(homes, identities, strict=True):
+    for i, (home, ident) in enumerate(zip(homes, identities, strict=True)):
         peer_id = peer_id_of(key_pair(ident.seed).public_key).to_base58()
-        port = free_port(_previous_port(home))
-        plan.append((home, f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id}"))
+        if hosts is None:
+            plan.append((home, f"/ip4/127.0.0.1/tcp/{free_port(_previous_port(home))}"
+                               f"/p2p/{peer_id}"))
+        else:
+            plan.append((home, f"/ip4/{hosts[i]}/tcp/{port}/p2p/{peer_id}"))
     unit = genesis_mod.UNIT_PER_CREDIT
     gen = genesis_mod.new(
         name=f"testnet-{directory.resolve().name}",
@@ -169,9 +179,13 @@ def prepare(directory: Path, n: int) -> list[tuple[Path, str]]:
     return plan
 
 
-def start_member(index: int, home: Path, addr: str) -> Member:
+def start_member(index: int, home: Path, addr: str,
+                 prefix: list[str] | None = None) -> Member:
+    """Start node `index` in the background. `prefix` runs it through another command
+    that execs it in place, keeping the pid (e.g. `ip netns exec NS`)."""
     stdio = (home / "stdio.log").open("ab")
-    proc = subprocess.Popen([*node_cmd(), "start", "--home", str(home)], stdout=stdio,
+    proc = subprocess.Popen([*(prefix or []), *node_cmd(), "start", "--home", str(home)],
+                            stdout=stdio,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     stdio.close()
