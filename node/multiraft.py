@@ -102,7 +102,7 @@ QUIET_AFTER_TICKS = 1
 # leading about a third of the buckets, so its CPU paced every other node's.
 BALANCE_TICKS = 40
 BALANCE_SLACK = 1
-BALANCE_MOVES_MAX = 4
+BALANCE_MOVES_MAX = 16
 SNAPSHOT_EVERY = 1000
 LOG_TAIL_KEEP = 100
 ATTEMPT_TIMEOUT_S = 2.0

@@ -65,6 +65,12 @@ class SwarmSide:
         self.directory = directory
         self.members = cluster.up(directory, 5)
         self.bucket_count = Client(self.members[0].home).get("/raft/status")["bucket_count"]
+        # Measure the steady state: after the first elections, leadership is still
+        # being spread over the nodes (leader transfers) for some seconds.
+        fair = -(-self.bucket_count // len(self.members))
+        cluster.wait_until(lambda: max(Client(m.home).get("/raft/status")["leading"]
+                                       for m in self.members) <= fair + 1, 120,
+                           "leadership to spread over the nodes", 0.5)
 
     def client(self, i: int) -> Callable[[str, str], None]:
         c = Client(self.members[i % len(self.members)].home, timeout_s=30)
