@@ -18,14 +18,22 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from swarm.node import p2p
 from swarm.node.service import sync_protocol
-from swarm.testnet.inproc import wait_for
+from swarm.protocol.cid import Cid
+from swarm.testnet.inproc import in_gossip_cache, wait_for
 
 
 async def test_a_foreign_peer_is_never_asked_for_catch_up(swarmlet: Any) -> None:
     s = await swarmlet(2)
     await s.stop(1)
-    for k in range(20):
-        await s.nodes[0].publish("NEED", {"class": "simple", "budget": k + 1}, "", [])
+    published = [await s.nodes[0].publish("NEED", {"class": "simple", "budget": k + 1}, "",
+                                          [])
+                 for k in range(20)]
+    # Gossip could still hand these over from its message cache to a node back soon
+    # enough; wait until it no longer can, so that they come by catch-up.
+    wires = {s.nodes[0].store.get(Cid.parse(p["id"])) for p in published}
+    assert in_gossip_cache(s.nodes[0], wires) == 20
+    await wait_for(lambda: in_gossip_cache(s.nodes[0], wires) == 0,
+                   "gossip to forget the NEEDs")
     node = await s.start(1)
     listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
     foreign, foreign_id = p2p.make_host(os.urandom(32), listen)
