@@ -40,13 +40,6 @@ def make_homes(root: Path, n: int, validators: int | None = None
     return homes, gen
 
 
-def in_gossip_cache(node: Node, wires: set[bytes]) -> int:
-    """How many of these envelopes `node`'s gossip could still hand out (IHAVE/IWANT
-    from its message cache, a few heartbeats long). Tests that must see envelopes come
-    by catch-up wait for 0 before a stopped node returns."""
-    return sum(1 for m in list(node.router.mcache.msgs.values()) if m.data in wires)
-
-
 async def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
     with trio.move_on_after(timeout_s):
         while not predicate():

@@ -18,22 +18,19 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from swarm.node import p2p
 from swarm.node.service import sync_protocol
-from swarm.protocol.cid import Cid
-from swarm.testnet.inproc import in_gossip_cache, wait_for
+from swarm.testnet.inproc import wait_for
 
 
 async def test_a_foreign_peer_is_never_asked_for_catch_up(swarmlet: Any) -> None:
     s = await swarmlet(2)
     await s.stop(1)
-    published = [await s.nodes[0].publish("NEED", {"class": "simple", "budget": k + 1}, "",
-                                          [])
-                 for k in range(20)]
-    # Gossip could still hand these over from its message cache to a node back soon
-    # enough; wait until it no longer can, so that they come by catch-up.
-    wires = {s.nodes[0].store.get(Cid.parse(p["id"])) for p in published}
-    assert in_gossip_cache(s.nodes[0], wires) == 20
-    await wait_for(lambda: in_gossip_cache(s.nodes[0], wires) == 0,
-                   "gossip to forget the NEEDs")
+    for k in range(20):
+        await s.nodes[0].publish("NEED", {"class": "simple", "budget": k + 1}, "", [])
+    # Gossip would hand the NEEDs over itself when node 1 returns (py-libp2p keeps
+    # messages for a peer that went away, 30 s, and its message cache answers IWANT):
+    # restart node 0 too, so that only catch-up can bring them.
+    await s.stop(0)
+    await s.start(0)
     node = await s.start(1)
     listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
     foreign, foreign_id = p2p.make_host(os.urandom(32), listen)
