@@ -399,8 +399,10 @@ class Node:
             if fresh:
                 self.wal.note_write()
             accepted += len(fresh)
+            # Counted with the commit, not after the loop: anyone who sees the plan
+            # move (the yield below lets them) sees the count too.
+            self.metrics.synced.inc(len(fresh))
             await trio.sleep(0)
-        self.metrics.synced.inc(accepted)
         if accepted:
             log.info("caught up peer=%s accepted=%d", peer.to_base58(), accepted)
         return accepted
