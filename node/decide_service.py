@@ -20,17 +20,13 @@ decision from Raft.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import trio
-from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.peer.id import ID
-from libp2p.utils import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -56,8 +52,8 @@ from swarm.protocol.raft import NONE
 from swarm.protocol.schema import to_json
 from swarm.protocol.verbs import DECIDE_ALSO_MAX
 
+from . import relay
 from .multiraft import TICK_MS, DecideError, MultiRaft
-from .p2p import peer_id_of_account
 from .raft_transport import RaftTransport, raft_protocol
 from .raftstore import RaftStore
 
@@ -66,7 +62,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("swarm.decide")
 
-SUBMISSIONS_PER_PEER_MAX = 32
 RAFT_DIR = "raft"
 CERTIFIED_MAX = 1_000_000
 ANNOUNCE_WINDOW_S = 0.2
@@ -119,8 +114,7 @@ class DecideService:
                               genesis=node.genesis)
         self.transport: RaftTransport | None = None
         self.submission_protocol = TProtocol(f"/can-swarm/{node.genesis.short_id}/decide/1.0.0")
-        self.submitting: dict[ID, int] = {}  # submissions being served, per asking peer
-        self.stats_submissions = 0
+        self.submissions = relay.Server(SUBMISSION_BYTES_MAX, self._serve_submission)
         self.announce_queue: deque[tuple[Decision, dict[str, Any]]] = deque()
         # What the policy allows a DECIDE (None: it allows none, so one per envelope and
         # the denial is logged).
@@ -155,7 +149,7 @@ class DecideService:
             await nursery.start(self.raft.run)
             nursery.start_soon(self._announcer)
             if self.raft.id != NONE:
-                node.host.set_stream_handler(self.submission_protocol, self._serve_submission)
+                node.host.set_stream_handler(self.submission_protocol, self.submissions)
             log.info("raft started id=%d buckets=%d", self.raft.id, len(self.raft.groups))
             task_status.started()
 
@@ -237,75 +231,37 @@ class DecideService:
         """Ask connected validators, one after another until one answers the committed
         decision or `timeout_s` passes. The answer is one validator's word; the certified
         DECIDE that follows is what this node's read replica trusts."""
-        host = self.node.host
-        connected = set(host.get_connected_peers())
-        validators = [p for p in (peer_id_of_account(a) for a in self.placement.accounts)
-                      if p in connected]
-        if not validators:
+
+        def parse(data: bytes) -> Decision:
+            d = decode_answer(data)
+            if (d.need_id, d.k_plan, d.epoch) != (cmd.need_id, cmd.k_plan, cmd.epoch) or \
+                    d.bucket != bucket_of(cmd.need_id, self.placement.bucket_count):
+                raise RemoteProtocolError("answer", "states another NEED or bucket")
+            return d
+
+        try:
+            return await relay.ask_validators(
+                self.node.host, self.placement, self.submission_protocol,
+                lambda ms: encode_submission(cmd, ms), SUBMISSION_BYTES_MAX, parse,
+                timeout_s, SUBMISSION_TIMEOUT_MS_MAX)
+        except relay.NoValidator:
             raise DecideError("this node is not a validator and is connected to none; "
                               "connect to a validator (swarm-node peers connect) or submit "
-                              "through a validator's control API")
-        random.shuffle(validators)
-        reasons = []
-        with trio.move_on_after(timeout_s) as scope:
-            for attempt in range(len(validators) * 3):
-                peer = validators[attempt % len(validators)]
-                left_ms = max(1, int((scope.deadline - trio.current_time()) * 1000))
-                try:
-                    return await self._ask_validator(peer, cmd, min(
-                        left_ms, SUBMISSION_TIMEOUT_MS_MAX))
-                except Exception as exc:  # noqa: BLE001 - any failure: ask another
-                    reasons.append(f"{peer.to_base58()[-8:]}: {exc}")
-                    await trio.sleep(min(0.05 * (attempt + 1), 0.5))
-        raise DecideError(f"no validator answered a decision within {timeout_s:g} s ("
-                          + "; ".join(reasons[-3:]) + ")")
+                              "through a validator's control API") from None
+        except TimeoutError as exc:
+            raise DecideError(f"no validator answered a decision within {timeout_s:g} s "
+                              f"({exc})") from None
 
-    async def _ask_validator(self, peer: ID, cmd: TryDecide, timeout_ms: int) -> Decision:
-        with trio.fail_after(timeout_ms / 1000 + 1):
-            stream = await self.node.host.new_stream(peer, [self.submission_protocol])
-            try:
-                await stream.write(encode_varint_prefixed(encode_submission(cmd, timeout_ms)))
-                answer = await read_varint_prefixed_bytes_limited(stream,
-                                                                  SUBMISSION_BYTES_MAX)
-            finally:
-                await stream.close()
-        d = decode_answer(answer)
-        if (d.need_id, d.k_plan, d.epoch) != (cmd.need_id, cmd.k_plan, cmd.epoch) or \
-                d.bucket != bucket_of(cmd.need_id, self.placement.bucket_count):
-            raise RemoteProtocolError("answer", "states another NEED or bucket")
-        return d
-
-    async def _serve_submission(self, stream: INetStream) -> None:
+    async def _serve_submission(self, data: bytes) -> bytes:
         """A node that is not a validator asks us to submit a DECIDE for it."""
-        peer = stream.muxed_conn.peer_id
-        if self.submitting.get(peer, 0) >= SUBMISSIONS_PER_PEER_MAX:
-            await stream.reset()
-            return
-        self.submitting[peer] = self.submitting.get(peer, 0) + 1
         try:
-            with trio.fail_after(5):
-                data = await read_varint_prefixed_bytes_limited(stream, SUBMISSION_BYTES_MAX)
-            try:
-                cmd, timeout_ms = decode_submission(data)
-            except RemoteProtocolError as exc:
-                answer = encode_answer(None, f"{exc.field}: {exc.reason}")
-            else:
-                try:
-                    d = await self.raft.try_decide(cmd, timeout_s=timeout_ms / 1000)
-                    answer = encode_answer(d)
-                except DecideError as exc:
-                    answer = encode_answer(None, exc.reason)
-            self.stats_submissions += 1
-            with trio.fail_after(5):
-                await stream.write(encode_varint_prefixed(answer))
-                await stream.close()
-        except Exception as exc:  # noqa: BLE001 - a peer's bad request ends its stream only
-            log.debug("decide submission from %s failed: %r", peer, exc)
-            await stream.reset()
-        finally:
-            self.submitting[peer] -= 1
-            if not self.submitting[peer]:
-                del self.submitting[peer]
+            cmd, timeout_ms = decode_submission(data)
+        except RemoteProtocolError as exc:
+            return encode_answer(None, f"{exc.field}: {exc.reason}")
+        try:
+            return encode_answer(await self.raft.try_decide(cmd, timeout_s=timeout_ms / 1000))
+        except DecideError as exc:
+            return encode_answer(None, exc.reason)
 
     def decision(self, need_id: str) -> dict[str, Any] | None:
         need = Cid.parse(need_id, "need_id")

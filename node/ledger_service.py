@@ -5,7 +5,9 @@ signs a TRANSFER / STAKE / UNSTAKE / COMPLETE_UNBONDING / POOL_REGISTER / POOL_L
 envelope with its identity (the node's account is the account that pays), checks it
 against the swarm's policy as it would before publishing, submits it to the bucket that
 owns the account (`MultiRaft.submit`: the bucket's leader orders it; elsewhere it is
-forwarded), and answers the outcome every replica computed -- a refusal by the ledger's
+forwarded; a node that is not a validator hands the signed envelope to a validator it is
+connected to, which submits it, node/relay.py), and answers the outcome every replica
+computed -- a refusal by the ledger's
 rules ("insufficient balance: have 40, need 55") is an outcome too (`LedgerRefused`).
 
 Reads come from this node's own state: its replicas' machines for buckets it
@@ -19,13 +21,26 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import trio
+from libp2p.custom_types import TProtocol
 
-from swarm.protocol.bucket_machine import LedgerOutcome, ledger_command, view_json
+from swarm.protocol.bucket_machine import (
+    LEDGER_SUBMISSION_BYTES_MAX,
+    LEDGER_SUBMISSION_TIMEOUT_MS_MAX,
+    LedgerOutcome,
+    decode_ledger_answer,
+    decode_ledger_submission,
+    encode_ledger_answer,
+    encode_ledger_submission,
+    ledger_command,
+    view_json,
+)
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.envelope import make_envelope
-from swarm.protocol.errors import LocalProtocolError
+from swarm.protocol.errors import LocalProtocolError, RemoteProtocolError
 from swarm.protocol.ledger import AuditRecord, parse_credits
+from swarm.protocol.raft import NONE
 
+from . import relay
 from .ledger_raft import LedgerRaft
 from .multiraft import SubmitError
 
@@ -56,8 +71,13 @@ class LedgerService:
         self.unit = node.genesis.params["unit_per_credit"]
         self.bucket_count = raft.placement.bucket_count
         self.account_id = node.identity.public_key
+        self.submission_protocol = TProtocol(
+            f"/can-swarm/{node.genesis.short_id}/ledger-submit/1.0.0")
+        self.submissions = relay.Server(LEDGER_SUBMISSION_BYTES_MAX, self._serve_submission)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        if self.raft.id != NONE:
+            self.node.host.set_stream_handler(self.submission_protocol, self.submissions)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.net.run)
             task_status.started()
@@ -73,9 +93,6 @@ class LedgerService:
         """Sign `kind` with this node's identity, submit it to the account's bucket,
         and return the applied outcome; raises LedgerRefused if the ledger refused it,
         SubmitError if no outcome came in time."""
-        if self.raft.id == 0:
-            raise SubmitError("node", "this node is not a validator, so it cannot reach the "
-                                      "buckets; use a validator's control API")
         node = self.node
         env = make_envelope(node.identity, kind=kind, swarm=node.genesis.swarm_id,
                             lamport=node.clock.tick(), ts=time.time_ns() // 1_000_000,
@@ -85,11 +102,55 @@ class LedgerService:
         if not checked.allowed:
             raise LocalProtocolError("policy", f"the swarm's policy denies this {kind}: "
                                      f"{checked.reason}", code=checked.reason)
-        cmd = ledger_command(bucket_of(self.account_id, self.bucket_count), env.wire)
-        outcome = await self.raft.submit(cmd, timeout_s=timeout_s)
+        bucket = bucket_of(self.account_id, self.bucket_count)
+        if self.raft.id == NONE:
+            outcome = await self._submit_through_validator(bucket, env.wire, timeout_s)
+        else:
+            outcome = await self.raft.submit(ledger_command(bucket, env.wire),
+                                             timeout_s=timeout_s)
         if not outcome.ok:
             raise LedgerRefused(outcome)
         return {**outcome.to_json(), "envelope": str(env.id), "unit_per_credit": self.unit}
+
+    async def _submit_through_validator(self, bucket: int, wire: bytes,
+                                        timeout_s: float) -> LedgerOutcome:
+        """A node that is not a validator hands its signed envelope to a connected
+        validator, which submits it and answers the outcome."""
+
+        def parse(data: bytes) -> LedgerOutcome:
+            answer = decode_ledger_answer(data)
+            if isinstance(answer, LedgerOutcome):
+                return answer
+            code, reason = answer
+            if code == SubmitError.code:  # no quorum in time there: ask another
+                raise relay.Retry(reason)
+            raise relay.Final(SubmitError("command", reason, code=code))
+
+        try:
+            return await relay.ask_validators(
+                self.node.host, self.raft.placement, self.submission_protocol,
+                lambda ms: encode_ledger_submission(bucket, wire, ms),
+                LEDGER_SUBMISSION_BYTES_MAX, parse, timeout_s, LEDGER_SUBMISSION_TIMEOUT_MS_MAX)
+        except relay.NoValidator:
+            raise SubmitError("node", "this node is not a validator and is connected to "
+                                      "none; connect to a validator or use a validator's "
+                                      "control API") from None
+        except TimeoutError as exc:
+            raise SubmitError("command", f"no validator answered an outcome within "
+                                         f"{timeout_s:g} s ({exc})") from None
+
+    async def _serve_submission(self, data: bytes) -> bytes:
+        """A node that is not a validator asks us to submit its signed ledger envelope."""
+        try:
+            bucket, wire, timeout_ms = decode_ledger_submission(data, self.bucket_count)
+        except RemoteProtocolError as exc:
+            return encode_ledger_answer(None, "invalid", f"{exc.field}: {exc.reason}")
+        try:
+            outcome = await self.raft.submit(ledger_command(bucket, wire),
+                                             timeout_s=timeout_ms / 1000)
+        except SubmitError as exc:
+            return encode_ledger_answer(None, exc.code, exc.reason)
+        return encode_ledger_answer(outcome)
 
     async def transfer(self, to: str, amount: str | int, memo: str = "",
                        timeout_s: float = 15.0) -> dict[str, Any]:

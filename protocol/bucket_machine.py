@@ -188,6 +188,64 @@ def ledger_command(bucket: int, wire: bytes) -> Command:
     return Command(bucket, command_key(value), value)
 
 
+# -- submission by a node that is not a validator ----------------------------------------
+#
+# Such a node has no Raft stream, so it hands its signed ledger envelope to a validator,
+# which submits it for it and answers the outcome (node/ledger_service.py carries it).
+# The envelope's signature is the account holder's: the validator can relay it, not
+# forge or alter it. One request and one answer per stream, each a canonical CBOR map.
+
+LEDGER_SUBMISSION_BYTES_MAX = 70 * 1024  # an envelope (at most 64 KiB) and a few fields
+LEDGER_SUBMISSION_TIMEOUT_MS_MAX = 60_000
+
+
+def encode_ledger_submission(bucket: int, wire: bytes, timeout_ms: int) -> bytes:
+    return cbor.encode({"bucket": bucket, "env": bytes(wire), "timeout_ms": timeout_ms})
+
+
+def decode_ledger_submission(data: bytes, bucket_count: int) -> tuple[int, bytes, int]:
+    """(bucket, envelope wire, how long the asker waits in ms); RemoteProtocolError if
+    malformed. The envelope itself is checked where every ledger command is: at the
+    bucket leader's door and when applied."""
+    if len(data) > LEDGER_SUBMISSION_BYTES_MAX:
+        raise RemoteProtocolError("submission", f"over {LEDGER_SUBMISSION_BYTES_MAX} bytes")
+    v = cbor.decode(data)
+    if not isinstance(v, dict) or set(v) != {"bucket", "env", "timeout_ms"}:
+        raise RemoteProtocolError("submission", "must be a map of bucket, env, timeout_ms")
+    bucket, wire, timeout = v["bucket"], v["env"], v["timeout_ms"]
+    if not isinstance(bucket, int) or isinstance(bucket, bool) or not 0 <= bucket < bucket_count:
+        raise RemoteProtocolError("submission.bucket", f"must be 0..{bucket_count - 1}")
+    if not isinstance(wire, bytes) or not wire:
+        raise RemoteProtocolError("submission.env", "must be the signed envelope's bytes")
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not (
+            1 <= timeout <= LEDGER_SUBMISSION_TIMEOUT_MS_MAX):
+        raise RemoteProtocolError("submission.timeout_ms",
+                                  f"must be an integer in [1, {LEDGER_SUBMISSION_TIMEOUT_MS_MAX}]")
+    return bucket, wire, timeout
+
+
+def encode_ledger_answer(outcome: LedgerOutcome | None, code: str = "",
+                         reason: str = "") -> bytes:
+    """The applied outcome, or why there is none (`code`, `reason`; at most 200 bytes)."""
+    if outcome is not None:
+        return cbor.encode({"ok": True, "outcome": outcome.to_value()})
+    return cbor.encode({"ok": False, "code": code[:64],
+                        "reason": reason.encode()[:200].decode(errors="ignore")})
+
+
+def decode_ledger_answer(data: bytes) -> LedgerOutcome | tuple[str, str]:
+    """The outcome, or (code, reason) when the validator had none."""
+    if len(data) > LEDGER_SUBMISSION_BYTES_MAX:
+        raise RemoteProtocolError("answer", f"over {LEDGER_SUBMISSION_BYTES_MAX} bytes")
+    v = cbor.decode(data)
+    if isinstance(v, dict) and v.get("ok") is True and set(v) == {"ok", "outcome"}:
+        return LedgerOutcome.from_value(v["outcome"])
+    if isinstance(v, dict) and v.get("ok") is False and set(v) == {"ok", "code", "reason"} \
+            and isinstance(v["code"], str) and isinstance(v["reason"], str):
+        return v["code"], v["reason"]
+    raise RemoteProtocolError("answer", "not a ledger submission answer")
+
+
 def effects_command(batch: EffectBatch) -> Command:
     """Deliver an effect batch to its target bucket."""
     value = {"op": "effects", "batch": body_value(batch)}

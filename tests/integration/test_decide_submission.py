@@ -1,4 +1,5 @@
-"""A node that is not a validator submits DECIDEs through a validator.
+"""A node that is not a validator submits DECIDEs and ledger operations through a
+validator.
 
 Goal: any node may call try_decide (issue 5), not only validators: a plain node asks a
 connected validator over the decide submission protocol, gets the committed decision
@@ -16,8 +17,12 @@ import pytest
 import trio
 from libp2p.utils import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
+from swarm.node.ledger_service import LedgerRefused
+from swarm.node.multiraft import SubmitError
+from swarm.protocol.buckets import bucket_of
 from swarm.protocol.cid import dag_cbor_cid
 from swarm.protocol.decide import SUBMISSION_BYTES_MAX, decode_answer
+from swarm.protocol.envelope import Identity, make_envelope
 from swarm.protocol.errors import RemoteProtocolError
 from swarm.testnet.inproc import wait_for
 
@@ -55,3 +60,23 @@ async def test_a_malformed_submission_gets_an_error_answer(swarmlet: Any) -> Non
     with trio.fail_after(60):
         d = await outsider.decider.try_decide(str(dag_cbor_cid(b"after")), "p")
     assert d["proposal_id"] == "p"
+
+
+async def test_a_plain_node_submits_ledger_operations_through_a_validator(
+        swarmlet: Any) -> None:
+    """The same for the ledger: a plain node signs its own TRANSFER and a validator
+    relays it; the outcome is the ledger's (here a refusal: the account holds nothing),
+    and a relayed envelope that is not the asker's own is refused at the leader's door."""
+    s = await swarmlet(3, validators=2)
+    outsider = s.nodes[2]
+    with trio.fail_after(60):
+        with pytest.raises(LedgerRefused, match="insufficient"):
+            await outsider.ledger.transfer(s.nodes[0].identity.public_key.hex(), "1")
+        other = make_envelope(Identity(b"\x07" * 32), kind="TRANSFER",
+                              swarm=s.genesis.swarm_id, lamport=1, ts=0,
+                              payload={"to": b"\x01" * 32, "amount": 5})
+        wrong_bucket = (bucket_of(other.sender, s.genesis.params["bucket_count"]) + 1) \
+            % s.genesis.params["bucket_count"]
+        with pytest.raises(SubmitError) as refused:
+            await outsider.ledger._submit_through_validator(wrong_bucket, other.wire, 10)
+    assert refused.value.code != "submit_failed"  # refused at the door, not a timeout

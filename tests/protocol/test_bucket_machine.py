@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from swarm.protocol import bucket_machine as bm
 from swarm.protocol import cbor
 from swarm.protocol import genesis as genesis_mod
 from swarm.protocol.bucket_machine import (
@@ -391,3 +392,23 @@ def test_buckets_conserve_credits_and_read_replicas_agree(
         assert b.reader.root() == b.machine.part.root()
         for view in b.machine.ledger.accounts():
             assert min(view.balance, view.locked, view.unbonding, view.escrowed) >= 0
+
+
+# -- ledger submissions of nodes that are not validators --
+
+def test_ledger_submission_round_trip_and_refusals() -> None:
+    data = bm.encode_ledger_submission(7, b"\xa1\x61a\x01", 1500)
+    assert bm.decode_ledger_submission(data, 16) == (7, b"\xa1\x61a\x01", 1500)
+    for bad in ({"bucket": 16, "env": b"x", "timeout_ms": 5},
+                {"bucket": 1, "env": b"", "timeout_ms": 5},
+                {"bucket": 1, "env": b"x", "timeout_ms": 0},
+                {"bucket": 1, "env": b"x"},
+                {"bucket": True, "env": b"x", "timeout_ms": 5}):
+        with pytest.raises(RemoteProtocolError):
+            bm.decode_ledger_submission(cbor.encode(bad), 16)
+    with pytest.raises(RemoteProtocolError):
+        bm.decode_ledger_submission(b"\x00" * (bm.LEDGER_SUBMISSION_BYTES_MAX + 1), 16)
+    assert bm.decode_ledger_answer(bm.encode_ledger_answer(None, "busy", "try later")) == (
+        "busy", "try later")
+    with pytest.raises(RemoteProtocolError):
+        bm.decode_ledger_answer(cbor.encode({"ok": True}))
