@@ -71,13 +71,24 @@ def test_one_decision_per_need_across_a_leader_kill(net: Path) -> None:
     bucket_count = Client(members[0].home).get("/raft/status")["bucket_count"]
     # The victim: the leader of the first NEED's bucket, as its replicas see it.
     target_bucket = bucket_of(Cid.parse(needs[0]).raw, bucket_count)
-    status = Client(members[0].home).get(f"/raft/status?bucket={target_bucket}")
-    leader_id = status["buckets"][0]["leader"]
     by_id = {Client(m.home).get("/raft/status")["node_id"]: m for m in members}
-    if leader_id is None:  # node0 does not replicate it; ask a replica
-        replica = by_id[status["buckets"][0]["replicas"][0]]
-        leader_id = Client(replica.home).get(
-            f"/raft/status?bucket={target_bucket}")["buckets"][0]["leader"]
+    replicas = Client(members[0].home).get(
+        f"/raft/status?bucket={target_bucket}")["buckets"][0]["replicas"]
+    found: list[int] = []
+
+    def leader_known() -> bool:
+        # Asked of a replica, and again until one answers: between an election or a
+        # balancing leader transfer and the next beat, a replica may know no leader.
+        for r in replicas:
+            lead = Client(by_id[r].home).get(
+                f"/raft/status?bucket={target_bucket}")["buckets"][0]["leader"]
+            if lead:
+                found.append(lead)
+                return True
+        return False
+
+    cluster.wait_until(leader_known, 60, f"a leader of bucket {target_bucket}")
+    leader_id = found[-1]
     victim = by_id[leader_id]
     others = [m for m in members if m is not victim]
 

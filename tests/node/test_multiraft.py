@@ -40,6 +40,10 @@ class Cluster:
         self.published: list[tuple[Decision, dict[str, object]]] = []
         self.cut: set[int] = set()
 
+    def leader_of(self, bucket: int) -> int:
+        return next(n for n in self.placement.replicas(bucket)
+                    if self.nodes[n].groups[bucket].raw.raft.role == Role.LEADER)
+
     def identity_of(self, node_id: int) -> Identity:
         account = self.placement.account(node_id)
         return next(i for i in self.ids if i.public_key == account)
@@ -156,8 +160,7 @@ async def test_replicas_announce_what_the_leader_did_not(
     with trio.fail_after(60):
         first = await c.nodes[1].try_decide(TryDecide(need(3), b"p"))
     bucket = first.bucket
-    leader = next(n for n in c.placement.replicas(bucket)
-                  if c.nodes[n].groups[bucket].raw.raft.role == Role.LEADER)
+    leader = c.leader_of(bucket)
     c.nodes[leader].publish = None
     i = next(i for i in range(100, 10_000) if bucket_of(need(i), BUCKETS) == bucket)
     with trio.fail_after(60):
@@ -178,8 +181,7 @@ async def test_leader_crash_and_restart_keeps_decisions_and_resumes(
     with trio.fail_after(60):
         first = await c.nodes[1].try_decide(TryDecide(need(7), b"first"))
     bucket = first.bucket
-    leader = next(n for n in c.placement.replicas(bucket)
-                  if c.nodes[n].groups[bucket].raw.raft.role == Role.LEADER)
+    leader = c.leader_of(bucket)
     await c.crash(leader)
     other = next(n for n in c.nodes)
     with trio.fail_after(60):
@@ -217,8 +219,7 @@ async def test_a_replica_publishes_when_the_leader_did_not(
         warm = await c.nodes[1].try_decide(TryDecide(need(50), b"w"))
     bucket = warm.bucket
     fresh = next(i for i in range(2000, 9000) if bucket_of(need(i), BUCKETS) == bucket)
-    leader = next(n for n in c.placement.replicas(bucket)
-                  if c.nodes[n].groups[bucket].raw.raft.role == Role.LEADER)
+    leader = c.leader_of(bucket)
     c.nodes[leader].publish = None  # as if it died right after committing
     before = len(c.published)
     with trio.fail_after(60):
