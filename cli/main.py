@@ -487,6 +487,7 @@ def start(
 
     import trio
 
+    from swarm.node import heap
     from swarm.node.logs import configure_logging
     from swarm.node.service import open_node
     from swarm.node.store import StoreError
@@ -504,6 +505,7 @@ def start(
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
+            heap.freeze_startup(collect=False)  # what startup loaded lives as long as we do
 
             async def on_signal() -> None:
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -515,6 +517,11 @@ def start(
             await node._stop.wait()
             nursery.cancel_scope.cancel()
 
+    # Full collections would walk every object the imports made, stopping the loop for
+    # a few hundred ms each time (node/heap.py has the figures).
+    heap.freeze_startup(collect=True)
+    pauses = heap.GcPauses(node.metrics.registry)
+    pauses.install()
     try:
         trio.run(main)
     except StoreError as exc:

@@ -100,4 +100,7 @@ def test_cli_against_a_running_node(net: Path) -> None:
     assert httpx.get(api + "/status",
                      headers={"authorization": f"Bearer {token}"}).status_code == 200
     assert "/needs" in httpx.get(api + "/openapi.json").json()["paths"]
-    assert "swarm_envelopes_published_total" in httpx.get(api + "/metrics").text
+    metrics = httpx.get(api + "/metrics").text
+    assert "swarm_envelopes_published_total" in metrics
+    # A node process times its garbage collections (node/heap.py).
+    assert 'swarm_gc_pause_seconds_count{generation="0"}' in metrics
