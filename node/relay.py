@@ -18,17 +18,18 @@ from typing import TypeVar
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.peer.id import ID
 from libp2p.utils import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
 from swarm.protocol.placement import Placement
 
 from .p2p import peer_id_of_account
+from .streamlimits import Slots
 
 log = logging.getLogger("swarm.relay")
 T = TypeVar("T")
 
 PER_PEER_MAX = 32  # requests served at once for one asking peer
+TOTAL_MAX = 256  # and for all peers together
 READ_TIMEOUT_S = 5.0
 
 
@@ -93,15 +94,14 @@ class Server:
                  handle: Callable[[bytes], Awaitable[bytes]]) -> None:
         self.request_bytes_max = request_bytes_max
         self.handle = handle
-        self.serving: dict[ID, int] = {}
+        self.slots = Slots(PER_PEER_MAX, TOTAL_MAX)
         self.served = 0
 
     async def __call__(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
-        if self.serving.get(peer, 0) >= PER_PEER_MAX:
+        if not self.slots.take(peer):
             await stream.reset()
             return
-        self.serving[peer] = self.serving.get(peer, 0) + 1
         try:
             with trio.fail_after(READ_TIMEOUT_S):
                 data = await read_varint_prefixed_bytes_limited(stream,
@@ -115,6 +115,4 @@ class Server:
             log.debug("relayed request from %s failed: %r", peer, exc)
             await stream.reset()
         finally:
-            self.serving[peer] -= 1
-            if not self.serving[peer]:
-                del self.serving[peer]
+            self.slots.give(peer)

@@ -69,6 +69,7 @@ from .metrics import Metrics
 from .pipeline import Pipeline, Verdict
 from .policy import WasmPolicy
 from .store import Store, StoreError
+from .streamlimits import Slots
 
 log = logging.getLogger("swarm.node")
 
@@ -87,6 +88,10 @@ CATCHUP_INTERVAL_S = 2.0
 # benchmarks join them across nodes to get exact publish-to-delivery latencies.
 DELIVERY_LOG_MAX = 20_000
 REQUEST_TIMEOUT_S = 10.0
+# Catch-up requests served at once: a node asks its peers one request at a time, and
+# each reply being built holds up to catchup.REPLY_BYTES_MAX of memory.
+CATCHUP_PER_PEER_MAX = 4
+CATCHUP_TOTAL_MAX = 32
 
 
 def topic(genesis: Genesis, name: str) -> str:
@@ -146,6 +151,7 @@ class Node:
         self.delivery_log: deque[tuple[Cid, int, str]] = deque(maxlen=DELIVERY_LOG_MAX)
         self._stop = trio.Event()
         self.api_url = ""
+        self.catchup_slots = Slots(CATCHUP_PER_PEER_MAX, CATCHUP_TOTAL_MAX)
         # Loaded here, so a module that genesis does not pin stops the node before it
         # opens anything (PolicyLoadError).
         self.policy = WasmPolicy.for_genesis(self.genesis, self.metrics)
@@ -351,6 +357,10 @@ class Node:
     # --- catch-up -------------------------------------------------------------------
 
     async def _serve_catchup(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        if not self.catchup_slots.take(peer):
+            await stream.reset()
+            return
         try:
             with trio.fail_after(REQUEST_TIMEOUT_S):
                 request = catchup.decode(await read_varint_prefixed_bytes_limited(
@@ -359,9 +369,10 @@ class Node:
                 await stream.write(encode_varint_prefixed(catchup.encode(reply)))
                 await stream.close()
         except Exception as exc:  # noqa: BLE001 - a peer's bad request ends its stream only
-            log.debug("catch-up request failed peer=%s error=%r",
-                      stream.muxed_conn.peer_id, exc)
+            log.debug("catch-up request failed peer=%s error=%r", peer, exc)
             await stream.reset()
+        finally:
+            self.catchup_slots.give(peer)
 
     async def _request(self, peer: ID, message: dict[str, Any]) -> dict[str, Any]:
         with trio.fail_after(REQUEST_TIMEOUT_S):
