@@ -48,12 +48,13 @@ from swarm.protocol.decide import (
 from swarm.protocol.envelope import Envelope
 from swarm.protocol.errors import LocalProtocolError, RemoteProtocolError
 from swarm.protocol.placement import Placement
-from swarm.protocol.raft import NONE
+from swarm.protocol.raft import NONE, Message
 from swarm.protocol.schema import to_json
 from swarm.protocol.verbs import DECIDE_ALSO_MAX
 
 from . import relay
 from .multiraft import TICK_MS, DecideError, MultiRaft
+from .raft_snapshots import SnapshotReceiver, SnapshotStreams, snapshot_protocol
 from .raft_transport import RaftTransport, raft_protocol
 from .raftstore import RaftStore
 
@@ -87,7 +88,11 @@ class RaftCollector(Collector):
                                 value=sum(1 for x in groups if x.quiet))
         c = CounterMetricFamily("swarm_raft_events", "Raft shell events by kind",
                                 labels=["kind"])
-        for kind, value in sorted(raft.stats.items()):
+        snaps = self.service.snapshots
+        events = dict(raft.stats)
+        if snaps is not None:
+            events.update({**snaps.stats, **snaps.receiver.stats})
+        for kind, value in sorted(events.items()):
             c.add_metric([kind], value)
         yield c
         yield CounterMetricFamily("swarm_raft_synced_writes",
@@ -111,8 +116,9 @@ class DecideService:
         self.raft = MultiRaft(node.identity, node.genesis.swarm_id, self.placement,
                               self.store, self._send, self._publish,
                               announced=lambda need_id: need_id in self.certified,
-                              genesis=node.genesis)
+                              genesis=node.genesis, send_snapshot=self._send_snapshot)
         self.transport: RaftTransport | None = None
+        self.snapshots: SnapshotStreams | None = None
         self.submission_protocol = TProtocol(f"/can-swarm/{node.genesis.short_id}/decide/1.0.0")
         self.submissions = relay.Server(SUBMISSION_BYTES_MAX, self._serve_submission)
         self.announce_queue: deque[tuple[Decision, dict[str, Any]]] = deque()
@@ -134,6 +140,10 @@ class DecideService:
         if self.transport is not None:
             self.transport.send(peer, frame)
 
+    def _send_snapshot(self, peer: int, bucket: int, m: Message) -> None:
+        if self.snapshots is not None:
+            self.snapshots.send(peer, bucket, m)
+
     def _addrs_of(self, node_id: int) -> list[str]:
         v = self.node.genesis.value["validators"][node_id - 1]
         return [a for a in v.get("addrs", []) if "/p2p/" not in a] + [
@@ -144,8 +154,13 @@ class DecideService:
         self.transport = RaftTransport(
             node.host, raft_protocol(node.genesis.short_id), self.placement, self.raft.id,
             self._addrs_of, self.raft.receive, self.raft.peer_lost, self.raft.peer_connected)
+        self.snapshots = SnapshotStreams(
+            node.host, snapshot_protocol(node.genesis.short_id), self.placement, self.raft.id,
+            SnapshotReceiver(self.placement.bucket_count, len(self.placement.accounts),
+                             self.raft.receive_snapshot), self.raft.snapshot_status)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.transport.run)
+            await nursery.start(self.snapshots.run)
             await nursery.start(self.raft.run)
             nursery.start_soon(self._announcer)
             if self.raft.id != NONE:

@@ -45,6 +45,7 @@ from swarm.protocol.bucket_machine import (
 )
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.decide import Decision, TryDecide, encode_command
+from swarm.protocol.decide import decode_command as decode_decide
 from swarm.protocol.envelope import Identity, decode_envelope
 from swarm.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from swarm.protocol.genesis import DEFAULT_PARAMS, Genesis
@@ -58,7 +59,7 @@ from swarm.protocol.raft import (
     RawNode,
     Role,
 )
-from swarm.protocol.raftlog import EntryKind
+from swarm.protocol.raftlog import Compacted, EntryKind
 from swarm.protocol.raftwire import (
     CertifiedEntry,
     DecideRequest,
@@ -104,6 +105,10 @@ BALANCE_TICKS = 40
 BALANCE_SLACK = 1
 BALANCE_MOVES_MAX = 16
 SNAPSHOT_EVERY = 1000
+# With streamed snapshots every transfer's outcome is reported (`snapshot_status`), so
+# the core's snapshot timeout is only a backstop against a report that never comes; a
+# repeat it causes while a transfer runs is dropped by the transport.
+SNAPSHOT_BACKSTOP_TICKS = 60_000 // TICK_MS
 LOG_TAIL_KEEP = 100
 ATTEMPT_TIMEOUT_S = 2.0
 # A non-leader replica shares its signature, then publishes a certified DECIDE, if none
@@ -158,6 +163,7 @@ class CertState:
     shared: bool = False  # our signature went to every replica (the fallback)
     age_sweeps: int = 0
     chain: bytes = b""  # a ledger-chain entry's encoding (need_id is then empty)
+    cosign_scanned: bool = False  # looked for the decision in a compacted log once
 
 
 @dataclass
@@ -182,8 +188,17 @@ class MultiRaft:
                  store: RaftStore, send: Callable[[int, bytes], None],
                  publish: Publish | None = None, *, seed: int | None = None,
                  announced: Callable[[bytes], bool] = lambda need_id: False,
-                 genesis: Genesis | None = None) -> None:
+                 genesis: Genesis | None = None,
+                 send_snapshot: Callable[[int, int, Message], None] | None = None,
+                 clock_ms: Callable[[], int] | None = None,
+                 compaction: tuple[int, int] | None = None) -> None:
         self.identity = identity
+        # The time entries are stamped with (the wall clock; the simulation's virtual one).
+        self.clock_ms = clock_ms or _wall_ms
+        # Snapshot every so many applied entries, keeping so many behind it (the
+        # simulation compacts often, so that followers catch up by snapshot). The
+        # defaults are read here, not at import, so tests can lower them.
+        self.snapshot_every, self.log_tail_keep = compaction or (SNAPSHOT_EVERY, LOG_TAIL_KEEP)
         # The buckets' ledgers start from genesis; without one (tests of DECIDE alone)
         # they start empty under the default parameters.
         self.genesis = genesis
@@ -195,6 +210,10 @@ class MultiRaft:
         self.placement = placement
         self.store = store
         self.send = send
+        # SNAP messages leave through `send_snapshot(peer, bucket, message)` when given
+        # (streamed apart from the frames: node/raft_snapshots.py), which reports each
+        # outcome back through `snapshot_status`; without it they ride in the frames.
+        self.send_snapshot = send_snapshot
         self.publish = publish
         self.announced = announced  # has a certified DECIDE for this NEED arrived?
         self.id = placement.node_id(identity.public_key) or NONE
@@ -231,9 +250,17 @@ class MultiRaft:
         self.with_certs: set[int] = set()
         self.beat_due = False
         rng_seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
+        # Request ids start anywhere, so that an answer to a request of this node's
+        # previous life (a replica answers once the NEED is decided, which may be after
+        # our restart) does not meet a new request that happens to have its id.
+        self.next_req = 1 + rng_seed % (1 << 48)
         if self.id != NONE:
             for b in placement.buckets_of(self.id):
                 self._open_group(b, rng_seed ^ b)
+        # Apply what the logs already hold as committed at once: a bucket whose leader
+        # beats and is quiet is not ticked, so it would wait for the bucket's next entry.
+        self.dirty.update(self.groups)
+        self.wake.set()
 
     def _open_group(self, bucket: int, seed: int) -> None:
         replicas = self.placement.replicas(bucket)
@@ -241,7 +268,9 @@ class MultiRaft:
         snap = storage.snapshot()
         raw = RawNode(Config(self.id, election_tick=ELECTION_TICKS,
                              heartbeat_tick=HEARTBEAT_TICKS, seed=seed,
-                             applied=snap.index), storage)
+                             applied=snap.index,
+                             snapshot_timeout_tick=SNAPSHOT_BACKSTOP_TICKS
+                             if self.send_snapshot is not None else None), storage)
         machine = self._machine(snap.data, bucket)
         self.groups[bucket] = Group(bucket, raw, storage, machine)
 
@@ -260,8 +289,13 @@ class MultiRaft:
             if r.role == Role.LEADER:
                 if g.quiet and g.bucket not in touched:
                     continue  # nothing happened since it went quiet
-                caught_up = (r.log.committed == r.log.last_index() and all(
-                    pr.match == r.log.last_index() for pr in r.prs.values()))
+                # A leader transferring leadership ticks until the transfer is done or
+                # given up (after an election timeout, counted in ticks): meanwhile it
+                # refuses proposals, so a quiet one with a lost TIMEOUT_NOW refused
+                # them for good.
+                caught_up = (r.lead_transferee == NONE
+                             and r.log.committed == r.log.last_index() and all(
+                                 pr.match == r.log.last_index() for pr in r.prs.values()))
                 g.idle_ticks = g.idle_ticks + 1 if caught_up else 0
                 if g.quiet:
                     continue  # idle and everyone knows everything: go quiet
@@ -283,6 +317,10 @@ class MultiRaft:
             self.chain_pending_last, self.chain_pending = self.chain_pending, 0
             for b in self.with_certs:
                 self._age_certs(self.groups[b])
+                # Compaction waits for decisions to be certified (`_maybe_compact`);
+                # one certified after the bucket's last entry would otherwise wait
+                # for the next. Its writes go out with the next round's.
+                self._maybe_compact(self.groups[b])
             self.with_certs = {b for b in self.with_certs if self.groups[b].certs}
         if self.now_tick % BEAT_TICKS == 0:
             self.beat_due = True
@@ -331,6 +369,43 @@ class MultiRaft:
     def peer_connected(self, peer: int) -> None:
         self.peer_down.discard(peer)
 
+    def _wake_led(self, peer: int) -> None:
+        """`peer` is back: each quiet bucket we lead with it sends one heartbeat, or
+        the peer would not learn its leader and commit index until the bucket's next
+        entry (a replica back from a restart waits for a beating leader rather than
+        campaign, and a quiet leader does not tick)."""
+        for g in self.groups.values():
+            r = g.raw.raft
+            if r.role == Role.LEADER and peer in r.voters and g.quiet:
+                r.step(Message(MsgType.BEAT, frm=self.id))
+                self.dirty.add(g.bucket)
+
+    def receive_snapshot(self, peer: int, bucket: int, m: Message) -> bool:
+        """A whole, checked SNAP message from `peer` (as the transport authenticated it),
+        streamed apart from the frames. False (and counted) if it is not for us."""
+        g = self.groups.get(bucket)
+        if g is None or m.type != MsgType.SNAP or m.frm != peer or m.to != self.id:
+            self.stats["msgs_misrouted"] += 1
+            return False
+        g.raw.step(m)
+        self.stats["snapshots_in"] += 1
+        self.dirty.add(bucket)
+        self.touched.add(bucket)
+        self.wake.set()
+        return True
+
+    def snapshot_status(self, peer: int, bucket: int, ok: bool) -> None:
+        """The outcome of the snapshot `send_snapshot` took for `peer` (never called
+        from within `send_snapshot`)."""
+        g = self.groups.get(bucket)
+        if g is None:
+            return
+        g.raw.report_snapshot(peer, ok)
+        g.idle_ticks = 0
+        self.dirty.add(bucket)
+        self.touched.add(bucket)
+        self.wake.set()
+
     def receive(self, peer: int, data: bytes) -> None:
         """A frame from `peer` (as the transport authenticated it). Garbage, and frames
         claiming another sender, are counted and dropped; nothing raises."""
@@ -347,8 +422,11 @@ class MultiRaft:
             return
         self.stats["frames_in"] += 1
         sender = frame.sender
+        back = not self._alive(sender)  # restarted, or back from a cut
         self.peer_seen[sender] = self.now_tick
         self.peer_down.discard(sender)
+        if back:
+            self._wake_led(sender)
         if frame.leads:
             self.peer_leads[sender] = frame.leads
         for bucket, m in frame.msgs:
@@ -362,6 +440,13 @@ class MultiRaft:
                 # the takeover waits out an election timeout (1-2 s).
                 g.raw.forget_leader()
             g.raw.step(m)
+            if m.type in (MsgType.PRE_VOTE, MsgType.VOTE) and g.quiet and \
+                    g.raw.raft.role == Role.LEADER:
+                # A replica campaigns against our lease (it took us for dead over a
+                # broken connection, or restarted): a quiet leader sends nothing that
+                # would make it follow again, so it would campaign for good (shell
+                # simulation, seed 850). One heartbeat does.
+                g.raw.raft.step(Message(MsgType.BEAT, frm=self.id))
             self.dirty.add(bucket)
             self.touched.add(bucket)
         for note in frame.sigs:
@@ -423,6 +508,10 @@ class MultiRaft:
     # -- the Ready round --
 
     async def process(self) -> None:
+        """One Ready round (`process_ready`); async for the node's loop."""
+        self.process_ready()
+
+    def process_ready(self) -> None:
         """One round: take every group's Ready, persist all with one synced write,
         send, apply, advance. Called by the node's raft loop whenever woken.
 
@@ -482,6 +571,8 @@ class MultiRaft:
     def flush(self) -> None:
         """Send one frame to each peer with something queued; when a beat is due, every
         peer gets a frame, each carrying the bitmap of buckets this node leads."""
+        if self.send_snapshot is not None:
+            self._divert_snapshots(self.send_snapshot)
         peers = (set(self.outbox) | set(self.out_sigs) | set(self.out_reqs) | set(self.out_resps)
                  | set(self.out_submits) | set(self.out_results) | set(self.out_chain)
                  | set(self.out_fetch))
@@ -512,13 +603,31 @@ class MultiRaft:
         self.out_chain.clear()
         self.out_fetch.clear()
 
+    def _divert_snapshots(self, send_snapshot: Callable[[int, int, Message], None]) -> None:
+        """Take SNAP messages out of the frames: they go on streams of their own."""
+        for peer, msgs in list(self.outbox.items()):
+            if any(m.type == MsgType.SNAP for _, m in msgs):
+                for bucket, m in msgs:
+                    if m.type == MsgType.SNAP:
+                        self.stats["snapshots_out"] += 1
+                        send_snapshot(peer, bucket, m)
+                msgs[:] = [(b, m) for b, m in msgs if m.type != MsgType.SNAP]
+                if not msgs:
+                    del self.outbox[peer]
+
     def _maybe_compact(self, g: Group) -> None:
         applied = g.raw.raft.log.applied
         snap = g.storage.snapshot()
-        if applied - snap.index < SNAPSHOT_EVERY or g.machine.applied < snap.index:
+        if applied - snap.index < self.snapshot_every or g.machine.applied < snap.index:
+            return
+        if any(index > snap.index and st.need_id and not st.published
+               and not self.announced(st.need_id) for index, st in g.certs.items()):
+            # A decision not yet certified stays in the log: should every replica
+            # restart before a quorum signs it, re-applying it signs it again; inside
+            # a snapshot it would never be (shell simulation, seed 114).
             return
         g.storage.create_snapshot(applied, sorted(g.raw.raft.voters), g.machine.snapshot())
-        g.storage.compact(max(applied - LOG_TAIL_KEEP, g.storage.first_index() - 1))
+        g.storage.compact(max(applied - self.log_tail_keep, g.storage.first_index() - 1))
 
     # -- decisions and certificates --
 
@@ -531,10 +640,14 @@ class MultiRaft:
         if d.index != index:
             return  # a later attempt for a decided NEED: nothing new to certify
         digest = certificate.entry_hash(data)
+        # The certificate carries the entry's own stamp, from which a verifier rebuilds
+        # the entry and its hash; `d.ts_ms` is the bucket's clock, later than the stamp
+        # when a leader with a slower clock followed one with a faster.
+        stamp = decode_decide(data)[1]
         note = certificate.sign(self.identity, self.swarm_id, g.bucket, index, term, digest)
         self.with_certs.add(g.bucket)
-        state = g.certs.setdefault(index, CertState(digest, term, d.ts_ms, d.need_id))
-        state.digest, state.term, state.ts_ms, state.need_id = digest, term, d.ts_ms, d.need_id
+        state = g.certs.setdefault(index, CertState(digest, term, stamp, d.need_id))
+        state.digest, state.term, state.ts_ms, state.need_id = digest, term, stamp, d.need_id
         state.sigs[note.signer] = note.sig
         r = g.raw.raft
         if r.role != Role.LEADER:
@@ -545,7 +658,7 @@ class MultiRaft:
             for peer in [r.lead] if r.lead != NONE else r.voters:
                 if peer != self.id:
                     self.out_sigs[peer].append(SigNote(g.bucket, index, term, digest,
-                                                       d.ts_ms, note.sig))
+                                                       stamp, note.sig))
         self._maybe_certified(g, index)
 
     def _add_sig(self, sender: int, note: SigNote) -> None:
@@ -570,7 +683,41 @@ class MultiRaft:
                         sender, note.bucket, note.index)
             return
         state.sigs[signer] = note.sig
+        if (self.identity.public_key not in state.sigs and not state.chain
+                and note.index <= g.machine.applied):
+            self._cosign(g, sender, note, state)
         self._maybe_certified(g, note.index)
+
+    def _cosign(self, g: Group, sender: int, note: SigNote, state: CertState) -> None:
+        """A replica shares its signature over an entry we applied but hold none for
+        (we restarted since, or forgot it): sign it too if it is the decision we applied
+        there, or a decision whose replicas all restarted would never be certified
+        (shell simulation, seed 49)."""
+        try:
+            ents = g.raw.raft.log.slice(note.index, note.index + 1, 1 << 62)
+        except Compacted:
+            ents = []
+        d: Decision | None = None
+        if ents:
+            try:
+                d = g.machine.get(decode_decide(ents[0].data)[0].need_id)
+            except RemoteProtocolError:
+                return  # not a DECIDE
+        elif not state.cosign_scanned:  # inside our snapshot: look once
+            state.cosign_scanned = True
+            d = next((x for x in g.machine.decisions.values() if x.index == note.index), None)
+        if d is None or d.index != note.index or d.term != note.term:
+            return
+        cmd = TryDecide(d.need_id, d.proposal_id, d.k_plan, d.epoch)
+        if certificate.entry_hash(encode_command(cmd, note.ts_ms)) != note.digest:
+            return
+        own = certificate.sign(self.identity, self.swarm_id, g.bucket, note.index, note.term,
+                               note.digest)
+        state.need_id, state.ts_ms = d.need_id, note.ts_ms
+        state.sigs[own.signer] = own.sig
+        self.stats["sigs_cosigned"] += 1
+        self.out_sigs[sender].append(SigNote(g.bucket, note.index, note.term, note.digest,
+                                             note.ts_ms, own.sig))
 
     def _maybe_certified(self, g: Group, index: int) -> None:
         state = g.certs.get(index)
@@ -609,27 +756,32 @@ class MultiRaft:
             if state.chain:
                 self._age_chain_cert(g, index, state)
                 continue
-            if (state.need_id and not state.published
-                    and state.age_sweeps >= PUBLISH_FALLBACK_SWEEPS
-                    and g.raw.raft.role != Role.LEADER
-                    and not self.announced(state.need_id)):
+            unsettled = bool(state.need_id and not state.published
+                             and not self.announced(state.need_id))
+            if unsettled and state.age_sweeps >= PUBLISH_FALLBACK_SWEEPS:
                 # The leader died (or lost a note) before its DECIDE went out: send our
-                # signature to every replica, and publish once we hold a quorum
-                # (should two go out, they state the same decision; harmless).
+                # signature to every replica, and publish once we hold a quorum, leader
+                # or not (should two go out, they state the same decision; harmless).
+                # Shares go again, every 2 s and after 10 s every 5 s, until a DECIDE is
+                # out: one share lost with a connection left the decision uncertified
+                # for good (shell simulation, seed 2).
                 d = g.machine.get(state.need_id)
                 own = state.sigs.get(self.identity.public_key)
+                due = state.age_sweeps % (PUBLISH_FALLBACK_SWEEPS
+                                          if state.age_sweeps <= 20 else 10) == 0
                 if d is None or d.index != index:
                     pass
                 elif state.done:
                     self._queue_publish(g, d, state)
-                elif not state.shared and own is not None:
+                elif own is not None and (due or not state.shared):
                     state.shared = True
                     self.stats["sigs_shared"] += 1
                     for peer in g.raw.raft.voters:
                         if peer != self.id:
                             self.out_sigs[peer].append(SigNote(
                                 g.bucket, index, state.term, state.digest, state.ts_ms, own))
-            if state.age_sweeps > 2 * PUBLISH_FALLBACK_SWEEPS:
+            if state.age_sweeps > (CHAIN_CERT_SWEEPS_MAX if unsettled
+                                   else 2 * PUBLISH_FALLBACK_SWEEPS):
                 del g.certs[index]
 
     # -- DECIDE --
@@ -646,10 +798,7 @@ class MultiRaft:
         bucket = bucket_of(cmd.need_id, self.placement.bucket_count)
 
         async def ask(target: int) -> tuple[Decision | None, str]:
-            resp = await self._ask(target, bucket, cmd)
-            if resp is None:
-                return None, ""
-            return (_decision_of(resp) if resp.ok else None), resp.reason
+            return self.answer_for(cmd, await self._ask(target, bucket, cmd))
 
         d = await self._route(bucket, timeout_s, lambda g: g.machine.get(cmd.need_id),
                               lambda g: self._propose_local(g, cmd), ask)
@@ -672,23 +821,17 @@ class MultiRaft:
         with trio.move_on_after(timeout_s):
             while True:
                 g = self.groups.get(bucket)
-                target = hint
                 if g is not None:
                     done = known(g)
                     if done is not None:
                         return done
-                    r = g.raw.raft
-                    if r.role == Role.LEADER:
+                    if g.raw.raft.role == Role.LEADER:
                         out = await propose(g)
                         if out is not None:
                             return out
                         attempt += 1
                         continue
-                    target = target or r.lead
-                if target and not self._alive(target):
-                    target = NONE
-                target = (target or self._leader_hint(bucket)
-                          or self._live_replica(replicas, attempt))
+                target = self.next_hop(bucket, hint, attempt)
                 hint = NONE
                 attempt += 1
                 if target == self.id:
@@ -697,28 +840,51 @@ class MultiRaft:
                 result, reason = await ask(target)
                 if result is not None:
                     return result
-                if reason.startswith("not_leader:"):
-                    hint = int(reason.split(":", 1)[1] or 0)
-                    if hint not in replicas:
-                        hint = NONE
+                hint = leader_named(reason, replicas)
                 if not hint:
                     await trio.sleep(min(0.05 * attempt, 0.5))
         return None
+
+    def next_hop(self, bucket: int, hint: int, attempt: int) -> int:
+        """Where `_route`'s next attempt for `bucket` goes when this node has no answer
+        of its own: our id if we lead the bucket (propose here) or are a replica that
+        knows no leader yet (wait a tick); else the leader (`hint`, from a replica's
+        `not_leader:<id>` answer, else the group's, else the beats') if alive, or a live
+        replica (the `attempt`-th, so retries go round). Synchronous, so the
+        simulation (testnet/multiraft_sim.py) routes exactly as the node does."""
+        g = self.groups.get(bucket)
+        target = hint
+        if g is not None:
+            r = g.raw.raft
+            if r.role == Role.LEADER:
+                return self.id
+            target = target or r.lead
+        if target and not self._alive(target):
+            target = NONE
+        return (target or self._leader_hint(bucket)
+                or self._live_replica(list(self.placement.replicas(bucket)), attempt))
+
+    def propose_decide(self, g: Group, cmd: TryDecide) -> bool:
+        """Propose `cmd` in `g` (which we lead), stamped with our clock. False if Raft
+        dropped it (e.g. during a leader transfer)."""
+        try:
+            g.raw.propose(encode_command(cmd, self.clock_ms()))
+        except ProposalDropped:
+            return False
+        g.idle_ticks = 0
+        self.dirty.add(g.bucket)
+        self.stats["proposals"] += 1
+        self.wake.set()
+        return True
 
     async def _propose_local(self, g: Group, cmd: TryDecide) -> Decision | None:
         key = (g.bucket, cmd.need_id)
         ev = trio.Event()
         self.waiters[key].append(ev)
-        try:
-            g.raw.propose(encode_command(cmd, int(time.time() * 1000)))
-        except ProposalDropped:
+        if not self.propose_decide(g, cmd):
             self.waiters[key].remove(ev)
             await trio.sleep(TICK_MS / 1000)
             return None
-        g.idle_ticks = 0
-        self.dirty.add(g.bucket)
-        self.stats["proposals"] += 1
-        self.wake.set()
         with trio.move_on_after(ATTEMPT_TIMEOUT_S):
             await ev.wait()
         return g.machine.get(cmd.need_id)
@@ -739,14 +905,42 @@ class MultiRaft:
         return live[attempt % len(live)]
 
     async def _ask(self, peer: int, bucket: int, cmd: TryDecide) -> DecideResponse | None:
+        req_id = self.ask_decide(peer, bucket, cmd)
+        ev = self.remote_events.get(req_id)
+        if ev is not None:
+            await self._await_answer(peer, ev)
+        return self.take_answer(req_id)
+
+    def ask_decide(self, peer: int, bucket: int, cmd: TryDecide) -> int:
+        """Send `cmd` to `peer` as a DecideRequest now; returns its request id. The
+        answer lands in `remote_results` (and sets `remote_events[id]`) until
+        `take_answer` takes it or gives up on it."""
         req_id = self.next_req
         self.next_req += 1
-        ev = trio.Event()
-        self.remote_events[req_id] = ev
+        self.remote_events[req_id] = trio.Event()
         self.out_reqs[peer].append(DecideRequest(req_id, bucket, cmd.need_id,
                                                  cmd.proposal_id, cmd.k_plan, cmd.epoch))
         self.flush()
-        await self._await_answer(peer, ev)
+        return req_id
+
+    def answer_for(self, cmd: TryDecide,
+                   resp: DecideResponse | None) -> tuple[Decision | None, str]:
+        """What a replica's answer to `cmd` says: the decision, or why there is none.
+        An answer stating another NEED's decision is no answer (DecideError if it is
+        malformed)."""
+        if resp is None:
+            return None, ""
+        if not resp.ok:
+            return None, resp.reason
+        d = _decision_of(resp)
+        if d.need_id != cmd.need_id:
+            self.stats["answers_mismatched"] += 1
+            return None, ""
+        return d, ""
+
+    def take_answer(self, req_id: int) -> DecideResponse | None:
+        """The answer to request `req_id`, if it came; the request is forgotten either
+        way (a later answer is dropped)."""
         self.remote_events.pop(req_id, None)
         return self.remote_results.pop(req_id, None)
 
@@ -782,7 +976,7 @@ class MultiRaft:
             self.out_resps[sender].append(DecideResponse(req.req_id, False, (), "busy"))
             return
         try:
-            g.raw.propose(encode_command(cmd, int(time.time() * 1000)))
+            g.raw.propose(encode_command(cmd, self.clock_ms()))
         except ProposalDropped as exc:
             self.out_resps[sender].append(DecideResponse(req.req_id, False, (), exc.reason))
             return
@@ -938,7 +1132,7 @@ class MultiRaft:
         if last is not None and self.now_tick - last < ATTEMPT_TIMEOUT_S * 1000 / TICK_MS:
             return True
         try:
-            g.raw.propose(cmd.stamp(int(time.time() * 1000)))
+            g.raw.propose(cmd.stamp(self.clock_ms()))
         except ProposalDropped:
             return False
         self.sub_proposed[key] = self.now_tick
@@ -1057,9 +1251,23 @@ class MultiRaft:
         return rows
 
 
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def _response(req_id: int, d: Decision) -> DecideResponse:
     return DecideResponse(req_id, True, (d.need_id, d.proposal_id, d.k_plan, d.epoch,
                                          d.bucket, d.index, d.term, d.ts_ms))
+
+
+def leader_named(reason: str, replicas: list[int]) -> int:
+    """The leader a replica's `not_leader:<id>` answer names, if it is one of the
+    bucket's replicas; NONE otherwise (and for any other, or malformed, reason)."""
+    head, _, rest = reason.partition(":")
+    if head != "not_leader" or not rest.isdigit() or len(rest) > 6:
+        return NONE
+    hint = int(rest)
+    return hint if hint in replicas else NONE
 
 
 def _decision_of(resp: DecideResponse) -> Decision:

@@ -10,7 +10,8 @@ long-lived streams matter). Reads are buffered: py-libp2p's `read(n)` may return
 bytes, and its varint helper reads the prefix one byte per call.
 
 Bounds: at most `QUEUE_FRAMES_MAX` frames and `QUEUE_BYTES_MAX` bytes wait per peer
-(Raft retransmits what is dropped; yamux would otherwise buffer up to 16 MiB unasked);
+(yamux would otherwise buffer up to 16 MiB unasked); a frame past them is dropped and
+the stream reset, so the loss shows as a lost peer at both ends, as the shell expects;
 an incoming frame over `FRAME_BYTES_MAX` ends the stream. An inbound stream is accepted
 only from a validator's peer id, and each frame it carries is attributed to that
 validator: a peer cannot speak for another.
@@ -98,6 +99,10 @@ class _Stalled(Exception):
     """Nothing came from the peer for STALL_S while our stream to it was open."""
 
 
+class _Overflowed(Exception):
+    """A frame for the peer was dropped because its queue was full."""
+
+
 class _Peer:
     def __init__(self, node_id: int, peer_id: ID) -> None:
         self.node_id = node_id
@@ -107,6 +112,7 @@ class _Peer:
         self.ready = trio.Event()
         self.connected = False
         self.last_inbound = 0.0  # trio time of its last frame to us
+        self.overflowed = False  # a frame was dropped since the stream was opened
 
 
 class RaftTransport:
@@ -130,7 +136,7 @@ class RaftTransport:
                 self.peers[node_id] = _Peer(node_id, pid)
         self.stats: dict[str, int] = {"frames_dropped": 0, "writes": 0, "frames_sent": 0,
                                       "streams_refused": 0, "dial_failures": 0,
-                                      "stalls": 0}
+                                      "stalls": 0, "overflows": 0}
 
     def send(self, node_id: int, frame: bytes) -> None:
         peer = self.peers.get(node_id)
@@ -138,7 +144,13 @@ class RaftTransport:
             return
         if (len(peer.queue) >= QUEUE_FRAMES_MAX
                 or peer.queued_bytes + len(frame) > QUEUE_BYTES_MAX):
+            # Not silently: a quiet bucket sends nothing more, so a dropped frame that
+            # carried its last commit index would leave the peer behind until the next
+            # entry. The stream is broken instead, which both ends see: the peer is
+            # taken for lost and, back, gets a heartbeat in every quiet bucket.
             self.stats["frames_dropped"] += 1
+            peer.overflowed = True
+            peer.ready.set()
             return
         peer.queue.append(frame)
         peer.queued_bytes += len(frame)
@@ -171,6 +183,9 @@ class RaftTransport:
                 failures += 1
                 continue
             failures = 0
+            # What overflowed while we were dialling was for no stream the peer had:
+            # it takes this one as a new connection (and so a lost, returning peer).
+            peer.overflowed = False
             peer.connected = True
             self.on_peer_up(peer.node_id)
             stalled = False
@@ -178,6 +193,10 @@ class RaftTransport:
                 await self._pump(peer, stream)
             except _Stalled:
                 stalled = True
+            except _Overflowed:
+                self.stats["overflows"] += 1
+                log.info("raft: queue to validator %d overflowed; its stream is reset",
+                         peer.node_id)
             except Exception as exc:  # noqa: BLE001 - a broken stream: reconnect
                 log.debug("raft stream to %d broke: %r", peer.node_id, exc)
             peer.connected = False
@@ -210,6 +229,8 @@ class RaftTransport:
                 await peer.ready.wait()
             if trio.current_time() - max(peer.last_inbound, opened) > STALL_S:
                 raise _Stalled
+            if peer.overflowed:
+                raise _Overflowed
             if not peer.ready.is_set():
                 continue
             peer.ready = trio.Event()
@@ -229,6 +250,7 @@ class RaftTransport:
         self.stats["frames_dropped"] += len(peer.queue)
         peer.queue.clear()
         peer.queued_bytes = 0
+        peer.overflowed = False
 
     async def _inbound(self, stream: INetStream) -> None:
         node_id = self.by_peer_id.get(stream.muxed_conn.peer_id)

@@ -71,6 +71,7 @@ class MsgType(enum.IntEnum):
     CHECK_QUORUM = 3
     TRANSFER_LEADER = 4  # may be forwarded to the leader
     UNREACHABLE = 5
+    SNAP_STATUS = 6  # the shell's report on a snapshot it sent (RawNode.report_snapshot)
     # Network messages.
     APP = 10
     APP_RESP = 11
@@ -84,7 +85,8 @@ class MsgType(enum.IntEnum):
     TIMEOUT_NOW = 19
 
 
-LOCAL_TYPES = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.UNREACHABLE})
+LOCAL_TYPES = frozenset({MsgType.HUP, MsgType.BEAT, MsgType.CHECK_QUORUM, MsgType.UNREACHABLE,
+                         MsgType.SNAP_STATUS})
 _VOTE_RESP = {MsgType.VOTE: MsgType.VOTE_RESP, MsgType.PRE_VOTE: MsgType.PRE_VOTE_RESP}
 
 
@@ -223,6 +225,12 @@ class Config:
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 64
     max_uncommitted_size: int = 1 << 26
+    # How many leader ticks a follower stays in SNAPSHOT state with no answer before the
+    # snapshot is taken as lost and sent again; None: an election timeout. A shell that
+    # reports every snapshot's outcome (`RawNode.report_snapshot`, as a streaming
+    # transport does) sets it far longer than a large snapshot can take to send, so the
+    # timeout is only a backstop and never restarts a transfer still under way.
+    snapshot_timeout_tick: int | None = None
 
     def validate(self) -> None:
         if self.id <= NONE:
@@ -234,6 +242,8 @@ class Config:
                                      "must be greater than heartbeat_tick")
         if self.max_inflight_msgs <= 0:
             raise LocalProtocolError("raft.config.max_inflight_msgs", "must be > 0")
+        if self.snapshot_timeout_tick is not None and self.snapshot_timeout_tick <= 0:
+            raise LocalProtocolError("raft.config.snapshot_timeout_tick", "must be > 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,11 +398,12 @@ class Raft:
     def _tick_heartbeat(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        timeout = self.config.snapshot_timeout_tick or self.config.election_tick
         for v, pr in self.prs.items():
             if v != self.id and pr.state == ProgressState.SNAPSHOT:
                 # A lost snapshot would otherwise stall the follower forever.
                 pr.snapshot_ticks += 1
-                if pr.snapshot_ticks >= self.config.election_tick:
+                if pr.snapshot_ticks >= timeout:
                     pr.become_probe()
         if self.election_elapsed >= self.config.election_tick:
             self.election_elapsed = 0
@@ -544,6 +555,15 @@ class Raft:
                 self._send_append(m.frm)
         elif t == MsgType.UNREACHABLE and pr.state == ProgressState.REPLICATE:
             pr.become_probe()
+        elif t == MsgType.SNAP_STATUS and pr.state == ProgressState.SNAPSHOT:
+            # etcd-io/raft's MsgSnapStatus. Delivered: probe from the snapshot's index on
+            # and wait for the follower's answer to it (it then replicates). Failed:
+            # probe from what the follower is known to hold; the next heartbeat's answer
+            # unpauses it, which sends the snapshot again (at heartbeat pace, no sooner).
+            if m.reject:
+                pr.pending_snapshot = 0
+            pr.become_probe()
+            pr.probe_sent = True
 
     def _propose(self, m: Message) -> None:
         if not m.entries:
@@ -895,6 +915,12 @@ class RawNode:
 
     def report_unreachable(self, peer: int) -> None:
         self.raft.step(Message(MsgType.UNREACHABLE, frm=peer))
+
+    def report_snapshot(self, peer: int, ok: bool) -> None:
+        """The shell's outcome of the snapshot it last sent `peer` (etcd-io/raft's
+        ReportSnapshot): `ok` when the follower received it whole, else False. Ignored
+        unless the leader still waits on a snapshot for `peer`."""
+        self.raft.step(Message(MsgType.SNAP_STATUS, frm=peer, reject=not ok))
 
     def step(self, m: Message) -> None:
         """A message from the network. Local-only types and strays are ignored."""

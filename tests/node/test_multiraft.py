@@ -257,3 +257,33 @@ async def test_leadership_spreads_across_nodes(cluster: tuple[Cluster, trio.Nurs
         for i in range(1, 30):
             d = await c.nodes[1 + i % N].try_decide(TryDecide(need(i), b"p"))
             assert d.proposal_id == b"p"
+
+
+async def test_a_quiet_leader_gives_up_a_transfer_its_target_never_acts_on(
+        cluster: tuple[Cluster, trio.Nursery]) -> None:
+    """Found by `swarm-testnet soak` (docs/SOAK.md): the balancer hands a quiet bucket to
+    a replica that never acts on the TIMEOUT_NOW (a pre-candidate ignores it; here it is
+    lost). The leader refuses proposals while a transfer is pending, so it must keep
+    ticking until its core gives the transfer up after an election timeout; quiet, it
+    never did, and the bucket refused every DECIDE for good."""
+    c, _ = cluster
+    with trio.fail_after(60):
+        first = await c.nodes[1].try_decide(TryDecide(need(3), b"warm"))
+    bucket = first.bucket
+    leader = c.leader_of(bucket)
+    g = c.nodes[leader].groups[bucket]
+    with trio.fail_after(30):
+        while not g.quiet:
+            await trio.sleep(0.05)
+    target = next(n for n in c.placement.replicas(bucket) if n != leader)
+    c.cut.add(target)  # the TIMEOUT_NOW is lost
+    g.raw.transfer_leader(target)  # as MultiRaft._balance does
+    g.idle_ticks = 0
+    c.nodes[leader].dirty.add(bucket)
+    c.nodes[leader].wake.set()
+    await trio.sleep(0.3)
+    c.cut.discard(target)
+    fresh = next(i for i in range(1000, 5000) if bucket_of(need(i), BUCKETS) == bucket)
+    with trio.fail_after(40):
+        d = await c.nodes[leader].try_decide(TryDecide(need(fresh), b"after"), timeout_s=30)
+    assert d.proposal_id == b"after"

@@ -49,3 +49,74 @@ async def test_bad_length_prefix_is_refused() -> None:
     stream: Any = ChoppyStream(b"\xff" * 12, 0)
     with pytest.raises(ValueError, match="prefix"):
         await FrameReader(stream).next()
+
+
+async def test_a_full_queue_resets_the_stream_rather_than_drop_silently(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame dropped for a full queue must not vanish: a quiet bucket sends nothing
+    after it. The stream is reset instead, so the receiver takes the sender for lost
+    (and, when the new stream's frames come, for back), and frames flow again."""
+    from contextlib import AsyncExitStack
+
+    import multiaddr
+    import trio
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    from swarm.node import p2p, raft_transport
+    from swarm.node.raft_transport import RaftTransport, raft_protocol
+    from swarm.protocol import genesis
+    from swarm.protocol.envelope import Identity
+    from swarm.protocol.placement import Placement
+
+    monkeypatch.setattr(raft_transport, "QUEUE_FRAMES_MAX", 4)
+    seeds = [bytes([0x90 + i]) * 32 for i in range(2)]
+    gen = genesis.new(name="overflow", created_ms=0,
+                      validators=[{"account": Identity(s).public_key, "org": f"o{k}",
+                                   "asn": k, "region": "r", "stake": 1}
+                                  for k, s in enumerate(seeds)],
+                      params={"bucket_count": 8, "replicas": 2})
+    placement = Placement.from_genesis(gen)
+    ids = [placement.node_id(Identity(s).public_key) for s in seeds]
+    assert all(ids)
+    listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    got: list[bytes] = []
+    events: list[tuple[str, int]] = []
+    arrived = trio.Event()
+
+    def on_frame(sender: int, frame: bytes) -> None:
+        got.append(frame)
+        arrived.set()
+
+    async with AsyncExitStack() as stack:
+        hosts = []
+        for s in seeds:
+            h, _ = p2p.make_host(s, listen)
+            await stack.enter_async_context(h.run(listen_addrs=listen))
+            hosts.append(h)
+        b_addr = str(hosts[1].get_addrs()[0])
+        await hosts[0].connect(info_from_p2p_addr(multiaddr.Multiaddr(b_addr)))
+        proto = raft_protocol(gen.short_id)
+        a = RaftTransport(hosts[0], proto, placement, ids[0], lambda n: [b_addr],
+                          lambda n, f: None, lambda n: events.append(("a lost", n)),
+                          lambda n: events.append(("a up", n)))
+        b = RaftTransport(hosts[1], proto, placement, ids[1], lambda n: [],
+                          on_frame, lambda n: events.append(("b lost", n)),
+                          lambda n: None)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(b.run)
+            await nursery.start(a.run)
+            with trio.fail_after(30):
+                a.send(ids[1], b"first")
+                while b"first" not in got:
+                    await arrived.wait()
+                    arrived = trio.Event()
+                for k in range(10):  # no await in between: the queue overflows
+                    a.send(ids[1], b"burst-%d" % k)
+                while a.stats["overflows"] < 1 or ("b lost", ids[0]) not in events:
+                    await trio.sleep(0.02)
+                while b"after" not in got:  # the stream is dialled again; frames flow
+                    a.send(ids[1], b"after")
+                    await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+    assert a.stats["frames_dropped"] >= 6
+    assert events.count(("a up", ids[1])) >= 2  # the first stream, then the new one

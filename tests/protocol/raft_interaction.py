@@ -9,16 +9,24 @@ blocks separated by blank lines. `RAFT_REWRITE=1 pytest tests/protocol/test_raft
 rewrites the expected output from the actual one (then read the diff!).
 
 Commands:
-    add-nodes N [voters=1,2,3] [pre-vote=true] [check-quorum=true]  nodes 1..N
+    add-nodes N [voters=1,2,3] [pre-vote=true] [check-quorum=true] [snapshot-timeout=T]
+                           nodes 1..N
     campaign ID            ID starts an election now
     tick-election ID       tick ID until its randomized election timeout elapses
     tick-heartbeat ID      one heartbeat timeout worth of ticks on ID
+    tick ID N              N ticks on ID
     propose ID DATA        propose DATA at ID
     conf ID add|remove N   propose a membership change at ID
     transfer-leader ID T   ask ID (the leader or a follower) to hand leadership to T
     isolate ID             drop every message to or from ID until `heal`
     heal                   undo isolate
     compact ID             snapshot ID at its applied index and drop the log before it
+    hold-snapshots on|off  while on, `stabilize` keeps SNAP messages in flight ("held")
+                           instead of delivering them, as a slow snapshot stream would
+    deliver-snapshots      deliver the held SNAP messages (at the next `stabilize`)
+    drop-snapshots         lose the held SNAP messages
+    report-snapshot ID PEER ok|fail   ID's shell reports its snapshot to PEER's outcome
+    progress ID            the leader ID's view of each follower (match, next, state)
     stabilize              handle Ready and deliver messages everywhere until quiet;
                            prints every message delivered (or dropped)
     state                  role, term, leader, commit, applied and voters of each node
@@ -80,6 +88,8 @@ class Env:
     applied: dict[int, list[str]] = field(default_factory=dict)
     queue: deque[Message] = field(default_factory=deque)
     isolated: set[int] = field(default_factory=set)
+    hold: bool = False
+    held: list[Message] = field(default_factory=list)
 
     def run(self, cmd: str, args: list[str], kw: dict[str, str]) -> list[str]:
         handler = getattr(self, "cmd_" + cmd.replace("-", "_"), None)
@@ -96,12 +106,14 @@ class Env:
                   .split(",")]
         pre_vote = kw.get("pre-vote", "true") == "true"
         check_quorum = kw.get("check-quorum", "true") == "true"
+        snap_timeout = int(kw["snapshot-timeout"]) if "snapshot-timeout" in kw else None
         for i in range(1, n + 1):
             disk = MemoryStorage(voters)
             self.disks[i] = disk
             self.applied[i] = []
             self.nodes[i] = RawNode(Config(i, election_tick=10, pre_vote=pre_vote,
-                                           check_quorum=check_quorum, seed=i), disk)
+                                           check_quorum=check_quorum, seed=i,
+                                           snapshot_timeout_tick=snap_timeout), disk)
         return [f"{n} nodes, voters {voters}"]
 
     def cmd_campaign(self, args: list[str], kw: dict[str, str]) -> list[str]:
@@ -119,6 +131,38 @@ class Env:
         for _ in range(node.raft.config.heartbeat_tick):
             node.tick()
         return []
+
+    def cmd_tick(self, args: list[str], kw: dict[str, str]) -> list[str]:
+        node = self.nodes[int(args[0])]
+        for _ in range(int(args[1])):
+            node.tick()
+        return []
+
+    def cmd_hold_snapshots(self, args: list[str], kw: dict[str, str]) -> list[str]:
+        self.hold = args[0] == "on"
+        return []
+
+    def cmd_deliver_snapshots(self, args: list[str], kw: dict[str, str]) -> list[str]:
+        self.queue.extend(self.held)
+        out = [f"delivering {fmt_msg(m)}" for m in self.held]
+        self.held = []
+        return out
+
+    def cmd_drop_snapshots(self, args: list[str], kw: dict[str, str]) -> list[str]:
+        out = [f"lost {fmt_msg(m)}" for m in self.held]
+        self.held = []
+        return out
+
+    def cmd_report_snapshot(self, args: list[str], kw: dict[str, str]) -> list[str]:
+        self.nodes[int(args[0])].report_snapshot(int(args[1]), args[2] == "ok")
+        return []
+
+    def cmd_progress(self, args: list[str], kw: dict[str, str]) -> list[str]:
+        r = self.nodes[int(args[0])].raft
+        return [f"{v}: match={pr.match} next={pr.next} {pr.state.name.lower()}"
+                + (f" pending={pr.pending_snapshot}" if pr.pending_snapshot else "")
+                + (" paused" if pr.is_paused(r.config.max_inflight_msgs) else "")
+                for v, pr in sorted(r.prs.items()) if v != r.id]
 
     def cmd_propose(self, args: list[str], kw: dict[str, str]) -> list[str]:
         try:
@@ -167,6 +211,10 @@ class Env:
                 m = self.queue.popleft()
                 if m.frm in self.isolated or m.to in self.isolated:
                     out.append(f"dropped {fmt_msg(m)}")
+                    continue
+                if self.hold and m.type == MsgType.SNAP:
+                    out.append(f"held {fmt_msg(m)}")
+                    self.held.append(m)
                     continue
                 out.append(fmt_msg(m))
                 self.nodes[m.to].step(m)
