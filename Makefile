@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DIR    ?= .testnet
 
-.PHONY: install test lint typecheck bench testnet testnet-down sim clean policy policy-check
+.PHONY: install test lint typecheck bench testnet testnet-down sim soak clean policy policy-check
 
 install: $(STAMP)
 
@@ -59,12 +59,23 @@ testnet-down: install
 	$(BIN)/swarm-testnet down --dir $(DIR)
 
 # The deterministic simulations: 500 seeded fault schedules of a Raft group deciding
-# NEEDs (SEEDS=N START=S to change), then plan replicas over a lossy gossip network.
+# NEEDs (SEEDS=N START=S to change), 500 of the multi-raft shell (SHELL_SEEDS=N), then
+# plan replicas over a lossy gossip network.
 SEEDS ?= 500
+SHELL_SEEDS ?= 500
 START ?= 0
 sim: install
 	$(BIN)/swarm-testnet sim --seeds $(SEEDS) --start $(START)
+	$(BIN)/swarm-testnet sim --shell --seeds $(SHELL_SEEDS) --start $(START)
 	$(BIN)/swarm-testnet gossip-sim -n 5 --dir $(DIR)/sim
+
+# The chaos soak (not part of `make test`): 5 real nodes, agents' workload, a seeded
+# nemesis (kill -9 + restart, SIGSTOP + SIGCONT) for MINUTES, then heal and check
+# (docs/SOAK.md). SOAK_SEED=S to change the nemesis' schedule.
+MINUTES ?= 5
+SOAK_SEED ?= 1
+soak: install
+	$(BIN)/swarm-testnet soak --minutes $(MINUTES) --nodes 5 --seed $(SOAK_SEED)
 
 clean:
 	rm -rf $(VENV) $(DIR) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

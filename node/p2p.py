@@ -19,13 +19,15 @@ setting below was measured against that version (see docs/NETWORK.md for the fig
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 from typing import Any
 
 import multiaddr
+from google.protobuf.message import DecodeError
 from libp2p import new_host
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.crypto.ed25519 import Ed25519PublicKey
 from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
@@ -171,6 +173,18 @@ class IgnoringPubsub(Pubsub):
                 penalise(peer, topic)
 
             scorer.on_invalid_message = on_invalid_message  # type: ignore[method-assign]
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        """py-libp2p's handler ends a peer's stream on read errors but lets protobuf's
+        DecodeError through, and one RPC that does not parse then ended the whole node
+        (found by `swarm-testnet soak`; any connected peer could send one). Treat it like
+        a broken stream: reset it and forget the peer, as py-libp2p does for those."""
+        try:
+            await super().stream_handler(stream)
+        except DecodeError:
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            self._handle_dead_peer(stream.muxed_conn.peer_id)
 
     def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
         if not super()._is_subscribed_to_msg(msg):

@@ -17,7 +17,7 @@ from swarm.node.client import ApiError
 from swarm.node.home import HomeError
 
 from . import bench as benchmarks
-from . import cluster, raftsim, sim
+from . import cluster, multiraft_sim, raftsim, sim
 
 app = typer.Typer(name="swarm-testnet", help="Local testnets and benchmarks.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -31,24 +31,31 @@ def raft_sim_cmd(
     seeds: Annotated[int, typer.Option("--seeds", help="How many schedules to run.", min=1)]
     = 100,
     start: Annotated[int, typer.Option("--start", help="The first seed.", min=0)] = 0,
+    shell: Annotated[bool, typer.Option(
+        "--shell", help="Simulate the multi-raft shell (N nodes, many buckets, real "
+                        "stores) instead of one bare Raft group.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run seeded fault schedules of a Raft group deciding NEEDs; check safety after every
     step and liveness after healing. A failing seed replays exactly with --start SEED
-    --seeds 1."""
+    --seeds 1 (and --shell if it was one)."""
     failures: list[dict[str, Any]] = []
     totals: dict[str, int] = {}
+    keys = (("steps", "decided", "certified", "elections", "crashes", "crashes_in_round",
+             "partitions", "breaks", "takeovers", "transfers", "garbage", "frames",
+             "dropped") if shell else
+            ("steps", "decided", "elections", "crashes", "partitions", "conf_changes",
+             "transfers", "snapshots_sent", "messages", "dropped"))
     with Progress(console=err, transient=True, disable=as_json) as bar:
-        task = bar.add_task("schedules", total=seeds)
+        task = bar.add_task("shell schedules" if shell else "schedules", total=seeds)
         for seed in range(start, start + seeds):
             try:
-                result = raftsim.run_seed(seed)
-            except raftsim.Violation as exc:
+                result: Any = (multiraft_sim.run_seed(seed) if shell
+                               else raftsim.run_seed(seed))
+            except (raftsim.Violation, multiraft_sim.Violation) as exc:
                 failures.append({"seed": seed, "violation": str(exc)})
             else:
-                for k in ("steps", "decided", "elections", "crashes", "partitions",
-                          "conf_changes", "transfers", "snapshots_sent", "messages",
-                          "dropped"):
+                for k in keys:
                     totals[k] = totals.get(k, 0) + getattr(result, k)
             bar.advance(task)
     bad = [f["seed"] for f in failures]
@@ -408,6 +415,30 @@ def down_cmd(directory: DirOpt = Path(".testnet"), as_json: JsonOpt = False) -> 
     else:
         for m, r in results:
             out.print(f"node{m.index} (pid {m.pid}) {r}", highlight=False, markup=False)
+
+
+@app.command("soak")
+def soak_cmd(
+    minutes: Annotated[float, typer.Option("--minutes", min=0.1, help="How long the "
+                                           "workload and the nemesis run.")] = 5.0,
+    nodes: Annotated[int, typer.Option("--nodes", min=3, max=16)] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the nemesis and the "
+                                      "workload's choices.")] = 1,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Testnet folder, kept "
+                                                   "afterwards (default: a temporary "
+                                                   "one, removed).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Chaos soak: N real nodes, agents' workload (NEEDs, competing DECIDEs from every
+    node, transfers, staking) while a seeded nemesis kill -9s and SIGSTOPs a minority;
+    then heal and check one decision per NEED everywhere, equal to every answer, the
+    ledger conserved and consistent, no crash. Exit code 1 on any violation."""
+    from . import soak
+
+    code = soak.command(soak.SoakConfig(minutes=minutes, nodes=nodes, seed=seed,
+                                        directory=directory), as_json, out, err)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("smoke")
