@@ -64,8 +64,10 @@ from swarm.protocol.decide import Decision, TryDecide, encode_command
 from swarm.protocol.envelope import Identity
 from swarm.protocol.placement import Placement
 from swarm.protocol.raft import NONE, Message, Role
-from swarm.protocol.raftlog import Compacted, LogInvariant
+from swarm.protocol.raftlog import Compacted
 from swarm.protocol.raftwire import DecideResponse, Frame, SigNote
+
+from .raftsim import Violation, named_violations
 
 ATTEMPT_TICKS = int(ATTEMPT_TIMEOUT_S * 1000 / TICK_MS)
 FAILURE_TICKS = int(FAILURE_BACKOFF_S * 1000 / TICK_MS)
@@ -109,10 +111,6 @@ class ShellSimConfig:
                        snapshot_every=5)
         return cls(seed=seed, buckets=16, crash_p=0.004, partition_p=0.006,  # more groups
                    snapshot_every=3)
-
-
-class Violation(AssertionError):
-    """A safety or liveness property failed: the seed and step say how to replay it."""
 
 
 class _Crash(Exception):
@@ -629,16 +627,12 @@ class ShellSim:
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # garbage frames are logged; that is expected here
         try:
-            for i in range(c.steps):
-                self.step(faults=True)
-                if progress is not None and i % 100 == 0:
-                    progress(i)
-            self._heal()
-        except (LogInvariant, AssertionError) as exc:
-            if isinstance(exc, Violation):
-                raise Violation(f"seed {c.seed} step {self.now}: {exc}") from exc
-            raise Violation(f"seed {c.seed} step {self.now}: internal invariant: "
-                            f"{exc!r}") from exc
+            with named_violations(c.seed, lambda: self.now):
+                for i in range(c.steps):
+                    self.step(faults=True)
+                    if progress is not None and i % 100 == 0:
+                        progress(i)
+                self._heal()
         finally:
             quiet.setLevel(level)
             self.close()

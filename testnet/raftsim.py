@@ -16,9 +16,10 @@ submitted gets decided and every replica agrees.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from swarm.protocol.decide import DecideMachine, TryDecide, decode_command, encode_command
@@ -81,6 +82,18 @@ class SimConfig:
 
 class Violation(AssertionError):
     """A safety or liveness property failed: the seed and step say how to replay it."""
+
+
+@contextlib.contextmanager
+def named_violations(seed: int, now: Callable[[], int]) -> Iterator[None]:
+    """Turn a failed check, or an invariant the code under test asserts, into a
+    Violation naming the seed and the step, so the failure says how to replay it."""
+    try:
+        yield
+    except (LogInvariant, AssertionError) as exc:
+        if isinstance(exc, Violation):
+            raise Violation(f"seed {seed} step {now()}: {exc}") from exc
+        raise Violation(f"seed {seed} step {now()}: internal invariant: {exc!r}") from exc
 
 
 @dataclass
@@ -385,17 +398,12 @@ class RaftSim:
 
     def run(self, progress: Callable[[int], None] | None = None) -> SimResult:
         c = self.cfg
-        try:
+        with named_violations(c.seed, lambda: self.now):
             for i in range(c.steps):
                 self.step(faults=True)
                 if progress is not None and i % 100 == 0:
                     progress(i)
             self._heal()
-        except (LogInvariant, AssertionError) as exc:
-            if isinstance(exc, Violation):
-                raise Violation(f"seed {c.seed} step {self.now}: {exc}") from exc
-            raise Violation(f"seed {c.seed} step {self.now}: internal invariant: "
-                            f"{exc!r}") from exc
         return SimResult(
             seed=c.seed, steps=self.now, decided=len(self.decision),
             needs=len(self.submitted), elections=self.stats["elections"],

@@ -4,8 +4,10 @@ disk kept, garbage frames."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trio
@@ -21,6 +23,7 @@ from swarm.protocol.raft import Role
 
 N = 5
 BUCKETS = 16
+C = TypeVar("C", bound="Cluster")
 
 
 class Cluster:
@@ -57,25 +60,32 @@ class Cluster:
                 node.receive(src, data)
         return send
 
+    async def publish(self, d: Decision, cert: dict[str, object]) -> None:
+        self.published.append((d, cert))
+
+    def make(self, node_id: int, store: RaftStore) -> MultiRaft:
+        """The node's MultiRaft; subclasses wire more into it."""
+        return MultiRaft(self.identity_of(node_id), self.genesis.swarm_id, self.placement,
+                         store, self.send_from(node_id), self.publish, seed=node_id)
+
+    def loops(self, node_id: int, mr: MultiRaft) -> list[Callable[[], Awaitable[None]]]:
+        """What runs for the node until it is crashed."""
+        return [mr.run]
+
     async def start(self, nursery: trio.Nursery, node_id: int) -> None:
         store = RaftStore(self.root / f"n{node_id}")
         self.stores[node_id] = store
-
-        async def publish(d: Decision, cert: dict[str, object]) -> None:
-            self.published.append((d, cert))
-
-        mr = MultiRaft(self.identity_of(node_id), self.genesis.swarm_id, self.placement,
-                       store, self.send_from(node_id), publish, seed=node_id)
-        self.nodes[node_id] = mr
-        scope = trio.CancelScope()
-        self.scopes[node_id] = scope
-        stopped = trio.Event()
-        self.stopped[node_id] = stopped
+        mr = self.nodes[node_id] = self.make(node_id, store)
+        loops = self.loops(node_id, mr)
+        scope = self.scopes[node_id] = trio.CancelScope()
+        stopped = self.stopped[node_id] = trio.Event()
 
         async def runner() -> None:
             try:
                 with scope:
-                    await mr.run()
+                    async with trio.open_nursery() as n:
+                        for loop in loops:
+                            n.start_soon(loop)
             finally:
                 stopped.set()
 
@@ -89,9 +99,9 @@ class Cluster:
         self.stores.pop(node_id).close()
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Cluster, trio.Nursery]]:
-    c = Cluster(tmp_path)
+@asynccontextmanager
+async def running(c: C) -> AsyncIterator[tuple[C, trio.Nursery]]:
+    """All N nodes of `c` running; their stores closed afterwards."""
     async with trio.open_nursery() as nursery:
         for i in range(1, N + 1):
             await c.start(nursery, i)
@@ -99,6 +109,12 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Cluster, trio.Nursery]]
         nursery.cancel_scope.cancel()
     for s in c.stores.values():
         s.close()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Cluster, trio.Nursery]]:
+    async with running(Cluster(tmp_path)) as running_cluster:
+        yield running_cluster
 
 
 def need(i: int) -> bytes:

@@ -10,12 +10,12 @@ supply is conserved on every node."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import trio
-from test_multiraft import BUCKETS, Cluster, N
+from test_multiraft import BUCKETS, Cluster, N, running
 
 from swarm.node.ledger_raft import LedgerRaft
 from swarm.node.multiraft import MultiRaft, SubmitError
@@ -23,7 +23,6 @@ from swarm.node.raftstore import RaftStore
 from swarm.protocol import certificate, genesis
 from swarm.protocol.bucket_machine import ChainEntry, ledger_command
 from swarm.protocol.buckets import bucket_of
-from swarm.protocol.decide import Decision
 from swarm.protocol.envelope import Identity, make_envelope
 from swarm.protocol.ledger import Transfer
 from swarm.protocol.placement import Placement
@@ -54,34 +53,15 @@ class LedgerCluster(Cluster):
         self.stopped: dict[int, trio.Event] = {}
         self.lamport = 0
 
-    async def start(self, nursery: trio.Nursery, node_id: int) -> None:
-        store = RaftStore(self.root / f"n{node_id}")
-        self.stores[node_id] = store
-
-        async def publish(d: Decision, cert: dict[str, object]) -> None:
-            self.published.append((d, cert))
-
+    def make(self, node_id: int, store: RaftStore) -> MultiRaft:
         mr = MultiRaft(self.identity_of(node_id), self.genesis.swarm_id, self.placement,
-                       store, self.send_from(node_id), publish, seed=node_id,
+                       store, self.send_from(node_id), self.publish, seed=node_id,
                        genesis=self.genesis)
-        lr = LedgerRaft(mr, store, self.genesis)
-        self.nodes[node_id] = mr
-        self.ledgers[node_id] = lr
-        scope = trio.CancelScope()
-        self.scopes[node_id] = scope
+        self.ledgers[node_id] = LedgerRaft(mr, store, self.genesis)
+        return mr
 
-        stopped = self.stopped[node_id] = trio.Event()
-
-        async def runner() -> None:
-            try:
-                with scope:
-                    async with trio.open_nursery() as n:
-                        n.start_soon(mr.run)
-                        n.start_soon(lr.run)
-            finally:
-                stopped.set()
-
-        nursery.start_soon(runner)
+    def loops(self, node_id: int, mr: MultiRaft) -> list[Callable[[], Awaitable[None]]]:
+        return [mr.run, self.ledgers[node_id].run]
 
     async def kill(self, node_id: int) -> None:
         """Like kill -9: the loop stops mid-flight; only what reached the disk remains.
@@ -138,14 +118,8 @@ def assert_conserved(c: LedgerCluster) -> None:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[tuple[LedgerCluster, trio.Nursery]]:
-    c = LedgerCluster(tmp_path)
-    async with trio.open_nursery() as nursery:
-        for i in range(1, N + 1):
-            await c.start(nursery, i)
-        yield c, nursery
-        nursery.cancel_scope.cancel()
-    for s in c.stores.values():
-        s.close()
+    async with running(LedgerCluster(tmp_path)) as running_cluster:
+        yield running_cluster
 
 
 async def test_transfers_across_buckets_reach_every_node(

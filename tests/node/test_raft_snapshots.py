@@ -20,7 +20,7 @@ import multiaddr
 import pytest
 import trio
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from test_multiraft import BUCKETS, Cluster, N, need
+from test_multiraft import BUCKETS, Cluster, N, need, running
 
 from swarm.node import multiraft, p2p, raft_snapshots
 from swarm.node.multiraft import MultiRaft
@@ -197,28 +197,16 @@ class SnapCluster(Cluster):
         if node is not None:
             node.snapshot_status(dst, bucket, status == OK)
 
-    async def start(self, nursery: trio.Nursery, node_id: int) -> None:
-        self.nursery = nursery
-        store = RaftStore(self.root / f"n{node_id}")
-        self.stores[node_id] = store
+    def make(self, node_id: int, store: RaftStore) -> MultiRaft:
         mr = MultiRaft(self.identity_of(node_id), self.genesis.swarm_id, self.placement,
                        store, self.send_from(node_id), None, seed=node_id,
                        send_snapshot=self.snap_from(node_id))
         self.receivers[node_id] = SnapshotReceiver(BUCKETS, N, mr.receive_snapshot)
-        self.nodes[node_id] = mr
-        scope = trio.CancelScope()
-        self.scopes[node_id] = scope
-        stopped = trio.Event()
-        self.stopped[node_id] = stopped
+        return mr
 
-        async def runner() -> None:
-            try:
-                with scope:
-                    await mr.run()
-            finally:
-                stopped.set()
-
-        nursery.start_soon(runner)
+    async def start(self, nursery: trio.Nursery, node_id: int) -> None:
+        self.nursery = nursery  # where transfers run
+        await super().start(nursery, node_id)
 
 
 @pytest.fixture
@@ -227,14 +215,8 @@ async def snap_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(multiraft, "SNAPSHOT_EVERY", 20)
     monkeypatch.setattr(multiraft, "LOG_TAIL_KEEP", 5)
     monkeypatch.setattr(multiraft, "BALANCE_TICKS", 10**9)  # leaders stay put
-    c = SnapCluster(tmp_path)
-    async with trio.open_nursery() as nursery:
-        for i in range(1, N + 1):
-            await c.start(nursery, i)
-        yield c, nursery
-        nursery.cancel_scope.cancel()
-    for s in c.stores.values():
-        s.close()
+    async with running(SnapCluster(tmp_path)) as running_cluster:
+        yield running_cluster
 
 
 async def test_a_follower_that_was_down_catches_up_through_a_chunked_snapshot(
