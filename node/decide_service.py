@@ -9,12 +9,19 @@ it is stored or applied (`check_envelope`, run by the pipeline), and records eac
 certified decision in `certified` -- the read replica that non-replica nodes answer from
 without trusting any single peer.
 
-Announcements are batched: the first decision after a quiet spell goes out at once, then
-at most one envelope per ANNOUNCE_WINDOW_S, stating up to 1 + DECIDE_ALSO_MAX decisions.
-A gossiped envelope costs every receiver about 2.5 ms of CPU here whatever it carries;
-announcing each decision alone took more CPU than deciding it and doubled DECIDE
-latency (docs/RAFT.md). Callers never wait for announcements: they get the committed
-decision from Raft.
+Announcements are batched, and one validator makes them for the whole swarm: the
+lowest-numbered one this node takes to be alive (`MultiRaft.announcer`). Other bucket
+leaders send it their certified decisions in their next Raft frame to it; it checks
+each certificate and queues them. It publishes a DECIDE envelope stating up to
+1 + DECIDE_ALSO_MAX decisions as soon as one is full, else at most one per
+ANNOUNCE_WINDOW_S; the first decision after a quiet spell goes out at once. A gossiped
+envelope costs every node about 2.5 ms of CPU whatever it carries, so five announcers
+with small envelopes cost several times the CPU of one with full ones, and that CPU
+came in bursts on every node at once that delayed the DECIDEs in flight (docs/RAFT.md).
+A decision lost on its way is announced by the replicas' fallback (`MultiRaft`).
+Receivers check a gossiped DECIDE's certificates a decision at a time, pausing between
+them (`precheck`), for the same reason. Callers never wait for announcements: they get
+the committed decision from Raft.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from swarm.protocol.envelope import Envelope
 from swarm.protocol.errors import LocalProtocolError, RemoteProtocolError
 from swarm.protocol.placement import Placement
 from swarm.protocol.raft import NONE, Message
-from swarm.protocol.schema import to_json
+from swarm.protocol.raftwire import Announcement
 from swarm.protocol.verbs import DECIDE_ALSO_MAX
 
 from . import relay
@@ -65,7 +72,13 @@ log = logging.getLogger("swarm.decide")
 
 RAFT_DIR = "raft"
 CERTIFIED_MAX = 1_000_000
-ANNOUNCE_WINDOW_S = 0.2
+ANNOUNCE_WINDOW_S = 1.0
+ANNOUNCE_FULL = 1 + DECIDE_ALSO_MAX  # decisions that fill an envelope
+# Between two decisions' certificate checks, a gossiped DECIDE lets the node's other work
+# run for this long: checking all of a full one at once took every node 5-8 ms of CPU
+# at the same moment, and the DECIDEs in flight then waited (docs/RAFT.md).
+PRECHECK_PACE_S = 0.002
+PRECHECKED_MAX = 1024
 ANNOUNCE_QUEUE_MAX = 100_000  # beyond it the oldest wait for the replicas' fallback
 
 
@@ -115,7 +128,7 @@ class DecideService:
         self.certified: dict[bytes, dict[str, Any]] = {}
         self.raft = MultiRaft(node.identity, node.genesis.swarm_id, self.placement,
                               self.store, self._send, self._publish,
-                              announced=lambda need_id: need_id in self.certified,
+                              announced=self._announced,
                               genesis=node.genesis, send_snapshot=self._send_snapshot)
         self.transport: RaftTransport | None = None
         self.snapshots: SnapshotStreams | None = None
@@ -127,14 +140,35 @@ class DecideService:
         self.decide_rule = node.policy.host.rules().get("DECIDE")
         self.announce_ready = trio.Event()
         self.announcements = 0  # envelopes published
+        # Gossiped DECIDEs whose certificates `precheck` is checking, and those it passed
+        # (the pipeline judges each right after, so this stays small).
+        self._prechecking: dict[bytes, trio.Event] = {}
+        self._queued: set[bytes] = set()  # NEEDs in announce_queue
+        self._to_check: deque[Announcement] = deque()  # relayed, not checked yet
+        self._check_ready = trio.Event()
+        self.raft.relayed = self._relayed
+        self._prechecked: dict[bytes, None] = {}
         node.metrics.registry.register(RaftCollector(self))
         self.decide_seconds = Histogram(
             "swarm_decide_seconds", "DECIDE submitted through this node's API, to the "
             "committed answer", buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                          0.5, 1, 2.5, 5, 10), registry=node.metrics.registry)
+        self.write_seconds = Histogram(
+            "swarm_raft_write_seconds", "Synced writes of Raft state (one per round), which "
+            "hold the event loop", buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005,
+                                            0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=node.metrics.registry)
+        self.store.observe_write = self.write_seconds.observe
 
     def close(self) -> None:
         self.store.close()
+
+    def _announced(self, need_id: bytes) -> bool:
+        """Whether a DECIDE stating this NEED's decision is out (MultiRaft stops
+        re-sending it and may compact past it). With the read replica full, the node can
+        no longer tell, and takes every decision for announced rather than re-send each
+        for an hour and never compact again."""
+        return need_id in self.certified or len(self.certified) >= CERTIFIED_MAX
 
     def _send(self, peer: int, frame: bytes) -> None:
         if self.transport is not None:
@@ -163,6 +197,7 @@ class DecideService:
             await nursery.start(self.snapshots.run)
             await nursery.start(self.raft.run)
             nursery.start_soon(self._announcer)
+            nursery.start_soon(self._checker)
             if self.raft.id != NONE:
                 node.host.set_stream_handler(self.submission_protocol, self.submissions)
             log.info("raft started id=%d buckets=%d", self.raft.id, len(self.raft.groups))
@@ -171,10 +206,58 @@ class DecideService:
     # -- announcements and the read replica --
 
     async def _publish(self, d: Decision, cert: dict[str, Any]) -> None:
-        """MultiRaft's announcement callback: queue the certified decision."""
-        if len(self.announce_queue) < ANNOUNCE_QUEUE_MAX:
-            self.announce_queue.append((d, cert))
-            self.announce_ready.set()
+        """MultiRaft's announcement callback: a certified decision this node holds. One
+        validator announces for the whole swarm (`MultiRaft.announcer`); the others
+        send theirs to it in their next Raft frame to it. Every gossiped envelope costs
+        every node about 2.5 ms of CPU whatever it carries, so five announcers sent
+        several times the envelopes one does."""
+        target = self.raft.announcer()
+        if target != self.raft.id:
+            self.raft.forward_announcement(target, d, cert)
+        else:
+            self._enqueue(d, cert)
+
+    def _enqueue(self, d: Decision, cert: dict[str, Any]) -> None:
+        if d.need_id in self.certified or d.need_id in self._queued \
+                or len(self.announce_queue) >= ANNOUNCE_QUEUE_MAX:
+            return  # known, queued already, or left to the replicas' fallback
+        self._queued.add(d.need_id)
+        self.announce_queue.append((d, cert))
+        self.announce_ready.set()
+
+    def _relayed(self, sender: int, a: Announcement) -> None:
+        """A certified decision validator `sender` sent us to announce; `_checker` checks
+        it before it is queued."""
+        if len(self._to_check) < ANNOUNCE_QUEUE_MAX:
+            self._to_check.append(a)
+            self._check_ready.set()
+
+    async def _checker(self) -> None:
+        """Check relayed decisions' certificates before they join the announcement
+        queue: one bad certificate gets the whole DECIDE rejected by every node and its
+        sender penalised. The event loop runs between decisions."""
+        while True:
+            await self._check_ready.wait()
+            self._check_ready = trio.Event()
+            while self._to_check:
+                a = self._to_check.popleft()
+                if a.need_id not in self.certified and a.need_id not in self._queued:
+                    item = self._certify_relayed(a)
+                    if item is not None:
+                        self._enqueue(*item)
+                    await trio.lowlevel.checkpoint()
+
+    def _certify_relayed(self, a: Announcement) -> tuple[Decision, dict[str, Any]] | None:
+        try:
+            cert = certificate.check_relayed(a, self.node.genesis.swarm_id, self.placement)
+        except RemoteProtocolError as exc:
+            self.raft.stats["announcements_rejected"] += 1
+            log.warning("a relayed decision for %s does not verify: %s",
+                        a.need_id.hex()[:16], exc)
+            return None
+        self.raft.stats["announcements_relayed"] += 1
+        return Decision(a.need_id, a.proposal_id, a.k_plan, a.epoch, a.bucket, a.index,
+                        a.term, a.ts_ms), cert
 
     async def _announcer(self) -> None:
         last = -ANNOUNCE_WINDOW_S
@@ -182,29 +265,67 @@ class DecideService:
             while True:
                 await self.announce_ready.wait()
                 self.announce_ready = trio.Event()
-                await trio.sleep_until(last + ANNOUNCE_WINDOW_S)
+                # A full envelope goes out at once: waiting out the window would only
+                # make the next one bigger than an envelope may be.
+                with trio.move_on_at(last + ANNOUNCE_WINDOW_S):
+                    while len(self.announce_queue) < ANNOUNCE_FULL:
+                        await self.announce_ready.wait()
+                        self.announce_ready = trio.Event()
                 last = trio.current_time()
                 while self.announce_queue:
                     payload = pack_decisions(self.announce_queue, self.decide_rule)
+                    for p in certificate.announced(payload):
+                        self._queued.discard(p["need_id"].raw)
                     # Not awaited here: publishing waits for the node's grouped fsync.
                     nursery.start_soon(self._announce, payload)
 
     async def _announce(self, payload: dict[str, Any]) -> None:
         applied = self.node.pipeline.replica.applied
         needs = [d["need_id"] for d in certificate.announced(payload)]
-        refs = sorted({str(n) for n in needs if n in applied})
+        refs = [n for n in dict.fromkeys(needs) if n in applied]
         try:
-            await self.node.publish("DECIDE", to_json(payload), "decide", refs)
+            await self.node.publish_value("DECIDE", payload, "decide", refs)
             self.announcements += 1
         except Exception as exc:  # noqa: BLE001 - the replicas' fallback announces them
             log.warning("announcing %d decisions failed: %r", len(needs), exc)
 
+    async def precheck(self, env: Envelope) -> bool:
+        """Check a gossiped DECIDE's certificates ahead of the pipeline, letting the
+        event loop run between decisions: a full DECIDE is about fifty signature checks,
+        3-5 ms of CPU in one piece, and every Raft frame that arrived meanwhile waited
+        for it. Passed, the pipeline's certificate stage skips it; failed, that stage
+        checks it again and rejects it with the reason. False: another copy of it was
+        being checked, and this one waited for that copy to be judged."""
+        key = env.id.raw
+        running = self._prechecking.get(key)
+        if running is not None:
+            await running.wait()
+            return False
+        done = self._prechecking[key] = trio.Event()
+        try:
+            for _ in certificate.checking_announcement(
+                    env.payload, self.node.genesis.swarm_id, self.placement):
+                await trio.sleep(PRECHECK_PACE_S)
+            self._prechecked[key] = None
+            while len(self._prechecked) > PRECHECKED_MAX:
+                del self._prechecked[next(iter(self._prechecked))]
+        except RemoteProtocolError:
+            pass
+        finally:
+            del self._prechecking[key]
+            done.set()
+        return True
+
     def check_envelope(self, env: Envelope) -> None:
         """The pipeline's certificate stage: every decision a DECIDE states must carry a
         certificate by a quorum of its NEED's bucket's replicas over exactly it."""
-        if env.kind == "DECIDE":
-            certificate.check_announcement(env.payload, self.node.genesis.swarm_id,
-                                           self.placement)
+        if env.kind != "DECIDE":
+            return
+        if env.id.raw in self._prechecked:
+            del self._prechecked[env.id.raw]
+            return
+        certificate.check_announcement(env.payload, self.node.genesis.swarm_id,
+                                       self.placement)
 
     def accepted(self, env: Envelope) -> None:
         """A stored DECIDE (its certificates checked): record its decisions in the read
@@ -315,16 +436,30 @@ def pack_decisions(queue: deque[tuple[Decision, dict[str, Any]]],
                    rule: abi.Rule | None) -> dict[str, Any]:
     """Take the next DECIDE payload off `queue` (certified decisions, oldest first): as
     many decisions as the policy's limits for a DECIDE (`rule`: payload bytes, list
-    items) and DECIDE_ALSO_MAX allow, and at least one."""
-    payload: dict[str, Any] = {}
-    while queue and len(payload.get("also", ())) < DECIDE_ALSO_MAX:
-        d, cert = queue[0]
-        entry = {"need_id": Cid(d.need_id), "proposal_id": d.proposal_id.decode(),
-                 "k_plan": d.k_plan, "epoch": d.epoch, "cert": cert}
-        grown = {**payload, "also": [*payload.get("also", ()), entry]} if payload else entry
-        if payload and (rule is None or len(cbor.encode(grown)) > rule.payload_bytes_max
-                        or abi.list_items(grown) > rule.items_max):
+    items) and DECIDE_ALSO_MAX allow, and at least one.
+
+    Sizes add up entry by entry (encoding the grown payload each time made a full
+    envelope cost 2.2 ms to pack): the payload is the first decision's map plus an
+    `also` key (5 bytes) and a list head (at most 3), then each entry's encoding."""
+    if not queue:
+        return {}
+    first = _announced_entry(*queue.popleft())
+    if rule is None:
+        return first
+    size = len(cbor.encode(first)) + 5 + 3
+    items = abi.list_items(first)
+    also: list[dict[str, Any]] = []
+    while queue and len(also) < DECIDE_ALSO_MAX:
+        entry = _announced_entry(*queue[0])
+        entry_size, entry_items = len(cbor.encode(entry)), 1 + abi.list_items(entry)
+        if size + entry_size > rule.payload_bytes_max or items + entry_items > rule.items_max:
             break
-        payload = grown
+        size, items = size + entry_size, items + entry_items
+        also.append(entry)
         queue.popleft()
-    return payload
+    return {**first, "also": also} if also else first
+
+
+def _announced_entry(d: Decision, cert: dict[str, Any]) -> dict[str, Any]:
+    return {"need_id": Cid(d.need_id), "proposal_id": d.proposal_id.decode(),
+            "k_plan": d.k_plan, "epoch": d.epoch, "cert": cert}

@@ -61,6 +61,7 @@ from swarm.protocol.raft import (
 )
 from swarm.protocol.raftlog import Compacted, EntryKind
 from swarm.protocol.raftwire import (
+    Announcement,
     CertifiedEntry,
     DecideRequest,
     DecideResponse,
@@ -235,6 +236,9 @@ class MultiRaft:
         self.out_results: dict[int, list[SubmitResponse]] = defaultdict(list)
         self.out_chain: dict[int, list[CertifiedEntry]] = defaultdict(list)
         self.out_fetch: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        self.out_announce: dict[int, list[Announcement]] = defaultdict(list)
+        # Certified decisions other validators sent us to announce (`forward_announcement`).
+        self.relayed: Callable[[int, Announcement], None] | None = None
         # Ledger commands: local callers and remote requesters waiting on (bucket, key),
         # and when this node last proposed each (to propose again only after a while).
         self.sub_waiters: dict[tuple[int, bytes], list[trio.Event]] = defaultdict(list)
@@ -249,6 +253,9 @@ class MultiRaft:
         self.touched: set[int] = set()  # buckets that received messages since the last tick
         self.with_certs: set[int] = set()
         self.beat_due = False
+        self.lazy_due = False  # a tick passed: the round's last flush sends everything
+        self.urgent: set[int] = set()  # peers with an urgent Raft message queued
+        self.acked: dict[int, tuple[int, int, int]] = {}  # bucket -> last (to, term, index)
         rng_seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
         # Request ids start anywhere, so that an answer to a request of this node's
         # previous life (a replica answers once the NEED is decided, which may be after
@@ -322,6 +329,7 @@ class MultiRaft:
                 # for the next. Its writes go out with the next round's.
                 self._maybe_compact(self.groups[b])
             self.with_certs = {b for b in self.with_certs if self.groups[b].certs}
+        self.lazy_due = True
         if self.now_tick % BEAT_TICKS == 0:
             self.beat_due = True
         if self.now_tick % BALANCE_TICKS == 0:
@@ -467,6 +475,9 @@ class MultiRaft:
                 ev.set()
         if frame.chain or frame.fetch:
             self.ledger_hook.frame(sender, frame)
+        if self.relayed is not None:
+            for a in frame.announce:
+                self.relayed(sender, a)
         self.wake.set()
 
     # -- the loop --
@@ -538,14 +549,14 @@ class MultiRaft:
             must_sync |= rd.must_sync
             readies.append((g, rd))
             for m in rd.early_messages:
-                self.outbox[m.to].append((g.bucket, m))
-        self.flush()  # leaders' appends travel while our own disk write runs
+                self._queue(g.bucket, m)
+        self.flush(final=False)  # leaders' appends travel while our own disk write runs
         batch = self.store.take()
         if batch is not None:
             self.store.write(batch, must_sync)
         for g, rd in readies:
             for m in rd.messages:
-                self.outbox[m.to].append((g.bucket, m))
+                self._queue(g.bucket, m)
             if rd.entries or any(m.entries or m.snapshot is not None for m in rd.messages):
                 g.idle_ticks = 0
             if rd.snapshot is not None:
@@ -568,40 +579,76 @@ class MultiRaft:
                 self.wake.set()
         self.flush()
 
-    def flush(self) -> None:
-        """Send one frame to each peer with something queued; when a beat is due, every
-        peer gets a frame, each carrying the bitmap of buckets this node leads."""
+    def _queue(self, bucket: int, m: Message) -> None:
+        """Queue a Raft message for its peer's next frame, noting whether it is urgent.
+
+        Someone waits on an append carrying entries and on its acknowledgement (the
+        commit needs it), and on elections and transfers. Nobody waits on an append that
+        only moves the commit index (the leader has answered; a follower applies a
+        little later), on an acknowledgement repeating the last one, or on heartbeats:
+        those ride the next frame to that peer, or go on the next tick. Each of them used
+        to cost a frame of its own: four of the ten frames one DECIDE took."""
+        self.outbox[m.to].append((bucket, m))
+        if m.type == MsgType.APP:
+            urgent = bool(m.entries)
+        elif m.type == MsgType.APP_RESP:
+            ack = (m.to, m.term, m.index)
+            urgent = m.reject or self.acked.get(bucket) != ack
+            if not m.reject:
+                self.acked[bucket] = ack
+        else:
+            urgent = m.type not in (MsgType.HEARTBEAT, MsgType.HEARTBEAT_RESP)
+        if urgent:
+            self.urgent.add(m.to)
+
+    def flush(self, final: bool = True) -> None:
+        """Send one frame to each peer with something urgent queued, carrying everything
+        queued for it. The rest (`_queue`; signature shares for certificates, which are
+        announced in batches anyway; certified chain entries) waits for the next such
+        frame or the next tick's round, whose last flush sends everything. When a beat
+        is due (on a tick), every peer gets a frame, each carrying the bitmap of buckets
+        this node leads."""
         if self.send_snapshot is not None:
             self._divert_snapshots(self.send_snapshot)
-        peers = (set(self.outbox) | set(self.out_sigs) | set(self.out_reqs) | set(self.out_resps)
-                 | set(self.out_submits) | set(self.out_results) | set(self.out_chain)
-                 | set(self.out_fetch))
+        queues = (self.outbox, self.out_sigs, self.out_reqs, self.out_resps,
+                  self.out_submits, self.out_results, self.out_chain, self.out_fetch,
+                  self.out_announce)
+        peers: set[int] = set()
+        for q in queues:
+            peers.update(q)
+        for peer in peers & {self.id, NONE}:
+            for q in queues:
+                q.pop(peer, None)
+        peers -= {self.id, NONE}
         leads = b""
-        if self.beat_due and self.id != NONE:
-            self.beat_due = False
-            peers |= set(range(1, len(self.placement.accounts) + 1))
-            leads = leads_bitmap([b for b, g in self.groups.items()
-                                  if g.raw.raft.role == Role.LEADER],
-                                 self.placement.bucket_count)
+        if final and self.lazy_due:
+            self.lazy_due = False
+            if self.beat_due and self.id != NONE:
+                self.beat_due = False
+                peers |= set(range(1, len(self.placement.accounts) + 1)) - {self.id}
+                leads = leads_bitmap([b for b, g in self.groups.items()
+                                      if g.raw.raft.role == Role.LEADER],
+                                     self.placement.bucket_count)
+        else:
+            peers = {p for p in peers if self._urgent(p)}
         for peer in sorted(peers):
-            if peer == self.id or peer == NONE:
-                continue
             frame = Frame(self.id, tuple(self.outbox.pop(peer, ())), leads,
                           tuple(self.out_sigs.pop(peer, ())), tuple(self.out_reqs.pop(peer, ())),
                           tuple(self.out_resps.pop(peer, ())),
                           tuple(self.out_submits.pop(peer, ())),
                           tuple(self.out_results.pop(peer, ())),
-                          tuple(self.out_chain.pop(peer, ())), tuple(self.out_fetch.pop(peer, ())))
+                          tuple(self.out_chain.pop(peer, ())), tuple(self.out_fetch.pop(peer, ())),
+                          tuple(self.out_announce.pop(peer, ())))
+            self.urgent.discard(peer)
             self.stats["frames_out"] += 1
             self.send(peer, frame.encode())
-        self.outbox.clear()
-        self.out_sigs.clear()
-        self.out_reqs.clear()
-        self.out_resps.clear()
-        self.out_submits.clear()
-        self.out_results.clear()
-        self.out_chain.clear()
-        self.out_fetch.clear()
+
+    def _urgent(self, peer: int) -> bool:
+        """Whether a frame should go to `peer` now: an urgent Raft message (`_queue`), a
+        DECIDE request or answer, a ledger submission or result, or a fetch is queued."""
+        return peer in self.urgent or bool(
+            self.out_reqs.get(peer) or self.out_resps.get(peer) or self.out_submits.get(peer)
+            or self.out_results.get(peer) or self.out_fetch.get(peer))
 
     def _divert_snapshots(self, send_snapshot: Callable[[int, int, Message], None]) -> None:
         """Take SNAP messages out of the frames: they go on streams of their own."""
@@ -620,11 +667,12 @@ class MultiRaft:
         snap = g.storage.snapshot()
         if applied - snap.index < self.snapshot_every or g.machine.applied < snap.index:
             return
-        if any(index > snap.index and st.need_id and not st.published
-               and not self.announced(st.need_id) for index, st in g.certs.items()):
-            # A decision not yet certified stays in the log: should every replica
-            # restart before a quorum signs it, re-applying it signs it again; inside
-            # a snapshot it would never be (shell simulation, seed 114).
+        if any(index > snap.index and st.need_id and not self.announced(st.need_id)
+               for index, st in g.certs.items()):
+            # A decision not yet announced stays in the log: should every replica
+            # restart before a quorum signs it (or before the certificate reaches the
+            # gossip), re-applying it signs it again; inside a snapshot it would never
+            # be (shell simulation, seed 114).
             return
         g.storage.create_snapshot(applied, sorted(g.raw.raft.voters), g.machine.snapshot())
         g.storage.compact(max(applied - self.log_tail_keep, g.storage.first_index() - 1))
@@ -756,15 +804,15 @@ class MultiRaft:
             if state.chain:
                 self._age_chain_cert(g, index, state)
                 continue
-            unsettled = bool(state.need_id and not state.published
-                             and not self.announced(state.need_id))
+            unsettled = bool(state.need_id and not self.announced(state.need_id))
             if unsettled and state.age_sweeps >= PUBLISH_FALLBACK_SWEEPS:
-                # The leader died (or lost a note) before its DECIDE went out: send our
-                # signature to every replica, and publish once we hold a quorum, leader
-                # or not (should two go out, they state the same decision; harmless).
-                # Shares go again, every 2 s and after 10 s every 5 s, until a DECIDE is
-                # out: one share lost with a connection left the decision uncertified
-                # for good (shell simulation, seed 2).
+                # The leader died (or lost a note) before its DECIDE went out, or the
+                # decision was lost on its way to the announcer: send our signature to
+                # every replica, and publish once we hold a quorum, leader or not
+                # (should two go out, they state the same decision; harmless). Shares
+                # and publications go again, every 2 s and after 10 s every 5 s, until a
+                # DECIDE is out: one share lost with a connection left the decision
+                # uncertified for good (shell simulation, seed 2).
                 d = g.machine.get(state.need_id)
                 own = state.sigs.get(self.identity.public_key)
                 due = state.age_sweeps % (PUBLISH_FALLBACK_SWEEPS
@@ -772,7 +820,8 @@ class MultiRaft:
                 if d is None or d.index != index:
                     pass
                 elif state.done:
-                    self._queue_publish(g, d, state)
+                    if due or not state.published:
+                        self._queue_publish(g, d, state)
                 elif own is not None and (due or not state.shared):
                     state.shared = True
                     self.stats["sigs_shared"] += 1
@@ -888,6 +937,24 @@ class MultiRaft:
         with trio.move_on_after(ATTEMPT_TIMEOUT_S):
             await ev.wait()
         return g.machine.get(cmd.need_id)
+
+    def announcer(self) -> int:
+        """The validator that announces certified decisions for the swarm, as this node
+        sees it: the lowest-numbered one it takes to be alive (itself included). Nodes
+        that disagree for a moment (one just died) both announce; a DECIDE stating a
+        decision already known is harmless."""
+        return min((p for p in range(1, len(self.placement.accounts) + 1) if self._alive(p)),
+                   default=self.id)
+
+    def forward_announcement(self, peer: int, d: Decision, cert: dict[str, Any]) -> None:
+        """Send a certified decision to `peer` (the announcer) with the next frame to it
+        or the next tick's. Lost with a connection, it is sent again by the replicas'
+        fallback (`_age_certs`) until a DECIDE stating it is out."""
+        self.out_announce[peer].append(Announcement(
+            cert["bucket"], cert["index"], cert["term"], cert["ts_ms"], d.need_id,
+            d.proposal_id, d.k_plan, d.epoch,
+            tuple((s["signer"], s["sig"]) for s in cert["sigs"])))
+        self.stats["announcements_forwarded"] += 1
 
     def _alive(self, peer: int) -> bool:
         seen = self.peer_seen.get(peer)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import multiaddr
@@ -156,6 +157,10 @@ class IgnoringPubsub(Pubsub):
     def __init__(self, host: IHost, router: GossipSub, **kwargs: Any) -> None:
         super().__init__(host, router, **kwargs)
         self.duplicates_dropped = 0
+        # An asynchronous first stage, run before the topic validators (which run without
+        # a checkpoint: py-libp2p's synchronous validators): it may raise `Ignore`, and it
+        # may take its time without holding up the node's other work.
+        self.prepare: Callable[[ID, rpc_pb2.Message], Awaitable[None]] | None = None
         # (forwarder, topics) of the message being ignored right now: push_msg penalises
         # each of its topics synchronously after validate_msg raises, then returns.
         self._pardon: tuple[ID, set[str]] | None = None
@@ -197,6 +202,8 @@ class IgnoringPubsub(Pubsub):
     async def validate_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         self._pardon = None
         try:
+            if self.prepare is not None:
+                await self.prepare(msg_forwarder, msg)
             await super().validate_msg(msg_forwarder, msg)
         except Ignore:
             self._mark_msg_seen(msg)
@@ -204,6 +211,6 @@ class IgnoringPubsub(Pubsub):
             raise ValidationError("ignored") from None
 
 
-def make_pubsub(host: IHost, router: GossipSub) -> Pubsub:
+def make_pubsub(host: IHost, router: GossipSub) -> IgnoringPubsub:
     return IgnoringPubsub(host, router, cache_size=None, seen_ttl=120, sweep_interval=60,
                           strict_signing=True, msg_id_constructor=content_message_id)

@@ -87,12 +87,21 @@ class Pipeline:
 
     def judge(self, data: bytes) -> Outcome:
         """Every check but storage; for the gossip validator and catch-up alike."""
+        decoded = self.decode(data)
+        return decoded if isinstance(decoded, Outcome) else self.judge_envelope(decoded)
+
+    def decode(self, data: bytes) -> Envelope | Outcome:
+        """The first stages (decode, verify the signature): the envelope, or the REJECT
+        `judge` gives it."""
         try:
-            env = decode_envelope(data, swarm=self.swarm_id)
+            return decode_envelope(data, swarm=self.swarm_id)
         except RemoteProtocolError as exc:
             return Outcome(Verdict.REJECT, exc.code)
         except Exception:  # noqa: BLE001 - a decoder bug must not take the node down
             return Outcome(Verdict.REJECT, "internal")
+
+    def judge_envelope(self, env: Envelope) -> Outcome:
+        """The stages after `decode`: duplicate, certificate, policy."""
         if env.id in self.ids:
             return Outcome(Verdict.IGNORE, "duplicate", env)
         if self.certify is not None:

@@ -18,7 +18,8 @@ protocol/raft.py), and it costs one fsync per round however many buckets moved.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import rocksdict
@@ -132,6 +133,9 @@ class RaftStore:
         self._nosync = rocksdict.WriteOptions()
         self.pending = rocksdict.WriteBatch(raw_mode=True)
         self.synced_writes = 0
+        # Seconds each synced write held the event loop (the write is inline: see
+        # docs/RAFT.md); the node exports them as swarm_raft_write_seconds.
+        self.observe_write: Callable[[float], None] = lambda _seconds: None
 
     def bucket(self, bucket: int, voters: Sequence[int]) -> BucketStorage:
         return BucketStorage(self, bucket, voters)
@@ -145,9 +149,13 @@ class RaftStore:
         return batch
 
     def write(self, batch: rocksdict.WriteBatch, sync: bool = True) -> None:
-        self.db.write(batch, self._sync if sync else self._nosync)
-        if sync:
-            self.synced_writes += 1
+        if not sync:
+            self.db.write(batch, self._nosync)
+            return
+        started = time.perf_counter()
+        self.db.write(batch, self._sync)
+        self.observe_write(time.perf_counter() - started)
+        self.synced_writes += 1
 
     def commit(self, sync: bool = True) -> None:
         batch = self.take()

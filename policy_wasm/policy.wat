@@ -64,7 +64,7 @@
     ;; task lifecycle
     (call $rule (i32.const 1) (i32.const 4096) (i32.const 32) (i32.const 3) (i32.const 5))     ;; NEED
     (call $rule (i32.const 2) (i32.const 16384) (i32.const 160) (i32.const 31) (i32.const 1))  ;; PROPOSE
-    (call $rule (i32.const 3) (i32.const 8192) (i32.const 64) (i32.const 15) (i32.const 1))    ;; DECIDE
+    (call $rule (i32.const 3) (i32.const 32768) (i32.const 256) (i32.const 15) (i32.const 1))  ;; DECIDE
     (call $rule (i32.const 4) (i32.const 1024) (i32.const 0) (i32.const 7) (i32.const 1))      ;; CLAIM
     (call $rule (i32.const 5) (i32.const 512) (i32.const 0) (i32.const 7) (i32.const 1))       ;; HEARTBEAT
     (call $rule (i32.const 6) (i32.const 4096) (i32.const 64) (i32.const 7) (i32.const 1))     ;; COMMIT

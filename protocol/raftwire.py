@@ -9,7 +9,8 @@ the sender's liveness with the set of buckets it leads (the coalesced heartbeat 
 idle buckets go quiet), commit-certificate signatures, DECIDE requests/responses from
 nodes that do not replicate a NEED's bucket, ledger commands submitted to a bucket's
 leader and their outcomes, certified ledger-chain entries for nodes that do not
-replicate their bucket, and requests for the chain entries a node is missing.
+replicate their bucket, requests for the chain entries a node is missing, and certified
+decisions on their way to the validator that announces them for the swarm.
 """
 
 from __future__ import annotations
@@ -95,6 +96,24 @@ CHAIN_ENTRY_BYTES_MAX = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
+class Announcement:
+    """A certified decision sent to the validator that announces for the swarm: the
+    decision's fields, where its bucket committed it, and its replicas' signatures over
+    (swarm, bucket, index, term, the entry's digest), the digest being rebuilt from the
+    fields and `ts_ms` (`certificate.decide_digest`)."""
+
+    bucket: int
+    index: int
+    term: int
+    ts_ms: int
+    need_id: bytes
+    proposal_id: bytes
+    k_plan: int
+    epoch: int
+    sigs: tuple[tuple[bytes, bytes], ...]  # (signer account, signature)
+
+
+@dataclass(frozen=True, slots=True)
 class Frame:
     sender: int  # the sender's Raft node id
     msgs: tuple[tuple[int, Message], ...] = ()  # (bucket, message)
@@ -107,6 +126,7 @@ class Frame:
     chain: tuple[CertifiedEntry, ...] = ()
     # (bucket, after): "send me the certified chain entries of bucket after this index"
     fetch: tuple[tuple[int, int], ...] = ()
+    announce: tuple[Announcement, ...] = ()
 
     def encode(self) -> bytes:
         doc: dict[str, Any] = {"from": self.sender}
@@ -130,6 +150,9 @@ class Frame:
                         for c in self.chain]
         if self.fetch:
             doc["g"] = [list(f) for f in self.fetch]
+        if self.announce:
+            doc["a"] = [[a.bucket, a.index, a.term, a.ts_ms, a.need_id, a.proposal_id,
+                         a.k_plan, a.epoch, [list(s) for s in a.sigs]] for a in self.announce]
         return cbor.encode(doc)
 
 
@@ -214,7 +237,7 @@ def decode_frame(data: bytes, *, buckets: int, nodes: int) -> Frame:
     except Exception as exc:  # noqa: BLE001 - a codec bug must not take the node down
         raise DecodeError("frame", f"undecodable: {exc!r}") from None
     if not isinstance(doc, dict) or not set(doc) <= {"from", "m", "l", "s", "q", "r", "u", "v",
-                                                     "c", "g"}:
+                                                     "c", "g", "a"}:
         raise RemoteProtocolError("frame", "must be a map with known keys")
     sender = _int(doc.get("from"), "frame.from", 1, nodes + 1)
     msgs = tuple(_decode_msg(m, f"frame.m[{i}]", buckets)
@@ -263,17 +286,21 @@ def decode_frame(data: bytes, *, buckets: int, nodes: int) -> Frame:
         cf = _list(c, f"frame.c[{i}]", 5)
         if len(cf) != 5:
             raise RemoteProtocolError(f"frame.c[{i}]", "a certified entry has 5 fields")
-        sigs_c = []
-        for j, sg in enumerate(_list(cf[4], f"frame.c[{i}].sigs", 64)):
-            pair = _list(sg, f"frame.c[{i}].sigs[{j}]", 2)
-            if len(pair) != 2:
-                raise RemoteProtocolError(f"frame.c[{i}].sigs[{j}]", "a signature has 2 fields")
-            sigs_c.append((_bytes(pair[0], "frame.c.sigs", 32), _bytes(pair[1], "frame.c.sigs",
-                                                                        64)))
         chain.append(CertifiedEntry(_int(cf[0], "frame.c", 0, buckets), _int(cf[1], "frame.c", 1),
                                     _int(cf[2], "frame.c", 1),
                                     _bytes(cf[3], "frame.c", CHAIN_ENTRY_BYTES_MAX),
-                                    tuple(sigs_c)))
+                                    _sigs(cf[4], f"frame.c[{i}].sigs")))
+    announce = []
+    for i, a in enumerate(_list(doc.get("a", []), "frame.a", 100_000)):
+        af = _list(a, f"frame.a[{i}]", 9)
+        if len(af) != 9:
+            raise RemoteProtocolError(f"frame.a[{i}]", "an announcement has 9 fields")
+        w = f"frame.a[{i}]"
+        announce.append(Announcement(
+            _int(af[0], w + ".bucket", 0, buckets), _int(af[1], w + ".index", 1),
+            _int(af[2], w + ".term", 1), _int(af[3], w + ".ts_ms"),
+            _bytes(af[4], w + ".need_id", 128), _bytes(af[5], w + ".proposal_id", 128),
+            _int(af[6], w + ".k_plan"), _int(af[7], w + ".epoch"), _sigs(af[8], w + ".sigs")))
     fetch = []
     for i, f in enumerate(_list(doc.get("g", []), "frame.g", 65_536)):
         ff = _list(f, f"frame.g[{i}]", 2)
@@ -281,7 +308,17 @@ def decode_frame(data: bytes, *, buckets: int, nodes: int) -> Frame:
             raise RemoteProtocolError(f"frame.g[{i}]", "a fetch has 2 fields")
         fetch.append((_int(ff[0], "frame.g", 0, buckets), _int(ff[1], "frame.g")))
     return Frame(sender, msgs, leads, tuple(sigs), tuple(reqs), tuple(resps), tuple(submits),
-                 tuple(results), tuple(chain), tuple(fetch))
+                 tuple(results), tuple(chain), tuple(fetch), tuple(announce))
+
+
+def _sigs(raw: Any, where: str) -> tuple[tuple[bytes, bytes], ...]:
+    out = []
+    for j, sg in enumerate(_list(raw, where, 64)):
+        pair = _list(sg, f"{where}[{j}]", 2)
+        if len(pair) != 2:
+            raise RemoteProtocolError(f"{where}[{j}]", "a signature has 2 fields")
+        out.append((_bytes(pair[0], where, 32), _bytes(pair[1], where, 64)))
+    return tuple(out)
 
 
 def leads_bitmap(buckets: list[int], bucket_count: int) -> bytes:

@@ -105,7 +105,7 @@ DECISION = obj(
         "cert": CERT,
     }
 )
-DECIDE_ALSO_MAX = 15
+DECIDE_ALSO_MAX = 63
 
 # --- the verbs ----------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ class Cluster:
         self.stopped: dict[int, trio.Event] = {}
         self.stores: dict[int, RaftStore] = {}
         self.published: list[tuple[Decision, dict[str, object]]] = []
+        self.announced: set[bytes] = set()
         self.cut: set[int] = set()
 
     def leader_of(self, bucket: int) -> int:
@@ -62,11 +63,14 @@ class Cluster:
 
     async def publish(self, d: Decision, cert: dict[str, object]) -> None:
         self.published.append((d, cert))
+        self.announced.add(d.need_id)
 
     def make(self, node_id: int, store: RaftStore) -> MultiRaft:
-        """The node's MultiRaft; subclasses wire more into it."""
+        """The node's MultiRaft; subclasses wire more into it. What one node publishes
+        every node has heard (as gossip would bring it)."""
         return MultiRaft(self.identity_of(node_id), self.genesis.swarm_id, self.placement,
-                         store, self.send_from(node_id), self.publish, seed=node_id)
+                         store, self.send_from(node_id), self.publish, seed=node_id,
+                         announced=self.announced.__contains__)
 
     def loops(self, node_id: int, mr: MultiRaft) -> list[Callable[[], Awaitable[None]]]:
         """What runs for the node until it is crashed."""
@@ -303,3 +307,73 @@ async def test_a_quiet_leader_gives_up_a_transfer_its_target_never_acts_on(
     with trio.fail_after(40):
         d = await c.nodes[leader].try_decide(TryDecide(need(fresh), b"after"), timeout_s=30)
     assert d.proposal_id == b"after"
+
+
+def test_what_nobody_waits_for_rides_the_next_frame_or_tick(tmp_path: Path) -> None:
+    """An append that only moves the commit index, an acknowledgement repeating the last
+    one and heartbeats wait for the next frame to their peer, or for the next tick's;
+    an append carrying entries and a new acknowledgement go at once."""
+    from swarm.protocol.raft import Message, MsgType
+    from swarm.protocol.raftlog import Entry, EntryKind
+    from swarm.protocol.raftwire import Frame, decode_frame
+
+    c = Cluster(tmp_path)
+    sent: list[tuple[int, Frame]] = []
+    store = RaftStore(tmp_path / "n1")
+    try:
+        mr = MultiRaft(c.identity_of(1), c.genesis.swarm_id, c.placement, store,
+                       lambda peer, data: sent.append(
+                           (peer, decode_frame(data, buckets=BUCKETS, nodes=N))), seed=1)
+        b = min(mr.groups)
+        commit_only = Message(MsgType.APP, to=2, frm=1, term=2, log_term=2, index=5,
+                              commit=5)
+        mr._queue(b, commit_only)
+        mr.flush()
+        assert sent == []
+        ack = Message(MsgType.APP_RESP, to=3, frm=1, term=2, index=5)
+        mr._queue(b, ack)  # acknowledges something new: urgent
+        mr.flush()
+        assert [(p, f.msgs) for p, f in sent] == [(3, ((b, ack),))]
+        mr._queue(b, ack)  # the same again: not urgent
+        mr._queue(b, Message(MsgType.HEARTBEAT, to=3, frm=1, term=2))
+        mr.flush()
+        assert len(sent) == 1
+        append = Message(MsgType.APP, to=2, frm=1, term=2, log_term=2, index=5, commit=5,
+                         entries=(Entry(2, 6, EntryKind.NORMAL, b"x"),))
+        mr._queue(b, append)
+        mr.flush()
+        assert [(p, f.msgs) for p, f in sent[1:]] == [(2, ((b, commit_only), (b, append)))]
+        mr.tick()  # the next tick's round sends what waited
+        mr.flush()
+        assert [p for p, _ in sent[2:]] == [3]
+        assert [m.type for _, m in sent[2][1].msgs] == [MsgType.APP_RESP, MsgType.HEARTBEAT]
+    finally:
+        store.close()
+
+
+async def test_certified_decisions_travel_to_the_announcer(
+        cluster: tuple[Cluster, trio.Nursery]) -> None:
+    """One validator announces for the swarm: the lowest-numbered one a node takes to be
+    alive. Others send it their certified decisions in a Raft frame, intact."""
+    c, _ = cluster
+    with trio.fail_after(30):  # (each knows only itself alive until the first beats)
+        while {mr.announcer() for mr in c.nodes.values()} != {1}:
+            await trio.sleep(0.05)
+    got: list[tuple[int, object]] = []
+    c.nodes[1].relayed = lambda sender, a: got.append((sender, a))
+    with trio.fail_after(60):
+        d = await c.nodes[2].try_decide(TryDecide(need(7), b"p"))
+        while not any(x.need_id == need(7) for x, _ in c.published):
+            await trio.sleep(0.05)
+    cert = next(cert for x, cert in c.published if x.need_id == need(7))
+    c.nodes[3].forward_announcement(1, d, cert)
+    with trio.fail_after(30):
+        while not got:
+            await trio.sleep(0.05)
+    from swarm.protocol.raftwire import Announcement
+    sender, a = got[0]
+    assert sender == 3 and isinstance(a, Announcement)
+    assert certificate.check_relayed(a, c.genesis.swarm_id, c.placement) == cert
+    assert (a.need_id, a.proposal_id, a.index) == (d.need_id, d.proposal_id, d.index)
+    c.nodes[2].peer_lost(1)
+    assert c.nodes[2].announcer() == 2

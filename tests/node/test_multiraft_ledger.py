@@ -56,7 +56,7 @@ class LedgerCluster(Cluster):
     def make(self, node_id: int, store: RaftStore) -> MultiRaft:
         mr = MultiRaft(self.identity_of(node_id), self.genesis.swarm_id, self.placement,
                        store, self.send_from(node_id), self.publish, seed=node_id,
-                       genesis=self.genesis)
+                       genesis=self.genesis, announced=self.announced.__contains__)
         self.ledgers[node_id] = LedgerRaft(mr, store, self.genesis)
         return mr
 

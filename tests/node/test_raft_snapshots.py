@@ -199,8 +199,9 @@ class SnapCluster(Cluster):
 
     def make(self, node_id: int, store: RaftStore) -> MultiRaft:
         mr = MultiRaft(self.identity_of(node_id), self.genesis.swarm_id, self.placement,
-                       store, self.send_from(node_id), None, seed=node_id,
-                       send_snapshot=self.snap_from(node_id))
+                       store, self.send_from(node_id), self.publish, seed=node_id,
+                       send_snapshot=self.snap_from(node_id),
+                       announced=self.announced.__contains__)
         self.receivers[node_id] = SnapshotReceiver(BUCKETS, N, mr.receive_snapshot)
         return mr
 

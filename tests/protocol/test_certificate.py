@@ -15,6 +15,7 @@ from swarm.protocol.decide import TryDecide, encode_command
 from swarm.protocol.envelope import Identity
 from swarm.protocol.errors import SchemaError
 from swarm.protocol.placement import Placement
+from swarm.protocol.raftwire import Announcement
 from swarm.protocol.replay import Replica, plan_ops
 from swarm.protocol.verbs import DECIDE_ALSO_MAX, validate_payload
 from swarm.testnet.workload import Agent
@@ -73,6 +74,45 @@ def test_one_bad_certificate_rejects_the_whole_envelope() -> None:
         certificate.check_announcement(batch(decision(1), decision(2), bad), SWARM,
                                        PLACEMENT)
     assert e.value.field == "payload.also[1].cert.sigs[0].sig"
+
+
+def test_checking_step_by_step_stops_at_the_bad_decision() -> None:
+    """The node drives the check a decision at a time (it lets other work run between
+    them): each step stands for one decision checked, and the bad one raises the same
+    error as the whole check."""
+    bad = decision(3)
+    bad["cert"]["sigs"][0]["sig"] = bytes(64)
+    steps = certificate.checking_announcement(batch(decision(1), decision(2), bad, decision(4)),
+                                              SWARM, PLACEMENT)
+    assert [next(steps), next(steps)] == [0, 1]
+    with pytest.raises(certificate.CertificateError) as e:
+        next(steps)
+    assert e.value.field == "payload.also[1].cert.sigs[0].sig"
+    good = batch(*(decision(i) for i in range(5)))
+    assert list(certificate.checking_announcement(good, SWARM, PLACEMENT)) == [0, 1, 2, 3, 4]
+
+
+def _relayed(d: dict[str, Any], **change: Any) -> Announcement:
+    c = d["cert"]
+    fields = {"bucket": c["bucket"], "index": c["index"], "term": c["term"],
+              "ts_ms": c["ts_ms"], "need_id": d["need_id"].raw,
+              "proposal_id": d["proposal_id"].encode(), "k_plan": d["k_plan"],
+              "epoch": d["epoch"], "sigs": tuple((s["signer"], s["sig"]) for s in c["sigs"])}
+    return Announcement(**{**fields, **change})
+
+
+def test_a_relayed_decision_checks_like_an_announced_one() -> None:
+    d = decision(5)
+    assert certificate.check_relayed(_relayed(d), SWARM, PLACEMENT) == d["cert"]
+    forged_sig = ((d["cert"]["sigs"][0]["signer"], bytes(64)),
+                  *((s["signer"], s["sig"]) for s in d["cert"]["sigs"][1:]))
+    for bad in (_relayed(d, proposal_id=b"other"),  # not what was signed
+                _relayed(d, bucket=(d["cert"]["bucket"] + 1) % PLACEMENT.bucket_count),
+                _relayed(d, sigs=forged_sig),
+                _relayed(d, sigs=tuple((s["signer"], s["sig"])
+                                       for s in d["cert"]["sigs"][:1]))):  # short
+        with pytest.raises(certificate.CertificateError):
+            certificate.check_relayed(bad, SWARM, PLACEMENT)
 
 
 def test_short_of_a_quorum_is_rejected() -> None:

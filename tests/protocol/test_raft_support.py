@@ -17,6 +17,7 @@ from swarm.protocol.placement import Placement, spread
 from swarm.protocol.raft import Message, MsgType
 from swarm.protocol.raftlog import Entry, EntryKind, Snapshot
 from swarm.protocol.raftwire import (
+    Announcement,
     DecideRequest,
     DecideResponse,
     Frame,
@@ -130,13 +131,27 @@ def sample_frame() -> Frame:
                  (SigNote(5, 9, 3, b"d" * 32, 11, b"s" * 64),),
                  (DecideRequest(1, 5, b"need", b"prop", 0, 0),),
                  (DecideResponse(2, True, (b"n", b"p", 0, 0, 5, 9, 3, 11)),
-                  DecideResponse(3, False, (), "not_leader:2")))
+                  DecideResponse(3, False, (), "not_leader:2")),
+                 announce=(Announcement(5, 9, 3, 11, b"need", b"prop", 1, 2,
+                                        ((b"a" * 32, b"s" * 64), (b"b" * 32, b"t" * 64))),))
 
 
 def test_frame_round_trip() -> None:
     f = sample_frame()
     assert decode_frame(f.encode(), buckets=256, nodes=5) == f
     assert bitmap_has(f.leads, 200) and not bitmap_has(f.leads, 201)
+
+
+def test_announcements_decode_strictly() -> None:
+    a = Announcement(5, 9, 3, 11, b"need", b"prop", 0, 0, ((b"a" * 32, b"s" * 64),))
+    ok = Frame(1, announce=(a,))
+    assert decode_frame(ok.encode(), buckets=256, nodes=5) == ok
+    for bad in (a.__class__(300, 9, 3, 11, b"need", b"prop", 0, 0, ()),  # bucket
+                a.__class__(5, 0, 3, 11, b"need", b"prop", 0, 0, ()),  # index 0
+                a.__class__(5, 9, 3, 11, b"n" * 129, b"prop", 0, 0, ()),  # need too long
+                a.__class__(5, 9, 3, 11, b"need", b"prop", 0, 0, ((b"a" * 33, b"s"),))):
+        with pytest.raises(RemoteProtocolError, match=r"frame\.a"):
+            decode_frame(Frame(1, announce=(bad,)).encode(), buckets=256, nodes=5)
 
 
 def test_frame_limits() -> None:
