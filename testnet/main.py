@@ -203,7 +203,7 @@ def policybench_cmd(
 
 @app.command("raftbench")
 def raftbench_cmd(
-    sequential: Annotated[int, typer.Option("--sequential", min=10)] = 300,
+    sequential: Annotated[int, typer.Option("--sequential", min=10)] = 1000,
     concurrent: Annotated[int, typer.Option("--concurrent", min=8)] = 1600,
     clients: Annotated[int, typer.Option("--clients", min=1, max=64)] = 8,
     kills: Annotated[int, typer.Option("--kills", min=0, max=20)] = 3,

@@ -269,7 +269,7 @@ def measure(side: Any, tag: str, sequential: int, concurrent: int, clients: int,
             "failover_median_s": round(statistics.median(fails), 3) if fails else None}
 
 
-def run(sequential: int = 300, concurrent: int = 1600, clients: int = 8, kills: int = 3,
+def run(sequential: int = 1000, concurrent: int = 1600, clients: int = 8, kills: int = 3,
         progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="raftbench-"))
     out: dict[str, Any] = {"sequential": sequential, "concurrent": concurrent,
