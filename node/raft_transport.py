@@ -136,7 +136,8 @@ class RaftTransport:
                 self.peers[node_id] = _Peer(node_id, pid)
         self.stats: dict[str, int] = {"frames_dropped": 0, "writes": 0, "frames_sent": 0,
                                       "streams_refused": 0, "dial_failures": 0,
-                                      "stalls": 0, "overflows": 0}
+                                      "stalls": 0, "overflows": 0, "superseded": 0}
+        self.inbound: dict[int, INetStream] = {}  # each peer's current stream to us
 
     def send(self, node_id: int, frame: bytes) -> None:
         peer = self.peers.get(node_id)
@@ -258,6 +259,10 @@ class RaftTransport:
             self.stats["streams_refused"] += 1
             await stream.reset()
             return
+        previous = self.inbound.get(node_id)
+        self.inbound[node_id] = stream
+        if previous is not None and previous.muxed_conn is not stream.muxed_conn:
+            await self._superseded(node_id, stream)
         reader = FrameReader(stream)
         try:
             while True:
@@ -273,5 +278,27 @@ class RaftTransport:
             with contextlib.suppress(Exception):
                 await stream.reset()
         # The peer's only stream to us ended: it is gone or restarting. Its next frame,
-        # on a new stream, marks it up again.
-        self.on_peer_lost(node_id)
+        # on a new stream, marks it up again. (A stream a newer one replaced says
+        # nothing about the peer.)
+        if self.inbound.get(node_id) is stream:
+            del self.inbound[node_id]
+            self.on_peer_lost(node_id)
+
+    async def _superseded(self, node_id: int, stream: INetStream) -> None:
+        """A peer opens one stream to us at a time, so a second one, on another
+        connection, means the first one's connection is dead at the peer's end: it
+        restarted, or dialled again after a cut we have not noticed (a cut leaves TCP
+        connections open). Our own stream to it may ride that dead connection, and its
+        frames then go nowhere while the new stream keeps the peer looking alive, so
+        STALL_S never fires (until the kernel gave up on the connection, up to minutes
+        later, the peer heard nothing from us). Close every other connection to the
+        peer: our stream breaks, and is opened again on the live one."""
+        self.stats["superseded"] += 1
+        peer_id = stream.muxed_conn.peer_id
+        log.info("raft: validator %d opened a new stream on a new connection; closing "
+                 "its old connections", node_id)
+        with trio.move_on_after(DIAL_TIMEOUT_S):
+            for conn in list(self.host.get_network().get_connections(peer_id)):
+                if conn.muxed_conn is not stream.muxed_conn:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
