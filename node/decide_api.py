@@ -59,7 +59,8 @@ def decide_router(service: Callable[[], DecideService], dependencies: list[Any])
     @router.get("/decisions")
     async def decisions() -> dict[str, Any]:
         """Every certified decision this node holds (its read replica)."""
-        return {"decisions": sorted(service().certified.values(),
+        svc = service()
+        return {"decisions": sorted((svc.certified_json(n) or {} for n in list(svc.certified)),
                                     key=lambda d: d["need_id"])}
 
     @router.get("/raft/status")

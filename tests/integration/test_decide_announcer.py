@@ -59,7 +59,8 @@ async def test_a_relayed_decision_that_does_not_verify_is_dropped(swarmlet: Any)
         d = await s.nodes[1].decider.try_decide(need, "real")
     await wait_for(lambda: (announcer.decider.decision(need) or {}).get("certified"),
                    "the real decision certified")
-    stated = announcer.decider.certified[Cid.parse(need).raw]
+    stated = announcer.decider.certified_json(Cid.parse(need).raw)
+    assert stated is not None
     forged_need = Cid.parse(_need(101)).raw
     forged = Announcement(d["bucket"], d["index"], d["term"], d["ts_ms"], forged_need,
                           b"forged", 0, 0, ((b"\x01" * 32, b"\x02" * 64),))
@@ -78,7 +79,7 @@ async def test_copies_of_a_decide_being_checked_wait_for_the_first(swarmlet: Any
         d = await s.nodes[1].decider.try_decide(_need(200), "p")
     await wait_for(lambda: (node.decider.decision(_need(200)) or {}).get("certified"),
                    "the decision certified")
-    env_id = Cid.parse(node.decider.certified[Cid.parse(_need(200)).raw]["envelope"])
+    env_id = Cid(node.decider.certified[Cid.parse(_need(200)).raw].envelope)
     stated = node.store.get(env_id)
     assert stated is not None and d["proposal_id"] == "p"
     original = node.pipeline.decode(stated)
