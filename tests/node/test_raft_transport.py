@@ -51,6 +51,25 @@ async def test_bad_length_prefix_is_refused() -> None:
         await FrameReader(stream).next()
 
 
+def two_validators(name: str, first_seed: int) -> tuple[Any, Any, list[bytes], list[int]]:
+    """A genesis of two validators (every bucket on both): (genesis, placement, their
+    seeds, their Raft node ids)."""
+    from swarm.protocol import genesis
+    from swarm.protocol.envelope import Identity
+    from swarm.protocol.placement import Placement
+
+    seeds = [bytes([first_seed + i]) * 32 for i in range(2)]
+    gen = genesis.new(name=name, created_ms=0,
+                      validators=[{"account": Identity(s).public_key, "org": f"o{k}",
+                                   "asn": k, "region": "r", "stake": 1}
+                                  for k, s in enumerate(seeds)],
+                      params={"bucket_count": 8, "replicas": 2})
+    placement = Placement.from_genesis(gen)
+    ids = [placement.node_id(Identity(s).public_key) for s in seeds]
+    assert all(ids)
+    return gen, placement, seeds, ids
+
+
 async def test_a_full_queue_resets_the_stream_rather_than_drop_silently(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A frame dropped for a full queue must not vanish: a quiet bucket sends nothing
@@ -64,20 +83,9 @@ async def test_a_full_queue_resets_the_stream_rather_than_drop_silently(
 
     from swarm.node import p2p, raft_transport
     from swarm.node.raft_transport import RaftTransport, raft_protocol
-    from swarm.protocol import genesis
-    from swarm.protocol.envelope import Identity
-    from swarm.protocol.placement import Placement
 
     monkeypatch.setattr(raft_transport, "QUEUE_FRAMES_MAX", 4)
-    seeds = [bytes([0x90 + i]) * 32 for i in range(2)]
-    gen = genesis.new(name="overflow", created_ms=0,
-                      validators=[{"account": Identity(s).public_key, "org": f"o{k}",
-                                   "asn": k, "region": "r", "stake": 1}
-                                  for k, s in enumerate(seeds)],
-                      params={"bucket_count": 8, "replicas": 2})
-    placement = Placement.from_genesis(gen)
-    ids = [placement.node_id(Identity(s).public_key) for s in seeds]
-    assert all(ids)
+    gen, placement, seeds, ids = two_validators("overflow", 0x90)
     listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
     got: list[bytes] = []
     events: list[tuple[str, int]] = []
@@ -136,18 +144,8 @@ async def test_a_peer_back_on_a_new_connection_gets_our_frames_there() -> None:
 
     from swarm.node import p2p
     from swarm.node.raft_transport import RaftTransport, raft_protocol
-    from swarm.protocol import genesis
-    from swarm.protocol.envelope import Identity
-    from swarm.protocol.placement import Placement
 
-    seeds = [bytes([0xa0 + i]) * 32 for i in range(2)]
-    gen = genesis.new(name="restart", created_ms=0,
-                      validators=[{"account": Identity(s).public_key, "org": f"o{k}",
-                                   "asn": k, "region": "r", "stake": 1}
-                                  for k, s in enumerate(seeds)],
-                      params={"bucket_count": 8, "replicas": 2})
-    placement = Placement.from_genesis(gen)
-    a_id, b_id = (placement.node_id(Identity(s).public_key) for s in seeds)
+    gen, placement, seeds, (a_id, b_id) = two_validators("restart", 0xa0)
     listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
     proto = raft_protocol(gen.short_id)
     old_b_alive = [True]
