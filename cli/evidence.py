@@ -24,14 +24,25 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
 
 from swarm.node.client import ApiError, Client
 from swarm.protocol.cid import Cid
 from swarm.protocol.errors import ProtocolError
 from swarm.protocol.unixfs import Importer
 
-from .common import HomeOpt, JsonOpt, client, emit_json, err, fail, out
+from .common import (
+    HomeOpt,
+    JsonOpt,
+    add_row,
+    client,
+    emit_json,
+    err,
+    fail,
+    new_table,
+    out,
+    safe,
+    say,
+)
 
 evidence_app = typer.Typer(help="Evidence files under IPFS CIDs (Kubo-compatible).",
                            no_args_is_help=True)
@@ -118,7 +129,7 @@ def add(
     if as_json:
         emit_json(doc)
     else:
-        sys.stdout.write(doc["cid"] + "\n")
+        sys.stdout.write(safe(doc["cid"]) + "\n")
 
 
 @evidence_app.command("get")
@@ -198,8 +209,7 @@ def pin(cid: CidArg, kind: KindOpt = "evidence", home: HomeOpt = None,
     if as_json:
         emit_json(doc)
     else:
-        out.print(f"pinned {doc['cid']} ({doc['size']} bytes, {doc['blocks']} blocks)",
-                  highlight=False, markup=False)
+        say(f"pinned {doc['cid']} ({doc['size']} bytes, {doc['blocks']} blocks)")
 
 
 @evidence_app.command("unpin")
@@ -210,7 +220,7 @@ def unpin(cid: CidArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(doc)
     else:
-        out.print(f"unpinned {doc['cid']}", highlight=False, markup=False)
+        say(f"unpinned {doc['cid']}")
 
 
 @evidence_app.command("ls")
@@ -220,11 +230,11 @@ def ls(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(doc)
         return
-    table = Table(title=f"{len(doc)} pinned")
+    table = new_table(f"{len(doc)} pinned")
     for column in ("cid", "kind", "size", "blocks"):
         table.add_column(column, overflow="fold")
     for p in doc:
-        table.add_row(p["cid"], p["kind"], str(p["size"]), str(p["blocks"]))
+        add_row(table, p["cid"], p["kind"], str(p["size"]), str(p["blocks"]))
     out.print(table)
 
 
@@ -235,8 +245,8 @@ def gc(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(doc)
     else:
-        out.print(f"removed {doc['removed']} blocks ({doc['removed_bytes']} bytes), kept "
-                  f"{doc['kept']}", highlight=False, markup=False)
+        say(f"removed {doc['removed']} blocks ({doc['removed_bytes']} bytes), kept "
+            f"{doc['kept']}")
 
 
 def _call(home: Path | None, as_json: bool, fn: Any) -> Any:

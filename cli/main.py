@@ -8,16 +8,27 @@ check or bad input, 2 for usage errors, as typer does).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from swarm.cli import raft as raft_cli
-from swarm.cli.common import HomeOpt, JsonOpt, call, client, emit_json, fail, out
+from swarm.cli.common import (
+    HomeOpt,
+    JsonOpt,
+    add_row,
+    call,
+    client,
+    emit_json,
+    fail,
+    new_table,
+    out,
+    say,
+)
 from swarm.cli.evidence import evidence_app
 from swarm.cli.ledger import ledger_app, pool_app, stake_app
 from swarm.cli.policy import policy_app
@@ -27,6 +38,7 @@ from swarm.node.home import (
     GENESIS_FILE,
     KEY_FILE,
     HomeError,
+    api_is_loopback,
     create_identity,
     ensure_token,
     load_identity,
@@ -41,6 +53,7 @@ from swarm.protocol import genesis as genesis_mod
 from swarm.protocol import verbs
 from swarm.protocol.cid import Cid
 from swarm.protocol.envelope import (
+    ENVELOPE_BYTES_MAX,
     SWARM_ID_BYTES,
     decode_envelope,
     make_envelope,
@@ -80,6 +93,10 @@ app.add_typer(stake_app, name="stake")
 app.add_typer(pool_app, name="pool")
 app.command("decide")(raft_cli.decide)
 app.command("decision")(raft_cli.decision)
+
+# A ledger envelope made here without a validity limit gets this one, from now: long
+# enough to send it, well within the swarm's `op_validity_ms_max` (1 h by default).
+LEDGER_VALIDITY_MS = 10 * 60 * 1000
 
 SwarmOpt = Annotated[
     str | None,
@@ -147,8 +164,7 @@ def keys_new(
     if as_json:
         emit_json(doc)
     else:
-        out.print(f"created key in {path}\naccount {identity.public_key.hex()}",
-                  highlight=False, markup=False)
+        say(f"created key in {path}\naccount {identity.public_key.hex()}")
 
 
 @keys_app.command("show")
@@ -164,7 +180,7 @@ def keys_show(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(doc)
     else:
-        out.print(f"account {identity.public_key.hex()}", highlight=False, markup=False)
+        say(f"account {identity.public_key.hex()}")
 
 
 # --- envelopes ---------------------------------------------------------------------------
@@ -199,6 +215,11 @@ def envelope_make(
                                  else payload)
     except (OSError, json.JSONDecodeError) as exc:
         fail(f"--payload is not valid JSON: {exc}", as_json=as_json)
+    if kind in verbs.LEDGER_KINDS and isinstance(raw_payload, dict):
+        # A ledger verb is one operation, named by these two: fresh ones unless given.
+        raw_payload.setdefault("op_id", os.urandom(16).hex())
+        raw_payload.setdefault("valid_until_ms",
+                               time.time_ns() // 1_000_000 + LEDGER_VALIDITY_MS)
     try:
         identity = load_identity(path)
         refs = [Cid.parse(r, "--ref") for r in (ref or [])]
@@ -222,8 +243,49 @@ def envelope_make(
         emit_json({"id": str(env.id), "file": str(target), "lamport": env.lamport,
                    "size_bytes": len(env.wire)})
     else:
-        out.print(f"{env.id}\nwritten to {target} ({len(env.wire)} bytes, lamport "
-                  f"{env.lamport})", highlight=False, markup=False)
+        say(f"{env.id}\nwritten to {target} ({len(env.wire)} bytes, lamport "
+            f"{env.lamport})")
+        if kind in verbs.LEDGER_KINDS:
+            say(f"operation {raw_payload['op_id']}, valid until "
+                f"{raw_payload['valid_until_ms']} ms; send it with `swarm-node envelope "
+                f"send {target}`")
+
+
+@envelope_app.command("send")
+def envelope_send(
+    file: Annotated[Path, typer.Argument(help="Envelope file (wire bytes), or - for stdin.")],
+    timeout_s: Annotated[float, typer.Option(
+        "--timeout", help="Seconds to wait for a ledger verb's outcome.", min=0.1,
+        max=120)] = 15.0,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hand an envelope signed elsewhere to a running node, as its wire bytes.
+
+    The node judges it as it judges gossip (signature, Lamport rules, certificate, the
+    swarm's policy) and publishes it, or sends a ledger verb to its signer's bucket;
+    prints the verdict, and a ledger verb's outcome. Exits 1 unless it was accepted or
+    already known."""
+    try:
+        data = (sys.stdin.buffer.read(ENVELOPE_BYTES_MAX + 1) if str(file) == "-"
+                else file.read_bytes())
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror}", as_json=as_json)
+    c = client(home, as_json, timeout_s=timeout_s + 5)
+    doc: dict[str, Any] = call(lambda: c.post_bytes("/envelopes/wire", data,
+                                                    {"timeout_s": timeout_s}), as_json)
+    if as_json:
+        emit_json(doc)
+        return
+    if doc["code"] == "duplicate":
+        say(f"{doc['id']} ({doc['kind']}): already known to the node")
+    elif "outcome" in doc:
+        o = doc["outcome"]
+        say(f"{doc['id']} ({doc['kind']}): applied (bucket {o['bucket']}, index "
+            f"{o['index']}, op {o['op_id'][:16]})")
+    else:
+        say(f"{doc['id']} ({doc['kind']}): accepted, stored and published "
+            f"(lamport {doc['lamport']})")
 
 
 @envelope_app.command("inspect")
@@ -249,14 +311,14 @@ def envelope_inspect(
     if as_json:
         emit_json({"valid": True, **doc})
         return
-    table = Table(title=f"{env.kind} envelope: valid, signature verified", show_header=False)
+    table = new_table(f"{env.kind} envelope: valid, signature verified", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key in ("id", "kind", "sender", "swarm", "lamport", "ts", "thread", "size_bytes"):
-        table.add_row(key, str(doc[key]))
-    table.add_row("refs", "\n".join(doc["refs"]) or "-")
-    table.add_row("payload", json.dumps(doc["payload"], indent=2, sort_keys=True))
-    table.add_row("signed message", signing_message(env.id).hex())
+        add_row(table, key, str(doc[key]))
+    add_row(table, "refs", "\n".join(doc["refs"]) or "-")
+    add_row(table, "payload", json.dumps(doc["payload"], indent=2, sort_keys=True))
+    add_row(table, "signed message", signing_message(env.id).hex())
     out.print(table)
 
 
@@ -277,11 +339,11 @@ def envelope_schema(
         emit_json(doc)
         return
     for name, fields in doc.items():
-        table = Table(title=name, title_justify="left")
+        table = new_table(name, title_justify="left")
         table.add_column("field")
         table.add_column("type")
         for fname, desc in fields.items():
-            table.add_row(fname, desc)
+            add_row(table, fname, desc)
         out.print(table)
 
 
@@ -312,7 +374,7 @@ def log_pack(
     if as_json:
         emit_json({"log": str(log), "appended": len(wires)})
     else:
-        out.print(f"appended {len(wires)} envelopes to {log}", highlight=False, markup=False)
+        say(f"appended {len(wires)} envelopes to {log}")
 
 
 @plan_app.command("replay")
@@ -350,16 +412,16 @@ def plan_replay(
     if as_json:
         emit_json(doc)
         return
-    table = Table(title=f"replay of {log}", show_header=False)
+    table = new_table(f"replay of {log}", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key in ("plan_root", "snapshot_sha256", "lamport", "envelopes", "accepted",
                 "duplicates", "pending", "ops", "tasks", "links", "links_rejected"):
-        table.add_row(key, str(doc[key]))
-    table.add_row("kinds", ", ".join(f"{k} {v}" for k, v in doc["kinds"].items()) or "-")
-    table.add_row("rejected", ", ".join(f"{k} {v}" for k, v in doc["rejected"].items()) or "0")
+        add_row(table, key, str(doc[key]))
+    add_row(table, "kinds", ", ".join(f"{k} {v}" for k, v in doc["kinds"].items()) or "-")
+    add_row(table, "rejected", ", ".join(f"{k} {v}" for k, v in doc["rejected"].items()) or "0")
     if "at" in doc:
-        table.add_row(f"root at lamport {at}", doc["at"]["plan_root"])
+        add_row(table, f"root at lamport {at}", doc["at"]["plan_root"])
     out.print(table)
     if "diff" in doc:
         out.print_json(json.dumps(doc["diff"]))
@@ -409,8 +471,7 @@ def genesis_new(
         emit_json({"file": str(output), "swarm": gen.swarm_id.hex(),
                    "validators": len(validators)})
     else:
-        out.print(f"wrote {output}: swarm {gen.swarm_id.hex()}, {len(validators)} validators",
-                  highlight=False, markup=False)
+        say(f"wrote {output}: swarm {gen.swarm_id.hex()}, {len(validators)} validators")
 
 
 @app.command("init")
@@ -426,6 +487,9 @@ def init(
     ipfs_api: Annotated[str | None, typer.Option(
         "--ipfs-api", help="Keep evidence in this IPFS daemon (its API multiaddr, e.g. "
         "/ip4/127.0.0.1/tcp/5001) instead of the embedded store.")] = None,
+    api_public: Annotated[bool, typer.Option(
+        "--api-public", help="Let --api be an address other machines reach (refused "
+        "otherwise); the node warns when it starts.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Prepare a node home: identity (kept if present), genesis, config, API token."""
@@ -448,7 +512,11 @@ def init(
     identity = (load_identity(path) if (path / KEY_FILE).exists()
                 else create_identity(path))
     write_atomic(existing, gen.to_json().encode())
-    config = {**DEFAULT_CONFIG, **read_config(path), "swarm": gen.swarm_id.hex(), "api": api}
+    config = {**DEFAULT_CONFIG, **read_config(path), "swarm": gen.swarm_id.hex(), "api": api,
+              "api_public": api_public}
+    if not api_public and not api_is_loopback(api):
+        fail(f"--api {api} is an address other machines may reach; add --api-public if "
+             "that is meant", as_json=as_json)
     if listen:
         config["listen"] = listen
     if bootstrap is not None:
@@ -456,7 +524,10 @@ def init(
     if ipfs_api is not None:
         config["ipfs_api"] = ipfs_api
     write_config(path, config)
-    ensure_token(path)
+    try:
+        ensure_token(path)
+    except HomeError as exc:
+        fail(str(exc), as_json=as_json)
     from swarm.node.p2p import key_pair, peer_id_of
 
     peer_id = peer_id_of(key_pair(identity.seed).public_key).to_base58()
@@ -465,8 +536,8 @@ def init(
     if as_json:
         emit_json(doc)
     else:
-        out.print(f"initialised {path}\nswarm   {doc['swarm']}\npeer id {peer_id}\n"
-                  f"account {doc['account']}", highlight=False, markup=False)
+        say(f"initialised {path}\nswarm   {doc['swarm']}\npeer id {peer_id}\n"
+            f"account {doc['account']}")
 
 
 @app.command("start")
@@ -480,6 +551,10 @@ def start(
     mdns: Annotated[bool | None, typer.Option(
         "--mdns/--no-mdns", help="Find and dial nodes of the same swarm on the local network "
         "by mDNS (default: the config's `mdns`, off unless set).")] = None,
+    api_public: Annotated[bool, typer.Option(
+        "--api-public", help="Let the control API listen on an address other machines "
+        "reach (the config's `api`) for this run (else as the config's `api_public`).")]
+    = False,
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
 ) -> None:
     """Run the node in the foreground until Ctrl-C or SIGTERM."""
@@ -496,7 +571,8 @@ def start(
     path = resolve_home(home)
     configure_logging(path, log_level)
     try:
-        node = open_node(path, listen=listen, bootstrap=bootstrap, mdns=mdns)
+        node = open_node(path, listen=listen, bootstrap=bootstrap, mdns=mdns,
+                         api_public=api_public or None)
     except (HomeError, ProtocolError, PolicyLoadError) as exc:
         fail(str(exc))
     if ipfs_api is not None:
@@ -536,12 +612,12 @@ def start(
 
 
 def show(doc: dict[str, Any], title: str) -> None:
-    table = Table(title=title, show_header=False)
+    table = new_table(title, show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in doc.items():
         shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-        table.add_row(key, shown)
+        add_row(table, key, shown)
     out.print(table)
 
 
@@ -566,11 +642,11 @@ def peers(ctx: typer.Context, home: HomeOpt = None, as_json: JsonOpt = False) ->
     if as_json:
         emit_json(doc)
         return
-    table = Table(title=f"{len(doc)} peers")
+    table = new_table(f"{len(doc)} peers")
     table.add_column("peer id")
     table.add_column("addresses", overflow="fold")
     for p in doc:
-        table.add_row(p["peer_id"], "\n".join(p["addrs"]))
+        add_row(table, p["peer_id"], "\n".join(p["addrs"]))
     out.print(table)
 
 
@@ -586,7 +662,7 @@ def peers_connect(
     if as_json:
         emit_json(doc)
     else:
-        out.print(f"connected to {doc['peer_id']}", highlight=False, markup=False)
+        say(f"connected to {doc['peer_id']}")
 
 
 @need_app.command("create")
@@ -604,7 +680,7 @@ def need_create(
     if as_json:
         emit_json({"need_id": doc["need_id"], "lamport": doc["lamport"]})
     else:
-        out.print(doc["need_id"], highlight=False, markup=False)
+        say(doc["need_id"])
 
 
 @plan_app.command("root")
@@ -615,7 +691,7 @@ def plan_root(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(doc)
     else:
-        out.print(doc["plan_root"], highlight=False, markup=False)
+        say(doc["plan_root"])
 
 
 @plan_app.command("show")
@@ -630,12 +706,12 @@ def plan_show(
     if as_json:
         emit_json(doc)
         return
-    table = Table(title=f"thread {thread}")
+    table = new_table(f"thread {thread}")
     for col in ("task", "title", "class", "state", "depends on"):
         table.add_column(col, overflow="fold")
     for t in doc["tasks"]:
-        table.add_row(t["task_id"], t["title"], t["class"], str(t["state"]),
-                      "\n".join(t["depends_on"]))
+        add_row(table, t["task_id"], t["title"], t["class"], str(t["state"]),
+                "\n".join(t["depends_on"]))
     out.print(table)
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from swarm.node.home import GENESIS_FILE, resolve_home
 from swarm.protocol import genesis as genesis_mod
@@ -23,7 +22,7 @@ from swarm.protocol.envelope import decode_envelope
 from swarm.protocol.errors import ProtocolError
 from swarm.protocol.genesis import Genesis
 
-from .common import JsonOpt, emit_json, fail, out
+from .common import JsonOpt, add_row, emit_json, fail, new_table, out, say
 
 policy_app = typer.Typer(help="The pinned WebAssembly policy (offline).", no_args_is_help=True)
 HomeOpt = Annotated[
@@ -80,32 +79,30 @@ def show(home: HomeOpt = None, genesis_file: GenesisOpt = None, as_json: JsonOpt
     if as_json:
         emit_json(doc)
         return
-    out.print(f"policy {doc['cid']} ({doc['size_bytes']} bytes, ABI {doc['abi_version']})\n"
-              f"pinned by genesis: {doc['pinned_cid'] or 'no'}  genesis: {source}\n"
-              f"fuel budget per evaluation: {doc['fuel_budget']}", highlight=False,
-              markup=False)
+    say(f"policy {doc['cid']} ({doc['size_bytes']} bytes, ABI {doc['abi_version']})\n"
+        f"pinned by genesis: {doc['pinned_cid'] or 'no'}  genesis: {source}\n"
+        f"fuel budget per evaluation: {doc['fuel_budget']}")
     if doc["unusable"]:
-        out.print(f"UNUSABLE: {doc['unusable']['reason']}: {doc['unusable']['detail']}",
-                  highlight=False, markup=False)
-    table = Table(title="rules (from the module's table)")
+        say(f"UNUSABLE: {doc['unusable']['reason']}: {doc['unusable']['detail']}")
+    table = new_table("rules (from the module's table)")
     for col in ("verb", "payload bytes max", "items max", "required fields", "stake",
                 "bounty cap", "proof cap"):
         table.add_column(col, overflow="fold")
     for kind, rule in doc["rules"].items():
         if not rule["allowed"]:
-            table.add_row(kind, "not allowed", "", "", "", "", "")
+            add_row(table, kind, "not allowed", "", "", "", "", "")
             continue
-        table.add_row(kind, str(rule["payload_bytes_max"]), str(rule["items_max"]),
-                      ", ".join(rule["required_fields"]) or "-",
-                      "yes" if rule["stake_required"] else "",
-                      "yes" if rule["bounty_capped"] else "",
-                      "yes" if rule["proof_capped"] else "")
+        add_row(table, kind, str(rule["payload_bytes_max"]), str(rule["items_max"]),
+                ", ".join(rule["required_fields"]) or "-",
+                "yes" if rule["stake_required"] else "",
+                "yes" if rule["bounty_capped"] else "",
+                "yes" if rule["proof_capped"] else "")
     out.print(table)
-    params = Table(title="parameters (from genesis)", show_header=False)
+    params = new_table("parameters (from genesis)", show_header=False)
     params.add_column(style="bold")
     params.add_column()
     for name, value in doc["params"].items():
-        params.add_row(name, str(value))
+        add_row(params, name, str(value))
     out.print(params)
 
 
@@ -143,9 +140,8 @@ def evaluate(
     if as_json:
         emit_json(doc)
     else:
-        out.print(f"{doc['verdict']} ({doc['reason']}), fuel {doc['fuel']}\n"
-                  f"{env.kind} {doc['id']} from {doc['sender']} (stake {stake})\n"
-                  f"policy {doc['policy_cid']}, genesis {source}", highlight=False,
-                  markup=False)
+        say(f"{doc['verdict']} ({doc['reason']}), fuel {doc['fuel']}\n"
+            f"{env.kind} {doc['id']} from {doc['sender']} (stake {stake})\n"
+            f"policy {doc['policy_cid']}, genesis {source}")
     if not result.allowed:
         raise typer.Exit(1)

@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from .common import HomeOpt, JsonOpt, call, client, emit_json, out
+from .common import HomeOpt, JsonOpt, add_row, call, client, emit_json, new_table, out, say
 
 raft_app = typer.Typer(help="The Raft buckets of a running node.", no_args_is_help=True)
 
@@ -29,24 +28,24 @@ def raft_status(
     if as_json:
         emit_json(doc)
         return
-    out.print(f"node {doc['node_id']}: replicates {doc['replicated']} of "
-              f"{doc['bucket_count']} buckets ({doc['replicas_per_bucket']} replicas each), "
-              f"leads {doc['leading']}, {doc['quiet']} quiet; "
-              f"{doc['certified_decisions']} certified decisions known", highlight=False)
+    say(f"node {doc['node_id']}: replicates {doc['replicated']} of "
+        f"{doc['bucket_count']} buckets ({doc['replicas_per_bucket']} replicas each), "
+        f"leads {doc['leading']}, {doc['quiet']} quiet; "
+        f"{doc['certified_decisions']} certified decisions known")
     rows = [r for r in doc["buckets"] if r.get("replica") or all_buckets or bucket is not None]
-    table = Table()
+    table = new_table()
     for col in ("bucket", "role", "leader", "term", "commit", "applied", "lag", "replicas",
                 "decisions", "quiet"):
         table.add_column(col, justify="right" if col not in ("role", "replicas") else "left")
     for r in rows:
         if not r.get("replica"):
-            table.add_row(str(r["bucket"]), "-", str(r.get("leader") or "?"), "", "", "", "",
-                          ",".join(map(str, r["replicas"])), "", "")
+            add_row(table, str(r["bucket"]), "-", str(r.get("leader") or "?"), "", "", "", "",
+                    ",".join(map(str, r["replicas"])), "", "")
             continue
-        table.add_row(str(r["bucket"]), r["role"], str(r["leader"] or "-"), str(r["term"]),
-                      str(r["commit"]), str(r["applied"]), str(r["lag"]),
-                      ",".join(map(str, r["voters"])), str(r["decisions"]),
-                      "yes" if r["quiet"] else "")
+        add_row(table, str(r["bucket"]), r["role"], str(r["leader"] or "-"), str(r["term"]),
+                str(r["commit"]), str(r["applied"]), str(r["lag"]),
+                ",".join(map(str, r["voters"])), str(r["decisions"]),
+                "yes" if r["quiet"] else "")
     out.print(table)
 
 
@@ -69,9 +68,9 @@ def decide(
         emit_json(doc)
         return
     won = doc["proposal_id"] == proposal_id
-    out.print(f"{'decided' if won else 'already decided'}: {doc['need_id']} -> "
-              f"{doc['proposal_id']} (bucket {doc['bucket']}, index {doc['index']}, "
-              f"term {doc['term']})", highlight=False, markup=False)
+    say(f"{'decided' if won else 'already decided'}: {doc['need_id']} -> "
+        f"{doc['proposal_id']} (bucket {doc['bucket']}, index {doc['index']}, "
+        f"term {doc['term']})")
 
 
 def decision(
@@ -85,6 +84,5 @@ def decision(
     if as_json:
         emit_json(doc)
         return
-    out.print(f"{doc['need_id']} -> {doc['proposal_id']} (bucket {doc['bucket']}, index "
-              f"{doc['index']}, {'certified' if doc['certified'] else 'local, not yet certified'})",
-              highlight=False, markup=False)
+    say(f"{doc['need_id']} -> {doc['proposal_id']} (bucket {doc['bucket']}, index "
+        f"{doc['index']}, {'certified' if doc['certified'] else 'local, not yet certified'})")

@@ -2,28 +2,40 @@
 an OpenAPI description at /openapi.json, and Prometheus text at /metrics.
 
 Owns routes and their request/response shapes only; every action is a method of the
-running node (`NodeControl`), so the API holds no state of its own.
+running node (`NodeControl`), so the API holds no state of its own. Requests pass the
+guard first (node/api_guard.py: token, then body size), so no route reads a byte from
+a client without the token, nor more bytes than its limit. `GET /identity` answers a
+client's challenge with proof that this node holds the token, before the client sends
+it (node/client.py).
 """
 
 from __future__ import annotations
 
-import hmac
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
+from urllib.parse import parse_qs
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from swarm.protocol.errors import ProtocolError
 
+from .api_guard import BODY_BYTES_MAX, ApiGuard, StrictBody, invalid_request, token_matches
 from .bitswap import Bitswap
-from .blockstore import Blockstore
+from .blockstore import Blockstore, parse_kind
 from .decide_api import decide_router
 from .decide_service import DecideService
 from .evidence_api import evidence_router
 from .evidence_store import EvidenceStore
+from .home import identity_proof
 from .ledger_api import ledger_router
-from .ledger_service import LedgerService
+from .ledger_service import LedgerRefused, LedgerService
+from .multiraft import SubmitError
+
+# The status of a verdict other than ACCEPT: a REJECT is the client's envelope's fault
+# (400), except a fault of ours; an IGNORE is "not now" (409), or the sender's rate.
+_VERDICT_STATUS = {"rate_limited": 429, "internal": 500}
 
 
 class NodeControl(Protocol):
@@ -32,6 +44,7 @@ class NodeControl(Protocol):
     async def connect(self, multiaddr: str) -> dict[str, Any]: ...
     async def publish(self, kind: str, payload: dict[str, Any], thread: str,
                       refs: list[str]) -> dict[str, Any]: ...
+    async def submit_wire(self, data: bytes, timeout_s: float) -> dict[str, Any]: ...
     def plan_root(self) -> dict[str, Any]: ...
     def plan_thread(self, thread: str) -> dict[str, Any]: ...
     def metrics_text(self) -> bytes: ...
@@ -43,11 +56,12 @@ class NodeControl(Protocol):
     ledger: LedgerService
 
 
-class ConnectRequest(BaseModel):
-    multiaddr: str = Field(description="A full multiaddr ending in /p2p/<peer id>.")
+class ConnectRequest(StrictBody):
+    multiaddr: str = Field(description="A full multiaddr ending in /p2p/<peer id>.",
+                           max_length=1024)
 
 
-class EnvelopeRequest(BaseModel):
+class EnvelopeRequest(StrictBody):
     kind: str
     payload: dict[str, Any] = Field(description="The payload as JSON: bytes as hex, CIDs as "
                                                 "strings.")
@@ -55,26 +69,46 @@ class EnvelopeRequest(BaseModel):
     refs: list[str] = Field(default_factory=list)
 
 
-class NeedRequest(BaseModel):
+class NeedRequest(StrictBody):
     task_class: str = Field(alias="class", description="simple | complex | critical")
     budget: int = Field(description="In the smallest credit unit.")
     title: str = ""
 
 
-def build_app(node: NodeControl, token: str) -> FastAPI:
+# Nonces of the identity challenge: 16 to 64 bytes, in hex.
+NONCE_PATTERN = "^[0-9a-f]{32,128}$"
+
+
+def build_app(node: NodeControl, token: str, peer_id: str) -> ApiGuard:
+    """The control API behind its guard, ready to serve (an ASGI app)."""
     app = FastAPI(title="CAN Swarm node control API", version="1",
                   description="Local control of one swarm-node. Send the token from "
-                              "HOME/api.token as `Authorization: Bearer <token>`.")
+                              "HOME/api.token as `Authorization: Bearer <token>`; check "
+                              "first, with `GET /identity`, that the node holds it. "
+                              f"Request bodies are at most {BODY_BYTES_MAX} bytes unless a "
+                              "route says otherwise (413).")
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
-    # async, so FastAPI runs it on the event loop: a plain def would cost every request
-    # a worker-thread hop (measured: docs/NETWORK.md).
+    # The guard has checked the token already; this checks it again for routes mounted
+    # some other way, and marks the routes that need it. async, so FastAPI runs it on
+    # the event loop: a plain def would cost every request a worker-thread hop.
     async def authorised(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        given = header.removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(status_code=401, detail="missing or wrong API token")
+        if not token_matches(request.headers.get("authorization"), token):
+            raise HTTPException(status_code=401, detail={
+                "code": "unauthorized", "field": "authorization",
+                "reason": "missing or wrong API token"})
 
     auth = [Depends(authorised)]
+
+    @app.get("/identity",
+             description="Unauthenticated. Proof that this node holds the API token: "
+                         "`proof` is hex HMAC-SHA256(token, \"can-swarm/control-api/"
+                         "identity/v1\\0\" || nonce || peer_id). A client sends its "
+                         "token only to a node whose proof checks.")
+    async def identity(nonce: Annotated[str, Query(pattern=NONCE_PATTERN)]
+                       ) -> dict[str, str]:
+        return {"peer_id": peer_id,
+                "proof": identity_proof(token, bytes.fromhex(nonce), peer_id)}
 
     def bad_request(exc: ProtocolError) -> HTTPException:
         return HTTPException(status_code=400, detail=exc.to_dict())
@@ -89,10 +123,13 @@ def build_app(node: NodeControl, token: str) -> FastAPI:
 
     @app.post("/peers/connect", dependencies=auth)
     async def connect(req: ConnectRequest) -> dict[str, Any]:
+        """Dial a peer at exactly the address given. 400 names what is wrong with the
+        address (not a multiaddr, no /p2p/, a transport this node cannot dial, this
+        node's own id) or why the dial failed."""
         try:
             return await node.connect(req.multiaddr)
-        except ValueError as exc:
-            raise HTTPException(status_code=400, detail={"reason": str(exc)}) from None
+        except ProtocolError as exc:
+            raise bad_request(exc) from None
 
     @app.post("/envelopes", dependencies=auth)
     async def publish(req: EnvelopeRequest) -> dict[str, Any]:
@@ -100,6 +137,37 @@ def build_app(node: NodeControl, token: str) -> FastAPI:
             return await node.publish(req.kind, req.payload, req.thread, req.refs)
         except ProtocolError as exc:
             raise bad_request(exc) from None
+
+    @app.post("/envelopes/wire", dependencies=auth, openapi_extra={
+        "requestBody": {"required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}}},
+              description="An envelope signed elsewhere, as its wire bytes (the body, at "
+                          "most 64 KiB). Judged as gossip is; a ledger verb goes to its "
+                          "signer's bucket. 200: accepted (or a duplicate), with the "
+                          "verdict and, for a ledger verb, the outcome; 400: rejected, "
+                          "naming the code and field; 409: ignored for now (e.g. "
+                          "`lamport_future`), or refused by the ledger; 429: the sender's "
+                          "rate; 503: no quorum of the bucket in time.")
+    async def submit_wire(request: Request,
+                          timeout_s: Annotated[float, Query(gt=0, le=120)] = 15.0
+                          ) -> dict[str, Any]:
+        data = await request.body()
+        try:
+            doc = await node.submit_wire(data, timeout_s)
+        except LedgerRefused as exc:
+            raise HTTPException(status_code=409, detail={
+                "verdict": "accept", "code": exc.code, "field": "ledger",
+                "reason": exc.reason, "outcome": exc.outcome.to_json()}) from None
+        except SubmitError as exc:
+            status = 503 if exc.code == "submit_failed" else 400
+            raise HTTPException(status_code=status, detail=exc.to_dict()) from None
+        except ProtocolError as exc:
+            status = 429 if exc.code == "rate_limited" else 400
+            raise HTTPException(status_code=status, detail=exc.to_dict()) from None
+        if doc["verdict"] == "accept" or doc["code"] == "duplicate":
+            return doc
+        status = _VERDICT_STATUS.get(doc["code"], 409 if doc["verdict"] == "ignore" else 400)
+        raise HTTPException(status_code=status, detail=doc)
 
     @app.post("/needs", dependencies=auth)
     async def need(req: NeedRequest) -> dict[str, Any]:
@@ -135,4 +203,15 @@ def build_app(node: NodeControl, token: str) -> FastAPI:
         return PlainTextResponse(node.metrics_text().decode(),
                                  media_type="text/plain; version=0.0.4")
 
-    return app
+    def evidence_limit(query: str) -> tuple[int, str]:
+        """An import's body is the file: at most its kind's limit (genesis)."""
+        kind = parse_qs(query).get("kind", ["evidence"])[0]
+        try:
+            return node.evidence.limits[parse_kind(kind)], kind
+        except ProtocolError:
+            return BODY_BYTES_MAX, "the body"  # the route answers 400 for the kind
+
+    docs = [app.openapi_url, app.docs_url, app.redoc_url,
+            app.swagger_ui_oauth2_redirect_url]
+    open_paths = frozenset(["/metrics", "/identity", *(p for p in docs if p)])
+    return ApiGuard(app, token, open_paths, {("POST", "/evidence"): evidence_limit})

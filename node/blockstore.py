@@ -20,6 +20,10 @@ Rules:
   UnixFS reader (every block present, hashes and sizes consistent) before recording
   the pin; `gc()` keeps every block reachable from a pin, and the blocks of imports still
   in progress, and deletes the rest.
+* **An import that does not finish leaves nothing.** An import closed before it
+  finished (refused as too large, its upload cut short, an error) deletes the blocks it
+  created -- those that were not here before it wrote them and that nothing else wrote,
+  pinned or holds since -- so a refused 64 MiB upload does not wait for `gc()`.
 * **Durability.** Blocks are written without fsync; the pin record is written with a
   synced WAL after them, and RocksDB's WAL is ordered, so once `add` or `pin` returns
   the pinned object survives `kill -9`. Unpinned blocks may be lost in a crash; nothing
@@ -119,6 +123,10 @@ class Blockstore:
         # Blocks written by imports and fetches that have not finished: live for gc()
         # until then. A count per block, as two of them may share a block.
         self._in_flight: Counter[Cid] = Counter()
+        # Blocks an unfinished import created (absent before it wrote them), by import:
+        # it deletes them if it does not finish. Anyone else who writes or pins one of
+        # them takes it out of here, and then it stays.
+        self._created: dict[Cid, Import] = {}
 
     # -- blocks ---------------------------------------------------------------------
 
@@ -133,6 +141,7 @@ class Blockstore:
         """Store one block; raises BlockMismatch/TooLarge if `data` is not `cid`'s block."""
         check_block(cid, data)
         self._db.put(b"b" + cid.raw, data)
+        self._created.pop(cid, None)
 
     def put_many(self, blocks: Iterable[tuple[Cid, bytes]]) -> int:
         """Store blocks in one batch, each checked first; returns how many were given."""
@@ -141,6 +150,7 @@ class Blockstore:
         for cid, data in blocks:
             check_block(cid, data)
             batch.put(b"b" + cid.raw, data)
+            self._created.pop(cid, None)
             count += 1
         if count:
             self._db.write(batch)
@@ -164,7 +174,7 @@ class Blockstore:
         """Import a file from `chunks`, store its blocks and (by default) pin it.
 
         Raises TooLarge as soon as the input passes the kind's limit; the blocks written
-        until then are unpinned and go at the next gc().
+        until then are deleted (those that nothing else holds).
         """
         session = self.begin_import(kind, cid_version)
         try:
@@ -184,16 +194,25 @@ class Blockstore:
         closed: a fetch stores a DAG block by block and pins it only at the end."""
         return Holding(self)
 
-    def _put_fresh(self, blocks: list[Block], written: set[Cid]) -> None:
+    def _put_fresh(self, blocks: list[Block], owner: Import) -> None:
         if not blocks:
             return
         batch = rocksdict.WriteBatch(raw_mode=True)
         for block in blocks:
+            cid = block.cid
+            key = b"b" + cid.raw
+            if cid not in owner._written:
+                owner._written.add(cid)
+                self._in_flight[cid] += 1
+                creator = self._created.get(cid)
+                if creator is not None:
+                    del self._created[cid]  # two imports share it: neither deletes it
+                # key_may_exist answers from memory (False: surely absent); a block it
+                # is unsure of is looked up.
+                elif not self._db.key_may_exist(key) or self._db.get(key) is None:
+                    self._created[cid] = owner
             # Our own importer made these, so the hash is right by construction.
-            batch.put(b"b" + block.cid.raw, block.data)
-            if block.cid not in written:
-                written.add(block.cid)
-                self._in_flight[block.cid] += 1
+            batch.put(key, block.data)
         self._db.write(batch)
 
     def _release(self, cids: set[Cid]) -> None:
@@ -201,6 +220,19 @@ class Blockstore:
             self._in_flight[cid] -= 1
             if self._in_flight[cid] <= 0:
                 del self._in_flight[cid]
+
+    def _settle(self, owner: Import, *, delete: bool) -> None:
+        """Forget the blocks `owner` created; with `delete`, delete those nothing else
+        holds (it did not finish)."""
+        mine = [cid for cid in owner._written if self._created.get(cid) is owner]
+        for cid in mine:
+            del self._created[cid]
+        doomed = [cid for cid in mine if self._in_flight[cid] <= 1] if delete else []
+        if doomed:  # held by `owner` alone
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for cid in doomed:
+                batch.delete(b"b" + cid.raw)
+            self._db.write(batch)
 
     def read(self, root: Cid, kind: Kind = Kind.EVIDENCE) -> Iterator[bytes]:
         """The file bytes of `root`, every block checked (BlockMissing if one is absent)."""
@@ -255,6 +287,8 @@ class Blockstore:
             if data is None:
                 raise BlockMissing(cid)
             stack.extend(block_links(cid, data))
+        for cid in seen:  # pinned now: no unfinished import may delete them
+            self._created.pop(cid, None)
         return len(seen)
 
     def _write_pin(self, pin: Pin) -> None:
@@ -329,6 +363,7 @@ class Import:
         self.limit = store.limits[kind]
         self._importer = Importer(cid_version)
         self._written: set[Cid] = set()
+        self._finished = False
 
     @property
     def size(self) -> int:
@@ -337,20 +372,26 @@ class Import:
     def feed(self, data: bytes) -> None:
         if self._importer.size + len(data) > self.limit:
             raise TooLarge("size", f"{self.kind.value} is more than {self.limit} bytes")
-        self._store._put_fresh(self._importer.feed(data), self._written)
+        self._store._put_fresh(self._importer.feed(data), self)
 
     def finish(self, *, pin: bool = True) -> Pin:
-        self._store._put_fresh(self._importer.finish(), self._written)
+        self._store._put_fresh(self._importer.finish(), self)
         # Distinct blocks: a file with repeated chunks stores each once.
         result = Pin(self._importer.root, self.kind, self._importer.size, len(self._written))
         if pin:
             self._store._write_pin(result)
+        self._store._settle(self, delete=False)
+        self._finished = True
         return result
 
     def close(self) -> None:
-        """Stop sparing this import's blocks from gc() (they are pinned or garbage now)."""
+        """Stop sparing this import's blocks from gc(): pinned, or garbage now. An import
+        that did not finish first deletes the blocks it created that nothing else
+        holds."""
+        self._store._settle(self, delete=not self._finished)
         self._store._release(self._written)
         self._written = set()
+        self._finished = True
 
 
 class Holding:

@@ -1,8 +1,18 @@
-"""The control-API client the CLI uses: finds the node through its home directory."""
+"""The control-API client the CLI uses: finds the node through its home directory.
+
+The node's address comes from `HOME/api.json`, which outlives a node that was killed:
+another program may listen on that port since. So before the token goes out, the
+client challenges whatever answers there (`GET /identity` with a fresh random nonce)
+and checks its proof -- an HMAC of the nonce and the peer id `api.json` names, keyed
+with the token (node/home.py `identity_proof`) -- which only a holder of the token can
+make. It checks again after any connection failure, as the node may have gone.
+"""
 
 from __future__ import annotations
 
+import hmac
 import json
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +20,9 @@ from typing import Any
 
 import httpx
 
-from .home import HomeError, read_api, read_token
+from .home import HomeError, identity_proof, read_api, read_token
+
+NONCE_BYTES = 32
 
 
 class ApiError(Exception):
@@ -21,24 +33,63 @@ class ApiError(Exception):
         self.detail = detail
 
 
+class Unreachable(ApiError):
+    """No answer came: the request may or may not have reached the node."""
+
+
 class Client:
     def __init__(self, home: Path, timeout_s: float = 30.0) -> None:
         api = read_api(home)
+        self.home = home
         self.url = str(api["url"]).rstrip("/")
+        self.peer_id = str(api.get("peer_id", ""))
+        self._token = read_token(home)
+        self._verified = False
         # One pooled connection: a fresh connection per request costs about 40 ms on
         # loopback here, a reused one about 2 ms.
-        self._http = httpx.Client(headers={"authorization": f"Bearer {read_token(home)}"},
-                                  timeout=timeout_s)
+        self._http = httpx.Client(timeout=timeout_s)
 
     def close(self) -> None:
         self._http.close()
 
+    def verify(self) -> None:
+        """Check that the program at `url` holds this home's token (see the module
+        docstring); only then is the token sent with requests. Raises ApiError."""
+        if self._verified:
+            return
+        nonce = os.urandom(NONCE_BYTES)
+        try:
+            response = self._http.get(self.url + "/identity", params={"nonce": nonce.hex()})
+            doc = response.json() if response.status_code == 200 else None
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        except ValueError:
+            doc = None
+        expected = identity_proof(self._token, nonce, self.peer_id)
+        if not (isinstance(doc, dict) and doc.get("peer_id") == self.peer_id
+                and isinstance(doc.get("proof"), str)
+                and hmac.compare_digest(doc["proof"], expected)):
+            raise ApiError(f"the program answering at {self.url} is not the node of "
+                           f"{self.home}: it cannot prove that it holds the API token, which "
+                           "was not sent. The node may have stopped and another program "
+                           "taken its port; start the node again.")
+        self._http.headers["authorization"] = f"Bearer {self._token}"
+        self._verified = True
+
+    def _unreachable(self, exc: httpx.HTTPError, what: str = "") -> ApiError:
+        # The node may be gone, and another program on its port by the next call.
+        self._verified = False
+        self._http.headers.pop("authorization", None)
+        if what:
+            return Unreachable(f"{what} ({exc})")
+        return Unreachable(f"cannot reach the node at {self.url} ({exc}); is it running?")
+
     def _call(self, method: str, path: str, body: Any = None) -> Any:
+        self.verify()
         try:
             response = self._http.request(method, self.url + path, json=body)
         except httpx.HTTPError as exc:
-            raise ApiError(f"cannot reach the node at {self.url} ({exc}); is it running?") \
-                from None
+            raise self._unreachable(exc) from None
         _raise_for(response)
         return response.json()
 
@@ -48,20 +99,33 @@ class Client:
     def post(self, path: str, body: Any) -> Any:
         return self._call("POST", path, body)
 
+    def post_bytes(self, path: str, data: bytes,
+                   params: dict[str, Any] | None = None) -> Any:
+        """POST `data` as it is (application/octet-stream); the JSON answer."""
+        self.verify()
+        try:
+            response = self._http.post(self.url + path, content=data, params=params,
+                                        headers={"content-type": "application/octet-stream"})
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        _raise_for(response)
+        return response.json()
+
     def post_stream(self, path: str, pieces: Iterable[bytes],
                     params: dict[str, Any] | None = None) -> Any:
         """POST a body sent piece by piece (chunked), so a large file never sits in memory."""
+        self.verify()
         try:
             response = self._http.post(self.url + path, content=pieces, params=params)
         except httpx.HTTPError as exc:
-            raise ApiError(f"cannot reach the node at {self.url} ({exc}); is it running?") \
-                from None
+            raise self._unreachable(exc) from None
         _raise_for(response)
         return response.json()
 
     def stream_lines(self, path: str, params: dict[str, Any] | None = None
                      ) -> Iterator[dict[str, Any]]:
         """POST to a route that answers JSON lines (progress reports); yields each."""
+        self.verify()
         try:
             with self._http.stream("POST", self.url + path, params=params) as response:
                 if response.status_code >= 400:
@@ -71,12 +135,14 @@ class Client:
                     if line.strip():
                         yield json.loads(line)
         except httpx.HTTPError as exc:
-            raise ApiError(f"transfer from the node at {self.url} failed ({exc})") from None
+            raise self._unreachable(exc, f"transfer from the node at {self.url} failed") \
+                from None
 
     @contextmanager
     def stream_get(self, path: str, params: dict[str, Any] | None = None
                    ) -> Iterator[tuple[int | None, Iterator[bytes]]]:
         """GET a large body: yields (size from X-File-Size if sent, pieces)."""
+        self.verify()
         try:
             with self._http.stream("GET", self.url + path, params=params) as response:
                 if response.status_code >= 400:
@@ -85,16 +151,18 @@ class Client:
                 size = response.headers.get("x-file-size")
                 yield (int(size) if size is not None else None), response.iter_bytes()
         except httpx.HTTPError as exc:
-            raise ApiError(f"transfer from the node at {self.url} failed ({exc})") from None
+            raise self._unreachable(exc, f"transfer from the node at {self.url} failed") \
+                from None
 
 
 def _raise_for(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     try:
-        detail = response.json().get("detail")
+        doc = response.json()
     except ValueError:
-        detail = response.text
+        doc = response.text
+    detail = doc.get("detail") if isinstance(doc, dict) else doc
     if isinstance(detail, dict) and "field" in detail:
         message = f"{detail['field']}: {detail['reason']}"
     elif isinstance(detail, dict) and "reason" in detail:
@@ -104,4 +172,4 @@ def _raise_for(response: httpx.Response) -> None:
     raise ApiError(message, detail)
 
 
-__all__ = ["ApiError", "Client", "HomeError"]
+__all__ = ["ApiError", "Client", "HomeError", "Unreachable"]

@@ -1,8 +1,10 @@
 """Control-API routes for DECIDE and Raft: submit a decision, read one, bucket status.
 
 Owns the routes' shapes only; `DecideService` (node/decide_service.py) does the work.
-Errors: 400 for a malformed NEED id or proposal, 404 for a NEED with no decision known
-here, 503 when no quorum of the NEED's bucket answered in time.
+Errors: 400 for a malformed NEED id or proposal, or an id that names another kind of
+envelope; 404 for an id that is no NEED known here (`POST /decide`, after waiting a
+little for it to arrive) or a NEED with no decision known here (`GET /decisions/{id}`);
+503 when no quorum of the NEED's bucket answered in time.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from swarm.protocol.cid import Cid
 from swarm.protocol.errors import ProtocolError
 
-from .decide_service import DecideService
+from .api_guard import StrictBody
+from .decide_service import NEED_WAIT_S, DecideService, UnknownNeed
 from .multiraft import DecideError
 
 
-class DecideRequestBody(BaseModel):
+class DecideRequestBody(StrictBody):
     need_id: str = Field(description="The NEED's id (a CID string).")
     proposal_id: str = Field(description="The winning proposal's id (1..128 bytes).")
     k_plan: int = Field(default=0, ge=0, le=64)
@@ -32,13 +36,18 @@ def decide_router(service: Callable[[], DecideService], dependencies: list[Any])
 
     @router.post("/decide")
     async def decide(body: DecideRequestBody) -> dict[str, Any]:
-        """Submit a decision; answers the committed one (first writer wins), which may
-        name another proposal. Idempotent: safe to retry."""
+        """Submit a decision for a NEED known here; answers the committed one (first
+        writer wins), which may name another proposal. Idempotent: safe to retry."""
+        svc = service()
         try:
-            return await service().try_decide(body.need_id, body.proposal_id, body.k_plan,
-                                               body.epoch, body.timeout_s)
+            waited = await svc.require_need(Cid.parse(body.need_id, "need_id"),
+                                            min(body.timeout_s, NEED_WAIT_S))
+            return await svc.try_decide(body.need_id, body.proposal_id, body.k_plan,
+                                        body.epoch, max(body.timeout_s - waited, 0.001))
         except DecideError as exc:
             raise HTTPException(status_code=503, detail=exc.to_dict()) from None
+        except UnknownNeed as exc:
+            raise HTTPException(status_code=404, detail=exc.to_dict()) from None
         except ProtocolError as exc:
             raise HTTPException(status_code=400, detail=exc.to_dict()) from None
 

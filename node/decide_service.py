@@ -22,6 +22,13 @@ A decision lost on its way is announced by the replicas' fallback (`MultiRaft`).
 Receivers check a gossiped DECIDE's certificates a decision at a time, pausing between
 them (`precheck`), for the same reason. Callers never wait for announcements: they get
 the committed decision from Raft.
+
+Only NEEDs are decided: a decision asked through the control API, or relayed by a node
+that is not a validator, names the id of a NEED envelope this node has applied
+(`require_need`), else it is refused -- after waiting up to NEED_WAIT_S for it, since a
+NEED posted on another node a moment ago may still be on its way by gossip. A node whose
+config sets `decide_unknown_needs` skips the check (benchmarks and Raft tests decide
+made-up ids chosen to land in given buckets).
 """
 
 from __future__ import annotations
@@ -51,9 +58,10 @@ from swarm.protocol.decide import (
     decode_submission,
     encode_answer,
     encode_submission,
+    request_payload,
 )
-from swarm.protocol.envelope import Envelope
-from swarm.protocol.errors import LocalProtocolError, RemoteProtocolError
+from swarm.protocol.envelope import Envelope, decode_envelope, make_envelope
+from swarm.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from swarm.protocol.placement import Placement
 from swarm.protocol.raft import NONE, Message
 from swarm.protocol.raftwire import Announcement
@@ -61,6 +69,7 @@ from swarm.protocol.verbs import DECIDE_ALSO_MAX
 
 from . import relay
 from .multiraft import TICK_MS, DecideError, MultiRaft
+from .pipeline import Verdict
 from .raft_snapshots import SnapshotReceiver, SnapshotStreams, snapshot_protocol
 from .raft_transport import RaftTransport, raft_protocol
 from .raftstore import RaftStore
@@ -80,6 +89,16 @@ ANNOUNCE_FULL = 1 + DECIDE_ALSO_MAX  # decisions that fill an envelope
 PRECHECK_PACE_S = 0.002
 PRECHECKED_MAX = 1024
 ANNOUNCE_QUEUE_MAX = 100_000  # beyond it the oldest wait for the replicas' fallback
+# How long a decision waits for its NEED to arrive here before it is refused, and how
+# often it looks: gossip brings a NEED in well under a second on a healthy swarm.
+NEED_WAIT_S = 10.0
+NEED_POLL_S = 0.05
+
+
+class UnknownNeed(LocalProtocolError):
+    """No NEED with this id is applied here (yet)."""
+
+    code = "unknown_need"
 
 
 class Certified(NamedTuple):
@@ -132,6 +151,22 @@ class RaftCollector(Collector):
         yield GaugeMetricFamily("swarm_decisions_certified",
                                 "Certified decisions in this node's read replica",
                                 value=len(self.service.certified))
+        refused = CounterMetricFamily(
+            "swarm_ledger_rejected", "Bucket entries refused without deciding anything, by "
+            "code (a broken envelope, an unauthenticated effect or acknowledgement, an "
+            "entry rolled back as internal), summed over the buckets replicated here",
+            labels=["code"])
+        codes: dict[str, int] = {}
+        for x in [*groups, *raft.halted.values()]:
+            for code, n in x.machine.refused.items():
+                codes[code] = codes.get(code, 0) + n
+        for code, n in sorted(codes.items()):
+            refused.add_metric([code], n)
+        yield refused
+        yield GaugeMetricFamily("swarm_raft_halted_buckets",
+                                "Buckets this node stopped serving because their state "
+                                "machine could not apply an entry alike on every replica",
+                                value=len(raft.halted))
 
 
 class DecideService:
@@ -385,6 +420,31 @@ class DecideService:
         self.decide_seconds.observe(time.monotonic() - started)
         return decision_json(d)
 
+    def need_kind(self, need: Cid) -> str | None:
+        """The kind of the envelope applied here whose id is `need`; None if none is."""
+        if need not in self.node.pipeline.replica.applied:
+            return None
+        wire = self.node.store.get(need)
+        return decode_envelope(wire, verify=False).kind if wire is not None else None
+
+    async def require_need(self, need: Cid, wait_s: float) -> float:
+        """Refuse to decide `need` unless it is a NEED applied here, waiting up to
+        `wait_s` for it to arrive. Returns the seconds waited; raises UnknownNeed, or
+        LocalProtocolError (code not_a_need) for the id of another kind of envelope."""
+        if self.node.settings.decide_unknown_needs:
+            return 0.0
+        started = trio.current_time()
+        deadline = started + wait_s
+        while (kind := self.need_kind(need)) is None and trio.current_time() < deadline:
+            await trio.sleep(NEED_POLL_S)
+        if kind is None:
+            raise UnknownNeed("need_id", f"no NEED {need} is known to this node (waited "
+                                         f"{wait_s:g} s for it to arrive)")
+        if kind != "NEED":
+            raise LocalProtocolError("need_id", f"{need} is a {kind} envelope, not a NEED",
+                                     code="not_a_need")
+        return trio.current_time() - started
+
     # -- submissions of nodes that are not validators --
 
     async def _submit_through_validator(self, cmd: TryDecide, timeout_s: float) -> Decision:
@@ -399,10 +459,14 @@ class DecideService:
                 raise RemoteProtocolError("answer", "states another NEED or bucket")
             return d
 
+        node = self.node
+        request = make_envelope(node.identity, kind="DECIDE", swarm=node.genesis.swarm_id,
+                                lamport=node.clock.tick(), ts=time.time_ns() // 1_000_000,
+                                payload=request_payload(cmd))
         try:
             return await relay.ask_validators(
                 self.node.host, self.placement, self.submission_protocol,
-                lambda ms: encode_submission(cmd, ms), SUBMISSION_BYTES_MAX, parse,
+                lambda ms: encode_submission(request.wire, ms), SUBMISSION_BYTES_MAX, parse,
                 timeout_s, SUBMISSION_TIMEOUT_MS_MAX)
         except relay.NoValidator:
             raise DecideError("this node is not a validator and is connected to none; "
@@ -413,13 +477,23 @@ class DecideService:
                               f"({exc})") from None
 
     async def _serve_submission(self, data: bytes) -> bytes:
-        """A node that is not a validator asks us to submit a DECIDE for it."""
+        """A node that is not a validator asks us to submit a DECIDE for it. Here the
+        request enters Raft: the swarm's policy judges the asker's signed request as it
+        judges gossip (per-sender rate, the DECIDE rule), counted like any other."""
         try:
-            cmd, timeout_ms = decode_submission(data)
-        except RemoteProtocolError as exc:
+            request, cmd, timeout_ms = decode_submission(data, self.node.genesis.swarm_id)
+            decision = self.node.policy.evaluate(request)
+            if decision.verdict is not Verdict.ACCEPT:
+                return encode_answer(None, f"policy: the swarm's policy denies this DECIDE: "
+                                           f"{decision.reason}")
+            timeout_s = timeout_ms / 1000
+            timeout_s -= await self.require_need(Cid.from_bytes(cmd.need_id, "need_id"),
+                                                 min(timeout_s, NEED_WAIT_S))
+        except ProtocolError as exc:
             return encode_answer(None, f"{exc.field}: {exc.reason}")
         try:
-            return encode_answer(await self.raft.try_decide(cmd, timeout_s=timeout_ms / 1000))
+            return encode_answer(await self.raft.try_decide(cmd, timeout_s=max(timeout_s,
+                                                                               0.001)))
         except DecideError as exc:
             return encode_answer(None, exc.reason)
 

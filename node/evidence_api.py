@@ -25,12 +25,13 @@ from typing import Any, TypeVar
 import trio
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from swarm.protocol.cid import Cid
 from swarm.protocol.errors import ProtocolError
 from swarm.protocol.unixfs import BlockMissing, TooLarge
 
+from .api_guard import StrictBody
 from .bitswap import Bitswap
 from .blockstore import BlockstoreError, Kind, Pin, parse_kind
 from .evidence_store import EvidenceStore, is_blocking
@@ -40,7 +41,7 @@ PROGRESS_S = 0.25
 T = TypeVar("T")
 
 
-class PinRequest(BaseModel):
+class PinRequest(StrictBody):
     kind: str = Field(default="evidence", description="evidence | proof")
 
 

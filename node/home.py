@@ -3,11 +3,17 @@
 Owns the layout of ``--home`` (default ``$SWARM_HOME`` or ``~/.can-swarm``) and safe
 writes to it (temporary file, fsync, rename, so a crash leaves the old or the new file,
 never half of one). The key file holds the Ed25519 seed in hex, readable by its owner
-only; a key with looser permissions is refused rather than silently used.
+only; a key with looser permissions is refused rather than silently used. The control
+API's token (``api.token``) follows the same rule: owner-only, and at least
+TOKEN_CHARS_MIN characters; a missing or empty one is replaced by a new random token
+when the node starts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import json
 import os
 import stat
@@ -48,6 +54,13 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.close(dfd)
 
 
+def _refuse_loose(path: Path, st: os.stat_result) -> None:
+    """A secret others may read is refused, not used: whoever read it is the owner too."""
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise HomeError(f"{path} is readable by others (mode {oct(st.st_mode & 0o777)}); "
+                        f"run `chmod 600 {path}`")
+
+
 def create_identity(home: Path, *, force: bool = False) -> Identity:
     key_path = home / KEY_FILE
     if key_path.exists() and not force:
@@ -65,9 +78,7 @@ def load_identity(home: Path) -> Identity:
         st = key_path.stat()
     except FileNotFoundError:
         raise HomeError(f"no key at {key_path}; run `swarm-node keys new --home {home}`") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise HomeError(f"{key_path} is readable by others (mode {oct(st.st_mode & 0o777)}); "
-                        f"run `chmod 600 {key_path}`")
+    _refuse_loose(key_path, st)
     text = key_path.read_text().strip()
     try:
         seed = bytes.fromhex(text)
@@ -126,22 +137,60 @@ def write_config(home: Path, config: dict[str, Any]) -> None:
                  .encode())
 
 
+TOKEN_CHARS_MIN = 16  # a new token has 48 (24 random bytes in hex)
+# What the identity proof signs before the client's nonce: a MAC made for this purpose
+# is good for nothing else.
+IDENTITY_DOMAIN = b"can-swarm/control-api/identity/v1\x00"
+
+
 def read_token(home: Path) -> str:
+    """The control API's bearer token; refused if others may read it, or if it is too
+    short to be a secret."""
     path = home / TOKEN_FILE
     try:
-        return path.read_text().strip()
+        _refuse_loose(path, path.stat())
+        token = path.read_text().strip()
     except FileNotFoundError:
         raise HomeError(f"no API token at {path}; is the node initialised "
                         f"(`swarm-node init --home {home}`)?") from None
+    if len(token) < TOKEN_CHARS_MIN:
+        raise HomeError(f"{path} holds a token of {len(token)} characters, fewer than "
+                        f"{TOKEN_CHARS_MIN}; delete it and the node makes a new one when "
+                        "it starts")
+    return token
 
 
 def ensure_token(home: Path) -> str:
+    """The token, made now (random, mode 600) if the file is missing or empty: an empty
+    token would let anyone in."""
     path = home / TOKEN_FILE
-    if path.exists():
-        return read_token(home)
-    token = os.urandom(24).hex()
-    write_atomic(path, token.encode() + b"\n", mode=0o600)
-    return token
+    try:
+        empty = not path.read_text().strip()
+    except FileNotFoundError:
+        empty = True
+    if empty:
+        write_atomic(path, os.urandom(24).hex().encode() + b"\n", mode=0o600)
+    return read_token(home)
+
+
+def identity_proof(token: str, nonce: bytes, peer_id: str) -> str:
+    """What the node answers to a client's identity challenge (`GET /identity`): only a
+    program holding the token can make it, so a client checks it before it sends the
+    token to whatever listens on the recorded port."""
+    message = IDENTITY_DOMAIN + nonce + peer_id.encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def api_is_loopback(bind: str) -> bool:
+    """Whether the control API's host:port (or [v6]:port) is a loopback address, which
+    only this machine reaches."""
+    host = bind.rsplit(":", 1)[0].strip("[]") if ":" in bind else bind
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to anything
 
 
 def read_api(home: Path) -> dict[str, Any]:

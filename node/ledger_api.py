@@ -4,6 +4,12 @@ Owns the routes' shapes only; `LedgerService` (node/ledger_service.py) does the 
 Amounts sent to the node are credits as text ("12.5", exact to the smallest unit);
 amounts it answers are integers in the smallest unit, with `unit_per_credit` alongside.
 
+Every write may name its operation: `op_id` (32 hex digits) and `valid_until_ms` (bucket
+time). A client that sends the same two again (a retry after a broken connection, a
+timeout) gets the first outcome, never a second application; without them the node
+picks a fresh op id and a limit ten minutes ahead, and answers both
+(`client_op_id`, `valid_until_ms`) so that a client can retry with them.
+
 Errors: 400 for bad input (detail names the field), 409 when the ledger refused the
 operation as it applied it (detail: its `code`, its `reason` as users should see it,
 e.g. "insufficient balance: have 40, need 55", and the full `outcome`), 503 when no
@@ -16,38 +22,65 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from swarm.protocol.errors import ProtocolError
+from swarm.protocol.errors import LocalProtocolError, ProtocolError
 
+from .api_guard import StrictBody
 from .ledger_service import LedgerRefused, LedgerService
 from .multiraft import SubmitError
 
 CREDITS = "Credits as text, decimals allowed (\"12.5\"); exact to the smallest unit."
 
 
-class TransferBody(BaseModel):
+class OperationBody(StrictBody):
+    """What every ledger write takes: how long to wait, and the operation's identity."""
+
+    timeout_s: float = Field(default=15.0, gt=0, le=120)
+    op_id: str | None = Field(default=None, min_length=32, max_length=32,
+                              description="The operation's id, 32 hex digits; reuse it "
+                                          "(with valid_until_ms) to retry safely.")
+    valid_until_ms: int | None = Field(default=None, ge=1, le=2**63 - 1,
+                                       description="Bucket time (ms) after which the "
+                                                   "operation is refused.")
+
+    def operation(self) -> dict[str, Any]:
+        """The keyword arguments `LedgerService.submit` takes for them."""
+        if (self.op_id is None) != (self.valid_until_ms is None):
+            raise LocalProtocolError("op_id" if self.op_id is None else "valid_until_ms",
+                                     "op_id and valid_until_ms go together: the operation "
+                                     "is both (send neither to have the node pick them)")
+        op_id = None
+        if self.op_id is not None:
+            try:
+                op_id = bytes.fromhex(self.op_id)
+            except ValueError:
+                raise LocalProtocolError("op_id", "must be 32 hex digits") from None
+        return {"timeout_s": self.timeout_s, "op_id": op_id,
+                "valid_until_ms": self.valid_until_ms}
+
+
+class TransferBody(OperationBody):
     to: str = Field(description="The recipient's account (64 hex digits).")
     amount: str = Field(description=CREDITS)
     memo: str = Field(default="", max_length=256)
-    timeout_s: float = Field(default=15.0, gt=0, le=120)
+    to_self: bool = Field(default=False, description="Allow `to` to be this node's own "
+                                                     "account (refused otherwise).")
 
 
-class AmountBody(BaseModel):
+class AmountBody(OperationBody):
     amount: str = Field(description=CREDITS)
-    timeout_s: float = Field(default=15.0, gt=0, le=120)
 
 
-class EmptyBody(BaseModel):
-    timeout_s: float = Field(default=15.0, gt=0, le=120)
+class EmptyBody(OperationBody):
+    pass
 
 
-class PoolRegisterBody(BaseModel):
+class PoolRegisterBody(OperationBody):
     org: str = Field(min_length=1, max_length=64)
     asn: int = Field(ge=0, le=2**32 - 1)
     region: str = Field(min_length=1, max_length=64)
     capabilities: list[str] = Field(default_factory=list, max_length=32)
-    timeout_s: float = Field(default=15.0, gt=0, le=120)
 
 
 def ledger_router(service: Callable[[], LedgerService], dependencies: list[Any]) -> APIRouter:
@@ -82,7 +115,8 @@ def ledger_router(service: Callable[[], LedgerService], dependencies: list[Any])
     async def transfer(body: TransferBody) -> dict[str, Any]:
         """Transfer from this node's account; answers the applied outcome."""
         return await write(lambda: service().transfer(body.to, body.amount, body.memo,
-                                                      body.timeout_s))
+                                                      to_self=body.to_self,
+                                                      **body.operation()))
 
     @router.get("/ledger/history")
     async def history(account: str | None = None, limit: int = 100) -> dict[str, Any]:
@@ -108,18 +142,19 @@ def ledger_router(service: Callable[[], LedgerService], dependencies: list[Any])
     async def stake_add(body: AmountBody) -> dict[str, Any]:
         svc = service()
         return await write(lambda: svc.submit("STAKE", {"amount": svc.amount(body.amount)},
-                                              body.timeout_s))
+                                              **body.operation()))
 
     @router.post("/stake/remove")
     async def stake_remove(body: AmountBody) -> dict[str, Any]:
         """Unstake: the amount unbonds for `unbonding_ms`, then `complete-unbonding`."""
         svc = service()
         return await write(lambda: svc.submit("UNSTAKE", {"amount": svc.amount(body.amount)},
-                                              body.timeout_s))
+                                              **body.operation()))
 
     @router.post("/stake/complete-unbonding")
     async def complete_unbonding(body: EmptyBody) -> dict[str, Any]:
-        return await write(lambda: service().submit("COMPLETE_UNBONDING", {}, body.timeout_s))
+        return await write(lambda: service().submit("COMPLETE_UNBONDING", {},
+                                                    **body.operation()))
 
     @router.get("/pool")
     async def pool_list() -> dict[str, Any]:
@@ -129,10 +164,11 @@ def ledger_router(service: Callable[[], LedgerService], dependencies: list[Any])
     async def pool_register(body: PoolRegisterBody) -> dict[str, Any]:
         payload = {"capabilities": sorted(set(body.capabilities)), "org": body.org,
                    "asn": body.asn, "region": body.region}
-        return await write(lambda: service().submit("POOL_REGISTER", payload, body.timeout_s))
+        return await write(lambda: service().submit("POOL_REGISTER", payload,
+                                                    **body.operation()))
 
     @router.post("/pool/leave")
     async def pool_leave(body: EmptyBody) -> dict[str, Any]:
-        return await write(lambda: service().submit("POOL_LEAVE", {}, body.timeout_s))
+        return await write(lambda: service().submit("POOL_LEAVE", {}, **body.operation()))
 
     return router

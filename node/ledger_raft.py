@@ -4,15 +4,18 @@ chain, and the read replica of the buckets this node does not replicate.
 Owns what `MultiRaft` hands to its `ledger_hook` and the periodic work around it:
 
 * **Effect delivery.** The leader of a source bucket sends every batch in its bucket's
-  outbox (replicated state) to the target bucket's leader (`MultiRaft.submit_nowait`):
-  at once when the entry that emitted it is applied, and again every
-  `EFFECT_RESEND_TICKS` until it leaves the outbox. Whichever replica of the target
-  leads applies it (exactly once: the ledger deduplicates by (source bucket, seq)) and,
-  as the target's leader, acknowledges to the source what it applied
-  (`EffectAck(target, applied_seq)`), coalesced every `EFFECT_TICKS`; the source drops
-  the acknowledged batches. A lost message, a crashed leader or a restart only delays
-  this: the next leader of the source finds the batches still in its outbox, and a
-  batch applied already is acknowledged again when it arrives again.
+  outbox (replicated state) to the target bucket's leader (`MultiRaft.submit_nowait`)
+  with its proof, the source's certified chain entry that emitted it: at once when
+  that entry is certified, and again every `EFFECT_RESEND_TICKS` until the batch leaves
+  the outbox. Whichever replica of the target leads applies it (exactly once: the
+  ledger deduplicates by (source bucket, seq); only with a proof that checks: the
+  bucket machine verifies it) and, as the target's leader, once its own chain entry
+  for the batch is certified, acknowledges to the source with that entry as proof (its
+  `in`: the source's batches applied in order), coalesced every `EFFECT_TICKS`; the
+  source drops the acknowledged batches. A lost message, a crashed leader or a restart
+  only delays this: the next leader of the source finds the batches still in its
+  outbox and their certificates in its store (or fetches them from another replica),
+  and a batch applied already is applied as a duplicate and acknowledged again.
 * **The certified chain.** When a quorum of a bucket's replicas have signed a chain
   entry (`MultiRaft` collects the signatures), each replica that holds the quorum
   stores the certified entry (RocksDB key ``c`` + bucket + index), and the bucket's
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,6 +47,7 @@ from swarm.protocol.bucket_machine import (
     ChainEntry,
     LedgerApplied,
     LedgerPart,
+    Proof,
     ack_command,
     chain_digest,
     effects_command,
@@ -52,7 +56,7 @@ from swarm.protocol.buckets import bucket_of
 from swarm.protocol.committee import Verifier
 from swarm.protocol.errors import RemoteProtocolError
 from swarm.protocol.genesis import Genesis
-from swarm.protocol.ledger import AccountView, AuditRecord, EffectAck, Totals, genesis_supply
+from swarm.protocol.ledger import AccountView, AuditRecord, EffectBatch, Totals, genesis_supply
 from swarm.protocol.plan import merkle_root
 from swarm.protocol.raft import Role
 from swarm.protocol.raftwire import CertifiedEntry, Frame
@@ -68,6 +72,7 @@ SYNC_TICKS = 20  # ask a peer for missing chain entries every second
 FETCH_ENTRIES_MAX = 512  # chain entries in one answer to a fetch
 AHEAD_MAX = 4096  # chain entries held past a gap, per bucket
 OUTBOX_SEND_MAX = 256  # batches sent per bucket per round
+PROOFS_KEPT_MAX = 4096  # recent proofs of entries that emitted batches, kept in memory
 _KEY = struct.Struct(">cHQ")
 
 
@@ -77,6 +82,10 @@ def _cert_key(bucket: int, index: int) -> bytes:
 
 def _encode_cert(cert: CertifiedEntry) -> bytes:
     return cbor.encode([cert.term, cert.entry, [list(s) for s in cert.sigs]])
+
+
+def _proof(cert: CertifiedEntry) -> Proof:
+    return Proof(cert.bucket, cert.index, cert.term, cert.entry, cert.sigs)
 
 
 def _decode_cert(key: bytes, value: bytes) -> CertifiedEntry:
@@ -99,7 +108,13 @@ class LedgerRaft(LedgerHook):
             for b in range(self.bucket_count) if b not in raft.groups}
         self.ahead: dict[int, dict[int, ChainEntry]] = defaultdict(dict)  # bucket -> prev
         self.sent: dict[tuple[int, int, int], int] = {}  # (source, target, seq) -> tick
-        self.acks: dict[tuple[int, int], int] = {}  # (source, target) -> applied seq
+        # (source, target) -> (applied below, proof): the acknowledgement due, the best
+        # proven so far.
+        self.acks: dict[tuple[int, int], tuple[int, Proof]] = {}
+        self.fetching: dict[tuple[int, int], int] = {}  # (bucket, index) -> tick asked
+        # Proofs of our buckets' recent entries that emitted batches (the store has them
+        # once the round after their certificate writes).
+        self.proofs: OrderedDict[tuple[int, int], Proof] = OrderedDict()
         self.stats: dict[str, int] = defaultdict(int)
         self._sync_turn = 0
         raft.ledger_hook = self
@@ -129,25 +144,40 @@ class LedgerRaft(LedgerHook):
     # -- hooks from MultiRaft --
 
     def applied(self, g: Group, result: LedgerApplied) -> None:
-        if g.raw.raft.role != Role.LEADER:
-            return
-        now = self.raft.now_tick
-        for batch in result.emitted:
-            # Deliver at once: the recipient sees its credit within a round trip.
-            self.sent[(batch.source_bucket, batch.target_bucket, batch.seq)] = now
-            self.raft.submit_nowait(effects_command(batch))
-        if result.ack_to is not None:
-            source, seq = result.ack_to
-            self.acks[(source, g.bucket)] = max(self.acks.get((source, g.bucket), 0), seq)
+        """Batches wait for their entry's certificate (`certified`), their proof."""
 
     def certified(self, g: Group, cert: CertifiedEntry) -> None:
         self.store.pending.put(_cert_key(cert.bucket, cert.index), _encode_cert(cert))
         self.stats["certified_stored"] += 1
-        if g.raw.raft.role == Role.LEADER:
-            replicas = set(self.placement.replicas(cert.bucket))
-            for peer in range(1, len(self.placement.accounts) + 1):
-                if peer not in replicas:
-                    self.raft.out_chain[peer].append(cert)
+        entry = ChainEntry.decode(cert.entry)  # our own replicas signed it
+        proof = _proof(cert)
+        if entry.out:
+            # Kept at hand until the round writes it: this replica may lead next.
+            self.proofs[(cert.bucket, cert.index)] = proof
+            while len(self.proofs) > PROOFS_KEPT_MAX:
+                self.proofs.popitem(last=False)
+        if g.raw.raft.role != Role.LEADER:
+            return
+        replicas = set(self.placement.replicas(cert.bucket))
+        for peer in range(1, len(self.placement.accounts) + 1):
+            if peer not in replicas:
+                self.raft.out_chain[peer].append(cert)
+        if entry.out:
+            # Deliver at once: the recipient sees its credit within a round trip.
+            now = self.raft.now_tick
+            pending = {(b.target_bucket, b.seq): b for b in g.machine.ledger.outbox()
+                       if b.source_index == entry.index}
+            for e in entry.out:
+                batch = pending.get((e.target_bucket, e.seq))
+                if batch is not None:
+                    self.sent[(batch.source_bucket, batch.target_bucket, batch.seq)] = now
+                    self.raft.submit_nowait(effects_command(batch, proof))
+        body = entry.body
+        if isinstance(body, EffectBatch) and entry.applied_below is not None:
+            key = (body.source_bucket, g.bucket)
+            had = self.acks.get(key)
+            if had is None or had[0] <= entry.applied_below:
+                self.acks[key] = (entry.applied_below, proof)
 
     def frame(self, sender: int, frame: Frame) -> None:
         for cert in frame.chain:
@@ -158,10 +188,38 @@ class LedgerRaft(LedgerHook):
     # -- the read replica --
 
     def offer(self, cert: CertifiedEntry) -> bool:
-        """A certified chain entry from a peer; True if it was new and valid."""
+        """A certified chain entry from a peer; True if it was new and valid. For a
+        bucket we replicate, only one we asked for (`_proof_for`) is kept."""
         part = self.read.get(cert.bucket)
-        if part is None or cert.index <= part.last:
+        if part is None:
+            return self._keep_asked(cert)
+        if cert.index <= part.last:
             return False
+        entry = self._checked(cert)
+        if entry is None:
+            return False
+        self.store.pending.put(_cert_key(cert.bucket, cert.index), _encode_cert(cert))
+        self._apply(cert.bucket, entry)
+        self.raft.wake.set()  # so the round writes what we stored
+        return True
+
+    def _keep_asked(self, cert: CertifiedEntry) -> bool:
+        """A certificate of one of our buckets' entries that we lacked (a replica that
+        caught up by snapshot holds none for the entries inside it) and asked a
+        co-replica for, to prove a batch still in the outbox: checked, then stored."""
+        if self.fetching.pop((cert.bucket, cert.index), None) is None \
+                or self._checked(cert) is None:
+            return False
+        self.store.pending.put(_cert_key(cert.bucket, cert.index), _encode_cert(cert))
+        self.proofs[(cert.bucket, cert.index)] = _proof(cert)
+        self.stats["proofs_fetched"] += 1
+        self.raft.wake.set()
+        return True
+
+    def _checked(self, cert: CertifiedEntry) -> ChainEntry | None:
+        """The chain entry a certificate from a peer carries, if a quorum of its bucket's
+        replicas (by the genesis placement) signed exactly these bytes; else None,
+        counted and logged."""
         digest = chain_digest(cert.entry)
         try:
             certificate.check({"bucket": cert.bucket, "index": cert.index, "term": cert.term,
@@ -175,11 +233,29 @@ class LedgerRaft(LedgerHook):
             self.stats["chain_rejected"] += 1
             log.warning("certified entry %d of bucket %d rejected: %s", cert.index,
                         cert.bucket, exc)
-            return False
-        self.store.pending.put(_cert_key(cert.bucket, cert.index), _encode_cert(cert))
-        self._apply(cert.bucket, entry)
-        self.raft.wake.set()  # so the round writes what we stored
-        return True
+            return None
+        return entry
+
+    def _proof_for(self, bucket: int, index: int) -> Proof | None:
+        """The certificate of our bucket's chain entry at `index`, from memory or our
+        store; if we lack it, ask a live co-replica (at most every EFFECT_RESEND_TICKS)
+        and say None."""
+        kept = self.proofs.get((bucket, index))
+        if kept is not None:
+            return kept
+        value = self.store.db.get(_cert_key(bucket, index))
+        if isinstance(value, bytes):
+            return _proof(_decode_cert(_cert_key(bucket, index), value))
+        now = self.raft.now_tick
+        asked = self.fetching.get((bucket, index))
+        if asked is None or now - asked >= EFFECT_RESEND_TICKS:
+            peers = [p for p in self.placement.replicas(bucket)
+                     if p != self.raft.id and self.raft._alive(p)]
+            if peers:
+                self.fetching[(bucket, index)] = now
+                self.raft.out_fetch[peers[now % len(peers)]].append((bucket, index - 1))
+                self.stats["proofs_asked"] += 1
+        return None
 
     def _apply(self, bucket: int, entry: ChainEntry) -> None:
         part = self.read[bucket]
@@ -199,11 +275,16 @@ class LedgerRaft(LedgerHook):
     def _serve_fetch(self, sender: int, wanted: tuple[tuple[int, int], ...]) -> None:
         budget = FETCH_ENTRIES_MAX
         for bucket, after in wanted:
+            # A co-replica asks for one entry's certificate (`_proof_for`); a read
+            # replica for everything after its last entry.
+            one = sender in self.placement.replicas(bucket)
             for key, value in self._stored(bucket, after):
                 if budget == 0:
                     return
                 self.raft.out_chain[sender].append(_decode_cert(key, value))
                 budget -= 1
+                if one:
+                    break
         self.stats["fetches_served"] += 1
 
     def request_missing(self) -> None:
@@ -226,8 +307,8 @@ class LedgerRaft(LedgerHook):
     def deliver(self) -> None:
         """Send the acknowledgements due, and every outbox batch not sent lately."""
         raft = self.raft
-        for (source, target), seq in sorted(self.acks.items()):
-            raft.submit_nowait(ack_command(source, EffectAck(target, seq)))
+        for (source, target), (applied_below, proof) in sorted(self.acks.items()):
+            raft.submit_nowait(ack_command(source, target, proof, applied_below))
         self.acks.clear()
         now = raft.now_tick
         waiting: set[tuple[int, int, int]] = set()
@@ -240,12 +321,18 @@ class LedgerRaft(LedgerHook):
                 last = self.sent.get(key)
                 if last is not None and now - last < EFFECT_RESEND_TICKS:
                     continue
+                found = self._proof_for(g.bucket, batch.source_index)
+                if found is None:
+                    continue  # not certified yet, or its certificate is on its way
                 if last is not None:
                     self.stats["effects_resent"] += 1
                 self.sent[key] = now
-                raft.submit_nowait(effects_command(batch))
+                raft.submit_nowait(effects_command(batch, found))
         for key in [k for k in self.sent if k not in waiting]:
             del self.sent[key]
+        for asked in [k for k, t in self.fetching.items()
+                      if now - t > 10 * EFFECT_RESEND_TICKS]:
+            del self.fetching[asked]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -261,11 +348,11 @@ class LedgerRaft(LedgerHook):
     # -- queries over every bucket --
 
     def part(self, bucket: int) -> LedgerPart:
-        g = self.raft.groups.get(bucket)
+        g = self.raft.groups.get(bucket) or self.raft.halted.get(bucket)
         return g.machine.part if g is not None else self.read[bucket]
 
     def replicated(self, bucket: int) -> bool:
-        return bucket in self.raft.groups
+        return bucket in self.raft.groups or bucket in self.raft.halted
 
     def account(self, account: bytes) -> AccountView:
         return self.part(bucket_of(account, self.bucket_count)).ledger.account(account)

@@ -17,6 +17,7 @@ right after a write of another bucket may lag by a certification round trip.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from swarm.protocol.bucket_machine import (
     view_json,
 )
 from swarm.protocol.buckets import bucket_of
-from swarm.protocol.envelope import make_envelope
+from swarm.protocol.envelope import Envelope, decode_envelope, make_envelope
 from swarm.protocol.errors import LocalProtocolError, RemoteProtocolError
 from swarm.protocol.ledger import AuditRecord, parse_credits
 from swarm.protocol.raft import NONE
@@ -43,11 +44,15 @@ from swarm.protocol.raft import NONE
 from . import relay
 from .ledger_raft import LedgerRaft
 from .multiraft import SubmitError
+from .pipeline import Verdict
 
 if TYPE_CHECKING:
     from .service import Node
 
 HISTORY_MAX = 1000
+# How long an operation the node signs stays valid when the caller does not say: long
+# enough for retries across a node restart, well within genesis `op_validity_ms_max`.
+DEFAULT_VALIDITY_MS = 10 * 60 * 1000
 
 
 class LedgerRefused(LocalProtocolError):
@@ -88,21 +93,42 @@ class LedgerService:
         """An amount from the API: credits as text ("12.5"), exact."""
         return parse_credits(str(text), self.unit)
 
-    async def submit(self, kind: str, payload: dict[str, Any],
-                     timeout_s: float = 15.0) -> dict[str, Any]:
+    async def submit(self, kind: str, payload: dict[str, Any], timeout_s: float = 15.0,
+                     op_id: bytes | None = None,
+                     valid_until_ms: int | None = None) -> dict[str, Any]:
         """Sign `kind` with this node's identity, submit it to the account's bucket,
         and return the applied outcome; raises LedgerRefused if the ledger refused it,
-        SubmitError if no outcome came in time."""
+        SubmitError if no outcome came in time.
+
+        `op_id` and `valid_until_ms` make the operation (random, and now plus
+        DEFAULT_VALIDITY_MS, when not given): a caller that retries with the same two
+        gets the first outcome, never a second application."""
         node = self.node
+        now_ms = time.time_ns() // 1_000_000
+        payload = {**payload, "op_id": op_id if op_id is not None else os.urandom(16),
+                   "valid_until_ms": (valid_until_ms if valid_until_ms is not None
+                                      else now_ms + DEFAULT_VALIDITY_MS)}
         env = make_envelope(node.identity, kind=kind, swarm=node.genesis.swarm_id,
-                            lamport=node.clock.tick(), ts=time.time_ns() // 1_000_000,
-                            payload=payload)
+                            lamport=node.clock.tick(), ts=now_ms, payload=payload)
         with node.policy.rate_exempt():  # our own pace is the other nodes' business
             checked = node.policy.run(env)
         if not checked.allowed:
             raise LocalProtocolError("policy", f"the swarm's policy denies this {kind}: "
                                      f"{checked.reason}", code=checked.reason)
-        bucket = bucket_of(self.account_id, self.bucket_count)
+        return await self._submit(env, timeout_s)
+
+    async def submit_signed(self, env: Envelope, timeout_s: float = 15.0) -> dict[str, Any]:
+        """A ledger envelope signed elsewhere (a wallet holding its own key), submitted
+        to its signer's bucket. It enters Raft here, so the swarm's policy judges it
+        first, counted against its sender's rate like gossip; then as `submit`."""
+        decision = self.node.policy.evaluate(env)
+        if decision.verdict is not Verdict.ACCEPT:
+            raise LocalProtocolError("policy", f"the swarm's policy denies this {env.kind}: "
+                                     f"{decision.reason}", code=decision.reason)
+        return await self._submit(env, timeout_s)
+
+    async def _submit(self, env: Envelope, timeout_s: float) -> dict[str, Any]:
+        bucket = bucket_of(env.sender, self.bucket_count)
         if self.raft.id == NONE:
             outcome = await self._submit_through_validator(bucket, env.wire, timeout_s)
         else:
@@ -110,7 +136,9 @@ class LedgerService:
                                              timeout_s=timeout_s)
         if not outcome.ok:
             raise LedgerRefused(outcome)
-        return {**outcome.to_json(), "envelope": str(env.id), "unit_per_credit": self.unit}
+        return {**outcome.to_json(), "envelope": str(env.id), "unit_per_credit": self.unit,
+                "client_op_id": env.payload["op_id"].hex(),
+                "valid_until_ms": env.payload["valid_until_ms"]}
 
     async def _submit_through_validator(self, bucket: int, wire: bytes,
                                         timeout_s: float) -> LedgerOutcome:
@@ -143,8 +171,16 @@ class LedgerService:
         """A node that is not a validator asks us to submit its signed ledger envelope."""
         try:
             bucket, wire, timeout_ms = decode_ledger_submission(data, self.bucket_count)
+            env = decode_envelope(wire, swarm=self.node.genesis.swarm_id)
         except RemoteProtocolError as exc:
-            return encode_ledger_answer(None, "invalid", f"{exc.field}: {exc.reason}")
+            return encode_ledger_answer(None, exc.code, f"{exc.field}: {exc.reason}")
+        # Here the envelope enters Raft: the swarm's policy judges it as it judges
+        # gossip (per-sender rate and per-verb limits), counted like any other.
+        decision = self.node.policy.evaluate(env)
+        if decision.verdict is not Verdict.ACCEPT:
+            return encode_ledger_answer(None, decision.reason,
+                                        f"the swarm's policy denies this {env.kind}: "
+                                        f"{decision.reason}")
         try:
             outcome = await self.raft.submit(ledger_command(bucket, wire),
                                              timeout_s=timeout_ms / 1000)
@@ -153,12 +189,24 @@ class LedgerService:
         return encode_ledger_answer(outcome)
 
     async def transfer(self, to: str, amount: str | int, memo: str = "",
-                       timeout_s: float = 15.0) -> dict[str, Any]:
-        payload: dict[str, Any] = {"to": self.parse_account(to, "to"),
-                                   "amount": self.amount(amount)}
+                       timeout_s: float = 15.0, *, to_self: bool = False,
+                       op_id: bytes | None = None,
+                       valid_until_ms: int | None = None) -> dict[str, Any]:
+        """Transfer from this node's account to `to`, which must be given, and may be
+        this node's own account only if `to_self` says that is meant (it moves
+        nothing, so it is more likely a slip than a wish)."""
+        if not to:
+            raise LocalProtocolError("to", "must be an account: 64 hex digits (got nothing)")
+        recipient = self.parse_account(to, "to")
+        if recipient == self.account_id and not to_self:
+            raise LocalProtocolError("to", "is this node's own account: a transfer to it "
+                                           "moves nothing; say so explicitly (--to-self, "
+                                           "or \"to_self\": true) if it is meant",
+                                     code="to_self")
+        payload: dict[str, Any] = {"to": recipient, "amount": self.amount(amount)}
         if memo:
             payload["memo"] = memo
-        return await self.submit("TRANSFER", payload, timeout_s)
+        return await self.submit("TRANSFER", payload, timeout_s, op_id, valid_until_ms)
 
     # -- reads --
 
@@ -170,7 +218,8 @@ class LedgerService:
         except ValueError:
             raw = b""
         if len(raw) != 32:
-            raise LocalProtocolError(fld, f"must be an account: 64 hex digits (got {text!r})")
+            shown = text if len(text) <= 70 else text[:70] + "..."
+            raise LocalProtocolError(fld, f"must be an account: 64 hex digits (got {shown!r})")
         return raw
 
     def balance(self, account: str | None = None) -> dict[str, Any]:
@@ -219,6 +268,7 @@ class LedgerService:
 def record_json(r: AuditRecord) -> dict[str, Any]:
     return {"index": r.index, "ts_ms": r.ts_ms, "op_id": r.op_id.hex(), "kind": r.kind,
             "account": r.account.hex(), "cause": r.cause, "ok": r.ok,
+            "counterparty": r.counterparty.hex() or None, "memo": r.memo,
             "code": r.error_code, "reason": r.error,
             "changes": [{"account": c.account.hex(), "field": c.field, "delta": c.delta}
                         for c in r.changes],

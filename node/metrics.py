@@ -16,6 +16,10 @@ class Metrics:
                                  "Envelopes this node signed and published", registry=r)
         self.synced = Counter("swarm_envelopes_synced",
                               "Envelopes obtained through catch-up", registry=r)
+        self.rejected_late = Counter(
+            "swarm_envelopes_rejected_late",
+            "Stored envelopes rejected once their refs arrived (a Lamport reversal): never "
+            "applied, and no longer offered to peers", ["reason"], registry=r)
         self.peers = Gauge("swarm_peers", "Connected peers", registry=r)
         self.delivery = Histogram(
             "swarm_gossip_delivery_seconds",

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -37,6 +37,8 @@ import trio
 from swarm.protocol import cbor, certificate
 from swarm.protocol.bucket_machine import (
     LEDGER_VERBS,
+    REJECTION_KINDS,
+    BucketHalted,
     BucketMachine,
     Command,
     LedgerApplied,
@@ -49,6 +51,7 @@ from swarm.protocol.decide import decode_command as decode_decide
 from swarm.protocol.envelope import Identity, decode_envelope
 from swarm.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from swarm.protocol.genesis import DEFAULT_PARAMS, Genesis
+from swarm.protocol.ledger import LedgerError
 from swarm.protocol.placement import Placement
 from swarm.protocol.raft import (
     NONE,
@@ -59,7 +62,7 @@ from swarm.protocol.raft import (
     RawNode,
     Role,
 )
-from swarm.protocol.raftlog import Compacted, EntryKind
+from swarm.protocol.raftlog import Compacted, Entry, EntryKind
 from swarm.protocol.raftwire import (
     Announcement,
     CertifiedEntry,
@@ -219,6 +222,9 @@ class MultiRaft:
         self.announced = announced  # has a certified DECIDE for this NEED arrived?
         self.id = placement.node_id(identity.public_key) or NONE
         self.groups: dict[int, Group] = {}
+        # Buckets whose machine stopped (`_halt`): out of `groups`, so this node takes no
+        # further part in them; kept for reads and status.
+        self.halted: dict[int, Group] = {}
         self.now_tick = 0
         self.peer_seen: dict[int, int] = {}  # node id -> tick of its last frame
         self.peer_leads: dict[int, bytes] = {}
@@ -282,7 +288,8 @@ class MultiRaft:
         self.groups[bucket] = Group(bucket, raw, storage, machine)
 
     def _machine(self, data: bytes, bucket: int) -> BucketMachine:
-        return BucketMachine.restore(data, bucket, self.swarm_id, self.params, self.genesis)
+        return BucketMachine.restore(data, bucket, self.swarm_id, self.params, self.genesis,
+                                     self.placement)
 
     # -- inputs --
 
@@ -322,6 +329,7 @@ class MultiRaft:
             self.dirty.add(g.bucket)
         if self.now_tick % CERT_SWEEP_TICKS == 0:
             self.chain_pending_last, self.chain_pending = self.chain_pending, 0
+            self.with_certs &= set(self.groups)
             for b in self.with_certs:
                 self._age_certs(self.groups[b])
                 # Compaction waits for decisions to be certified (`_maybe_compact`);
@@ -537,8 +545,8 @@ class MultiRaft:
         must_sync = False
         dirty, self.dirty = sorted(self.dirty), set()
         for b in dirty:
-            g = self.groups[b]
-            if not g.raw.has_ready():
+            g = self.groups.get(b)
+            if g is None or not g.raw.has_ready():  # a bucket that halted meanwhile
                 continue
             rd = g.raw.ready()
             if rd.snapshot is not None:
@@ -561,15 +569,8 @@ class MultiRaft:
                 g.idle_ticks = 0
             if rd.snapshot is not None:
                 g.machine = self._machine(rd.snapshot.data, g.bucket)
-            for e in rd.committed_entries:
-                if e.kind != EntryKind.NORMAL or e.index <= g.machine.applied:
-                    continue
-                d = g.machine.apply(e.index, e.term, e.data)
-                self.stats["applied"] += 1
-                if isinstance(d, Decision):
-                    self._decided(g, d, e.index, e.term, e.data)
-                elif isinstance(d, LedgerApplied):
-                    self._ledger_applied(g, d, e.term)
+            if not self._apply_committed(g, rd.committed_entries):
+                continue  # the bucket halted: it takes no further part
             g.raw.advance(rd)
             if rd.soft_state is not None and rd.soft_state.role != Role.LEADER:
                 self._fail_remote(g.bucket, "leadership moved")
@@ -578,6 +579,37 @@ class MultiRaft:
                 self.dirty.add(g.bucket)
                 self.wake.set()
         self.flush()
+
+    def _apply_committed(self, g: Group, entries: Sequence[Entry]) -> bool:
+        """Apply a Ready's committed entries to `g`'s machine; False if the bucket
+        halted (the machine could not apply an entry alike on every replica). A halted
+        bucket is left alone from then on, loudly; the node and its other buckets go on."""
+        for e in entries:
+            if e.kind != EntryKind.NORMAL or e.index <= g.machine.applied:
+                continue
+            try:
+                d = g.machine.apply(e.index, e.term, e.data)
+            except Exception as exc:  # noqa: BLE001 - BucketHalted, or a bug outside the rollback
+                self._halt(g, e.index, exc)
+                return False
+            self.stats["applied"] += 1
+            if isinstance(d, Decision):
+                self._decided(g, d, e.index, e.term, e.data)
+            elif isinstance(d, LedgerApplied):
+                self._ledger_applied(g, d, e.term)
+        return True
+
+    def _halt(self, g: Group, index: int, exc: BaseException) -> None:
+        if not isinstance(exc, BucketHalted):
+            g.machine.halted = f"entry {index}: {exc!r}"
+        log.critical("bucket %d halted at entry %d: its state machine cannot apply it alike "
+                     "on every replica (%r); this node no longer serves the bucket until "
+                     "it restarts", g.bucket, index, exc, exc_info=exc)
+        self.groups.pop(g.bucket, None)
+        self.halted[g.bucket] = g
+        self.with_certs.discard(g.bucket)
+        self.stats["buckets_halted"] += 1
+        self._fail_remote(g.bucket, "bucket halted")
 
     def _queue(self, bucket: int, m: Message) -> None:
         """Queue a Raft message for its peer's next frame, noting whether it is urgent.
@@ -1125,7 +1157,7 @@ class MultiRaft:
 
         def known(g: Group) -> LedgerOutcome | None:
             out = g.machine.outcome(cmd.key)
-            return out if out is not None and out.kind != "envelope" else None
+            return out if out is not None and out.kind not in REJECTION_KINDS else None
 
         async def ask(target: int) -> tuple[LedgerOutcome | None, str]:
             resp = await self._ask_submit(target, cmd)
@@ -1189,6 +1221,12 @@ class MultiRaft:
         if home != g.bucket:
             return LocalProtocolError("bucket", f"the signer's account belongs to bucket "
                                                 f"{home}, not {g.bucket}", code="wrong_bucket")
+        # The bucket's clock when it applies, at the earliest: the stamp we would give.
+        now = max(g.machine.clock_ms, self.clock_ms())
+        try:
+            g.machine.ledger.check_window(cmd.key, env.payload["valid_until_ms"], now)
+        except LedgerError as exc:
+            return exc
         return None
 
     def _propose_once(self, g: Group, cmd: Command) -> bool:
@@ -1260,7 +1298,8 @@ class MultiRaft:
             answer(False, reason=f"refused:{exc.code}:{exc.field}: {exc.reason}")
             return
         known = g.machine.outcome(cmd.key)
-        if known is not None and known.kind != "envelope" and cmd.value["op"] == "ledger":
+        if known is not None and known.kind not in REJECTION_KINDS and \
+                cmd.value["op"] == "ledger":
             answer(True, cbor.encode(known.to_value()))
             return
         r = g.raw.raft
@@ -1296,6 +1335,11 @@ class MultiRaft:
         for b in buckets:
             g = self.groups.get(b)
             replicas = list(self.placement.replicas(b))
+            if b in self.halted:
+                rows.append({"bucket": b, "replica": True, "replicas": replicas,
+                             "role": "halted", "halted": self.halted[b].machine.halted,
+                             "leader": self._leader_hint(b) or None})
+                continue
             if g is None:
                 rows.append({"bucket": b, "replica": False, "replicas": replicas,
                              "leader": self._leader_hint(b) or None})

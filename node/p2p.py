@@ -15,6 +15,9 @@ setting below was measured against that version (see docs/NETWORK.md for the fig
   module constants in py-libp2p, so they are patched once, before any host starts.
 * StrictSign and content-addressed message ids (SHA-256 of the data), so the same
   envelope re-published by catch-up or by another node is one message.
+* Dials asked for by a user (`dial`) try exactly the address given and leave nothing
+  behind when they fail (py-libp2p would keep dialling a wrong address, and refuse the
+  peer for a minute).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import multiaddr
+import trio
 from google.protobuf.message import DecodeError
 from libp2p import new_host
 from libp2p.abc import IHost, INetStream
@@ -36,6 +41,8 @@ from libp2p.custom_types import TProtocol
 from libp2p.exceptions import ValidationError
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.peerstore import PeerStoreError
 from libp2p.pubsub import pubsub as pubsub_module
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -51,6 +58,7 @@ from . import p2p_fastpath
 
 QUEUE_DEPTH = 4096
 HEARTBEAT_S = 0.7
+ADDR_TTL_S = 120  # what host.connect gives the addresses it is handed
 
 
 def _patch_queue_depths() -> None:
@@ -90,6 +98,63 @@ def make_host(seed: bytes, listen: list[multiaddr.Multiaddr]) -> tuple[IHost, ID
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
     return host, ID.from_pubkey(kp.public_key)
+
+
+DNS_FAMILIES = {"dns": 0, "dns4": socket.AF_INET, "dns6": socket.AF_INET6}
+
+
+async def resolve(addr: multiaddr.Multiaddr) -> multiaddr.Multiaddr:
+    """`addr` with a leading /dns, /dns4 or /dns6 name replaced by the first address it
+    resolves to: py-libp2p's TCP transport dials IP addresses only. Raises OSError if
+    the name does not resolve."""
+    parts = str(addr).split("/")
+    if len(parts) < 3 or parts[1] not in DNS_FAMILIES:
+        return addr
+    infos = await trio.socket.getaddrinfo(parts[2], None, DNS_FAMILIES[parts[1]],
+                                          socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"{parts[2]} has no address")
+    ip = str(infos[0][4][0])
+    return multiaddr.Multiaddr("/".join(["", "ip6" if ":" in ip else "ip4", ip, *parts[3:]]))
+
+
+def can_dial(host: IHost, addr: multiaddr.Multiaddr) -> bool:
+    """Whether one of the host's transports dials `addr` (TCP only, here)."""
+    manager = host.get_network().transport_manager  # type: ignore[attr-defined]
+    return manager.transport_for_dialing(addr) is not None
+
+
+async def dial(host: IHost, info: PeerInfo, timeout_s: float) -> None:
+    """Connect to `info.peer_id` at exactly `info.addrs`; raise what the dial raised.
+
+    py-libp2p's `host.connect` adds the addresses to the peerstore (for ADDR_TTL_S) and
+    dials one address per transport out of all the peerstore holds for the peer, oldest
+    first; after a failed dial it refuses to dial that peer at all for a minute (its
+    negative cache). A wrong address would then be dialled instead of a corrected one,
+    and the corrected one not at all. So during this dial the peerstore holds only the
+    given addresses, and after a failure it gets back what it held before, and the
+    negative cache forgets the peer.
+    """
+    network = host.get_network()
+    store = host.get_peerstore()
+    peer = info.peer_id
+    if network.get_connections(peer):
+        return
+    try:
+        before = store.addrs(peer)
+    except PeerStoreError:
+        before = []
+    network.unblock_peer(peer)  # type: ignore[attr-defined]
+    store.clear_addrs(peer)
+    try:
+        with trio.fail_after(timeout_s):
+            await host.connect(info)
+    except BaseException:
+        store.clear_addrs(peer)
+        if before:
+            store.add_addrs(peer, before, ADDR_TTL_S)
+        network.unblock_peer(peer)  # type: ignore[attr-defined]
+        raise
 
 
 def make_router() -> GossipSub:

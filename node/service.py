@@ -8,7 +8,10 @@ stack then closes the rest in reverse order, which py-libp2p requires.
 
 Resource handling: the store is opened before the host and closed after it, so nothing
 the host accepted can be acknowledged without being on disk. Error handling: a peer's
-bytes can only produce a verdict; a storage failure stops the node (`fatal`).
+bytes can only produce a verdict; a storage failure stops the node (`fatal`); any other
+exception met on one envelope (a bug of ours) costs that envelope alone: it is counted
+as `internal`, logged once with its id and traceback (`_fault`), and the node goes on
+(node/pipeline.py says where it then stands).
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import logging
 import os
 import random
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +42,12 @@ from libp2p.utils import encode_varint_prefixed, read_varint_prefixed_bytes_limi
 
 from swarm.protocol import genesis as genesis_mod
 from swarm.protocol import verbs
+from swarm.protocol.bucket_machine import LEDGER_VERBS
 from swarm.protocol.cid import Cid
 from swarm.protocol.envelope import Envelope, Identity, make_envelope
-from swarm.protocol.errors import LocalProtocolError
+from swarm.protocol.errors import LocalProtocolError, RemoteProtocolError
 from swarm.protocol.genesis import Genesis
-from swarm.protocol.lamport import LamportClock
+from swarm.protocol.lamport import LamportClock, lamport_ceiling
 from swarm.protocol.sync import differing_buckets
 
 from . import catchup, p2p
@@ -58,6 +62,7 @@ from .home import (
     GENESIS_FILE,
     STORE_DIR,
     HomeError,
+    api_is_loopback,
     ensure_token,
     load_identity,
     read_config,
@@ -66,23 +71,34 @@ from .home import (
 from .ledger_service import LedgerService
 from .mdns import MdnsDiscovery
 from .metrics import Metrics
-from .pipeline import Outcome, Pipeline, Verdict
+from .pipeline import (
+    INTERNAL,
+    KNOWLEDGE_DEPENDENT,
+    NOT_GOSSIPED,
+    Committed,
+    Outcome,
+    Pipeline,
+    Verdict,
+    fault_key,
+    wall_ms,
+)
 from .policy import WasmPolicy
 from .store import Store, StoreError
 from .streamlimits import Slots
 
 log = logging.getLogger("swarm.node")
 
-# A handful of topics, chosen by verb; never one per bucket.
+# A handful of topics, chosen by verb; never one per bucket. The ledger verbs have none:
+# they go to their account's Raft bucket (`swarm-node ledger`, `stake`, `pool`), and the
+# pipeline rejects them from gossip (`not_gossiped`).
 TOPIC_OF_KIND = {
     **{k: "plan" for k in ("NEED", "PROPOSE", "DECIDE", "UPDATE_PLAN", "ATTEST_PLAN")},
     **{k: "work" for k in ("CLAIM", "HEARTBEAT", "COMMIT", "ATTEST", "FINALIZE", "YIELD",
                            "RELEASE", "CHALLENGE", "INVALIDATE")},
-    **{k: "ledger" for k in ("TRANSFER", "STAKE", "UNSTAKE", "COMPLETE_UNBONDING",
-                             "POOL_REGISTER", "POOL_LEAVE")},
 }
-assert set(TOPIC_OF_KIND) == set(verbs.KINDS), "every verb needs a topic"
-TOPIC_NAMES = ("plan", "work", "ledger")
+assert set(TOPIC_OF_KIND) | set(LEDGER_VERBS) == set(verbs.KINDS), "every verb needs a road"
+assert not set(TOPIC_OF_KIND) & set(LEDGER_VERBS), "ledger verbs are never gossiped"
+TOPIC_NAMES = ("plan", "work")
 CATCHUP_INTERVAL_S = 2.0
 # Recent publishes and acceptances with nanosecond times, for `GET /debug/deliveries`:
 # benchmarks join them across nodes to get exact publish-to-delivery latencies.
@@ -92,6 +108,9 @@ REQUEST_TIMEOUT_S = 10.0
 # each reply being built holds up to catchup.REPLY_BYTES_MAX of memory.
 CATCHUP_PER_PEER_MAX = 4
 CATCHUP_TOTAL_MAX = 32
+# Envelope ids whose fault was logged (with its traceback), remembered so each is logged
+# once; the oldest is forgotten past this many.
+FAULTS_LOGGED_MAX = 4096
 
 
 def topic(genesis: Genesis, name: str) -> str:
@@ -110,13 +129,18 @@ class NodeSettings:
     api: str  # host:port
     ipfs_api: str | None = None  # the user's IPFS daemon for evidence (node/evidence_store.py)
     mdns: bool = False  # find and dial nodes of the same swarm on the LAN (node/mdns.py)
+    # The control API may listen on an address other machines reach (`--api-public`).
+    api_public: bool = False
+    # Decide ids that are no NEED known here (benchmarks; node/decide_service.py).
+    decide_unknown_needs: bool = False
 
     @classmethod
     def from_home(cls, home: Path, *, listen: list[str] | None = None,
                   bootstrap: list[str] | None = None, api: str | None = None,
-                  mdns: bool | None = None) -> NodeSettings:
+                  mdns: bool | None = None, api_public: bool | None = None
+                  ) -> NodeSettings:
         config = read_config(home)
-        return cls(
+        settings = cls(
             home=home,
             listen=listen or list(config.get("listen", ["/ip4/127.0.0.1/tcp/0"])),
             bootstrap=(bootstrap if bootstrap is not None
@@ -124,7 +148,17 @@ class NodeSettings:
             api=api or str(config.get("api", "127.0.0.1:0")),
             ipfs_api=config.get("ipfs_api") or None,
             mdns=bool(config.get("mdns", False)) if mdns is None else mdns,
+            api_public=(config.get("api_public") is True) if api_public is None
+            else api_public,
+            decide_unknown_needs=config.get("decide_unknown_needs") is True,
         )
+        if not settings.api_public and not api_is_loopback(settings.api):
+            raise HomeError(f"the control API would listen on {settings.api}, which other "
+                            "machines may reach; pass --api-public (or set \"api_public\": "
+                            f"true in {home / 'config.json'}) if that is meant, or use "
+                            "127.0.0.1:PORT")
+        return settings
+
 
 
 def load_genesis(home: Path) -> Genesis:
@@ -147,6 +181,9 @@ class Node:
 
     def __post_init__(self) -> None:
         self.clock = LamportClock()
+        # The wall clock the Lamport ceiling is read against (tests may skew one node's).
+        self.wall_ms: Callable[[], int] = wall_ms
+        self._faults_logged: OrderedDict[str, None] = OrderedDict()
         self.started_at = time.monotonic()
         self.delivery_log: deque[tuple[Cid, int, str]] = deque(maxlen=DELIVERY_LOG_MAX)
         self._stop = trio.Event()
@@ -184,12 +221,14 @@ class Node:
             raise
         try:
             self.pipeline = Pipeline.open(self.genesis.swarm_id, self.store, self.policy,
-                                          replayed=self.decider.accepted)
+                                          replayed=self.decider.accepted,
+                                          on_fault=self._fault)
             self.pipeline.certify = self.decider.check_envelope
             self.pipeline.on_accept.append(self._accepted)
             self.pipeline.on_accept.append(self.decider.accepted)
+            self.pipeline.on_late_reject = self._rejected_late
             self.wal = WalSyncer(self.store, self._storage_failed)
-            self.clock.observe(self.pipeline.replica.clock.time)
+            self._observe(self.pipeline.replica.clock.time)
             await self._run_network(task_status)
         finally:
             (home / API_FILE).unlink(missing_ok=True)
@@ -249,7 +288,11 @@ class Node:
         config.bind = [self.settings.api]
         config.accesslog = None
         config.errorlog = logging.getLogger("swarm.api")
-        app = build_app(self, token)
+        app = build_app(self, token, self.peer_id.to_base58())
+        if not api_is_loopback(self.settings.api):
+            log.warning("the control API listens on %s, reachable from other machines "
+                        "(api_public); anyone who learns the token controls this node",
+                        self.settings.api)
         binds = await nursery.start(
             lambda task_status: serve(app, config,  # type: ignore[arg-type]
                                       shutdown_trigger=trio.sleep_forever,
@@ -283,9 +326,13 @@ class Node:
             return
         decoded = self.pipeline.decode(msg.data)
         if isinstance(decoded, Envelope) and decoded.kind == "DECIDE" \
-                and decoded.id not in self.pipeline.ids \
-                and not await self.decider.precheck(decoded):
-            raise p2p.Ignore("duplicate")  # a copy of it was judged meanwhile
+                and decoded.id not in self.pipeline.ids:
+            try:
+                fresh = await self.decider.precheck(decoded)
+            except Exception:  # noqa: BLE001 - judging meets it again, and reports it
+                fresh = True
+            if not fresh:
+                raise p2p.Ignore("duplicate")  # a copy of it was judged meanwhile
         self._prepared = (msg, decoded)
 
     def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
@@ -295,32 +342,85 @@ class Node:
         counted as an invalid message against the forwarder. A duplicate (valid, already
         stored, e.g. by catch-up) returns True: others may lack it, and gossipsub's seen
         cache stops it here. Any other IGNORE (the policy's `rate_limited`, a module that
-        cannot run) raises `p2p.Ignore`: dropped, not forwarded, nobody penalised (see
-        `p2p.IgnoringPubsub` and docs/NETWORK.md, "Floods").
+        cannot run, `lamport_future`) raises `p2p.Ignore`: dropped, not forwarded, nobody
+        penalised (see `p2p.IgnoringPubsub` and docs/NETWORK.md, "Floods"). So does
+        REJECT `internal` (the fault is ours, not the forwarder's), and REJECT
+        `lamport_reversal` relayed by a peer that did not publish it (it may not have
+        known the ref it breaks). An envelope whose apply faulted after it was stored is
+        forwarded like any stored one.
+
+        A validator that raises anything else would crash pubsub: a storage failure stops
+        the node (`_storage_failed`) and returns False; any other exception is a fault.
         """
         if forwarder == self.peer_id:
             return True  # our own publish, stored before it was published
         prepared, self._prepared = self._prepared, None
+        decoded: Envelope | Outcome | None = None
         try:
             decoded = prepared[1] if prepared is not None and prepared[0] is msg \
                 else self.pipeline.decode(msg.data)
             outcome = decoded if isinstance(decoded, Outcome) \
-                else self.pipeline.judge_envelope(decoded)
-            self.metrics.envelopes.labels(outcome.verdict.value, outcome.reason).inc()
+                else self.pipeline.judge_envelope(decoded, self.wall_ms())
             if outcome.verdict is Verdict.ACCEPT and outcome.envelope is not None:
                 # Written through to the OS before we return (and so before gossipsub
                 # forwards it); the fsync follows in a group (node/durability.py).
-                self.pipeline.commit([outcome.envelope], sync=False)
+                self._count_committed(self.pipeline.commit([outcome.envelope], sync=False))
                 self.wal.note_write()
                 return True
-            if outcome.verdict is Verdict.REJECT:
+            self.metrics.envelopes.labels(outcome.verdict.value, outcome.reason).inc()
+            if outcome.verdict is Verdict.REJECT and self._blames(outcome.reason, forwarder,
+                                                                  msg):
                 return False
-        except Exception as exc:  # noqa: BLE001 - a raising validator would crash pubsub
+        except StoreError as exc:
             self._storage_failed(exc)
             return False
+        except Exception as exc:  # noqa: BLE001 - a raising validator would crash pubsub
+            self._fault(str(decoded.id) if isinstance(decoded, Envelope)
+                        else fault_key(msg.data), exc, True)
+            raise p2p.Ignore(INTERNAL) from None
         if outcome.reason == "duplicate":
             return True
         raise p2p.Ignore(outcome.reason)
+
+    @staticmethod
+    def _blames(reason: str, forwarder: ID | None, msg: rpc_pb2.Message | None) -> bool:
+        """Whether a REJECT is held against the peer that brought the envelope (gossip's
+        forwarder, or catch-up's peer when `msg` is None). Not for a fault of ours; not
+        for a reason that depends on what this node knows, unless that peer published
+        the message itself."""
+        if reason == INTERNAL:
+            return False
+        if reason in KNOWLEDGE_DEPENDENT:
+            return msg is not None and forwarder is not None \
+                and ID(msg.from_id) == forwarder
+        return True
+
+    def _count_committed(self, committed: Committed) -> None:
+        """Count ACCEPT for each committed inbound envelope that applied cleanly; one
+        whose apply faulted was counted as REJECT `internal` by `_fault`."""
+        clean = len(committed.fresh) - len(committed.faulted)
+        if clean:
+            self.metrics.envelopes.labels(Verdict.ACCEPT.value, "ok").inc(clean)
+
+    def _fault(self, key: str, exc: BaseException, count: bool) -> None:
+        """A fault of ours on one envelope (`Pipeline.on_fault`): logged once per
+        envelope id, with the traceback; counted as REJECT `internal` here when `count`
+        (a fault after the verdict), by the caller with the other verdicts otherwise."""
+        if count:
+            self.metrics.envelopes.labels(Verdict.REJECT.value, INTERNAL).inc()
+        if key in self._faults_logged:
+            return
+        self._faults_logged[key] = None
+        while len(self._faults_logged) > FAULTS_LOGGED_MAX:
+            self._faults_logged.popitem(last=False)
+        log.error("internal error on envelope %s; the envelope is rejected as `internal` "
+                  "and the node goes on", key, exc_info=exc)
+
+    def _rejected_late(self, env: Envelope, exc: RemoteProtocolError) -> None:
+        # Counted, and logged at debug only: a sender can make many of these.
+        self.metrics.rejected_late.labels(exc.code).inc()
+        log.debug("stored envelope rejected once its refs arrived id=%s code=%s reason=%s",
+                  env.id, exc.code, exc.reason)
 
     def _storage_failed(self, exc: BaseException) -> None:
         log.critical("cannot persist accepted envelopes; stopping error=%r", exc)
@@ -328,8 +428,14 @@ class Node:
             self.fatal = exc
         self.stop()
 
+    def _observe(self, lamport: int) -> None:
+        """Merge a Lamport time into this node's clock, never past the ceiling: the
+        pipeline already refuses envelopes above it, and what the store holds from
+        before (another rule, another wall clock) cannot pin the clock either."""
+        self.clock.observe(min(lamport, lamport_ceiling(self.wall_ms())))
+
     def _accepted(self, env: Envelope) -> None:
-        self.clock.observe(env.lamport)
+        self._observe(env.lamport)
         now_ns = time.time_ns()
         self.delivery_log.append((env.id, now_ns, "accepted"))
         # `ts` is whole milliseconds, truncated: this reads 0-1 ms high, never low.
@@ -342,6 +448,7 @@ class Node:
     async def publish(self, kind: str, payload: dict[str, Any], thread: str,
                       refs: list[str]) -> dict[str, Any]:
         kind = kind.upper()
+        refuse_ledger_verb(kind)
         return await self.publish_value(kind, verbs.payload_from_json(kind, payload), thread,
                                         [Cid.parse(r, "refs") for r in refs])
 
@@ -349,11 +456,12 @@ class Node:
                             ref_ids: list[Cid]) -> dict[str, Any]:
         """`publish` for a payload already in protocol values (links as Cid, bytes as
         bytes): the node's own announcements skip the JSON round trip."""
+        refuse_ledger_verb(kind)
         started_ns = time.time_ns()
-        for r in ref_ids:
-            lamport = self.pipeline.replica.applied.get(r)
+        for r in ref_ids:  # applied or pending: an envelope must come after each
+            lamport = self.pipeline.replica.known_lamport(r)
             if lamport is not None:
-                self.clock.observe(lamport)
+                self._observe(lamport)
         env = make_envelope(self.identity, kind=kind, swarm=self.genesis.swarm_id,
                             lamport=self.clock.tick(), ts=time.time_ns() // 1_000_000,
                             payload=value, thread=thread, refs=ref_ids)
@@ -362,7 +470,11 @@ class Node:
         if not checked.allowed:
             raise LocalProtocolError("policy", f"the swarm's policy denies this {kind}: "
                                      f"{checked.reason}", code=checked.reason)
-        self.pipeline.commit([env], sync=False)
+        try:
+            self.pipeline.commit([env], sync=False)
+        except StoreError as exc:
+            self._storage_failed(exc)
+            raise
         ticket = self.wal.note_write()
         self.delivery_log.append((env.id, started_ns, "published"))
         self.metrics.published.inc()
@@ -370,15 +482,71 @@ class Node:
         await self.wal.wait_synced(ticket)  # the API acknowledges only what is on disk
         return {"id": str(env.id), "kind": kind, "lamport": env.lamport}
 
-    async def connect(self, addr: str) -> dict[str, Any]:
+    async def submit_wire(self, data: bytes, timeout_s: float = 15.0) -> dict[str, Any]:
+        """An envelope someone signed elsewhere, as its wire bytes: the road a client
+        without a libp2p stack of its own takes into the swarm. It is judged exactly as
+        one arriving by gossip (decode, signature, Lamport rules, certificate, the
+        policy counted against its sender's rate); a ledger envelope goes to its
+        signer's bucket instead (`LedgerService.submit_signed`). Answers the verdict
+        (`verdict`, `code`, `field`, `reason`) and, once accepted, what became of it: a
+        gossiped envelope is stored (synced) and published; a ledger envelope's outcome
+        as the bucket applied it (LedgerRefused when the ledger refused it)."""
+        decoded = self.pipeline.decode(data)
+        if isinstance(decoded, Outcome):
+            self.metrics.envelopes.labels(decoded.verdict.value, decoded.reason).inc()
+            return _verdict_json(decoded)
+        if decoded.kind in LEDGER_VERBS:
+            outcome = await self.ledger.submit_signed(decoded, timeout_s)
+            return {"verdict": Verdict.ACCEPT.value, "code": "ok", "field": "",
+                    "reason": "", "id": str(decoded.id), "kind": decoded.kind,
+                    "outcome": outcome}
+        judged = self.pipeline.judge_envelope(decoded, self.wall_ms())
+        if judged.verdict is not Verdict.ACCEPT:
+            self.metrics.envelopes.labels(judged.verdict.value, judged.reason).inc()
+            return _verdict_json(judged)
         try:
-            maddr = multiaddr.Multiaddr(addr)
-            info = info_from_p2p_addr(maddr)
+            self._count_committed(self.pipeline.commit([decoded], sync=False))
+        except StoreError as exc:
+            self._storage_failed(exc)
+            raise
+        ticket = self.wal.note_write()
+        await self.pubsub.publish(self.topics[TOPIC_OF_KIND[decoded.kind]], decoded.wire)
+        await self.wal.wait_synced(ticket)
+        return {**_verdict_json(judged), "lamport": decoded.lamport}
+
+    async def connect(self, addr: str) -> dict[str, Any]:
+        """Dial a peer at exactly `addr` (a multiaddr ending in /p2p/<peer id>).
+        LocalProtocolError (field `multiaddr`) says what is wrong with the address, or
+        why the dial failed; a failed dial leaves nothing that would spoil the next."""
+        def refuse(reason: str, code: str) -> LocalProtocolError:
+            return LocalProtocolError("multiaddr", reason, code=code)
+
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         except Exception as exc:  # noqa: BLE001 - the multiaddr library raises many types
-            raise ValueError(f"not a dialable multiaddr with /p2p/<peer id>: {addr} ({exc})")\
-                from None
-        with trio.fail_after(REQUEST_TIMEOUT_S):
-            await self.host.connect(info)
+            raise refuse(f"not a multiaddr ending in /p2p/<peer id> ({_clip(exc)})",
+                         "bad_multiaddr") from None
+        if info.peer_id == self.peer_id:
+            raise refuse("names this node's own peer id", "own_peer")
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT_S):
+                info.addrs = [await p2p.resolve(a) for a in info.addrs]
+        except (OSError, TimeoutError) as exc:
+            raise refuse(f"cannot resolve {info.addrs[0]} ({_clip(exc) or 'no answer'})",
+                         "unresolvable") from None
+        for a in info.addrs:
+            if not str(a) or not p2p.can_dial(self.host, a):
+                raise refuse(f"this node cannot dial {str(a) or 'an empty address'}: it "
+                             "dials /ip4, /ip6, /dns, /dns4 or /dns6 addresses with /tcp",
+                             "unsupported_transport")
+        try:
+            await p2p.dial(self.host, info, REQUEST_TIMEOUT_S)
+        except TimeoutError:
+            raise refuse(f"no answer from {info.peer_id} at {info.addrs[0]} within "
+                         f"{REQUEST_TIMEOUT_S:g} s", "unreachable") from None
+        except Exception as exc:  # noqa: BLE001 - py-libp2p's dials raise many types
+            raise refuse(f"cannot connect to {info.peer_id} at {info.addrs[0]} "
+                         f"({_clip(_root_cause(exc))})", "unreachable") from None
         return {"peer_id": info.peer_id.to_base58(), "connected": True}
 
     # --- catch-up -------------------------------------------------------------------
@@ -392,7 +560,7 @@ class Node:
             with trio.fail_after(REQUEST_TIMEOUT_S):
                 request = catchup.decode(await read_varint_prefixed_bytes_limited(
                     stream, catchup.REQUEST_BYTES_MAX))
-                reply = catchup.answer(request, self.pipeline.ids, self.store.get)
+                reply = catchup.answer(request, self.pipeline.ids, self._offered)
                 await stream.write(encode_varint_prefixed(catchup.encode(reply)))
                 await stream.close()
         except Exception as exc:  # noqa: BLE001 - a peer's bad request ends its stream only
@@ -400,6 +568,12 @@ class Node:
             await stream.reset()
         finally:
             self.catchup_slots.give(peer)
+
+    def _offered(self, envelope_id: Cid) -> bytes | None:
+        """An envelope as catch-up serves it: only those in the id set. The store also
+        keeps what the node no longer offers (a ledger verb an older node stored, an
+        envelope rejected once its refs arrived)."""
+        return self.store.get(envelope_id) if envelope_id in self.pipeline.ids else None
 
     async def _request(self, peer: ID, message: dict[str, Any]) -> dict[str, Any]:
         with trio.fail_after(REQUEST_TIMEOUT_S):
@@ -427,13 +601,17 @@ class Node:
             good = []
             for wire in catchup.envelopes_of(reply):
                 with self.policy.rate_exempt():  # a pull we pace ourselves
-                    outcome = self.pipeline.judge(wire)
-                self.metrics.envelopes.labels(outcome.verdict.value, outcome.reason).inc()
+                    outcome = self.pipeline.judge(wire, self.wall_ms())
                 if outcome.verdict is Verdict.ACCEPT and outcome.envelope is not None:
                     good.append(outcome.envelope)
-                elif outcome.verdict is Verdict.REJECT:
+                    continue
+                self.metrics.envelopes.labels(outcome.verdict.value, outcome.reason).inc()
+                if outcome.verdict is Verdict.REJECT and self._blames(outcome.reason, peer,
+                                                                      None):
                     self.router.scorer.penalize_behavior(peer, 1.0)  # type: ignore[union-attr]
-            fresh = self.pipeline.commit(good, sync=False)
+            committed = self.pipeline.commit(good, sync=False)
+            self._count_committed(committed)
+            fresh = committed.fresh
             if fresh:
                 self.wal.note_write()
             accepted += len(fresh)
@@ -464,6 +642,9 @@ class Node:
                 try:
                     await self.catch_up_with(peer)
                     self.sync_peers.succeeded(peer)
+                except StoreError as exc:
+                    self._storage_failed(exc)
+                    return
                 except Exception as exc:  # noqa: BLE001 - a peer's failure costs only this round
                     backoff = self.sync_peers.failed(peer)
                     log.debug("catch-up failed peer=%s error=%r; not asked for %.0f s",
@@ -560,14 +741,50 @@ class Node:
         return self.metrics.render()
 
 
+def _verdict_json(outcome: Outcome) -> dict[str, Any]:
+    env = outcome.envelope
+    return {"verdict": outcome.verdict.value, "code": outcome.reason, "field": outcome.field,
+            "reason": outcome.detail, "id": str(env.id) if env is not None else None,
+            "kind": env.kind if env is not None else None}
+
+
+def refuse_ledger_verb(kind: str) -> None:
+    """Ledger verbs are applied only through their account's Raft bucket; signed and
+    gossiped they would change nothing, and anyone could replay them."""
+    if kind in LEDGER_VERBS:
+        raise LocalProtocolError(
+            "kind", f"{kind} is a ledger verb: it is applied through its account's Raft "
+                    "bucket, never gossiped; use the ledger routes (`swarm-node ledger "
+                    "transfer`, `swarm-node stake ...`, `swarm-node pool ...`)",
+            code=NOT_GOSSIPED)
+
+
+def _clip(exc: BaseException | None, chars: int = 300) -> str:
+    text = str(exc)
+    return text if len(text) <= chars else text[:chars] + "..."
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost error under py-libp2p's wrappers (a failed dial of all addresses
+    wraps a MultiError of each address's failure, which wraps the socket's)."""
+    for _ in range(8):  # bounded: a cycle of causes is not impossible
+        inner = exc.__cause__ or next(iter(getattr(exc, "errors", None) or []), None) \
+            or exc.__context__
+        if inner is None:
+            return exc
+        exc = inner
+    return exc
+
+
 def open_node(home: Path, *, listen: list[str] | None = None,
               bootstrap: Iterable[str] | None = None, api: str | None = None,
-              mdns: bool | None = None) -> Node:
+              mdns: bool | None = None, api_public: bool | None = None) -> Node:
     settings = NodeSettings.from_home(home, listen=listen,
                                       bootstrap=list(bootstrap) if bootstrap is not None
-                                      else None, api=api, mdns=mdns)
+                                      else None, api=api, mdns=mdns, api_public=api_public)
     genesis = load_genesis(home)
     identity = load_identity(home)
+    ensure_token(home)  # refused here (HomeError), before anything starts
     return Node(settings, genesis, identity)
 
 

@@ -31,7 +31,8 @@ _SEQ = struct.Struct(">Q")
 
 
 class StoreError(Exception):
-    """The store cannot be opened or is inconsistent; the message says what to do."""
+    """The store cannot be opened, written or read back, or is inconsistent; the
+    message says what to do. The one failure that stops a node (node/pipeline.py)."""
 
 
 def open_rocksdb(path: Path, what: str, *, write_buffer_bytes: int = 0,
@@ -92,7 +93,11 @@ class Store:
             batch.put(b"s" + _SEQ.pack(seq), envelope_id.raw)
             seq += 1
         batch.put(_NEXT_SEQ, _SEQ.pack(seq))
-        self._db.write(batch, self._sync if sync else self._nosync)
+        try:
+            self._db.write(batch, self._sync if sync else self._nosync)
+        except Exception as exc:  # rocksdict raises plain Exception
+            raise StoreError(f"cannot write {len(items)} envelopes to the store: {exc}") \
+                from exc
         self._next_seq = seq
 
     def sync(self) -> None:

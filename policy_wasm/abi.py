@@ -65,12 +65,12 @@ FIELDS: Mapping[str, tuple[str, ...]] = {
     "CHALLENGE": ("task_id", "commit_id", "proof_type", "evidence", "bond_amount",
                   "size_bytes"),
     "INVALIDATE": ("task_id", "challenge_id", "slashed_verifiers", "new_k_result"),
-    "TRANSFER": ("to", "amount", "memo"),
-    "STAKE": ("amount",),
-    "UNSTAKE": ("amount",),
-    "COMPLETE_UNBONDING": (),
-    "POOL_REGISTER": ("capabilities", "org", "asn", "region"),
-    "POOL_LEAVE": (),
+    "TRANSFER": ("to", "amount", "memo", "op_id", "valid_until_ms"),
+    "STAKE": ("amount", "op_id", "valid_until_ms"),
+    "UNSTAKE": ("amount", "op_id", "valid_until_ms"),
+    "COMPLETE_UNBONDING": ("op_id", "valid_until_ms"),
+    "POOL_REGISTER": ("capabilities", "org", "asn", "region", "op_id", "valid_until_ms"),
+    "POOL_LEAVE": ("op_id", "valid_until_ms"),
 }
 _FIELD_BITS: Mapping[str, Mapping[str, int]] = {
     kind: {name: 1 << i for i, name in enumerate(names)} for kind, names in FIELDS.items()

@@ -79,12 +79,12 @@
     (call $rule (i32.const 13) (i32.const 1024) (i32.const 0) (i32.const 63) (i32.const 9))    ;; CHALLENGE
     (call $rule (i32.const 14) (i32.const 4096) (i32.const 64) (i32.const 15) (i32.const 3))   ;; INVALIDATE
     ;; ledger and staking
-    (call $rule (i32.const 15) (i32.const 512) (i32.const 0) (i32.const 3) (i32.const 1))      ;; TRANSFER
-    (call $rule (i32.const 16) (i32.const 64) (i32.const 0) (i32.const 1) (i32.const 1))       ;; STAKE
-    (call $rule (i32.const 17) (i32.const 64) (i32.const 0) (i32.const 1) (i32.const 1))       ;; UNSTAKE
-    (call $rule (i32.const 18) (i32.const 16) (i32.const 0) (i32.const 0) (i32.const 1))       ;; COMPLETE_UNBONDING
-    (call $rule (i32.const 19) (i32.const 4096) (i32.const 32) (i32.const 15) (i32.const 1))   ;; POOL_REGISTER
-    (call $rule (i32.const 20) (i32.const 16) (i32.const 0) (i32.const 0) (i32.const 1)))      ;; POOL_LEAVE
+    (call $rule (i32.const 15) (i32.const 512) (i32.const 0) (i32.const 27) (i32.const 1))      ;; TRANSFER
+    (call $rule (i32.const 16) (i32.const 128) (i32.const 0) (i32.const 7) (i32.const 1))       ;; STAKE
+    (call $rule (i32.const 17) (i32.const 128) (i32.const 0) (i32.const 7) (i32.const 1))       ;; UNSTAKE
+    (call $rule (i32.const 18) (i32.const 64) (i32.const 0) (i32.const 3) (i32.const 1))        ;; COMPLETE_UNBONDING
+    (call $rule (i32.const 19) (i32.const 4096) (i32.const 32) (i32.const 63) (i32.const 1))    ;; POOL_REGISTER
+    (call $rule (i32.const 20) (i32.const 64) (i32.const 0) (i32.const 3) (i32.const 1)))       ;; POOL_LEAVE
   (start $init)
 
   (func $reject (param $reason i32) (result i32)

@@ -16,8 +16,9 @@ bucket's leader with its clock (``"ts"``, ms) when it proposed it:
 ``decide``            need, proposal, k_plan, epoch, ts      `DecideMachine`
 ``ledger``            env (a signed envelope's wire), ts     verified here, then the
                                                              ledger or the pool
-``effects``           batch (an `EffectBatch` value), ts     the ledger
-``effect_ack``        ack (an `EffectAck` value), ts         the ledger
+``effects``           batch (an `EffectBatch` value),        the ledger, once the proof
+                      proof, ts                              checks
+``effect_ack``        ack (an `EffectAck` value), proof, ts  the ledger, likewise
 ====================  =====================================  =========================
 
 Anything else (the leader's empty no-op, garbage) is skipped alike on every replica.
@@ -25,10 +26,34 @@ Anything else (the leader's empty no-op, garbage) is skipped alike on every repl
 A ``ledger`` entry is checked when it is applied, not trusted because a leader proposed
 it: the envelope must decode, be for this swarm, carry a valid signature, and be one of
 the ledger verbs (`LEDGER_VERBS`). It then becomes the ledger operation (or pool
-operation) its verb names, with the envelope's signer as the account and the envelope
-id's sha2-256 digest as the operation id. An envelope that fails is a rejection
-recorded in `rejections` that changes nothing; in particular its id is *not* decided,
-or anyone could block a real envelope by submitting a copy with a broken signature.
+operation) its verb names, with the envelope's signer as the account and
+`ledger_op_id(signer, payload.op_id, payload.valid_until_ms)` as the operation id, so a
+retry that reuses the client's op id and validity limit is the same operation. An
+envelope that fails is a rejection recorded in `rejections` that changes nothing; in
+particular its id is *not* decided, or anyone could block a real envelope by
+submitting a copy with a broken signature.
+
+Facts from other buckets are authenticated
+------------------------------------------
+An ``effects`` entry is applied only with proof that its source bucket committed the
+batch: the source's certified chain entry (a quorum of the source's replicas by the
+genesis placement signed it) whose `out` lists the batch's (target, seq, digest). An
+``effect_ack`` entry likewise carries the target's certified chain entry that applied
+(or found already applied) one of our batches, whose `in` says how many of our batches
+the target has applied in order. Every replica checks the proof when it applies the
+entry; one that does not check is refused (`unauthenticated`), changes nothing and
+decides nothing, so a rogue validator can neither credit an account nor drop a batch
+from an outbox. The rule is the same for every body a chain entry can carry, so any
+entry that emits effects (transfers, payouts, slashes, ...) is covered.
+
+All or nothing
+--------------
+Applying an entry either completes or leaves no trace: the ledger journals every write
+(`ledger._Tx`) and the pool one member, and an unexpected exception (a bug) rolls the
+entry back and records the same `internal` rejection on every replica. Should the
+rollback itself fail, or the error be one that need not repeat alike on every replica
+(out of memory, recursion), the machine raises `BucketHalted`: the shell stops that
+bucket, loudly, and the node goes on.
 
 Time
 ----
@@ -38,9 +63,11 @@ cannot move the bucket's time back). Ledger entries are applied at that clock.
 The chain
 ---------
 Entries that change the ledger part (ledger and pool operations, effect batches and
-acknowledgements) form a chain: each becomes a `ChainEntry(index, prev, ts_ms, body)`
-where `prev` is the index of the chain entry before it in this bucket (0 for the
-first). Replicas certify chain entries (`ChainEntry.digest`); a node that does not
+acknowledgements) form a chain: each becomes a `ChainEntry(index, prev, ts_ms, body,
+out, applied_below)` where `prev` is the index of the chain entry before it in this
+bucket (0 for the first), `out` the (target, seq, digest) of each batch it emitted and,
+for an effect batch, `applied_below` the source's batches applied here in order after
+it. Replicas certify chain entries (`ChainEntry.digest`); a node that does not
 replicate the bucket rebuilds the same `LedgerPart` from certified chain entries alone,
 in order (`LedgerPart.apply_chain`), and knows it missed one when `prev` is not the last
 it applied. DECIDE entries are not in the chain (their certificates travel in DECIDE
@@ -50,12 +77,12 @@ envelopes).
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import cbor
+from . import cbor, certificate
 from .buckets import bucket_of
 from .committee import (
     POOL_OP_SCHEMA,
@@ -87,7 +114,6 @@ from .ledger import (
     BucketLedger,
     Change,
     CompleteUnbonding,
-    DuplicateOp,
     EffectAck,
     EffectBatch,
     LedgerEntry,
@@ -100,22 +126,30 @@ from .ledger import (
     WrongBucket,
     body_from_value,
     body_value,
+    encode_body,
 )
-from .schema import INT_MAX, Enum, FieldType, Int, OneOf, obj
+from .placement import Placement
+from .schema import INT_MAX, Bytes, Enum, FieldType, Int, List, OneOf, obj
+from .verbs import LEDGER_KINDS
 
-LEDGER_VERBS: tuple[str, ...] = ("TRANSFER", "STAKE", "UNSTAKE", "COMPLETE_UNBONDING",
-                                 "POOL_REGISTER", "POOL_LEAVE")
+LEDGER_VERBS: tuple[str, ...] = LEDGER_KINDS
 CHAIN_DOMAIN = b"can-swarm/ledger-chain/v1\x00"
 PART_DOMAIN = b"can-swarm/ledger-part/v1\x00"
+BATCH_DOMAIN = b"can-swarm/effect-batch/v1\x00"
+OP_DOMAIN = b"can-swarm/ledger-op/v1\x00"
 OUTCOMES_MAX = 65_536  # answers kept for callers that retry (not state: rebuilt by applying)
 REJECTIONS_MAX = 1024
-ENTRY_LIMITS = cbor.Limits(size_bytes_max=ENVELOPE_BYTES_MAX + 64 * 1024, depth_max=10,
+# An entry holds one envelope, or a batch with the chain entry that proves it.
+ENTRY_LIMITS = cbor.Limits(size_bytes_max=256 * 1024, depth_max=10,
                            items_max=16_384)
 
 ChainBody = Body | PoolOp
 _CHAIN_BODY = OneOf("op", {**BODY_SCHEMA.variants, **POOL_OP_SCHEMA.variants})
+OUT_MAX = 256  # batches one entry may emit (one per target bucket)
+_OUT = obj({"to": Int(max=65535), "seq": Int(), "digest": Bytes(32)})
 _CHAIN_SCHEMA = obj({"index": Int(min=1), "prev": Int(min=0), "ts": Int(min=0),
-                     "body": _CHAIN_BODY})
+                     "body": _CHAIN_BODY},
+                    {"out": List(_OUT, max_items=OUT_MAX, min_items=1), "in": Int()})
 
 
 # --- commands: what a node submits and the leader stamps ---------------------------
@@ -137,15 +171,20 @@ class _Blob(FieldType):
         return f"bytes[..{self.length_max}]"
 
 
-_COMMAND_FIELDS: dict[str, tuple[str, FieldType]] = {
-    "ledger": ("env", _Blob(ENVELOPE_BYTES_MAX)),
-    "effects": ("batch", BODY_SCHEMA.variants["effects"]),
-    "effect_ack": ("ack", BODY_SCHEMA.variants["effect_ack"]),
+# A chain entry travels inside commands as the proof of a fact from another bucket.
+CHAIN_ENTRY_BYTES_MAX = 64 * 1024
+PROOF_SCHEMA = obj({
+    "index": Int(min=1), "term": Int(min=1), "entry": _Blob(CHAIN_ENTRY_BYTES_MAX),
+    "sigs": List(obj({"signer": Bytes(32), "sig": Bytes(64)}), max_items=64, min_items=1)})
+_COMMAND_FIELDS: dict[str, dict[str, FieldType]] = {
+    "ledger": {"env": _Blob(ENVELOPE_BYTES_MAX)},
+    "effects": {"batch": BODY_SCHEMA.variants["effects"], "proof": PROOF_SCHEMA},
+    "effect_ack": {"ack": BODY_SCHEMA.variants["effect_ack"], "proof": PROOF_SCHEMA},
 }
-COMMAND_SCHEMA = OneOf("op", {op: obj({"op": Enum((op,)), name: ftype})
-                              for op, (name, ftype) in _COMMAND_FIELDS.items()})
-ENTRY_SCHEMA = OneOf("op", {op: obj({"op": Enum((op,)), name: ftype, "ts": Int()})
-                            for op, (name, ftype) in _COMMAND_FIELDS.items()})
+COMMAND_SCHEMA = OneOf("op", {op: obj({"op": Enum((op,)), **fields})
+                              for op, fields in _COMMAND_FIELDS.items()})
+ENTRY_SCHEMA = OneOf("op", {op: obj({"op": Enum((op,)), **fields, "ts": Int()})
+                            for op, fields in _COMMAND_FIELDS.items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,10 +206,37 @@ class Command:
         return cbor.encode({**self.value, "ts": ts_ms})
 
 
+def ledger_op_id(sender: bytes, client_op_id: bytes, valid_until_ms: int) -> bytes:
+    """The operation a ledger envelope asks for: its signer's, with the client's op id
+    and validity limit. Any envelope of the same signer carrying both is the same
+    operation (a retry), applied at most once."""
+    return hashlib.sha256(OP_DOMAIN + sender + client_op_id
+                          + valid_until_ms.to_bytes(8, "big")).digest()
+
+
+def op_id_of(envelope: Envelope) -> bytes:
+    """A ledger envelope's operation id (`ledger_op_id`)."""
+    p = envelope.payload
+    return ledger_op_id(envelope.sender, p["op_id"], p["valid_until_ms"])
+
+
+def envelope_key(wire: bytes) -> bytes:
+    """The command key of a submitted envelope: its operation id when it parses as a
+    ledger envelope (signature not checked here), else the digest of its bytes, under
+    which its rejection is remembered."""
+    try:
+        env = decode_envelope(wire, verify=False)
+    except RemoteProtocolError:
+        env = None
+    if env is None or env.kind not in LEDGER_VERBS:
+        return hashlib.sha256(b"not-an-op\x00" + bytes(wire)).digest()
+    return op_id_of(env)
+
+
 def command_key(value: Mapping[str, Any]) -> bytes:
     op = value["op"]
     if op == "ledger":
-        return hashlib.sha256(value["env"][ENVELOPE_BODY_OFFSET:]).digest()
+        return envelope_key(value["env"])
     if op == "effects":
         b = value["batch"]
         source: int = b["source_bucket"]
@@ -246,16 +312,68 @@ def decode_ledger_answer(data: bytes) -> LedgerOutcome | tuple[str, str]:
     raise RemoteProtocolError("answer", "not a ledger submission answer")
 
 
-def effects_command(batch: EffectBatch) -> Command:
-    """Deliver an effect batch to its target bucket."""
-    value = {"op": "effects", "batch": body_value(batch)}
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """A certified chain entry of `bucket`: a quorum of its replicas signed (swarm,
+    bucket, index, term, chain_digest(entry))."""
+
+    bucket: int
+    index: int
+    term: int
+    entry: bytes
+    sigs: tuple[tuple[bytes, bytes], ...]
+
+    def value(self) -> dict[str, Any]:
+        return {"index": self.index, "term": self.term, "entry": self.entry,
+                "sigs": [{"signer": a, "sig": b} for a, b in sorted(self.sigs)]}
+
+
+def effects_command(batch: EffectBatch, proof: Proof) -> Command:
+    """Deliver an effect batch to its target bucket, with the source's certified chain
+    entry that emitted it."""
+    value = {"op": "effects", "batch": body_value(batch), "proof": proof.value()}
     return Command(batch.target_bucket, command_key(value), value)
 
 
-def ack_command(source_bucket: int, ack: EffectAck) -> Command:
-    """Tell `source_bucket` that `ack.target_bucket` applied its batches below a seq."""
-    value = {"op": "effect_ack", "ack": body_value(ack)}
+def ack_command(source_bucket: int, target_bucket: int, proof: Proof,
+                applied_below: int) -> Command:
+    """Tell `source_bucket` that `target_bucket` applied its batches below
+    `applied_below`, proven by the target's certified chain entry that says so."""
+    value = {"op": "effect_ack", "ack": body_value(EffectAck(target_bucket, applied_below)),
+             "proof": proof.value()}
     return Command(source_bucket, command_key(value), value)
+
+
+class Unauthenticated(RemoteProtocolError):
+    """A fact from another bucket whose proof does not check."""
+
+    code = "unauthenticated"
+
+
+def check_proof(value: Mapping[str, Any], bucket: int, swarm_id: bytes,
+                placement: Placement | None, path: str) -> ChainEntry:
+    """The chain entry a (schema-checked) proof carries, once its certificate checks: a
+    quorum of `bucket`'s replicas signed exactly these bytes at that index and term.
+    Raises Unauthenticated."""
+    if placement is None:
+        raise Unauthenticated(path, "this machine knows no validator set to check "
+                                    "certificates against")
+    digest = chain_digest(value["entry"])
+    cert = {"bucket": bucket, "index": value["index"], "term": value["term"],
+            "entry_hash": digest, "sigs": value["sigs"]}
+    try:
+        certificate.check(cert, swarm_id, placement, bucket, digest, path)
+        entry = ChainEntry.decode(value["entry"])
+    except RemoteProtocolError as exc:
+        raise Unauthenticated(exc.field, exc.reason) from None
+    if entry.index != value["index"]:
+        raise Unauthenticated(f"{path}.entry", "its index differs from the certificate's")
+    return entry
+
+
+def batch_digest(batch: EffectBatch) -> bytes:
+    """What a chain entry's `out` commits to for each batch it emitted."""
+    return hashlib.sha256(BATCH_DOMAIN + encode_body(batch)).digest()
 
 
 def decode_command(bucket: int, data: bytes) -> Command:
@@ -265,28 +383,28 @@ def decode_command(bucket: int, data: bytes) -> Command:
     return Command(bucket, command_key(value), value)
 
 
-def op_id_of(envelope: Envelope) -> bytes:
-    """A ledger operation's id: the sha2-256 digest inside its envelope's CID."""
-    return envelope.id.raw[-32:]
-
-
 def op_from_envelope(env: Envelope) -> Op | PoolOp:
-    """The operation a (verified) ledger envelope asks for, its signer as the account."""
+    """The operation a (verified) ledger envelope asks for, its signer as the account
+    and its validity limit as the operation's."""
+    if env.kind not in LEDGER_VERBS:
+        raise SchemaError("kind", f"{env.kind} is not a ledger verb (one of "
+                                  f"{', '.join(LEDGER_VERBS)})", code="not_ledger_verb")
     p, oid, who = env.payload, op_id_of(env), env.sender
+    exp = p["valid_until_ms"]
     match env.kind:
         case "TRANSFER":
-            return Transfer(oid, who, p["to"], p["amount"])
+            return Transfer(oid, who, p["to"], p["amount"], p.get("memo", ""), exp)
         case "STAKE":
-            return Stake(oid, who, p["amount"])
+            return Stake(oid, who, p["amount"], exp)
         case "UNSTAKE":
-            return Unstake(oid, who, p["amount"])
+            return Unstake(oid, who, p["amount"], exp)
         case "COMPLETE_UNBONDING":
-            return CompleteUnbonding(oid, who)
+            return CompleteUnbonding(oid, who, exp)
         case "POOL_REGISTER":
             return PoolRegister(oid, who, tuple(p["capabilities"]), p["org"], p["asn"],
-                                p["region"])
+                                p["region"], exp)
         case "POOL_LEAVE":
-            return PoolLeave(oid, who)
+            return PoolLeave(oid, who, exp)
     raise SchemaError("kind", f"{env.kind} is not a ledger verb (one of "
                               f"{', '.join(LEDGER_VERBS)})", code="not_ledger_verb")
 
@@ -307,18 +425,42 @@ def chain_digest(encoded: bytes) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class Emitted:
+    """A batch a chain entry emitted, as the entry commits to it."""
+
+    target_bucket: int
+    seq: int
+    digest: bytes  # batch_digest(batch)
+
+
+@dataclass(frozen=True, slots=True)
 class ChainEntry:
     """One entry of a bucket's ledger chain: applied at `index` (the Raft index) with
-    the bucket's clock `ts_ms`, right after the chain entry at `prev`."""
+    the bucket's clock `ts_ms`, right after the chain entry at `prev`. `out` names every
+    effect batch applying it emitted; for an effect batch, `applied_below` is how many
+    of its source's batches this bucket has applied in order after it (what the
+    source's acknowledgement proves)."""
 
     index: int
     prev: int
     ts_ms: int
     body: ChainBody
+    out: tuple[Emitted, ...] = ()
+    applied_below: int | None = None
 
     def encode(self) -> bytes:
-        return cbor.encode({"index": self.index, "prev": self.prev, "ts": self.ts_ms,
-                            "body": chain_body_value(self.body)})
+        v: dict[str, Any] = {"index": self.index, "prev": self.prev, "ts": self.ts_ms,
+                             "body": chain_body_value(self.body)}
+        if self.out:
+            v["out"] = [{"to": e.target_bucket, "seq": e.seq, "digest": e.digest}
+                        for e in self.out]
+        if self.applied_below is not None:
+            v["in"] = self.applied_below
+        return cbor.encode(v)
+
+    def emitted(self, target_bucket: int, seq: int) -> Emitted | None:
+        return next((e for e in self.out
+                     if e.target_bucket == target_bucket and e.seq == seq), None)
 
     def digest(self) -> bytes:
         """What the bucket's replicas sign (through `certificate.signing_message`)."""
@@ -335,7 +477,10 @@ class ChainEntry:
         body: ChainBody = (pool_op_from_value(b, "chain.body")
                            if b["op"] in POOL_OP_SCHEMA.variants
                            else body_from_value(b, "chain.body"))
-        return cls(v["index"], v["prev"], v["ts"], body)
+        if ("in" in v) != isinstance(body, EffectBatch):
+            raise SchemaError("chain.in", "an effect batch's entry, and only it, says `in`")
+        out = tuple(Emitted(o["to"], o["seq"], o["digest"]) for o in v.get("out", ()))
+        return cls(v["index"], v["prev"], v["ts"], body, out, v.get("in"))
 
 
 # --- outcomes: what a caller is told -----------------------------------------------
@@ -466,14 +611,22 @@ class LedgerOutcome:
 @dataclass(frozen=True, slots=True)
 class LedgerApplied:
     """`BucketMachine.apply`'s answer for a ledger command: the outcome, the chain entry
-    to certify (None for a rejected envelope, which is not in the chain), the effect
-    batches it emitted, and for an effect batch `(source bucket, applied seq)`: what the
-    target's leader acknowledges to the source."""
+    to certify (None for a rejection, which is not in the chain) and the effect batches
+    it emitted (to deliver once the chain entry is certified)."""
 
     outcome: LedgerOutcome
     chain: ChainEntry | None
     emitted: tuple[EffectBatch, ...] = ()
-    ack_to: tuple[int, int] | None = None
+
+
+# Outcomes of commands that decided nothing: a broken envelope, a proof that did not
+# check, an entry rolled back. A real outcome for the same key may follow.
+REJECTION_KINDS = frozenset({"envelope", "unauthenticated", "internal"})
+
+
+class BucketHalted(Exception):
+    """The machine could not apply an entry and cannot vouch that its state is what
+    every other replica holds; it applies nothing more. The shell stops the bucket."""
 
 
 # --- the ledger part: what the chain builds ----------------------------------------
@@ -524,13 +677,17 @@ class LedgerPart:
 
     def apply_body(self, index: int, ts_ms: int, body: ChainBody
                    ) -> tuple[AuditRecord, tuple[EffectBatch, ...], ProtocolError | None]:
-        assert index > self.last, f"chain entry {index} is not after {self.last}"
+        """Apply one chain body, all or nothing: an exception leaves the part as it was
+        (the ledger journals its writes, the pool changes one member) and propagates."""
+        if index <= self.last:
+            raise LocalProtocolError("index", f"chain entry {index} is not after {self.last}")
         if isinstance(body, PoolRegister | PoolLeave | ReputationEvent):
             record, error = self._apply_pool(index, ts_ms, body)
             batches: tuple[EffectBatch, ...] = ()
         else:
             applied = self.ledger.apply(LedgerEntry(index, ts_ms, body))
-            assert not isinstance(applied.error, OutOfOrder), applied.error
+            if isinstance(applied.error, OutOfOrder):
+                raise LocalProtocolError("index", f"out of order: {applied.error.reason}")
             record, batches, error = applied.record, applied.effects, applied.error
         self.last = index
         return record, batches, error
@@ -539,19 +696,27 @@ class LedgerPart:
                     ) -> tuple[AuditRecord, ProtocolError | None]:
         kind = pool_op_value(op)["op"]
         error: ProtocolError | None = None
+        tx = self.ledger.transaction()
+        member = self.pool.member(op.account)
         try:
-            if not self.ledger.owns(op.account):
-                home = bucket_of(op.account, self.ledger.bucket_count)
-                raise WrongBucket("account", f"account {op.account.hex()[:16]} belongs to "
-                                             f"bucket {home}, not {self.bucket}")
-            if self.ledger.is_decided(op.op_id):
-                raise DuplicateOp("op_id", f"operation {op.op_id.hex()[:16]} was already "
-                                           "decided")
-            self.pool.apply(op, ts_ms=ts_ms, stake=self.ledger.account(op.account).locked)
-        except (PoolError, LedgerError) as exc:
-            error = exc
-        record = self.ledger.record_other(index, ts_ms, op.op_id, kind, op.account,
-                                          f"{kind} by {op.account.hex()[:16]}", error)
+            self.ledger.forget_expired(ts_ms, tx)
+            try:
+                if not self.ledger.owns(op.account):
+                    home = bucket_of(op.account, self.ledger.bucket_count)
+                    raise WrongBucket("account", f"account {op.account.hex()[:16]} belongs "
+                                                 f"to bucket {home}, not {self.bucket}")
+                self.ledger.check_window(op.op_id, op.expires_ms, ts_ms)
+                self.pool.apply(op, ts_ms=ts_ms,
+                                stake=self.ledger.account(op.account).locked)
+            except (PoolError, LedgerError) as exc:
+                error = exc
+            record = self.ledger.record_other(index, ts_ms, op.op_id, op.expires_ms, kind,
+                                              op.account, f"{kind} by {op.account.hex()[:16]}",
+                                              error, tx)
+        except BaseException:
+            self.pool.put_back(op.account, member)
+            tx.rollback()
+            raise
         return record, error
 
     def snapshot_value(self) -> dict[str, Any]:
@@ -569,29 +734,42 @@ class LedgerPart:
 
 # --- the bucket's machine ------------------------------------------------------------
 
+# Errors that need not happen alike on every replica: after one, a replica cannot vouch
+# that its rejection is everyone's, so the bucket halts instead.
+_NOT_REPEATABLE = (MemoryError, RecursionError)
+
 
 class BucketMachine:
     """DECIDE and the ledger part of one bucket, fed every committed entry in order.
 
     Keeps the surface MultiRaft used on `DecideMachine` (`applied`, `decisions`, `get`,
-    `snapshot`, and `apply` returning a `Decision` for decide entries)."""
+    `snapshot`, and `apply` returning a `Decision` for decide entries). `placement`
+    (the genesis validator set) checks the proofs of effects and acknowledgements; a
+    machine without one refuses them."""
 
     def __init__(self, bucket: int, swarm_id: bytes, params: Mapping[str, int],
-                 part: LedgerPart, decide: DecideMachine | None = None) -> None:
+                 part: LedgerPart, decide: DecideMachine | None = None,
+                 placement: Placement | None = None) -> None:
         self.bucket = bucket
         self.swarm_id = swarm_id
         self.params = dict(params)
         self.part = part
         self.decide = decide if decide is not None else DecideMachine(bucket)
+        self.placement = placement
         self.outcomes: OrderedDict[bytes, LedgerOutcome] = OrderedDict()
         self.rejections: deque[LedgerOutcome] = deque(maxlen=REJECTIONS_MAX)
+        self.refused: Counter[str] = Counter()  # rejections by code, for metrics
+        self.halted: str = ""  # why the machine stopped, once it has
 
     @classmethod
     def fresh(cls, bucket: int, swarm_id: bytes, params: Mapping[str, int],
-              genesis: Genesis | None = None) -> BucketMachine:
+              genesis: Genesis | None = None,
+              placement: Placement | None = None) -> BucketMachine:
         part = (LedgerPart.from_genesis(genesis, bucket) if genesis is not None
                 else LedgerPart.empty(params, bucket))
-        return cls(bucket, swarm_id, params, part)
+        if placement is None and genesis is not None:
+            placement = Placement.from_genesis(genesis)
+        return cls(bucket, swarm_id, params, part, placement=placement)
 
     # -- the DecideMachine surface
 
@@ -621,7 +799,11 @@ class BucketMachine:
     # -- applying
 
     def apply(self, index: int, term: int, data: bytes) -> Decision | LedgerApplied | None:
-        """Apply one committed entry; see the module docstring for what each does."""
+        """Apply one committed entry; see the module docstring for what each does.
+        Raises BucketHalted (and keeps raising it) when it cannot apply an entry alike
+        on every replica."""
+        if self.halted:
+            raise BucketHalted(self.halted)
         if index <= self.decide.applied:
             raise AssertionError(f"entry {index} applied twice (applied {self.decide.applied})")
         value: Any = None
@@ -642,23 +824,64 @@ class BucketMachine:
             return None
         self.decide.clock_ms = max(self.decide.clock_ms, value["ts"])
         key = command_key(value)
+        try:
+            body = self._body(op, value)
+        except RemoteProtocolError as exc:
+            kind = "envelope" if op == "ledger" else "unauthenticated"
+            return LedgerApplied(self._reject(key, kind, index, exc.code,
+                                              f"{exc.field}: {exc.reason}"), None)
+        try:
+            return self._apply_chain_body(index, key, body)
+        except _NOT_REPEATABLE as exc:
+            self.halted = f"entry {index}: {exc!r}"
+            raise BucketHalted(self.halted) from exc
+        except BucketHalted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug; the entry was rolled back whole
+            # Every replica applies the same entry to the same state with the same code,
+            # so every replica rolls it back and records this same rejection.
+            return LedgerApplied(self._reject(key, "internal", index, "internal",
+                                              f"the bucket could not apply this entry "
+                                              f"({type(exc).__name__}); it was rolled "
+                                              f"back"), None)
+
+    def _body(self, op: str, value: Mapping[str, Any]) -> ChainBody:
+        """The chain body an entry asks to apply, once checked: a ledger envelope's
+        operation, or a fact from another bucket whose proof checks. Raises
+        RemoteProtocolError (the entry is then a rejection that decides nothing)."""
         if op == "ledger":
-            wire = value["env"]
-            try:
-                env = decode_envelope(wire, swarm=self.swarm_id)
-                body: ChainBody = op_from_envelope(env)
-            except RemoteProtocolError as exc:
-                out = LedgerOutcome(key, "envelope", key, self.bucket, index, self.clock_ms,
-                                    exc.code, f"{exc.field}: {exc.reason}")
-                self.rejections.append(out)
-                self._remember(out)
-                return LedgerApplied(out, None)
-            assert op_id_of(env) == key
-        elif op == "effects":
-            body = body_from_value(value["batch"], "entry.batch")
-        else:
-            body = body_from_value(value["ack"], "entry.ack")
-        return self._apply_chain_body(index, key, body)
+            env = decode_envelope(value["env"], swarm=self.swarm_id)
+            return op_from_envelope(env)
+        if op == "effects":
+            batch = body_from_value(value["batch"], "entry.batch")
+            assert isinstance(batch, EffectBatch)
+            entry = check_proof(value["proof"], batch.source_bucket, self.swarm_id,
+                                self.placement, "entry.proof")
+            emitted = entry.emitted(batch.target_bucket, batch.seq)
+            if entry.index != batch.source_index or emitted is None \
+                    or emitted.digest != batch_digest(batch):
+                raise Unauthenticated("entry.batch", f"bucket {batch.source_bucket}'s "
+                                                     f"entry {entry.index} did not emit it")
+            return batch
+        ack = body_from_value(value["ack"], "entry.ack")
+        assert isinstance(ack, EffectAck)
+        entry = check_proof(value["proof"], ack.target_bucket, self.swarm_id,
+                            self.placement, "entry.proof")
+        proven = entry.body
+        if not isinstance(proven, EffectBatch) or proven.source_bucket != self.bucket \
+                or proven.target_bucket != ack.target_bucket \
+                or entry.applied_below != ack.applied_seq:
+            raise Unauthenticated("entry.ack", f"bucket {ack.target_bucket}'s entry "
+                                               f"{entry.index} does not say so")
+        return ack
+
+    def _reject(self, key: bytes, kind: str, index: int, code: str,
+                reason: str) -> LedgerOutcome:
+        out = LedgerOutcome(key, kind, key, self.bucket, index, self.clock_ms, code, reason)
+        self.rejections.append(out)
+        self.refused[code] += 1
+        self._remember(out)
+        return out
 
     def _apply_chain_body(self, index: int, key: bytes, body: ChainBody) -> LedgerApplied:
         prev, ts = self.part.last, self.clock_ms
@@ -670,16 +893,19 @@ class BucketMachine:
                             error.code if error else "", error.reason if error else "",
                             view, record.changes, record.emitted)
         self._remember(out)
-        ack_to = None
-        if isinstance(body, EffectBatch) and body.target_bucket == self.bucket:
-            ack_to = (body.source_bucket, self.part.ledger.applied_seq(body.source_bucket))
-        return LedgerApplied(out, ChainEntry(index, prev, ts, body), batches, ack_to)
+        emitted = tuple(Emitted(b.target_bucket, b.seq, batch_digest(b)) for b in batches)
+        applied_below = (self.part.ledger.applied_seq(body.source_bucket)
+                         if isinstance(body, EffectBatch) else None)
+        return LedgerApplied(out, ChainEntry(index, prev, ts, body, emitted, applied_below),
+                             batches)
 
     def _remember(self, out: LedgerOutcome) -> None:
         had = self.outcomes.get(out.key)
-        # A repeat keeps the first answer, except that a real operation replaces the
-        # rejection of a broken copy that came first (same key, bad signature).
-        if had is not None and not (had.kind == "envelope" and out.kind != "envelope"):
+        # A repeat keeps the first answer, except that a real outcome replaces a
+        # rejection that decided nothing (same key: a copy with a bad signature, a
+        # batch with a forged proof, an entry rolled back).
+        if had is not None and not (had.kind in REJECTION_KINDS
+                                    and out.kind not in REJECTION_KINDS):
             return
         self.outcomes[out.key] = out
         while len(self.outcomes) > OUTCOMES_MAX:
@@ -693,15 +919,18 @@ class BucketMachine:
 
     @classmethod
     def restore(cls, data: bytes, bucket: int, swarm_id: bytes, params: Mapping[str, int],
-                genesis: Genesis | None = None) -> BucketMachine:
+                genesis: Genesis | None = None,
+                placement: Placement | None = None) -> BucketMachine:
         """Rebuild from `snapshot()` bytes; empty data is the genesis state. A snapshot
         written before the ledger existed (a bare DecideMachine snapshot) keeps its
         decisions and starts the ledger part at genesis."""
+        if placement is None and genesis is not None:
+            placement = Placement.from_genesis(genesis)
         if not data:
-            return cls.fresh(bucket, swarm_id, params, genesis)
+            return cls.fresh(bucket, swarm_id, params, genesis, placement)
         v = cbor.decode(data, SNAPSHOT_LIMITS)
         if isinstance(v, dict) and "decisions" in v:
-            fresh = cls.fresh(bucket, swarm_id, params, genesis)
+            fresh = cls.fresh(bucket, swarm_id, params, genesis, placement)
             fresh.decide = DecideMachine.restore(data, bucket)
             return fresh
         if not isinstance(v, dict) or v.get("v") != 1 or set(v) != {"v", "decide", "part"}:
@@ -709,4 +938,5 @@ class BucketMachine:
         part = LedgerPart.from_snapshot_value(params, v["part"])
         if part.bucket != bucket:
             raise DecodeError("snapshot", f"a snapshot of bucket {part.bucket}, not {bucket}")
-        return cls(bucket, swarm_id, params, part, DecideMachine.restore(v["decide"], bucket))
+        return cls(bucket, swarm_id, params, part, DecideMachine.restore(v["decide"], bucket),
+                   placement)

@@ -39,7 +39,7 @@ from typing import Any
 from . import cbor
 from .errors import DecodeError, LocalProtocolError, SchemaError
 from .genesis import Genesis
-from .ledger import BP, format_credits
+from .ledger import BP, NO_EXPIRY, format_credits
 from .payout import Party, related
 from .schema import Bytes, Enum, Int, List, OneOf, Text, obj
 
@@ -102,12 +102,14 @@ class PoolRegister:
     org: str
     asn: int
     region: str
+    expires_ms: int = NO_EXPIRY  # the envelope's validity limit (docs/LEDGER.md)
 
 
 @dataclass(frozen=True, slots=True)
 class PoolLeave:
     op_id: bytes
     account: bytes
+    expires_ms: int = NO_EXPIRY
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,20 +119,23 @@ class ReputationEvent:
     op_id: bytes
     account: bytes
     event: str
+    expires_ms: int = NO_EXPIRY
 
 
 PoolOp = PoolRegister | PoolLeave | ReputationEvent
 
 _TEXT = Text(max_bytes=CAPABILITY_BYTES_MAX, min_bytes=1)
+_EXP = {"exp": Int(max=NO_EXPIRY - 1)}  # absent: NO_EXPIRY
 POOL_OP_SCHEMA = OneOf("op", {
     "pool_register": obj({"op": Enum(("pool_register",)), "id": Bytes(32),
                           "account": Bytes(32),
                           "capabilities": List(_TEXT, max_items=CAPABILITIES_MAX,
                                                sorted_unique=True),
-                          "org": _TEXT, "asn": Int(max=2**32 - 1), "region": _TEXT}),
-    "pool_leave": obj({"op": Enum(("pool_leave",)), "id": Bytes(32), "account": Bytes(32)}),
+                          "org": _TEXT, "asn": Int(max=2**32 - 1), "region": _TEXT}, _EXP),
+    "pool_leave": obj({"op": Enum(("pool_leave",)), "id": Bytes(32), "account": Bytes(32)},
+                      _EXP),
     "reputation": obj({"op": Enum(("reputation",)), "id": Bytes(32), "account": Bytes(32),
-                       "event": Enum(REPUTATION_EVENTS)}),
+                       "event": Enum(REPUTATION_EVENTS)}, _EXP),
 })
 
 
@@ -151,6 +156,8 @@ def pool_op_value(op: PoolOp) -> dict[str, Any]:
         case ReputationEvent():
             value = {"op": "reputation", "id": op.op_id, "account": op.account,
                      "event": op.event}
+    if op.expires_ms != NO_EXPIRY:
+        value["exp"] = op.expires_ms
     return value
 
 
@@ -161,12 +168,13 @@ def decode_pool_op(data: bytes) -> PoolOp:
 def pool_op_from_value(v: Any, path: str = "op") -> PoolOp:
     """Validate a decoded value and build the pool operation; raises SchemaError."""
     POOL_OP_SCHEMA.check(v, path)
+    exp = v.get("exp", NO_EXPIRY)
     if v["op"] == "pool_register":
         return PoolRegister(v["id"], v["account"], tuple(v["capabilities"]), v["org"],
-                            v["asn"], v["region"])
+                            v["asn"], v["region"], exp)
     if v["op"] == "pool_leave":
-        return PoolLeave(v["id"], v["account"])
-    return ReputationEvent(v["id"], v["account"], v["event"])
+        return PoolLeave(v["id"], v["account"], exp)
+    return ReputationEvent(v["id"], v["account"], v["event"], exp)
 
 
 _VERIFIER_FIELDS = (Bytes(32), List(_TEXT, max_items=CAPABILITIES_MAX, sorted_unique=True),
@@ -298,6 +306,14 @@ class VerifierPool:
 
     def member(self, account: bytes) -> Verifier | None:
         return self._members.get(account)
+
+    def put_back(self, account: bytes, before: Verifier | None) -> None:
+        """Undo `apply` for `account` (every pool operation changes one member only):
+        `before` is what `member(account)` was."""
+        if before is None:
+            self._members.pop(account, None)
+        else:
+            self._members[account] = before
 
     def members(self) -> list[Verifier]:
         return [self._members[k] for k in sorted(self._members)]

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import cbor
+from .cid import Cid
+from .envelope import Envelope, decode_envelope
 from .errors import RemoteProtocolError
 
 ID_BYTES_MAX = 128  # a NEED id is a 36-byte CID; a proposal id up to 128 bytes of text
@@ -79,33 +81,52 @@ def decode_command(data: bytes) -> tuple[TryDecide, int]:
 #
 # Such a node has no Raft stream (validators accept those only from validators), so it
 # asks a validator, over its own request/response protocol (node/decide_service.py), to
-# submit the command for it and answer the committed decision. One request and one
-# answer per stream, each a canonical CBOR map.
+# submit the command for it and answer the committed decision. The request is a DECIDE
+# envelope the asker signs, without a certificate (that is what it asks for): the
+# validator knows who asks, and judges the request with the swarm's policy as it enters
+# Raft. One request and one answer per stream, each a canonical CBOR map.
 
-SUBMISSION_BYTES_MAX = 1024
+SUBMISSION_BYTES_MAX = 2048
 SUBMISSION_TIMEOUT_MS_MAX = 60_000
-_SUBMISSION_KEYS = {"need", "proposal", "k_plan", "epoch", "timeout_ms"}
+_SUBMISSION_KEYS = {"env", "timeout_ms"}
 _ANSWER_KEYS = {"ok", "need", "proposal", "k_plan", "epoch", "bucket", "index", "term", "ts"}
 
 
-def encode_submission(cmd: TryDecide, timeout_ms: int) -> bytes:
-    return cbor.encode({"need": cmd.need_id, "proposal": cmd.proposal_id,
-                        "k_plan": cmd.k_plan, "epoch": cmd.epoch, "timeout_ms": timeout_ms})
+def request_payload(cmd: TryDecide) -> dict[str, Any]:
+    """The DECIDE payload that asks for `cmd` (protocol values: the NEED id as a link)."""
+    return {"need_id": Cid.from_bytes(cmd.need_id, "need_id"),
+            "proposal_id": cmd.proposal_id.decode(), "k_plan": cmd.k_plan,
+            "epoch": cmd.epoch}
 
 
-def decode_submission(data: bytes) -> tuple[TryDecide, int]:
-    """The command and how long the asker waits (ms). RemoteProtocolError if malformed."""
+def encode_submission(wire: bytes, timeout_ms: int) -> bytes:
+    """A request: the asker's signed DECIDE envelope (`request_payload`) and its wait."""
+    return cbor.encode({"env": bytes(wire), "timeout_ms": timeout_ms})
+
+
+def decode_submission(data: bytes, swarm_id: bytes) -> tuple[Envelope, TryDecide, int]:
+    """The asker's verified request envelope, the command it asks for and how long the
+    asker waits (ms). RemoteProtocolError if malformed, signed wrongly, for another
+    swarm, not a DECIDE, or carrying a certificate or further decisions."""
     if len(data) > SUBMISSION_BYTES_MAX:
         raise RemoteProtocolError("submission", f"over {SUBMISSION_BYTES_MAX} bytes")
     value = cbor.decode(data)
     if not isinstance(value, dict) or set(value) != _SUBMISSION_KEYS:
         raise RemoteProtocolError("submission", f"must be a map of {sorted(_SUBMISSION_KEYS)}")
-    timeout = value["timeout_ms"]
+    timeout, wire = value["timeout_ms"], value["env"]
     if not isinstance(timeout, int) or isinstance(timeout, bool) or not (
             1 <= timeout <= SUBMISSION_TIMEOUT_MS_MAX):
         raise RemoteProtocolError("submission.timeout_ms",
                                   f"must be an integer in [1, {SUBMISSION_TIMEOUT_MS_MAX}]")
-    return TryDecide(value["need"], value["proposal"], value["k_plan"], value["epoch"]), timeout
+    if not isinstance(wire, bytes):
+        raise RemoteProtocolError("submission.env", "must be a signed DECIDE envelope")
+    env = decode_envelope(wire, swarm=swarm_id)
+    p = env.payload
+    if env.kind != "DECIDE" or "cert" in p or "also" in p:
+        raise RemoteProtocolError("submission.env", "must be a DECIDE without `cert` or "
+                                                    "`also`: the decision it asks for")
+    cmd = TryDecide(p["need_id"].raw, p["proposal_id"].encode(), p["k_plan"], p["epoch"])
+    return env, cmd, timeout
 
 
 def encode_answer(d: Decision | None, reason: str = "") -> bytes:

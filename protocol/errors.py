@@ -69,6 +69,13 @@ class LamportReversal(RemoteProtocolError):
     code = "lamport_reversal"
 
 
+class LamportFuture(RemoteProtocolError):
+    """An envelope's Lamport time is above the receiver's ceiling (protocol/lamport.py):
+    it is refused for now, not held against the sender or a forwarder."""
+
+    code = "lamport_future"
+
+
 class LogFormatError(RemoteProtocolError):
     """An envelope log file is truncated or not in the log format."""
 

@@ -61,6 +61,10 @@ DEFAULT_PARAMS: dict[str, int] = {
     "bid_window_ms": 30_000,
     "lease_ttl_min_ms": 1_000,
     "sender_rate_per_s": 100,
+    # How far ahead of the bucket's clock a ledger operation's validity limit may lie
+    # (`valid_until_ms`): the window of bucket time each bucket remembers decided
+    # operation ids for (docs/LEDGER.md).
+    "op_validity_ms_max": 3_600_000,
 }
 
 ACCOUNT = Bytes(32)

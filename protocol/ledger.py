@@ -43,6 +43,8 @@ goes to named accounts (equal splits) or to the burn (challenge splits), never l
 from __future__ import annotations
 
 import hashlib
+import heapq
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +55,7 @@ from .cid import Cid
 from .errors import DecodeError, LocalProtocolError, ProtocolError, SchemaError
 from .genesis import Genesis
 from .plan import merkle_root
-from .schema import INT_MAX, Bytes, Enum, Int, Link, List, Obj, OneOf, obj
+from .schema import INT_MAX, Bytes, Enum, Int, Link, List, Obj, OneOf, Text, obj
 
 BP = 10_000  # basis points in a whole
 SLASH_REASONS: tuple[str, ...] = ("failed_challenge", "missed_heartbeat", "policy_violation")
@@ -61,6 +63,13 @@ TASK_CLASSES: tuple[str, ...] = ("simple", "complex", "critical")
 # A snapshot holds a whole bucket: far beyond an envelope's bounds, still bounded.
 SNAPSHOT_LIMITS = cbor.Limits(size_bytes_max=1 << 30, depth_max=8, items_max=1 << 28)
 MISSES_MAX = 10_000  # more missed heartbeats in one slash than this is a bug upstream
+# An operation without a validity limit (the bucket's own operations, which its rules
+# make at most once); an operation from a signed envelope always has one.
+NO_EXPIRY = INT_MAX
+# The audit trail is history, not state: each bucket keeps its entries of the last
+# AUDIT_WINDOW_MS of bucket time, and at most AUDIT_RECORDS_MAX of them.
+AUDIT_WINDOW_MS = 7 * 24 * 3600 * 1000
+AUDIT_RECORDS_MAX = 8192
 
 
 # --- display ------------------------------------------------------------------------
@@ -84,18 +93,29 @@ def parse_credits(text: str, unit_per_credit: int, fld: str = "amount") -> int:
     t = text.strip() if isinstance(text, str) else ""
     whole, dot, frac = t.partition(".")
     digits = len(str(unit_per_credit)) - 1
+    # Quoted back at most this long: the text may be anything a client sent.
+    got = repr(t if len(t) <= 40 else t[:40] + "...")
     if (not t or not (whole or frac) or not (whole or "0").isdigit()
             or (dot and not frac.isdigit()) or not whole.isascii() or not frac.isascii()):
         raise LocalProtocolError(fld, f"must be an amount in credits such as 12 or 0.5 "
-                                      f"(got {text!r})")
+                                      f"(got {got})")
     if unit_per_credit != 10**digits:
         digits = 0  # decimals cannot be exact: whole credits only
     if len(frac) > digits:
         raise LocalProtocolError(fld, f"at most {digits} decimals: one credit is "
-                                      f"{unit_per_credit} units (got {text!r})")
+                                      f"{unit_per_credit} units (got {got})")
+    too_large = LocalProtocolError(fld, f"is too large: at most "
+                                        f"{format_credits(INT_MAX, unit_per_credit)} credits")
+    # Counted before converting: int() of thousands of digits is slow, and refused
+    # beyond 4300 (CPython's limit) with an error that is no answer for a user.
+    whole = whole.lstrip("0")
+    if len(whole) > len(str(INT_MAX)):
+        raise too_large
     units = int(whole or "0") * unit_per_credit + (int(frac.ljust(digits, "0")) if frac else 0)
-    if not 0 < units <= INT_MAX:
-        raise LocalProtocolError(fld, f"must be more than 0 (got {text!r})")
+    if units <= 0:
+        raise LocalProtocolError(fld, f"must be more than 0 (got {got})")
+    if units > INT_MAX:
+        raise too_large
     return units
 
 
@@ -202,6 +222,18 @@ class DuplicateEffect(LedgerError):
     code = "duplicate_effect"
 
 
+class Expired(LedgerError):
+    """The operation's validity limit is before the bucket's clock."""
+
+    code = "expired"
+
+
+class ValidityTooLong(LedgerError):
+    """The operation's validity limit is further ahead than `op_validity_ms_max`."""
+
+    code = "validity_too_long"
+
+
 # --- operations and effects (what a Raft log carries) -------------------------------
 
 
@@ -219,6 +251,8 @@ class Transfer:
     sender: bytes
     recipient: bytes
     amount: int
+    memo: str = ""
+    expires_ms: int = NO_EXPIRY
 
     @property
     def home(self) -> bytes:
@@ -234,6 +268,7 @@ class Escrow:
     escrow_id: bytes
     amount: int
     hold_ms: int
+    expires_ms: int = NO_EXPIRY
 
     @property
     def home(self) -> bytes:
@@ -250,6 +285,7 @@ class Bounty:
     escrow_id: bytes
     amount: int
     task_class: str
+    expires_ms: int = NO_EXPIRY
 
     @property
     def home(self) -> bytes:
@@ -283,6 +319,7 @@ class Release:
     shares: tuple[Share, ...]
     burn: int = 0
     slashes: tuple[SlashOrder, ...] = ()
+    expires_ms: int = NO_EXPIRY
 
     @property
     def home(self) -> bytes:
@@ -294,6 +331,7 @@ class Cancel:
     op_id: bytes
     payer: bytes
     escrow_id: bytes
+    expires_ms: int = NO_EXPIRY
 
     @property
     def home(self) -> bytes:
@@ -305,6 +343,7 @@ class Stake:
     op_id: bytes
     account: bytes
     amount: int
+    expires_ms: int = NO_EXPIRY
 
     @property
     def home(self) -> bytes:
@@ -316,6 +355,7 @@ class Unstake:
     op_id: bytes
     account: bytes
     amount: int
+    expires_ms: int = NO_EXPIRY
 
     @property
     def home(self) -> bytes:
@@ -326,6 +366,7 @@ class Unstake:
 class CompleteUnbonding:
     op_id: bytes
     account: bytes
+    expires_ms: int = NO_EXPIRY
 
     @property
     def home(self) -> bytes:
@@ -338,6 +379,7 @@ class Slash:
 
     op_id: bytes
     order: SlashOrder
+    expires_ms: int = NO_EXPIRY
 
     @property
     def home(self) -> bytes:
@@ -346,11 +388,14 @@ class Slash:
 
 @dataclass(frozen=True, slots=True)
 class Credit:
-    """Effect: add `amount` to `account`'s balance. `kind` says why (for the audit)."""
+    """Effect: add `amount` to `account`'s balance. `kind` says why, `source` is the
+    account the credits came from and `memo` the transfer's memo (for the audit)."""
 
     account: bytes
     amount: int
     kind: str
+    source: bytes = b""
+    memo: str = ""
 
 
 Effect = Credit | SlashOrder
@@ -406,23 +451,32 @@ _SLASH = obj(
     {"challenger": _ACCOUNT, "honest": List(_ACCOUNT, max_items=64, sorted_unique=True)},
 )
 _SHARE = obj({"account": _ACCOUNT, "amount": _AMOUNT})
+_MEMO = Text(min_bytes=1, max_bytes=256)  # absent when empty: one encoding per value
 _CREDIT = obj({"account": _ACCOUNT, "amount": _AMOUNT, "kind": Enum(
-    ("transfer", "payout", "slash_share"))})
+    ("transfer", "payout", "slash_share"))}, {"from": _ACCOUNT, "memo": _MEMO})
+# Every operation's optional validity limit; absent means NO_EXPIRY.
+_EXP = {"exp": Int(min=0, max=NO_EXPIRY - 1)}
+
+
+def _op(required: dict[str, Any], optional: dict[str, Any] | None = None) -> Obj:
+    return obj(required, {**_EXP, **(optional or {})})
+
 
 _OPS: dict[str, Obj] = {
-    "transfer": obj({"id": _ID, "from": _ACCOUNT, "to": _ACCOUNT, "amount": _AMOUNT}),
-    "escrow": obj({"id": _ID, "payer": _ACCOUNT, "escrow": _ID, "amount": _AMOUNT,
+    "transfer": _op({"id": _ID, "from": _ACCOUNT, "to": _ACCOUNT, "amount": _AMOUNT},
+                    {"memo": _MEMO}),
+    "escrow": _op({"id": _ID, "payer": _ACCOUNT, "escrow": _ID, "amount": _AMOUNT,
                    "hold_ms": Int(min=0)}),
-    "bounty": obj({"id": _ID, "payer": _ACCOUNT, "escrow": _ID, "amount": _AMOUNT,
+    "bounty": _op({"id": _ID, "payer": _ACCOUNT, "escrow": _ID, "amount": _AMOUNT,
                    "class": Enum(TASK_CLASSES)}),
-    "release": obj({"id": _ID, "payer": _ACCOUNT, "escrow": _ID,
+    "release": _op({"id": _ID, "payer": _ACCOUNT, "escrow": _ID,
                     "shares": List(_SHARE, max_items=256), "burn": Int(min=0),
                     "slashes": List(_SLASH, max_items=64)}),
-    "cancel": obj({"id": _ID, "payer": _ACCOUNT, "escrow": _ID}),
-    "stake": obj({"id": _ID, "account": _ACCOUNT, "amount": _AMOUNT}),
-    "unstake": obj({"id": _ID, "account": _ACCOUNT, "amount": _AMOUNT}),
-    "complete_unbonding": obj({"id": _ID, "account": _ACCOUNT}),
-    "slash": obj({"id": _ID, "slash": _SLASH}),
+    "cancel": _op({"id": _ID, "payer": _ACCOUNT, "escrow": _ID}),
+    "stake": _op({"id": _ID, "account": _ACCOUNT, "amount": _AMOUNT}),
+    "unstake": _op({"id": _ID, "account": _ACCOUNT, "amount": _AMOUNT}),
+    "complete_unbonding": _op({"id": _ID, "account": _ACCOUNT}),
+    "slash": _op({"id": _ID, "slash": _SLASH}),
     "effects": obj({"source_bucket": Int(max=65535), "source_index": Int(min=1),
                     "seq": Int(), "target_bucket": Int(max=65535), "source_op": _ID,
                     "credits": List(_CREDIT, max_items=512),
@@ -458,10 +512,30 @@ def _slash_from(v: Mapping[str, Any]) -> SlashOrder:
 
 def body_value(body: Body) -> dict[str, Any]:
     """The DAG-CBOR data-model value of an operation or effect batch."""
+    value = _body_value(body)
+    expires = getattr(body, "expires_ms", NO_EXPIRY)
+    if expires != NO_EXPIRY:
+        value["exp"] = expires
+    return value
+
+
+def _credit_value(e: Credit) -> dict[str, Any]:
+    v: dict[str, Any] = {"account": e.account, "amount": e.amount, "kind": e.kind}
+    if e.source:
+        v["from"] = e.source
+    if e.memo:
+        v["memo"] = e.memo
+    return v
+
+
+def _body_value(body: Body) -> dict[str, Any]:
     match body:
         case Transfer():
-            return {"op": "transfer", "id": body.op_id, "from": body.sender,
-                    "to": body.recipient, "amount": body.amount}
+            v = {"op": "transfer", "id": body.op_id, "from": body.sender,
+                 "to": body.recipient, "amount": body.amount}
+            if body.memo:
+                v["memo"] = body.memo
+            return v
         case Escrow():
             return {"op": "escrow", "id": body.op_id, "payer": body.payer,
                     "escrow": body.escrow_id, "amount": body.amount, "hold_ms": body.hold_ms}
@@ -487,8 +561,8 @@ def body_value(body: Body) -> dict[str, Any]:
             return {"op": "effects", "source_bucket": body.source_bucket,
                     "source_index": body.source_index, "seq": body.seq,
                     "target_bucket": body.target_bucket, "source_op": body.source_op_id,
-                    "credits": [{"account": e.account, "amount": e.amount, "kind": e.kind}
-                                for e in body.effects if isinstance(e, Credit)],
+                    "credits": [_credit_value(e) for e in body.effects
+                                if isinstance(e, Credit)],
                     "slashes": [_slash_value(e) for e in body.effects
                                 if isinstance(e, SlashOrder)]}
         case EffectAck():
@@ -501,30 +575,32 @@ def body_from_value(v: Any, path: str = "body") -> Body:
     """Validate a decoded value and build the operation; raises SchemaError naming the field."""
     BODY_SCHEMA.check(v, path)
     kind = v["op"]
+    exp = v.get("exp", NO_EXPIRY)
     if kind == "transfer":
-        return Transfer(v["id"], v["from"], v["to"], v["amount"])
+        return Transfer(v["id"], v["from"], v["to"], v["amount"], v.get("memo", ""), exp)
     if kind == "escrow":
-        return Escrow(v["id"], v["payer"], v["escrow"], v["amount"], v["hold_ms"])
+        return Escrow(v["id"], v["payer"], v["escrow"], v["amount"], v["hold_ms"], exp)
     if kind == "bounty":
-        return Bounty(v["id"], v["payer"], v["escrow"], v["amount"], v["class"])
+        return Bounty(v["id"], v["payer"], v["escrow"], v["amount"], v["class"], exp)
     if kind == "release":
         return Release(v["id"], v["payer"], v["escrow"],
                        tuple(Share(s["account"], s["amount"]) for s in v["shares"]),
-                       v["burn"], tuple(_slash_from(s) for s in v["slashes"]))
+                       v["burn"], tuple(_slash_from(s) for s in v["slashes"]), exp)
     if kind == "cancel":
-        return Cancel(v["id"], v["payer"], v["escrow"])
+        return Cancel(v["id"], v["payer"], v["escrow"], exp)
     if kind == "stake":
-        return Stake(v["id"], v["account"], v["amount"])
+        return Stake(v["id"], v["account"], v["amount"], exp)
     if kind == "unstake":
-        return Unstake(v["id"], v["account"], v["amount"])
+        return Unstake(v["id"], v["account"], v["amount"], exp)
     if kind == "complete_unbonding":
-        return CompleteUnbonding(v["id"], v["account"])
+        return CompleteUnbonding(v["id"], v["account"], exp)
     if kind == "slash":
-        return Slash(v["id"], _slash_from(v["slash"]))
+        return Slash(v["id"], _slash_from(v["slash"]), exp)
     if kind == "effect_ack":
         return EffectAck(v["target_bucket"], v["applied_seq"])
     # Credits first, then slashes: the order `_emit` builds them in.
-    effects: list[Effect] = [Credit(c["account"], c["amount"], c["kind"]) for c in v["credits"]]
+    effects: list[Effect] = [Credit(c["account"], c["amount"], c["kind"], c.get("from", b""),
+                                    c.get("memo", "")) for c in v["credits"]]
     effects += [_slash_from(s) for s in v["slashes"]]
     return EffectBatch(v["source_bucket"], v["source_index"], v["seq"], v["target_bucket"],
                        v["source_op"], tuple(effects))
@@ -612,6 +688,11 @@ class _Account:
     def unbonding_total(self) -> int:
         return sum(u.amount for u in self.unbonding)
 
+    def copy(self) -> _Account:
+        return _Account(self.balance, self.locked, self.escrowed,
+                        [Unbonding(u.amount, u.complete_ms) for u in self.unbonding],
+                        self.violations)
+
 
 @dataclass(frozen=True, slots=True)
 class AccountView:
@@ -659,6 +740,10 @@ class AuditRecord:
     emitted: tuple[tuple[int, int], ...] = ()  # (target bucket, seq) of batches sent
     error_code: str = ""
     error: str = ""
+    # The other side: a transfer's recipient, or the account credits came from; and the
+    # transfer's memo. Empty when there is none.
+    counterparty: bytes = b""
+    memo: str = ""
 
     @property
     def ok(self) -> bool:
@@ -717,21 +802,76 @@ def genesis_supply(genesis: Genesis) -> int:
     return total
 
 
-class _Tx:
-    """The changes one entry makes, recorded as they are made. Handlers validate first and
-    mutate only through this afterwards, so a refused entry leaves it empty."""
+_MISSING: Any = object()
 
-    __slots__ = ("changes", "ledger", "outbound")
+
+class _Tx:
+    """The changes one entry makes, recorded as they are made, and what they replaced.
+
+    Handlers validate first and mutate only through this afterwards, so a refused entry
+    leaves it empty. Every write to the ledger's state while an entry applies goes
+    through it (accounts, escrows, counters, the outbox, the dedupe sets), and the first
+    write to each item saves what it held: should applying raise midway (a bug, not a
+    rule), `rollback` puts back the state the entry found, so no replica ever keeps half
+    an entry."""
+
+    __slots__ = ("_attrs", "_items", "_saved", "changes", "ledger", "outbound", "popped")
 
     def __init__(self, ledger: BucketLedger) -> None:
         self.ledger = ledger
         self.changes: list[Change] = []
         self.outbound: dict[int, list[Effect]] = {}
+        self._saved: dict[bytes, _Account | None] = {}  # account -> before (None: absent)
+        self._items: list[tuple[dict[Any, Any], Any, Any]] = []  # (mapping, key, before)
+        self._attrs: dict[str, Any] = {}
+        self.popped: list[tuple[int, bytes]] = []  # taken off the expiry heap
+
+    # -- the journal
+
+    def acct(self, account: bytes) -> _Account:
+        """The account, to be changed (created if absent)."""
+        if account not in self._saved:
+            before = self.ledger._accounts.get(account)
+            self._saved[account] = None if before is None else before.copy()
+        return self.ledger._acct(account)
+
+    def save_item(self, mapping: dict[Any, Any], key: Any) -> None:
+        """Before `mapping[key]` changes (values that are sets or dicts are copied)."""
+        before = mapping.get(key, _MISSING)
+        if isinstance(before, set | dict):
+            before = before.copy()
+        self._items.append((mapping, key, before))
+
+    def save_attr(self, name: str) -> None:
+        if name not in self._attrs:
+            self._attrs[name] = getattr(self.ledger, name)
+
+    def rollback(self) -> None:
+        led = self.ledger
+        for name, before in self._attrs.items():
+            setattr(led, name, before)
+        for mapping, key, old in reversed(self._items):
+            if old is _MISSING:
+                mapping.pop(key, None)
+            else:
+                mapping[key] = old
+        for account, saved in self._saved.items():
+            if saved is None:
+                led._accounts.pop(account, None)
+            else:
+                led._accounts[account] = saved
+        for item in self.popped:
+            heapq.heappush(led._expiries, item)
+        led._ops_digest = None
+        self.changes.clear()
+        self.outbound.clear()
+
+    # -- changes
 
     def move(self, account: bytes, fld: str, delta: int) -> None:
         if delta == 0:
             return
-        acct = self.ledger._acct(account)
+        acct = self.acct(account)
         value = getattr(acct, fld) + delta
         assert value >= 0, f"{fld} of {account.hex()} would go negative"
         setattr(acct, fld, value)
@@ -739,10 +879,12 @@ class _Tx:
 
     def burn(self, amount: int) -> None:
         if amount:
+            self.save_attr("_burned")
             self.ledger._burned += amount
             self.changes.append(Change(b"", "burned", amount))
 
-    def credit(self, account: bytes, amount: int, kind: str) -> None:
+    def credit(self, account: bytes, amount: int, kind: str, source: bytes = b"",
+               memo: str = "") -> None:
         """Local accounts are credited now; others get an effect."""
         if amount <= 0:
             return
@@ -750,7 +892,8 @@ class _Tx:
             self.move(account, "balance", amount)
         else:
             target = bucket_of(account, self.ledger.bucket_count)
-            self.outbound.setdefault(target, []).append(Credit(account, amount, kind))
+            self.outbound.setdefault(target, []).append(
+                Credit(account, amount, kind, source, memo))
 
     def slash_remote(self, order: SlashOrder) -> None:
         target = bucket_of(order.account, self.ledger.bucket_count)
@@ -782,11 +925,17 @@ class BucketLedger:
         # Batches sent and not yet acknowledged, target -> seq -> batch. Replicated state,
         # so whichever replica leads the bucket next can send them again.
         self._outbox: dict[int, dict[int, EffectBatch]] = {}
-        self._seen_ops: set[bytes] = set()
+        # Every operation id decided here whose validity limit the bucket's clock has not
+        # passed, with that limit. After it the id is forgotten: no operation carrying it
+        # can be applied any more (it would be refused as expired), so the set holds only
+        # the ids of a window of bucket time (`op_validity_ms_max`) and never lets an old
+        # operation apply twice. `_expiries` is the same as a heap, to forget in order.
+        self._seen_ops: dict[bytes, int] = {}
+        self._expiries: list[tuple[int, bytes]] = []
         self._ops_digest: bytes | None = None  # cache: sorting every id dominates `root`
         self._last_index = 0
         self._last_ts_ms = 0
-        self._audit: list[AuditRecord] = []
+        self._audit: deque[AuditRecord] = deque(maxlen=AUDIT_RECORDS_MAX)
 
     @classmethod
     def from_genesis(cls, genesis: Genesis, bucket: int) -> BucketLedger:
@@ -823,7 +972,9 @@ class BucketLedger:
 
     def history(self, account: bytes | None = None) -> list[AuditRecord]:
         """The audit trail, oldest first; with `account`, the entries it submitted (refused
-        ones too) and those that changed it."""
+        ones too) and those that changed it. It holds this bucket's entries of the last
+        AUDIT_WINDOW_MS of bucket time, at most AUDIT_RECORDS_MAX of them, since this
+        replica started or restored a snapshot."""
         if account is None:
             return list(self._audit)
         return [r for r in self._audit
@@ -864,7 +1015,9 @@ class BucketLedger:
     def state_value(self) -> dict[str, Any]:
         """Canonical value of the whole state (the audit trail excepted)."""
         if self._ops_digest is None:
-            self._ops_digest = hashlib.sha256(b"".join(sorted(self._seen_ops))).digest()
+            self._ops_digest = hashlib.sha256(b"".join(
+                op + exp.to_bytes(8, "big") for op, exp in sorted(self._seen_ops.items()))
+            ).digest()
         ops = self._ops_digest
         return {
             "bucket": self.bucket,
@@ -895,13 +1048,14 @@ class BucketLedger:
         the outbox in full. The audit trail is not included (it is history, not state)."""
         value = self.state_value()
         value["v"] = 1
-        value["ops"] = sorted(self._seen_ops)
+        value["ops"] = [[op, exp] for op, exp in sorted(self._seen_ops.items())]
         value["outbox"] = [body_value(b) for b in self.outbox()]
         return cbor.encode(value)
 
     @classmethod
     def restore(cls, params: Mapping[str, int], data: bytes) -> BucketLedger:
-        """Rebuild a bucket from `snapshot()` bytes; the result has the same root."""
+        """Rebuild a bucket from `snapshot()` bytes; the result has the same root.
+        Raises DecodeError for anything else (a snapshot is input from a peer)."""
         v = cbor.decode(data, SNAPSHOT_LIMITS)
         try:
             led = cls(params, v["bucket"])
@@ -918,13 +1072,18 @@ class BucketLedger:
                 led._in_next[source] = nxt
                 if ahead:
                     led._in_ahead[source] = set(ahead)
-            led._seen_ops = set(v["ops"])
+            for op, exp in v["ops"]:
+                if not isinstance(op, bytes) or not isinstance(exp, int):
+                    raise DecodeError("snapshot.ops", "not an [op id, expiry] pair")
+                led._seen_ops[op] = exp
+            led._expiries = sorted((exp, op) for op, exp in led._seen_ops.items())
             for raw in v["outbox"]:
                 batch = body_from_value(raw, "snapshot.outbox")
-                assert isinstance(batch, EffectBatch)
+                if not isinstance(batch, EffectBatch):
+                    raise DecodeError("snapshot.outbox", "holds something else than a batch")
                 led._outbox.setdefault(batch.target_bucket, {})[batch.seq] = batch
             led._last_index, led._last_ts_ms = v["last"]
-        except (KeyError, TypeError, ValueError, AssertionError, SchemaError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, SchemaError) as exc:
             raise DecodeError("snapshot", f"not a ledger snapshot: {exc}") from None
         if led.snapshot() != bytes(data):
             raise DecodeError("snapshot", "ledger snapshot is not in canonical form")
@@ -936,19 +1095,55 @@ class BucketLedger:
         """Has an operation with this id been applied or refused here?"""
         return op_id in self._seen_ops
 
-    def record_other(self, index: int, ts_ms: int, op_id: bytes, kind: str, account: bytes,
-                     cause: str, error: ProtocolError | None = None) -> AuditRecord:
+    def transaction(self) -> _Tx:
+        """A journal for writes another rule makes through this ledger (`record_other`),
+        to roll back with the rest of an entry."""
+        return _Tx(self)
+
+    def check_window(self, op_id: bytes, expires_ms: int, ts_ms: int) -> None:
+        """The rules every operation id meets before anything else: not decided yet
+        (DuplicateOp), not expired (Expired), not valid for longer than
+        `op_validity_ms_max` from now (ValidityTooLong). Called with the bucket's clock
+        after `forget_expired(ts_ms)`."""
+        if op_id in self._seen_ops:
+            raise DuplicateOp("op_id", f"operation {op_id.hex()[:16]} was already decided")
+        if expires_ms < ts_ms:
+            raise Expired("valid_until_ms", f"the operation expired "
+                                             f"{format_duration(ts_ms - expires_ms)} ago")
+        limit = self.params["op_validity_ms_max"]
+        if expires_ms != NO_EXPIRY and expires_ms - ts_ms > limit:
+            raise ValidityTooLong("valid_until_ms", f"valid for "
+                                  f"{format_duration(expires_ms - ts_ms)}; at most "
+                                  f"{format_duration(limit)} ahead is allowed")
+
+    def forget_expired(self, ts_ms: int, tx: _Tx) -> None:
+        """Forget the decided ids whose validity limit the clock has passed (no operation
+        carrying one can be applied any more: it would be refused as expired)."""
+        heap = self._expiries
+        while heap and heap[0][0] < ts_ms:
+            exp, op = heapq.heappop(heap)
+            if self._seen_ops.get(op) == exp:  # else superseded (a rolled-back entry)
+                tx.save_item(self._seen_ops, op)
+                del self._seen_ops[op]
+                tx.save_attr("_ops_digest")
+                self._ops_digest = None
+                tx.popped.append((exp, op))
+
+    def record_other(self, index: int, ts_ms: int, op_id: bytes, expires_ms: int, kind: str,
+                     account: bytes, cause: str, error: ProtocolError | None = None,
+                     tx: _Tx | None = None) -> AuditRecord:
         """Decide `op_id` for an operation another rule applied in this bucket's log
         (a verifier pool change) and add it to the audit trail, so that every id has one
-        outcome across everything the bucket orders; with `error` a `DuplicateOp` it is
-        only audited. Changes no balance and not `last`."""
-        if not isinstance(error, DuplicateOp):  # a repeat keeps the first outcome
-            assert op_id not in self._seen_ops, "check is_decided first"
-            self._decide(op_id)
+        outcome across everything the bucket orders; with `error` a DuplicateOp, Expired
+        or ValidityTooLong it is only audited. Changes no balance and not `last`."""
+        if not isinstance(error, _NOT_DECIDED):  # a repeat keeps the first outcome
+            if op_id in self._seen_ops:
+                raise LocalProtocolError("op_id", "record_other: check_window first")
+            self._decide(op_id, expires_ms, tx if tx is not None else _Tx(self))
         record = AuditRecord(index, ts_ms, op_id, kind, account, cause, (),
                              error_code=error.code if error else "",
                              error=error.reason if error else "")
-        self._audit.append(record)
+        self._remember(record)
         return record
 
     # -- validation without applying
@@ -979,38 +1174,65 @@ class BucketLedger:
             # Not this bucket's next entry at all: a bug in the shell. Record nothing.
             return Applied(AuditRecord(entry.index, entry.ts_ms, op_id, kind, home, "", (),
                                        error_code=exc.code, error=exc.reason), (), exc)
+        tx = _Tx(self)
+        try:
+            return self._apply(entry, tx, op_id, home, kind)
+        except BaseException:
+            tx.rollback()  # a bug, not a rule: the entry never happened here
+            raise
+
+    def _apply(self, entry: LedgerEntry, tx: _Tx, op_id: bytes, home: bytes,
+               kind: str) -> Applied:
+        body = entry.body
+        tx.save_attr("_last_index")
+        tx.save_attr("_last_ts_ms")
         self._last_index = entry.index
         self._last_ts_ms = entry.ts_ms
-        tx = _Tx(self)
+        self.forget_expired(entry.ts_ms, tx)
         cause = _cause(body)
         error: LedgerError | None = None
         try:
             if isinstance(body, EffectBatch):
                 self._apply_batch(body, entry.ts_ms, tx)
             elif isinstance(body, EffectAck):
-                self._apply_ack(body)
+                self._apply_ack(body, tx)
             else:
                 self._validate(body, entry.ts_ms)
-                self._decide(body.op_id)
+                self._decide(body.op_id, body.expires_ms, tx)
                 self._mutate(body, entry.ts_ms, tx)
         except LedgerError as exc:
-            assert not tx.changes and not tx.outbound, "rules must be checked before mutating"
+            if tx.changes or tx.outbound:
+                raise AssertionError("rules must be checked before mutating") from exc
             error = exc
-            if not isinstance(body, EffectBatch | EffectAck) and not isinstance(exc, DuplicateOp):
-                self._decide(body.op_id)  # an op id is decided once: applied or refused
+            if not isinstance(body, EffectBatch | EffectAck) and not isinstance(
+                    exc, _NOT_DECIDED):
+                self._decide(body.op_id, body.expires_ms, tx)  # decided once: applied or refused
         batches = self._emit(tx, entry.index, op_id)
         self._prune(tx)
+        counterparty, memo = _other_side(body)
         record = AuditRecord(entry.index, entry.ts_ms, op_id, kind, home, cause,
                              tuple(tx.changes), tuple((b.target_bucket, b.seq) for b in batches),
-                             error.code if error else "", error.reason if error else "")
-        self._audit.append(record)
+                             error.code if error else "", error.reason if error else "",
+                             counterparty, memo)
+        self._remember(record)
         return Applied(record, batches, error)
 
     # -- internals
 
-    def _decide(self, op_id: bytes) -> None:
-        self._seen_ops.add(op_id)
+    def _remember(self, record: AuditRecord) -> None:
+        audit = self._audit
+        audit.append(record)  # the deque drops the oldest past AUDIT_RECORDS_MAX
+        horizon = record.ts_ms - AUDIT_WINDOW_MS
+        while audit and audit[0].ts_ms < horizon:
+            audit.popleft()
+
+    def _decide(self, op_id: bytes, expires_ms: int, tx: _Tx) -> None:
+        tx.save_item(self._seen_ops, op_id)
+        tx.save_attr("_ops_digest")
+        self._seen_ops[op_id] = expires_ms
         self._ops_digest = None
+        if expires_ms != NO_EXPIRY:
+            heapq.heappush(self._expiries, (expires_ms, op_id))
 
     def _acct(self, account: bytes) -> _Account:
         a = self._accounts.get(account)
@@ -1023,6 +1245,7 @@ class BucketLedger:
 
     def _prune(self, tx: _Tx) -> None:
         # An all-zero account is no account: keeps the state (and its root) canonical.
+        # Every account in `changes` was saved by the journal when it changed.
         for c in tx.changes:
             a = self._accounts.get(c.account)
             if a is not None and a.empty():
@@ -1036,9 +1259,12 @@ class BucketLedger:
             effects = ([e for e in effects if isinstance(e, Credit)]
                        + [e for e in effects if isinstance(e, SlashOrder)])
             seq = self._out_seq.get(target, 0)
+            tx.save_item(self._out_seq, target)
             self._out_seq[target] = seq + 1
+            tx.save_attr("_credits_out")
             self._credits_out += sum(e.amount for e in effects if isinstance(e, Credit))
             batch = EffectBatch(self.bucket, index, seq, target, op_id, tuple(effects))
+            tx.save_item(self._outbox, target)
             self._outbox.setdefault(target, {})[seq] = batch
             out.append(batch)
         return tuple(out)
@@ -1054,8 +1280,7 @@ class BucketLedger:
 
     def _validate(self, op: Op, ts_ms: int) -> None:
         self._require_home(op.home, "account")
-        if op.op_id in self._seen_ops:
-            raise DuplicateOp("op_id", f"operation {op.op_id.hex()[:16]} was already decided")
+        self.check_window(op.op_id, op.expires_ms, ts_ms)
         unit = self.unit
         match op:
             case Transfer():
@@ -1148,7 +1373,7 @@ class BucketLedger:
         match op:
             case Transfer():
                 tx.move(op.sender, "balance", -op.amount)
-                tx.credit(op.recipient, op.amount, "transfer")
+                tx.credit(op.recipient, op.amount, "transfer", op.sender, op.memo)
             case Escrow() | Bounty():
                 if isinstance(op, Bounty):
                     hold = self.params["escrow_hold_factor"] * self.params["challenge_window_ms"]
@@ -1157,20 +1382,23 @@ class BucketLedger:
                     hold, task_class = op.hold_ms, ""
                 tx.move(op.payer, "balance", -op.amount)
                 tx.move(op.payer, "escrowed", op.amount)
+                tx.save_item(self._escrows, (op.payer, op.escrow_id))
                 self._escrows[(op.payer, op.escrow_id)] = OpenEscrow(
                     op.escrow_id, op.payer, op.amount, ts_ms, ts_ms + hold, task_class)
             case Release():
+                tx.save_item(self._escrows, (op.payer, op.escrow_id))
                 esc = self._escrows.pop((op.payer, op.escrow_id))
                 tx.move(op.payer, "escrowed", -esc.amount)
                 tx.burn(op.burn)
                 for s in op.shares:
-                    tx.credit(s.account, s.amount, "payout")
+                    tx.credit(s.account, s.amount, "payout", op.payer)
                 for order in op.slashes:
                     if self.owns(order.account):
                         self._slash(order, tx)
                     else:
                         tx.slash_remote(order)
             case Cancel():
+                tx.save_item(self._escrows, (op.payer, op.escrow_id))
                 esc = self._escrows.pop((op.payer, op.escrow_id))
                 tx.move(op.payer, "escrowed", -esc.amount)
                 tx.move(op.payer, "balance", esc.amount)
@@ -1179,11 +1407,11 @@ class BucketLedger:
                 tx.move(op.account, "locked", op.amount)
             case Unstake():
                 tx.move(op.account, "locked", -op.amount)
-                acct = self._acct(op.account)
+                acct = tx.acct(op.account)
                 acct.unbonding.append(Unbonding(op.amount, ts_ms + self.params["unbonding_ms"]))
                 tx.changes.append(Change(op.account, "unbonding", op.amount))
             case CompleteUnbonding():
-                acct = self._acct(op.account)
+                acct = tx.acct(op.account)
                 done = [u for u in acct.unbonding if u.complete_ms <= ts_ms]
                 acct.unbonding = [u for u in acct.unbonding if u.complete_ms > ts_ms]
                 total = sum(u.amount for u in done)
@@ -1209,11 +1437,11 @@ class BucketLedger:
     def _slash(self, order: SlashOrder, tx: _Tx) -> None:
         amount = self.slash_amount(order)
         if order.reason == "policy_violation":
-            self._acct(order.account).violations += 1
+            tx.acct(order.account).violations += 1
             tx.changes.append(Change(order.account, "violations", 1))
         if amount == 0:
             return  # nothing at stake: no account is created just to hold zeros
-        acct = self._acct(order.account)
+        acct = tx.acct(order.account)
         take = min(amount, acct.locked)
         tx.move(order.account, "locked", -take)
         rest = amount - take
@@ -1230,13 +1458,14 @@ class BucketLedger:
         shares, burn = split_challenge(amount, order.challenger, order.honest, self.params)
         tx.burn(burn)
         for s in shares:
-            tx.credit(s.account, s.amount, "slash_share")
+            tx.credit(s.account, s.amount, "slash_share", order.account)
 
-    def _apply_ack(self, ack: EffectAck) -> None:
+    def _apply_ack(self, ack: EffectAck, tx: _Tx) -> None:
         sent = self._out_seq.get(ack.target_bucket, 0)
         if not 0 <= ack.applied_seq <= sent:
             raise InvalidOp("applied_seq", f"bucket {ack.target_bucket} cannot have applied "
                                            f"{ack.applied_seq} batches; {sent} were sent")
+        tx.save_item(self._outbox, ack.target_bucket)
         pending = self._outbox.get(ack.target_bucket, {})
         for seq in [q for q in pending if q < ack.applied_seq]:
             del pending[seq]
@@ -1261,6 +1490,8 @@ class BucketLedger:
                 self._check_order(e, f"effects[{i}]")
             elif e.amount <= 0:
                 raise InvalidOp(f"effects[{i}].amount", "a credit must be positive")
+        tx.save_item(self._in_next, src)
+        tx.save_item(self._in_ahead, src)
         if seq == nxt:
             nxt += 1
             while nxt in ahead:
@@ -1273,12 +1504,27 @@ class BucketLedger:
             self._in_ahead[src] = ahead
         else:
             self._in_ahead.pop(src, None)
+        tx.save_attr("_credits_in")
         for e in batch.effects:
             if isinstance(e, Credit):
                 self._credits_in += e.amount
                 tx.move(e.account, "balance", e.amount)
             else:
                 self._slash(e, tx)
+
+
+_NOT_DECIDED = (DuplicateOp, Expired, ValidityTooLong)
+
+
+def _other_side(body: Body) -> tuple[bytes, str]:
+    """(counterparty, memo) for the audit trail."""
+    if isinstance(body, Transfer):
+        return body.recipient, body.memo
+    if isinstance(body, EffectBatch):
+        for e in body.effects:
+            if isinstance(e, Credit):
+                return e.source, e.memo
+    return b"", ""
 
 
 def _cause(body: Body) -> str:

@@ -4,13 +4,22 @@ Owns how each verb becomes plan ops, causal delivery (an envelope waits until ev
 envelope it references has been applied, so the Lamport check of P3 gives the same
 answer in every delivery order), duplicate suppression, and the counts a replay reports.
 Same log in, same snapshot bytes and the same Merkle root out.
+
+Applying one envelope never raises: a rule it breaks (`lamport_reversal`) or an
+unexpected exception while turning it into plan ops (a bug, code `internal`) rejects
+that envelope alone, and the replica goes on with the next. Every rejection, of the
+envelope received or of a pending one its arrival released, is also handed to
+`on_reject`, so a node can forget what it will never apply and log what it could not.
+A fault midway through an envelope's plan ops leaves the ops before it applied (the plan
+is a set of ops, so that is a state like any other, and every replica running the same
+code stops at the same op).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -83,6 +92,9 @@ class Replica:
     duplicates: int = 0
     received: int = 0
     dropped_pending: int = 0
+    # Told of every envelope `_apply` rejects (it is never applied): the error is a
+    # RemoteProtocolError for a broken rule, anything else for a fault of ours.
+    on_reject: Callable[[Envelope, Exception], None] | None = None
 
     def receive(self, wire: bytes, *, verify: bool = True) -> tuple[Outcome, Any]:
         """Bytes from the wire or a log. Returns (outcome, envelope or error)."""
@@ -124,18 +136,44 @@ class Replica:
                     ready.append(waiter_id)
         return outcome
 
+    def known_lamport(self, envelope_id: Cid) -> int | None:
+        """The Lamport time of an envelope this replica knows: applied, or held as
+        pending (stored, waiting for refs of its own); None if unknown."""
+        t = self.applied.get(envelope_id)
+        if t is None:
+            waiting = self.pending.get(envelope_id)
+            t = waiting.lamport if waiting is not None else None
+        return t
+
+    def ref_lamports(self, env: Envelope) -> list[int]:
+        """The Lamport times of `env`'s refs that this replica knows."""
+        return [t for t in map(self.known_lamport, env.refs) if t is not None]
+
+    def check_known_refs(self, env: Envelope) -> None:
+        """Raise LamportReversal if `env` is not after every ref whose time is known
+        here. An envelope that passes may still fail once the rest of its refs arrive;
+        one that fails would never be applied, whatever arrives later."""
+        check_refs(env.lamport, self.ref_lamports(env))
+
     def _apply(self, env: Envelope) -> tuple[Outcome, Any]:
         try:
             check_refs(env.lamport, (self.applied[r] for r in env.refs))
             ops = plan_ops(env)
+            self.plan.apply_all(ops)
         except RemoteProtocolError as exc:
-            self.rejected[exc.code] += 1
-            return Outcome.REJECTED, exc
-        self.plan.apply_all(ops)
+            return self._reject(env, exc, exc.code)
+        except Exception as exc:  # noqa: BLE001 - a bug costs this envelope, not the replica
+            return self._reject(env, exc, "internal")
         self.applied[env.id] = env.lamport
         self.clock.observe(env.lamport)
         self.kinds[env.kind] += 1
         return Outcome.ACCEPTED, env
+
+    def _reject(self, env: Envelope, exc: Exception, code: str) -> tuple[Outcome, Any]:
+        self.rejected[code] += 1
+        if self.on_reject is not None:
+            self.on_reject(env, exc)
+        return Outcome.REJECTED, exc
 
     def summary(self) -> dict[str, Any]:
         plan = self.plan

@@ -51,6 +51,17 @@ class IdSet:
         self._count += 1
         return True
 
+    def discard(self, envelope_id: Cid) -> bool:
+        """Remove an id if present; returns whether it was."""
+        b = bucket_of(envelope_id)
+        bucket = self._buckets[b]
+        if envelope_id.raw not in bucket:
+            return False
+        bucket.discard(envelope_id.raw)
+        self._digests[b] = None
+        self._count -= 1
+        return True
+
     def digest(self, b: int) -> bytes:
         d = self._digests[b]
         if d is None:

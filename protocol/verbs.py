@@ -38,6 +38,14 @@ DURATION_MS = Int(min=1)
 REASON = Text(max_bytes=256)
 SHORT_TEXT = Text(max_bytes=64)
 CAPABILITIES = List(Text(max_bytes=64, min_bytes=1), max_items=32, sorted_unique=True)
+# Every ledger verb carries a client-chosen operation id and a validity limit. The
+# operation is (sender, op_id, valid_until_ms): a retry that reuses both is the same
+# operation, applied at most once; after `valid_until_ms` (bucket time) the bucket refuses
+# it, so an old signed envelope cannot be applied weeks later (docs/LEDGER.md).
+OP_ID = Bytes(16)
+LEDGER_OP = {"op_id": OP_ID, "valid_until_ms": Int(min=1)}
+LEDGER_KINDS = ("TRANSFER", "STAKE", "UNSTAKE", "COMPLETE_UNBONDING", "POOL_REGISTER",
+                "POOL_LEAVE")
 TASK_CLASSES = ("simple", "complex", "critical")
 TASK_CLASS = Enum(TASK_CLASSES)
 
@@ -210,22 +218,24 @@ PAYLOADS: Mapping[str, Obj] = {
         }
     ),
     # Ledger and staking.
-    "TRANSFER": obj({"to": ACCOUNT, "amount": AMOUNT}, {"memo": REASON}),
-    "STAKE": obj({"amount": AMOUNT}),
-    "UNSTAKE": obj({"amount": AMOUNT}),
-    "COMPLETE_UNBONDING": obj({}),
+    "TRANSFER": obj({"to": ACCOUNT, "amount": AMOUNT, **LEDGER_OP}, {"memo": REASON}),
+    "STAKE": obj({"amount": AMOUNT, **LEDGER_OP}),
+    "UNSTAKE": obj({"amount": AMOUNT, **LEDGER_OP}),
+    "COMPLETE_UNBONDING": obj({**LEDGER_OP}),
     "POOL_REGISTER": obj(
         {
             "capabilities": CAPABILITIES,
             "org": SHORT_TEXT,
             "asn": Int(min=0, max=2**32 - 1),
             "region": SHORT_TEXT,
+            **LEDGER_OP,
         }
     ),
-    "POOL_LEAVE": obj({}),
+    "POOL_LEAVE": obj({**LEDGER_OP}),
 }
 
 KINDS: tuple[str, ...] = tuple(PAYLOADS)
+assert set(LEDGER_KINDS) <= set(KINDS)
 KIND_FIELD = Enum(KINDS)
 
 

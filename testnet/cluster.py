@@ -4,10 +4,16 @@ Owns the testnet layout, which scripts rely on: node i's home is `DIR/node{i}` (
 `DIR/node{i}/node.log`, its stdout/stderr `DIR/node{i}/stdio.log`), the genesis is
 `DIR/genesis.json`, and `DIR/testnet.json` records pids and API addresses. Nodes are
 driven only through the CLI's own modules and the control API, like any user would.
+
+A recorded pid is only a hint: the node may have been restarted by hand since (its pid
+is then in its home's `api.json`), and the pid of a node that exited may belong to any
+other program by now. So a process is taken for a member's node, and signalled, only
+if it is a live `swarm-node start` of that member's home (`runs_node`, from /proc).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,7 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from swarm.node.client import ApiError, Client
-from swarm.node.home import HomeError, create_identity, load_identity, write_atomic
+from swarm.node.home import (
+    DEFAULT_HOME,
+    HomeError,
+    create_identity,
+    load_identity,
+    read_api,
+    read_config,
+    write_atomic,
+    write_config,
+)
 from swarm.node.p2p import key_pair, peer_id_of
 from swarm.policy_wasm.host import committed_cid
 from swarm.protocol import genesis as genesis_mod
@@ -65,6 +80,52 @@ def node_cmd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "swarm.cli.main"]
 
 
+def _home_of(args: list[str], environ: dict[str, str], cwd: Path) -> Path:
+    """The home a `swarm-node` command line runs on, as the CLI resolves it."""
+    home: str | None = None
+    for i, arg in enumerate(args):
+        if arg == "--home" and i + 1 < len(args):
+            home = args[i + 1]
+        elif arg.startswith("--home="):
+            home = arg.removeprefix("--home=")
+    if home is None:
+        home = environ.get("SWARM_HOME") or DEFAULT_HOME
+    if home.startswith("~"):
+        home = environ.get("HOME", "~") + home[1:]
+    return cwd / home  # an absolute home stays as it is
+
+
+def runs_node(pid: int, home: Path) -> bool:
+    """Whether process `pid` is a live (not zombie) `swarm-node start` of `home`."""
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/self").exists():  # no /proc here: ask the node (identity checked)
+        return _api_pid(home) == pid
+    try:
+        if (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+            return False  # exited, not yet reaped
+        args = [a.decode(errors="replace")
+                for a in (proc / "cmdline").read_bytes().split(b"\0")[:-1]]
+        if not (any(Path(a).name == "swarm-node" or a == "swarm.cli.main" for a in args)
+                and "start" in args):
+            return False
+        environ = dict(item.decode(errors="replace").partition("=")[::2]
+                       for item in (proc / "environ").read_bytes().split(b"\0") if item)
+        return _home_of(args, environ, (proc / "cwd").resolve()).resolve() == home.resolve()
+    except OSError:  # gone meanwhile, or not ours to read
+        return False
+
+
+def _api_pid(home: Path) -> int | None:
+    try:
+        c = Client(home, timeout_s=5)
+        try:
+            return int(c.get("/status")["pid"])
+        finally:
+            c.close()
+    except (HomeError, ApiError, KeyError, TypeError, ValueError):
+        return None
+
+
 @dataclass
 class Member:
     index: int
@@ -73,18 +134,16 @@ class Member:
     addr: str
 
     def alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        # A zombie (exited, not yet reaped) still answers kill(0).
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                return f.read().split(")")[-1].split()[0] != "Z"
-        except OSError:
-            return True
+        """Whether the recorded process is still this member's node."""
+        return runs_node(self.pid, self.home)
+
+    def running_pids(self) -> list[int]:
+        """The processes running this member's node now: the recorded one, and the one
+        its home's api.json names (a node restarted by hand), if they still are."""
+        pids = [self.pid]
+        with contextlib.suppress(HomeError, KeyError, TypeError, ValueError):
+            pids.append(int(read_api(self.home)["pid"]))
+        return [pid for pid in dict.fromkeys(pids) if runs_node(pid, self.home)]
 
 
 def load_state(directory: Path) -> list[Member]:
@@ -112,12 +171,14 @@ def save_state(directory: Path, members: list[Member]) -> None:
 
 
 def prepare(directory: Path, n: int, hosts: list[str] | None = None,
-            port: int = 4001) -> list[tuple[Path, str]]:
+            port: int = 4001, *, decide_unknown_needs: bool = False
+            ) -> list[tuple[Path, str]]:
     """Keys, a genesis naming all nodes as validators, and each home's config.
 
     By default every node listens on its own free loopback port. With `hosts`, node i
     listens on `hosts[i]`:`port` instead (nodes in their own network namespaces, each
-    with its own address, can all use the same port)."""
+    with its own address, can all use the same port). `decide_unknown_needs` goes into
+    each config (see `up`)."""
     if hosts is not None and len(hosts) != n:
         raise TestnetError(f"{n} nodes need {n} hosts, not {len(hosts)}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -176,6 +237,7 @@ def prepare(directory: Path, n: int, hosts: list[str] | None = None,
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise TestnetError(f"init of {home} failed: {result.stderr.strip()}")
+        write_config(home, {**read_config(home), "decide_unknown_needs": decide_unknown_needs})
     return plan
 
 
@@ -210,9 +272,11 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str,
 
 
 def up(directory: Path, n: int, progress: Callable[[str, int], None] | None = None,
-       timeout_s: float = 90) -> list[Member]:
+       timeout_s: float = 90, *, decide_unknown_needs: bool = False) -> list[Member]:
+    """Prepare and start n nodes; `decide_unknown_needs` lets them decide made-up NEED
+    ids (benchmarks that target buckets; node/decide_service.py)."""
     try:
-        running = [m for m in load_state(directory) if m.alive()]
+        running = [m for m in load_state(directory) if m.running_pids()]
     except TestnetError:
         running = []
     if running:
@@ -220,7 +284,7 @@ def up(directory: Path, n: int, progress: Callable[[str, int], None] | None = No
                            f"running; `swarm-testnet down --dir {directory}` first")
     for home in directory.glob("node*"):
         (home / "api.json").unlink(missing_ok=True)
-    plan = prepare(directory, n)
+    plan = prepare(directory, n, decide_unknown_needs=decide_unknown_needs)
     members = [start_member(i, home, addr) for i, (home, addr) in enumerate(plan)]
     save_state(directory, members)
     for m in members:
@@ -237,19 +301,35 @@ def up(directory: Path, n: int, progress: Callable[[str, int], None] | None = No
 
 
 def down(directory: Path, timeout_s: float = 15) -> list[tuple[Member, str]]:
-    members = load_state(directory)
-    for m in members:
-        if m.alive():
-            os.kill(m.pid, signal.SIGTERM)
+    """SIGTERM every member's running node (see `Member.running_pids`), SIGKILL what is
+    still that node after `timeout_s`. Returns each member, with the pid it ran as, and
+    "stopped", "killed" or "not running"."""
+    running = [(m, m.running_pids()) for m in load_state(directory)]
+    for m, pids in running:
+        for pid in pids:
+            _signal(pid, m.home, signal.SIGTERM)
     results = []
-    for m in members:
+    for m, pids in running:
+        if not pids:
+            results.append((m, "not running"))
+            continue
         try:
-            wait_until(lambda m=m: not m.alive(), timeout_s, f"node{m.index} to stop")  # type: ignore[misc]
-            results.append((m, "stopped"))
+            wait_until(lambda m=m, pids=pids: not any(runs_node(p, m.home) for p in pids),  # type: ignore[misc]
+                       timeout_s, f"node{m.index} to stop")
+            outcome = "stopped"
         except TestnetError:
-            os.kill(m.pid, signal.SIGKILL)
-            results.append((m, "killed"))
+            for pid in pids:
+                _signal(pid, m.home, signal.SIGKILL)
+            outcome = "killed"
+        results.append((Member(m.index, m.home, pids[-1], m.addr), outcome))
     return results
+
+
+def _signal(pid: int, home: Path, sig: signal.Signals) -> None:
+    """Signal `pid` if it is (still) the node of `home`; it may exit in between."""
+    if runs_node(pid, home):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 def smoke(members: list[Member], needs_per_node: int = 2, timeout_s: float = 60) -> dict[str, Any]:

@@ -7,7 +7,7 @@ waits poll with a generous deadline and check an end state, never a duration.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import trio
@@ -20,17 +20,22 @@ from swarm.protocol.genesis import Genesis
 WAIT_S = 60.0
 
 
-def make_homes(root: Path, n: int, validators: int | None = None
-               ) -> tuple[list[Path], Genesis]:
+BALANCE = 1_000 * genesis_mod.UNIT_PER_CREDIT  # every node's account holds this at genesis
+
+
+def make_homes(root: Path, n: int, validators: int | None = None,
+               params: Mapping[str, int] | None = None) -> tuple[list[Path], Genesis]:
     """n homes sharing one genesis whose validators are the first `validators` (all by
-    default); the others are plain nodes."""
+    default); the others are plain nodes. Every node's account starts with `BALANCE`.
+    `params` override genesis parameters (one replica per bucket by default)."""
     homes = [root / f"node{i}" for i in range(n)]
     identities = [create_identity(h) for h in homes]
     gen = genesis_mod.new(
         name="integration", created_ms=0,
         validators=[{"account": ident.public_key, "org": f"o{i}", "asn": i, "region": "r",
                      "stake": 1} for i, ident in enumerate(identities[:validators])],
-        params={"replicas": 1},
+        accounts=[{"account": ident.public_key, "balance": BALANCE} for ident in identities],
+        params={"replicas": 1, **(params or {})},
     )
     for h in homes:
         (h / GENESIS_FILE).write_text(gen.to_json())
@@ -72,6 +77,21 @@ class Swarmlet:
         indices = sorted(self.nodes)
         for a, b in itertools.pairwise(indices):  # a line: gossip must relay
             await self.nodes[b].connect(self.nodes[a].addrs()[0])
+
+    async def connect_mesh(self) -> None:
+        """Every node to every other, then wait until every validator's Raft transport
+        reaches every other: validators talk directly (Raft has no relay), as genesis
+        addresses or bootstrap lists let them in a real swarm."""
+        indices = sorted(self.nodes)
+        for a, b in itertools.combinations(indices, 2):
+            await self.nodes[b].connect(self.nodes[a].addrs()[0])
+        await wait_for(self.raft_connected, "Raft to reach every validator")
+
+    def raft_connected(self) -> bool:
+        """Every validator's Raft transport holds a stream to every other."""
+        return all(peer.connected for n in self.nodes.values()
+                   if n.decider.transport is not None
+                   for peer in n.decider.transport.peers.values())
 
     def roots(self) -> set[str]:
         return {n.pipeline.replica.plan.root().hex() for n in self.nodes.values()}

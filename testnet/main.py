@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from swarm.cli.common import add_row, new_table, safe, say
 from swarm.node.client import ApiError
 from swarm.node.home import HomeError
 
@@ -65,7 +66,7 @@ def raft_sim_cmd(
                                      "totals": totals}, indent=2) + "\n")
     else:
         for f in failures:
-            err.print(f"[red]violation[/] {escape(f['violation'])}")
+            err.print(f"[red]violation[/] {escape(safe(f['violation'], newlines=True))}")
         out.print("totals: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
         line = f"{seeds} schedules, {len(failures)} violations"
         out.print(line + (f" (seeds {', '.join(map(str, bad))})" if bad else ""))
@@ -341,27 +342,29 @@ DirOpt = Annotated[Path, typer.Option("--dir", help="Testnet folder (node i in D
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(safe(message, newlines=True))}", soft_wrap=True)
     raise typer.Exit(1)
 
 
 def _status_table(members: list[cluster.Member], title: str) -> tuple[Table, list[dict[str, Any]]]:
-    table = Table(title=title)
+    table = new_table(title)
     for col in ("node", "home", "pid", "alive", "api", "peers", "envelopes", "plan root"):
         table.add_column(col, no_wrap=col in ("api", "plan root"))
     rows = []
     for m in members:
-        s = cluster.status_of(m) if m.alive() else None
-        row = {"node": m.index, "home": str(m.home), "pid": m.pid, "alive": m.alive(),
+        running = m.running_pids()  # a node restarted by hand runs under another pid
+        pid = running[-1] if running else m.pid
+        s = cluster.status_of(m) if running else None
+        row = {"node": m.index, "home": str(m.home), "pid": pid, "alive": bool(running),
                "api": s["api"] if s else None, "peers": s["peers"] if s else None,
                "envelopes": s["envelopes"] if s else None,
                "plan_root": s["plan_root"] if s else None}
         rows.append(row)
-        table.add_row(str(m.index), str(m.home), str(m.pid), "yes" if row["alive"] else "no",
-                      str(row["api"] or "-").removeprefix("http://"),
-                      str(row["peers"] if s else "-"),
-                      str(row["envelopes"] if s else "-"),
-                      str(row["plan_root"] or "-")[:12])
+        add_row(table, str(m.index), str(m.home), str(pid), "yes" if row["alive"] else "no",
+                str(row["api"] or "-").removeprefix("http://"),
+                str(row["peers"] if s else "-"),
+                str(row["envelopes"] if s else "-"),
+                str(row["plan_root"] or "-")[:12])
     return table, rows
 
 
@@ -378,6 +381,9 @@ def _print_status(directory: Path, members: list[cluster.Member], title: str,
 def up_cmd(
     n: Annotated[int, typer.Option("-n", help="Number of nodes.", min=1, max=64)] = 5,
     directory: DirOpt = Path(".testnet"),
+    decide_unknown_needs: Annotated[bool, typer.Option(
+        "--decide-unknown-needs", help="Let the nodes decide ids that are no NEED they "
+        "know (for Raft tests and benchmarks that pick ids by bucket).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate keys and a genesis, start N nodes on loopback, wait until connected."""
@@ -386,7 +392,8 @@ def up_cmd(
             task = bar.add_task(f"starting {n} nodes", total=n)
             members = cluster.up(directory, n,
                                  lambda msg, done: bar.update(task, description=msg,
-                                                              completed=done))
+                                                              completed=done),
+                                 decide_unknown_needs=decide_unknown_needs)
     except cluster.TestnetError as exc:
         _fail(str(exc))
     _print_status(directory, members, f"testnet in {directory}: {n} nodes up", as_json)
@@ -404,7 +411,8 @@ def status_cmd(directory: DirOpt = Path(".testnet"), as_json: JsonOpt = False) -
 
 @app.command("down")
 def down_cmd(directory: DirOpt = Path(".testnet"), as_json: JsonOpt = False) -> None:
-    """Stop every node of the testnet (SIGTERM, then SIGKILL after 15 s)."""
+    """Stop every node of the testnet (SIGTERM, then SIGKILL after 15 s): the node
+    running on each home now, whether `up` or a user started it."""
     try:
         results = cluster.down(directory)
     except cluster.TestnetError as exc:
@@ -414,7 +422,7 @@ def down_cmd(directory: DirOpt = Path(".testnet"), as_json: JsonOpt = False) -> 
                                      for m, r in results]) + "\n")
     else:
         for m, r in results:
-            out.print(f"node{m.index} (pid {m.pid}) {r}", highlight=False, markup=False)
+            say(f"node{m.index} (pid {m.pid}) {r}", console=out)
 
 
 @app.command("soak")
@@ -458,25 +466,25 @@ def smoke_cmd(
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
     for node, need in result["posted"]:
-        out.print(f"node{node} posted NEED {need}", highlight=False, markup=False)
+        say(f"node{node} posted NEED {need}", console=out)
     table, _ = _status_table(members, "after the smoke flow")
     out.print(table)
     out.print(f"[green]converged[/]: {len(members)} nodes agree on plan root "
-              f"{result['statuses'][0]['plan_root'][:16]}… with {len(result['posted'])} NEEDs "
-              f"({result['seconds']} s from the first post)")
+              f"{escape(safe(result['statuses'][0]['plan_root'][:16]))}… with "
+              f"{len(result['posted'])} NEEDs ({result['seconds']} s from the first post)")
     wins: dict[str, int] = {}
     for winner in result["decided"].values():
         wins[winner] = wins.get(winner, 0) + 1
     out.print(f"[green]decided[/]: every node bid for every NEED at once; each NEED got "
               f"exactly one winner, the same on every node, certified by its Raft bucket "
               f"and known to all {len(members)} nodes ({result['decide_seconds']} s); "
-              f"wins: " + ", ".join(f"{k} {v}" for k, v in sorted(wins.items())))
+              f"wins: " + escape(safe(", ".join(f"{k} {v}" for k, v in sorted(wins.items())))))
     home0 = members[0].home
-    out.print(f"explore: .venv/bin/swarm-node status --home {home0}; "
-              f"swarm-node plan show {result['posted'][0][1]} --home {home0}; "
-              f"swarm-node decision {result['posted'][0][1]} --home {home0}; "
-              f"swarm-node raft status --home {home0}; "
-              f"stop with `make testnet-down`", highlight=False)
+    say(f"explore: .venv/bin/swarm-node status --home {home0}; "
+        f"swarm-node plan show {result['posted'][0][1]} --home {home0}; "
+        f"swarm-node decision {result['posted'][0][1]} --home {home0}; "
+        f"swarm-node raft status --home {home0}; "
+        f"stop with `make testnet-down`", console=out)
 
 
 def main() -> None:

@@ -63,7 +63,8 @@ class SwarmSide:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.members = cluster.up(directory, 5)
+        # DECIDE is measured on made-up NEED ids, chosen by bucket for the failover.
+        self.members = cluster.up(directory, 5, decide_unknown_needs=True)
         self.bucket_count = Client(self.members[0].home).get("/raft/status")["bucket_count"]
         # Measure the steady state: after the first elections, leadership is still
         # being spread over the nodes (leader transfers) for some seconds.

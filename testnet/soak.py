@@ -823,7 +823,8 @@ def run(config: SoakConfig, progress: Callable[[str, dict[str, Any]], None]
                         f"(or remove that one)")
     progress(f"starting {config.nodes} nodes in {directory}", {})
     try:
-        members = cluster.up(directory, config.nodes, timeout_s=120)
+        # Probes decide made-up ids, one per bucket (`probe_needs`).
+        members = cluster.up(directory, config.nodes, timeout_s=120, decide_unknown_needs=True)
     except cluster.TestnetError as exc:
         with contextlib.suppress(cluster.TestnetError):
             cluster.down(directory)
@@ -949,6 +950,8 @@ def command(config: SoakConfig, as_json: bool, out: Any, err: Any) -> int:
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from swarm.cli.common import safe
+
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=as_json) as bar:
         task = bar.add_task("starting", total=config.minutes * 60)
@@ -966,7 +969,7 @@ def command(config: SoakConfig, as_json: bool, out: Any, err: Any) -> int:
         try:
             doc = run(config, progress)
         except SoakError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            err.print(f"[bold red]error:[/] {escape(safe(str(exc), newlines=True))}")
             return 2
     if as_json:
         sys.stdout.write(dumps(doc) + "\n")
@@ -978,6 +981,8 @@ def command(config: SoakConfig, as_json: bool, out: Any, err: Any) -> int:
 def render(doc: dict[str, Any], out: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
+
+    from swarm.cli.common import safe
 
     t = Table(title=f"soak: {doc['nodes']} nodes, {doc['minutes']} min, seed {doc['seed']} "
                     f"({doc['wall_s']} s wall)")
@@ -992,7 +997,7 @@ def render(doc: dict[str, Any], out: Any) -> None:
               "DECIDE retried to its deadline.", highlight=False)
     for kind, reasons in sorted(doc["reasons"].items()):
         text = "; ".join(f"{r} ×{k}" for r, k in sorted(reasons.items(), key=lambda x: -x[1]))
-        out.print(f"  {kind}: {escape(text)}", highlight=False)
+        out.print(f"  {kind}: {escape(safe(text, newlines=True))}", highlight=False)
     f = Table(title=f"faults injected: {doc['faults']}")
     for c in ("kind", "count", "nodes"):
         f.add_column(c)
@@ -1029,7 +1034,8 @@ def render(doc: dict[str, Any], out: Any) -> None:
     out.print(nt)
     for x in doc["node_stats"]:
         for tb in x["tracebacks"][:5]:
-            out.print(f"node{x['node']} traceback: {escape(tb)}", highlight=False)
+            out.print(f"node{x['node']} traceback: {escape(safe(tb, newlines=True))}",
+                      highlight=False)
     c = doc["check"]
     out.print(f"after the heal: {c['final_reads']} NEEDs read back by a final DECIDE "
               f"({c['decided_final_read']} were undecided until then); "
@@ -1044,6 +1050,6 @@ def render(doc: dict[str, Any], out: Any) -> None:
                   f"rejoined its quiet group): "
                   f"{escape(', '.join(c['campaigning'][:12]))}", highlight=False)
     for v in doc["violations"]:
-        out.print(f"[bold red]violation:[/] {escape(v)}")
+        out.print(f"[bold red]violation:[/] {escape(safe(v, newlines=True))}")
     colour = "red" if doc["violations"] else "green"
-    out.print(f"[{colour}]{escape(doc['summary'])}[/]")
+    out.print(f"[{colour}]{escape(safe(doc['summary'], newlines=True))}[/]")

@@ -24,6 +24,15 @@ def fake_cid(label: str) -> Cid:
     return dag_cbor_cid(label.encode())
 
 
+# A ledger envelope's client op id and validity limit (2026-01-01 plus ten minutes): the
+# examples' and the generated traffic's, well-formed; no bucket clock is involved here.
+EXAMPLE_VALID_UNTIL_MS = 1_767_225_600_000 + 600_000
+
+
+def ledger_fields(op_id: bytes) -> dict[str, Any]:
+    return {"op_id": op_id, "valid_until_ms": EXAMPLE_VALID_UNTIL_MS}
+
+
 def example_payloads() -> dict[str, dict[str, Any]]:
     """One valid payload for every verb."""
     need = fake_cid("need")
@@ -58,13 +67,14 @@ def example_payloads() -> dict[str, dict[str, Any]]:
         "INVALIDATE": {"task_id": "t-read", "challenge_id": fake_cid("challenge"),
                        "slashed_verifiers": [bytes([1]) * 32, bytes([2]) * 32],
                        "new_k_result": 5},
-        "TRANSFER": {"to": bytes([7]) * 32, "amount": 25, "memo": "thanks"},
-        "STAKE": {"amount": 1000},
-        "UNSTAKE": {"amount": 400},
-        "COMPLETE_UNBONDING": {},
+        "TRANSFER": {"to": bytes([7]) * 32, "amount": 25, "memo": "thanks",
+                     **ledger_fields(bytes([1]) * 16)},
+        "STAKE": {"amount": 1000, **ledger_fields(bytes([2]) * 16)},
+        "UNSTAKE": {"amount": 400, **ledger_fields(bytes([3]) * 16)},
+        "COMPLETE_UNBONDING": ledger_fields(bytes([4]) * 16),
         "POOL_REGISTER": {"capabilities": ["code", "nlp"], "org": "acme", "asn": 64512,
-                          "region": "eu-west"},
-        "POOL_LEAVE": {},
+                          "region": "eu-west", **ledger_fields(bytes([5]) * 16)},
+        "POOL_LEAVE": ledger_fields(bytes([6]) * 16),
     }
 
 
@@ -147,6 +157,7 @@ def generate(count: int, *, n_agents: int = 5, seed: int = 0,
             env = a.make(kind, payload)
         else:
             env = a.make("TRANSFER", {"to": rng.choice(crowd).identity.public_key,
-                                      "amount": rng.randint(1, 50)})
+                                      "amount": rng.randint(1, 50),
+                                      **ledger_fields(rng.randbytes(16))})
         made += 1
         yield env

@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    python tests/vectors_gen.py
+    python tests/vectors_gen.py                        # write the JSON file
+    python tests/vectors_gen.py --markdown [NAME ...]  # print docs/PROTOCOL.md section 11.x
 
 Everything is derived from fixed Ed25519 seeds, a fixed swarm id and fixed Lamport
 times/timestamps, so the output is byte-for-byte the same on every run. Valid vectors are
@@ -14,6 +15,7 @@ fails if the error is not the one the vector was written to provoke.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -43,6 +45,21 @@ SEED_B = bytes([0x01]) * 32
 SWARM = hashlib.sha256(b"can-swarm test vector swarm").digest()
 OTHER_SWARM = hashlib.sha256(b"can-swarm another swarm").digest()
 TS0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in Unix milliseconds
+# Order of the Ed25519 base point (RFC 8032), and the encoding of the identity point
+# (x = 0, y = 1), which has small order: for the signature-strictness vectors.
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+IDENTITY_POINT = bytes([1]) + bytes(31)
+
+# The heading each valid vector gets in docs/PROTOCOL.md, section 11 (`--markdown`).
+TITLES = {
+    "need": "NEED",
+    "propose_with_patch": "PROPOSE with a plan patch",
+    "update_plan": "UPDATE_PLAN",
+    "decide": "DECIDE with a certificate",
+    "transfer": "TRANSFER (byte-string fields)",
+    "claim_with_refs": "CLAIM with `refs` and a thread",
+    "pool_leave": "POOL_LEAVE (only `op_id` and `valid_until_ms`)",
+}
 
 
 def _valid_vector(name: str, seed: bytes, env: Envelope) -> dict[str, Any]:
@@ -175,7 +192,9 @@ def build_valid() -> tuple[list[dict[str, Any]], dict[str, Envelope]]:
         kind="TRANSFER",
         lamport=5,
         ts=TS0 + 4_000,
-        payload={"to": a.public_key, "amount": 250, "memo": "thanks"},
+        payload={"to": a.public_key, "amount": 250, "memo": "thanks",
+                 "op_id": bytes.fromhex("00112233445566778899aabbccddeeff"),
+                 "valid_until_ms": TS0 + 4_000 + 600_000},
     )
     add(
         "claim_with_refs",
@@ -195,13 +214,13 @@ def build_valid() -> tuple[list[dict[str, Any]], dict[str, Envelope]]:
         },
     )
     add(
-        "pool_leave_empty_payload",
+        "pool_leave",
         a,
         SEED_A,
         kind="POOL_LEAVE",
         lamport=7,
         ts=TS0 + 6_000,
-        payload={},
+        payload={"op_id": bytes(16), "valid_until_ms": TS0 + 6_000 + 60_000},
     )
     vectors = [_valid_vector(name, seeds[name], env) for name, env in envs.items()]
     return vectors, envs
@@ -264,6 +283,35 @@ def build_invalid(envs: dict[str, Envelope]) -> list[dict[str, Any]]:
     # The NEED body ends with payload.bid_window_ms = 30000 (19 75 30); 30001 is still valid.
     case("body_byte_changed", bytes(w), "bad_signature",
          "last body byte changed after signing (payload.bid_window_ms 30000 -> 30001)")
+
+    # Signature strictness (docs/PROTOCOL.md, section 4.4): each of these satisfies a
+    # weaker rule than the one libsodium's crypto_sign_open applies.
+    s_value = int.from_bytes(need.sig[32:], "little")
+    case("signature_s_not_reduced",
+         need.wire[:39] + (s_value + ED25519_L).to_bytes(32, "little") + need.wire[71:],
+         "bad_signature",
+         "S replaced by S + L (the same value modulo L); S must be below L")
+
+    # R = identity and S = k*a mod L satisfy [S]B = R + [k]A (k = SHA-512(R || A || M) mod
+    # L, a the secret scalar), the cofactorless equation; R has small order.
+    expanded = hashlib.sha512(SEED_A).digest()
+    a_scalar = int.from_bytes(expanded[:32], "little") & ((1 << 254) - 8) | (1 << 254)
+    message = signing_message(need.id)
+    k = int.from_bytes(hashlib.sha512(IDENTITY_POINT + a.public_key + message).digest(),
+                       "little") % ED25519_L
+    sig = IDENTITY_POINT + (k * a_scalar % ED25519_L).to_bytes(32, "little")
+    case("signature_r_small_order", need.wire[:7] + sig + need.wire[71:], "bad_signature",
+         "R = identity point, S = k*a: meets [S]B = R + [k]A (valid under ZIP-215), but R "
+         "has small order")
+
+    # sender = identity point, R = identity, S = 0: [S]B = R + [k]A holds for every
+    # message, so ZIP-215 (and any check without the small-order rule) accepts it.
+    body = need.body()
+    body["sender"] = IDENTITY_POINT
+    case("sender_small_order",
+         cbor.encode({"sig": IDENTITY_POINT + bytes(32), "body": body}), "bad_signature",
+         "sender = identity point, R = identity, S = 0: valid under ZIP-215, the sender "
+         "key has small order")
 
     # a2 | "body" <canonical body> | "sig" 58 40 <sig>: only the top-level order is wrong.
     unsorted = (
@@ -394,7 +442,73 @@ def build_plan_examples(envs: dict[str, Envelope]) -> list[dict[str, Any]]:
     return examples
 
 
+def _hex_lines(data: bytes, width: int = 32) -> str:
+    return "\n".join(data[i : i + width].hex() for i in range(0, len(data), width))
+
+
+def markdown(vec: dict[str, Any], number: int) -> str:
+    """The docs/PROTOCOL.md section 11.`number` for a valid vector (as `_valid_vector`)."""
+    refs = ", ".join(f"`{r}`" for r in vec["refs"]) or "(none)"
+    wire = bytes.fromhex(vec["wire_hex"])
+    rows = [
+        ("seed", f"`{vec['seed_hex']}`"),
+        ("public key (`sender`)", f"`{vec['public_key_hex']}`"),
+        ("swarm", f"`{vec['swarm_hex']}`"),
+        ("kind", f"`{vec['kind']}`"),
+        ("lamport", str(vec["lamport"])),
+        ("ts", str(vec["ts"])),
+        ("thread", f"`{json.dumps(vec['thread'], ensure_ascii=False)}`"),
+        ("refs", refs),
+        ("id", f"`{vec['id']}`"),
+    ]
+    payload = json.dumps(vec["payload_json"], indent=2, ensure_ascii=False)
+    return "\n".join([
+        f"### 11.{number} `{vec['name']}`: {TITLES[vec['name']]}",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {label} | {value} |" for label, value in rows),
+        "",
+        "Payload (JSON form):",
+        "",
+        "```json",
+        payload,
+        "```",
+        "",
+        f"Wire ({len(wire)} bytes; the body is bytes 76 to the end):",
+        "",
+        "```",
+        _hex_lines(wire),
+        "```",
+        "",
+        f"id (binary): `{vec['id_hex']}`",
+        "",
+        f"Signing message: `{vec['signing_message_hex']}`",
+        "",
+        f"Signature (wire bytes 7 to 70): `{vec['sig_hex']}`",
+        "",
+    ])
+
+
+def print_markdown(names: list[str]) -> None:
+    valid, _envs = build_valid()
+    known = [v["name"] for v in valid]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise SystemExit(f"no valid vector named {', '.join(unknown)}; known: {', '.join(known)}")
+    chosen = [(i, v) for i, v in enumerate(valid, 1) if not names or v["name"] in names]
+    print("\n".join(markdown(v, i) for i, v in chosen), end="")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Generate or print the envelope test vectors.")
+    parser.add_argument("--markdown", nargs="*", metavar="NAME",
+                        help="print the docs/PROTOCOL.md section 11 text of these valid "
+                             "vectors (all if none are named) instead of writing the file")
+    args = parser.parse_args()
+    if args.markdown is not None:
+        print_markdown(args.markdown)
+        return
     valid, envs = build_valid()
     doc = {
         "description": (

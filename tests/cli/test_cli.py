@@ -110,7 +110,8 @@ def test_bad_payload_names_the_field(run: Any) -> None:
 
 def test_inspect_reports_exact_reason(run: Any, tmp_path: Path) -> None:
     run("keys", "new")
-    made = as_json(run("envelope", "make", "STAKE", "--payload", '{"amount": 5}', "--json"))
+    stake = '{"amount": 5, "op_id": "' + "ab" * 16 + '", "valid_until_ms": 1}'
+    made = as_json(run("envelope", "make", "STAKE", "--payload", stake, "--json"))
     data = bytearray(Path(made["file"]).read_bytes())
     data[12] ^= 0xFF
     (tmp_path / "bad.env").write_bytes(bytes(data))

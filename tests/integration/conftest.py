@@ -14,8 +14,9 @@ from swarm.testnet.inproc import Swarmlet, make_homes
 
 @pytest.fixture
 async def swarmlet(tmp_path: Path) -> AsyncIterator[Any]:
-    async def make(n: int, validators: int | None = None) -> Swarmlet:
-        homes, gen = make_homes(tmp_path, n, validators)
+    async def make(n: int, validators: int | None = None,
+                   params: dict[str, int] | None = None) -> Swarmlet:
+        homes, gen = make_homes(tmp_path, n, validators, params)
         s = Swarmlet(nursery, homes, gen)
         for i in range(n):
             await s.start(i)

@@ -1,7 +1,7 @@
 """A node that is not a validator submits DECIDEs and ledger operations through a
 validator.
 
-Goal: any node may call try_decide (issue 5), not only validators: a plain node asks a
+Goal: any node may call try_decide, not only validators: a plain node asks a
 connected validator over the decide submission protocol, gets the committed decision
 (first writer wins, the same one a validator's later attempt gets), and then holds it
 certified from the announcement. A malformed submission gets an error answer and the
@@ -20,19 +20,22 @@ from libp2p.utils import encode_varint_prefixed, read_varint_prefixed_bytes_limi
 from swarm.node.ledger_service import LedgerRefused
 from swarm.node.multiraft import SubmitError
 from swarm.protocol.buckets import bucket_of
-from swarm.protocol.cid import dag_cbor_cid
 from swarm.protocol.decide import SUBMISSION_BYTES_MAX, decode_answer
 from swarm.protocol.envelope import Identity, make_envelope
 from swarm.protocol.errors import RemoteProtocolError
 from swarm.testnet.inproc import wait_for
+from swarm.testnet.workload import ledger_fields
 
 
 async def test_a_plain_node_decides_through_a_validator(swarmlet: Any) -> None:
     s = await swarmlet(3, validators=2)
     outsider = s.nodes[2]
     assert outsider.decider.raft.id == 0  # not a validator
-    needs = [str(dag_cbor_cid(b"outsider-%d" % i)) for i in range(6)]
     with trio.fail_after(60):
+        # Posted here and decided at once: the validator waits for each NEED to arrive.
+        needs = [(await outsider.publish("NEED", {"class": "simple", "budget": 1,
+                                                  "title": f"outsider {i}"}, "", []))["id"]
+                 for i in range(6)]
         for need in needs:
             d = await outsider.decider.try_decide(need, "p-outsider")
             assert d["need_id"] == need and d["proposal_id"] == "p-outsider"
@@ -58,23 +61,25 @@ async def test_a_malformed_submission_gets_an_error_answer(swarmlet: Any) -> Non
         decode_answer(answer)
     # The validator still serves a good one.
     with trio.fail_after(60):
-        d = await outsider.decider.try_decide(str(dag_cbor_cid(b"after")), "p")
+        need = await outsider.publish("NEED", {"class": "simple", "budget": 1}, "", [])
+        d = await outsider.decider.try_decide(need["id"], "p")
     assert d["proposal_id"] == "p"
 
 
 async def test_a_plain_node_submits_ledger_operations_through_a_validator(
         swarmlet: Any) -> None:
     """The same for the ledger: a plain node signs its own TRANSFER and a validator
-    relays it; the outcome is the ledger's (here a refusal: the account holds nothing),
-    and a relayed envelope that is not the asker's own is refused at the leader's door."""
+    relays it; the outcome is the ledger's (here a refusal: the account holds less), and
+    a relayed envelope that is not the asker's own is refused at the leader's door."""
     s = await swarmlet(3, validators=2)
     outsider = s.nodes[2]
     with trio.fail_after(60):
         with pytest.raises(LedgerRefused, match="insufficient"):
-            await outsider.ledger.transfer(s.nodes[0].identity.public_key.hex(), "1")
+            await outsider.ledger.transfer(s.nodes[0].identity.public_key.hex(), "1000000")
         other = make_envelope(Identity(b"\x07" * 32), kind="TRANSFER",
                               swarm=s.genesis.swarm_id, lamport=1, ts=0,
-                              payload={"to": b"\x01" * 32, "amount": 5})
+                              payload={"to": b"\x01" * 32, "amount": 5,
+                                       **ledger_fields(bytes(16))})
         wrong_bucket = (bucket_of(other.sender, s.genesis.params["bucket_count"]) + 1) \
             % s.genesis.params["bucket_count"]
         with pytest.raises(SubmitError) as refused:

@@ -45,12 +45,13 @@ async def test_hostile_peer_is_rejected_and_honest_traffic_flows(swarmlet: Any) 
     def hostile_round(k: int) -> list[bytes]:
         """One of each kind, fresh bytes every round: gossipsub drops a message id it has
         seen (the publisher's own cache included), so repeats would never arrive."""
-        good = make_envelope(mallory, kind="STAKE", swarm=swarm_id, lamport=k + 1, ts=0,
-                             payload={"amount": 5})
+        need = {"class": "simple", "budget": 5}
+        good = make_envelope(mallory, kind="NEED", swarm=swarm_id, lamport=k + 1, ts=0,
+                             payload=need)
         forged = bytearray(good.wire)
         forged[20] ^= 0x55
-        other_swarm = make_envelope(mallory, kind="STAKE", swarm=hashlib.sha256(b"x").digest(),
-                                    lamport=k + 1, ts=0, payload={"amount": 5})
+        other_swarm = make_envelope(mallory, kind="NEED", swarm=hashlib.sha256(b"x").digest(),
+                                    lamport=k + 1, ts=0, payload=need)
         return [os.urandom(200), bytes(forged), other_swarm.wire,
                 b"\xa1" + os.urandom(70_000), old_wire]
 
@@ -58,7 +59,7 @@ async def test_hostile_peer_is_rejected_and_honest_traffic_flows(swarmlet: Any) 
     host, _ = p2p.make_host(os.urandom(32), listen)
     router = p2p.make_router()
     pubsub = p2p.make_pubsub(host, router)
-    topic = target.topics["ledger"]
+    topic = target.topics["plan"]
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(host.run(listen_addrs=listen))
         await stack.enter_async_context(background_trio_service(pubsub))

@@ -118,8 +118,7 @@ async def test_garbage_on_every_stream_protocol_costs_only_those_streams(
                 assert need["id"] in target.pipeline.replica.plan.task_ids()
                 own = await target.decider.try_decide(str(dag_cbor_cid(b"hostile-1")), "p1")
                 assert own["proposal_id"] == "p1"
-                relayed = await outsider.decider.try_decide(str(dag_cbor_cid(b"hostile-2")),
-                                                            "p2")
+                relayed = await outsider.decider.try_decide(need["id"], "p2")
                 assert relayed["proposal_id"] == "p2"
                 assert await outsider.catch_up_with(target.peer_id) == 0  # nothing missing
         # What mallory may hold at once is bounded, and every slot comes back.

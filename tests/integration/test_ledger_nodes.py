@@ -1,6 +1,6 @@
 """The ledger on five real `swarm-node` processes, driven from the CLI.
 
-Goal (issue 8, "Show"): transfers, staking and unbonding driven from the CLI on
+Goal: transfers, staking and unbonding driven from the CLI on
 different nodes; every node ends with the same ledger root; the genesis supply is
 conserved on every node; the ledger refuses overspending with its typed reasons.
 Method: `swarm-testnet up -n 5`; a ring of transfers (each node pays the next), three

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from swarm.node.blockstore import Blockstore, BlockstoreError, Kind, parse_kind
-from swarm.protocol.cid import CODEC_RAW, block_cid
+from swarm.protocol.cid import CODEC_RAW, Cid, block_cid
 from swarm.protocol.errors import LocalProtocolError
 from swarm.protocol.genesis import DEFAULT_PARAMS
 from swarm.protocol.unixfs import (
@@ -141,13 +141,40 @@ def test_limits_per_kind(store: Blockstore) -> None:
     with pytest.raises(TooLarge):
         store.pin(at_limit.root, Kind.PROOF)
     # What an over-limit add wrote (its first two leaves, complete before the piece
-    # that passed the limit) is unpinned and goes at the next GC.
+    # that passed the limit) is deleted as it is refused, without waiting for a GC.
     partial = add_bytes(sample(limit + 1, 5)[: 2 * CHUNK_BYTES])[1][:2]
-    assert all(store.has(b.cid) for b in partial)
-    store.gc()
     assert not any(store.has(b.cid) for b in partial)
+    assert store.gc().removed == 0
     assert b"".join(store.read(at_limit.root)) == sample(limit)
     assert b"".join(store.read(proof.root, Kind.PROOF)) == sample(PARAMS["proof_bytes_max"])
+
+
+def test_an_unfinished_import_deletes_only_the_blocks_it_alone_created(
+        store: Blockstore) -> None:
+    # Leaves of an abandoned import: one it created alone, one a second import wrote
+    # too, one already pinned before. Only the first goes when it is closed unfinished.
+    pinned, shared, alone = (sample(CHUNK_BYTES, salt) for salt in (1, 2, 3))
+    kept = store.add([pinned], cid_version=1)
+
+    def leaf(data: bytes) -> Cid:
+        return add_bytes(data, cid_version=1)[0]
+
+    abandoned = store.begin_import(Kind.EVIDENCE, 1)
+    abandoned.feed(alone + shared + pinned[:1])  # a byte more: both leaves are complete
+    other = store.begin_import(Kind.EVIDENCE, 1)
+    other.feed(shared + b"!")
+    assert store.has(leaf(alone)) and store.has(leaf(shared))
+    abandoned.close()
+    assert not store.has(leaf(alone)) and store.has(leaf(shared))
+    again = store.begin_import(Kind.EVIDENCE, 1)
+    again.feed(pinned + b"!")
+    again.close()
+    assert store.has(leaf(pinned))
+    finished = other.finish()
+    other.close()
+    assert b"".join(store.read(finished.root)) == shared + b"!"
+    assert b"".join(store.read(kept.root)) == pinned
+    assert store.gc().removed == 0
 
 
 def test_gc_spares_an_import_in_progress(store: Blockstore) -> None:

@@ -10,8 +10,11 @@ supply is conserved on every node."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -21,10 +24,18 @@ from swarm.node.ledger_raft import LedgerRaft
 from swarm.node.multiraft import MultiRaft, SubmitError
 from swarm.node.raftstore import RaftStore
 from swarm.protocol import certificate, genesis
-from swarm.protocol.bucket_machine import ChainEntry, ledger_command
+from swarm.protocol.bucket_machine import (
+    ChainEntry,
+    Emitted,
+    Proof,
+    ack_command,
+    batch_digest,
+    effects_command,
+    ledger_command,
+)
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.envelope import Identity, make_envelope
-from swarm.protocol.ledger import Transfer
+from swarm.protocol.ledger import Credit, EffectBatch, Transfer
 from swarm.protocol.placement import Placement
 from swarm.protocol.raft import Role
 from swarm.protocol.raftwire import CertifiedEntry
@@ -73,7 +84,10 @@ class LedgerCluster(Cluster):
         self.stores.pop(node_id).close()
 
     def envelope(self, who: Identity, kind: str, payload: dict[str, object]) -> bytes:
+        """A fresh operation, valid for ten minutes of the buckets' (wall) clock."""
         self.lamport += 1
+        payload = {**payload, "op_id": os.urandom(16),
+                   "valid_until_ms": time.time_ns() // 1_000_000 + 600_000}
         return make_envelope(who, kind=kind, swarm=self.genesis.swarm_id,
                              lamport=self.lamport, ts=0, payload=payload).wire
 
@@ -295,3 +309,99 @@ async def test_a_read_replica_applies_only_entries_a_quorum_of_replicas_signed(
     assert lr.offer(cert(replicas[:2]))
     assert lr.read[bucket].last == entry.index
     assert lr.account(payer.public_key).balance == 95 * U
+
+
+async def test_a_rogue_validators_forged_credit_and_acknowledgement_change_nothing(
+        cluster: tuple[LedgerCluster, trio.Nursery]) -> None:
+    """Goal: a validator cannot mint credits by submitting an effect batch, nor drop a
+    batch from an outbox by acknowledging it. Method: after a real transfer between two
+    buckets has settled, a validator that replicates neither submits (through the real
+    routing) a 10,000-credit batch under the next seq with a proof only it signed, and
+    an acknowledgement of batches never sent proven by that same entry; the target's
+    and the source's replicas refuse both as unauthenticated, and no node's ledger
+    moves."""
+    c, _ = cluster
+    pairs = [(s, t) for s in c.buckets_with_users() for t in c.buckets_with_users()
+             if s != t and set(c.placement.replicas(s)) | set(c.placement.replicas(t))
+             != set(range(1, N + 1))]
+    src, dst = pairs[0]
+    rogue = next(n for n in range(1, N + 1)
+                 if n not in c.placement.replicas(src) and n not in c.placement.replicas(dst))
+    a, b = c.user_in(src), c.user_in(dst)
+    with trio.fail_after(60):
+        await c.submit(1, b, "STAKE", {"amount": U})  # the target bucket has a leader
+        out = await c.submit(1, a, "TRANSFER", {"to": b.public_key, "amount": 10 * U})
+    assert out.ok
+    leader = c.leader_of(src)
+    await eventually(lambda: not c.nodes[leader].groups[src].machine.ledger.outbox(),
+                     "the real batch delivered and acknowledged")
+    await eventually(lambda: converged(c), "one ledger root")
+    before = {n: lr.totals() for n, lr in c.ledgers.items()}
+    real = c.nodes[c.leader_of(dst)].groups[dst].machine.ledger
+    credited = real.account(b.public_key).balance
+
+    me = c.identity_of(rogue)
+    forged = EffectBatch(src, out.index, 1, dst, b"\x66" * 32,
+                         (Credit(me.public_key if bucket_of(me.public_key, BUCKETS) == dst
+                                 else b.public_key, 10_000 * U, "transfer"),))
+    entry = ChainEntry(out.index, 0, 0, Transfer(b"\x66" * 32, a.public_key, b.public_key,
+                                                 10_000 * U),
+                       (Emitted(dst, 1, batch_digest(forged)),))
+    note = certificate.sign(me, c.genesis.swarm_id, src, entry.index, 1, entry.digest())
+    proof = Proof(src, entry.index, 1, entry.encode(), ((note.signer, note.sig),))
+    c.nodes[rogue].submit_nowait(effects_command(forged, proof))
+    c.nodes[rogue].submit_nowait(ack_command(src, dst, proof, 5))
+
+    def refused(bucket: int) -> int:
+        return sum(1 for n in c.nodes.values() if bucket in n.groups
+                   and n.groups[bucket].machine.refused["unauthenticated"] >= 1)
+
+    await eventually(lambda: refused(dst) >= c.placement.quorum(dst)
+                     and refused(src) >= c.placement.quorum(src),
+                     "the replicas to refuse the forged batch and acknowledgement")
+    await eventually(lambda: converged(c), "one ledger root")
+    for n, lr in c.ledgers.items():
+        assert lr.totals() == before[n], f"node {n}'s ledger moved"
+        assert lr.account(b.public_key).balance == credited
+    assert_conserved(c)
+
+
+async def test_a_bucket_that_cannot_apply_an_entry_halts_alone(
+        cluster: tuple[LedgerCluster, trio.Nursery],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Goal: when a replica cannot apply an entry alike on every replica, only that
+    bucket stops on that node: the node's other buckets and the bucket's other replicas
+    go on. Method: one replica of a bucket runs out of memory (injected) applying a
+    transfer; it halts the bucket (status `halted`, counted) and keeps serving its other
+    buckets, while the remaining quorum applies the transfer and the next ones."""
+    c, _ = cluster
+    bucket = c.buckets_with_users()[0]
+    victim = c.placement.replicas(bucket)[0]
+    payer, payee = c.user_in(bucket), c.user_in(c.buckets_with_users()[1])
+    target = c.nodes[victim].groups[bucket].machine
+    machine_cls = type(target)
+    real_apply = machine_cls.apply
+
+    def apply(self: Any, index: int, term: int, data: bytes) -> Any:
+        if self is target and b"TRANSFER" in data:
+            raise MemoryError("injected")
+        return real_apply(self, index, term, data)
+
+    monkeypatch.setattr(machine_cls, "apply", apply)
+    other = next(n for n in range(1, N + 1) if n != victim)
+    with trio.fail_after(60):
+        out = await c.submit(other, payer, "TRANSFER", {"to": payee.public_key,
+                                                        "amount": 3 * U})
+    assert out.ok
+    await eventually(lambda: bucket in c.nodes[victim].halted, "the victim to halt it")
+    assert c.nodes[victim].stats["buckets_halted"] == 1
+    [row] = c.nodes[victim].status(bucket)
+    assert row["role"] == "halted" and "MemoryError" in row["halted"]
+    with trio.fail_after(60):  # the bucket goes on with its other replicas
+        again = await c.submit(victim, payer, "TRANSFER", {"to": payee.public_key,
+                                                           "amount": 2 * U})
+        assert again.ok
+        # ... and the victim's other buckets with it
+        elsewhere = next(b for b in c.buckets_with_users()
+                         if b != bucket and victim in c.placement.replicas(b))
+        assert (await c.submit(victim, c.user_in(elsewhere), "STAKE", {"amount": U})).ok

@@ -18,7 +18,9 @@ from swarm.node.metrics import Metrics
 from swarm.node.pipeline import Pipeline, Verdict
 from swarm.node.policy import DENIAL_SENDERS_MAX, WasmPolicy
 from swarm.node.store import Store
-from swarm.testnet.workload import example_payloads
+from swarm.testnet.workload import example_payloads, ledger_fields
+
+LEDGER = ledger_fields(bytes(16))  # a ledger verb's op id and validity limit
 
 
 @pytest.fixture
@@ -59,7 +61,7 @@ def test_an_allowed_envelope_is_stored_and_applied(
     need = kit.envelope("NEED", {"class": "simple", "budget": 5, "title": "ok"})
     outcome = pipeline.judge(need.wire)
     assert outcome.verdict is Verdict.ACCEPT and outcome.envelope is not None
-    assert pipeline.commit([outcome.envelope]) == [need]
+    assert pipeline.commit([outcome.envelope]).fresh == [need]
     assert need.id in pipeline.ids and pipeline.store.count == 1
     assert str(need.id) in pipeline.replica.plan.task_ids()
     # A duplicate stops before the policy: it is not evaluated, counted or rate-counted.
@@ -113,6 +115,6 @@ def test_a_failing_context_is_a_denial_not_a_crash() -> None:
     gen = make_genesis()
     policy = WasmPolicy(WasmPolicy.for_genesis(gen).host, BrokenLedger(), metrics)
     kit = PolicyKit(gen, Clock(), policy)
-    decision = policy.evaluate(kit.envelope("STAKE", {"amount": 1}))
+    decision = policy.evaluate(kit.envelope("STAKE", {"amount": 1, **LEDGER}))
     assert (decision.verdict, decision.reason) == (Verdict.REJECT, "policy_internal")
     assert denials(metrics, STAKED.public_key.hex(), "policy_internal") == 1

@@ -19,10 +19,12 @@ from policy_kit import OUTSIDER, POOR, STAKED, PolicyKit
 from swarm.node.pipeline import Verdict
 from swarm.policy_wasm import abi
 from swarm.protocol import verbs
-from swarm.testnet.workload import example_payloads, fake_cid
+from swarm.testnet.workload import example_payloads, fake_cid, ledger_fields
 
 EXAMPLES = example_payloads()
 STAKE_VERBS = {"ATTEST", "ATTEST_PLAN", "INVALIDATE"}
+
+LEDGER = ledger_fields(bytes(16))  # a ledger verb's op id and validity limit
 
 
 def good_view(kit: PolicyKit, verb: str, **overrides: int) -> bytes:
@@ -179,13 +181,13 @@ def test_other_verbs_need_no_stake(kit: PolicyKit, kind: str) -> None:
 def test_rate_limit_per_sender_over_a_sliding_second(
         make_kit: Callable[..., PolicyKit]) -> None:
     kit = make_kit(sender_rate_per_s=3)
-    transfers = [kit.envelope("TRANSFER", {"to": bytes(32), "amount": k + 1})
+    transfers = [kit.envelope("TRANSFER", {"to": bytes(32), "amount": k + 1, **LEDGER})
                  for k in range(5)]
     decisions = [kit.policy.evaluate(e) for e in transfers[:4]]
     assert [d.verdict for d in decisions] == [Verdict.ACCEPT] * 3 + [Verdict.IGNORE]
     assert decisions[3].reason == "rate_limited"
     # Another sender has its own budget.
-    assert kit.policy.run(kit.envelope("STAKE", {"amount": 1}, sender=OUTSIDER)).allowed
+    assert kit.policy.run(kit.envelope("STAKE", {"amount": 1, **LEDGER}, sender=OUTSIDER)).allowed
     # Once the first arrivals are a second old, the sender may speak again.
     kit.clock.now += 1000
     assert kit.policy.evaluate(transfers[4]).verdict is Verdict.ACCEPT
@@ -193,7 +195,7 @@ def test_rate_limit_per_sender_over_a_sliding_second(
 
 def test_catch_up_is_exempt_from_the_rate(make_kit: Callable[..., PolicyKit]) -> None:
     kit = make_kit(sender_rate_per_s=1)
-    first, second, third = (kit.envelope("STAKE", {"amount": k + 1}) for k in range(3))
+    first, second, third = (kit.envelope("STAKE", {"amount": k + 1, **LEDGER}) for k in range(3))
     assert kit.policy.run(first).allowed
     with kit.policy.rate_exempt():
         assert kit.policy.run(second).allowed
@@ -206,7 +208,7 @@ def test_rate_is_checked_after_every_other_rule(make_kit: Callable[..., PolicyKi
     kit = make_kit(sender_rate_per_s=0)
     result = kit.policy.run(kit.envelope("NEED", {"class": "simple", "budget": 10**12}))
     assert (result.verdict, result.reason) == ("reject", "bounty_over_cap")
-    assert kit.policy.run(kit.envelope("STAKE", {"amount": 1})).reason == "rate_limited"
+    assert kit.policy.run(kit.envelope("STAKE", {"amount": 1, **LEDGER})).reason == "rate_limited"
 
 
 # --- the view the host writes ----------------------------------------------------------

@@ -1,14 +1,17 @@
 """The bucket state machine: DECIDE and the ledger in one log, user envelopes checked at
-apply, effects between buckets, the certified chain a read replica rebuilds from, and
-snapshots.
+apply, effects between buckets authenticated by certified chain entries, the certified
+chain a read replica rebuilds from, and snapshots.
 
 Method: identities are picked so that their accounts land in chosen buckets of a
-4-bucket genesis; each bucket's machine is fed entries the way Raft's apply loop does
-(index, term, stamped data); a read replica (`LedgerPart` from genesis) is fed only the
-chain entries, encoded and decoded, and must reach the same root."""
+4-bucket genesis whose one validator (V2) replicates every bucket; each bucket's machine
+is fed entries the way Raft's apply loop does (index, term, stamped data); V2 signs each
+chain entry as the bucket's quorum would, which is the proof effects and
+acknowledgements carry; a read replica (`LedgerPart` from genesis) is fed only the chain
+entries, encoded and decoded, and must reach the same root."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -16,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarm.protocol import bucket_machine as bm
-from swarm.protocol import cbor
+from swarm.protocol import cbor, certificate
 from swarm.protocol import genesis as genesis_mod
 from swarm.protocol.bucket_machine import (
     BucketMachine,
@@ -25,6 +28,7 @@ from swarm.protocol.bucket_machine import (
     LedgerApplied,
     LedgerOutcome,
     LedgerPart,
+    Proof,
     ack_command,
     decode_command,
     effects_command,
@@ -35,7 +39,7 @@ from swarm.protocol.buckets import bucket_of
 from swarm.protocol.decide import DecideMachine, TryDecide, encode_command
 from swarm.protocol.envelope import Identity, make_envelope
 from swarm.protocol.errors import DecodeError, RemoteProtocolError
-from swarm.protocol.ledger import EffectAck, LedgerReplica
+from swarm.protocol.ledger import Credit, LedgerReplica
 
 U = 1_000_000
 N = 4
@@ -74,8 +78,19 @@ def make_genesis() -> genesis_mod.Genesis:
 GENESIS = make_genesis()
 
 
+VALID_UNTIL_MS = 3_000_000  # beyond every test's bucket clock, within op_validity_ms_max
+
+
 def envelope(who: Identity, kind: str, payload: dict[str, object], lamport: int = 1,
-             swarm: bytes | None = None) -> bytes:
+             swarm: bytes | None = None, op_id: bytes | None = None,
+             valid_until_ms: int = VALID_UNTIL_MS) -> bytes:
+    """A signed ledger envelope; its client op id defaults to one derived from the
+    lamport time, kind and payload, so a different lamport time makes another op."""
+    if op_id is None:
+        op_id = hashlib.sha256(repr((lamport, kind, sorted(payload.items()))).encode()
+                               ).digest()[:16]
+    if kind in bm.LEDGER_VERBS:
+        payload = {**payload, "op_id": op_id, "valid_until_ms": valid_until_ms}
     return make_envelope(who, kind=kind, swarm=swarm or GENESIS.swarm_id, lamport=lamport,
                          ts=0, payload=payload).wire
 
@@ -100,6 +115,20 @@ class Bucket:
             self.reader.apply_chain(entry)
         return result
 
+    def proof(self, index: int) -> Proof:
+        """The chain entry at `index`, certified by the bucket's replicas (V2)."""
+        [entry] = [e for e in self.chain if e.index == index]
+        data = entry.encode()
+        note = certificate.sign(V2, GENESIS.swarm_id, self.machine.bucket, index, 1,
+                                bm.chain_digest(data))
+        return Proof(self.machine.bucket, index, 1, data, ((note.signer, note.sig),))
+
+    def proof_of(self, batch: bm.EffectBatch) -> Proof:
+        return self.proof(batch.source_index)
+
+    def last_entry_proof(self) -> Proof:
+        return self.proof(self.chain[-1].index)
+
     def submit(self, wire: bytes, ts: int = 1000) -> LedgerOutcome:
         cmd = ledger_command(self.machine.bucket, wire)
         result = self.commit(cmd.stamp(ts))
@@ -112,13 +141,15 @@ def bucket_for(who: Identity) -> Bucket:
     return Bucket(bucket_of(who.public_key, N))
 
 
-def test_a_transfer_envelope_applies_as_a_transfer_with_the_envelope_digest_as_id() -> None:
+def test_a_transfer_envelope_applies_as_a_transfer_with_the_client_op_id() -> None:
     b0 = Bucket(0)
     wire = envelope(A0, "TRANSFER", {"to": B0.public_key, "amount": 30 * U})
     out = b0.submit(wire)
     assert out.ok and out.kind == "transfer"
     from swarm.protocol.envelope import decode_envelope
-    assert out.op_id == op_id_of(decode_envelope(wire))
+    env = decode_envelope(wire)
+    assert out.op_id == op_id_of(env) == bm.ledger_op_id(
+        A0.public_key, env.payload["op_id"], VALID_UNTIL_MS)
     assert out.account is not None and out.account.balance == 70 * U
     assert b0.machine.ledger.account(B0.public_key).balance == 130 * U
     assert b0.reader.root() == b0.machine.part.root()
@@ -165,6 +196,53 @@ def test_a_repeated_envelope_is_applied_once_and_answers_the_first_outcome() -> 
     assert b0.machine.ledger.account(A0.public_key).balance == 90 * U
 
 
+def test_a_retry_signed_anew_with_the_same_op_id_is_the_same_operation() -> None:
+    """A client whose connection broke after submitting signs its retry again (another
+    lamport time and envelope id) with the same op id and validity limit: it is applied
+    once and the retry answers the first outcome."""
+    b0 = Bucket(0)
+    op = b"\x07" * 16
+    first = b0.submit(envelope(A0, "TRANSFER", {"to": B0.public_key, "amount": 10 * U},
+                               lamport=1, op_id=op))
+    retry = envelope(A0, "TRANSFER", {"to": B0.public_key, "amount": 10 * U}, lamport=9,
+                     op_id=op)
+    assert bm.ledger_command(0, retry).key == first.key
+    assert b0.submit(retry).code == "duplicate_op"
+    assert b0.machine.outcome(first.key) == first
+    assert b0.machine.ledger.account(A0.public_key).balance == 90 * U
+    # Another validity limit is another operation (the client chose it).
+    other = b0.submit(envelope(A0, "TRANSFER", {"to": B0.public_key, "amount": 10 * U},
+                               lamport=9, op_id=op, valid_until_ms=VALID_UNTIL_MS - 1))
+    assert other.ok and other.key != first.key
+
+
+def test_an_old_envelope_is_refused_and_op_ids_are_forgotten_after_their_limit() -> None:
+    """Goal: a signed ledger envelope cannot be applied after its validity limit, nor
+    one valid for longer than `op_validity_ms_max`; the bucket remembers an op id only
+    until its limit, and never applies it twice. Method: bucket clocks around the
+    limit."""
+    b0 = Bucket(0)
+    limit = GENESIS.params["op_validity_ms_max"]
+    wire = envelope(A0, "TRANSFER", {"to": B0.public_key, "amount": U},
+                    valid_until_ms=50_000)
+    assert b0.submit(wire, ts=10_000).ok
+    assert b0.machine.ledger.is_decided(bm.ledger_command(0, wire).key)
+    assert b0.submit(wire, ts=40_000).code == "duplicate_op"
+    # Past its limit the id is forgotten (any entry moves the clock), and the same
+    # envelope is refused as expired: never applied twice.
+    other = envelope(B0, "STAKE", {"amount": U})
+    assert b0.submit(other, ts=50_001).ok
+    assert not b0.machine.ledger.is_decided(bm.ledger_command(0, wire).key)
+    late = b0.submit(wire, ts=60_000)
+    assert late.code == "expired" and late.reason == "the operation expired 10 s ago"
+    assert not b0.machine.ledger.is_decided(late.key)
+    assert b0.machine.ledger.account(A0.public_key).balance == 99 * U
+    far = b0.submit(envelope(A0, "STAKE", {"amount": U}, valid_until_ms=70_000 + limit + 1),
+                    ts=70_000)
+    assert far.code == "validity_too_long"
+    assert b0.reader.root() == b0.machine.part.root()
+
+
 def test_an_envelope_ordered_in_the_wrong_bucket_is_refused() -> None:
     b1 = Bucket(1)
     out = b1.submit(envelope(A0, "TRANSFER", {"to": B0.public_key, "amount": U}))
@@ -178,18 +256,22 @@ def test_effects_cross_buckets_once_and_are_acknowledged() -> None:
                                                                "amount": 25 * U})).stamp(5))
     assert isinstance(res, LedgerApplied) and len(res.emitted) == 1
     [batch] = res.emitted
+    assert res.chain is not None and [(e.target_bucket, e.seq) for e in res.chain.out] == [
+        (1, 0)]
     assert b0.machine.ledger.outbox() == [batch]
-    fx = effects_command(batch)
+    fx = effects_command(batch, b0.proof_of(batch))
     assert decode_command(1, fx.encode()) == fx
     applied = b1.commit(fx.stamp(6))
     assert isinstance(applied, LedgerApplied) and applied.outcome.ok
-    assert applied.ack_to == (0, 1)
+    assert applied.chain is not None and applied.chain.applied_below == 1
     assert b1.machine.ledger.account(A1.public_key).balance == 125 * U
+    [rec] = b1.machine.ledger.history(A1.public_key)
+    assert rec.counterparty == A0.public_key  # the payer, for `ledger history`
     dup = b1.commit(fx.stamp(7))  # delivered again (a retry after a leader change)
     assert isinstance(dup, LedgerApplied) and dup.outcome.code == "duplicate_effect"
-    assert dup.ack_to == (0, 1)  # acknowledged again, so the source stops resending
+    assert dup.chain is not None and dup.chain.applied_below == 1  # acknowledged again
     assert b1.machine.outcome(fx.key) == applied.outcome
-    ack = b0.commit(ack_command(0, EffectAck(1, 1)).stamp(8))
+    ack = b0.commit(ack_command(0, 1, b1.last_entry_proof(), 1).stamp(8))
     assert isinstance(ack, LedgerApplied) and ack.outcome.ok
     assert b0.machine.ledger.outbox() == []
     replica = LedgerReplica({0: b0.machine.ledger, 1: b1.machine.ledger,
@@ -199,6 +281,113 @@ def test_effects_cross_buckets_once_and_are_acknowledged() -> None:
     assert replica.totals().in_flight == 0
     for b in (b0, b1):
         assert b.reader.root() == b.machine.part.root()
+
+
+def test_a_forged_batch_or_acknowledgement_is_refused_and_changes_nothing() -> None:
+    """Goal: only a batch its source bucket committed is applied, and only a target's
+    certified word drops a batch from an outbox. Method: a rogue validator (A0, not a
+    replica of bucket 0) signs a credit batch and an acknowledgement; also a real proof
+    for another batch, and a real batch with its amount changed."""
+    b0, b1 = Bucket(0), Bucket(1)
+    res = b0.commit(ledger_command(0, envelope(A0, "TRANSFER", {"to": A1.public_key,
+                                                               "amount": 25 * U})).stamp(5))
+    assert isinstance(res, LedgerApplied)
+    [batch] = res.emitted
+    root = b1.machine.part.root()
+    forged = bm.EffectBatch(0, batch.source_index, batch.seq, 1, batch.source_op_id,
+                            (Credit(A1.public_key, 10_000 * U, "transfer"),))
+    rogue = b0.proof_of(batch)
+    note = certificate.sign(A0, GENESIS.swarm_id, 0, rogue.index, 1,
+                            bm.chain_digest(rogue.entry))
+    attempts = [
+        effects_command(forged, b0.proof_of(batch)),  # a real proof, another batch
+        effects_command(batch, Proof(0, rogue.index, 1, rogue.entry,
+                                     ((note.signer, note.sig),))),  # not a replica's
+        effects_command(batch, Proof(0, rogue.index, 2, rogue.entry, rogue.sigs)),  # term
+    ]
+    for cmd in attempts:
+        out = b1.commit(cmd.stamp(6))
+        assert isinstance(out, LedgerApplied) and out.chain is None
+        assert out.outcome.code == "unauthenticated" and out.outcome.kind == "unauthenticated"
+    assert b1.machine.part.root() == root and not b1.chain
+    assert b1.machine.refused["unauthenticated"] == 3
+    assert not b1.machine.ledger.has_applied(0, batch.seq)  # the real one still can
+    assert b1.commit(effects_command(batch, b0.proof_of(batch)).stamp(7)).outcome.ok  # type: ignore[union-attr]
+    # An acknowledgement not proven by the target: the outbox keeps the batch.
+    b0_root = b0.machine.part.root()
+    fake = b0.commit(ack_command(0, 1, b0.proof_of(batch), 1).stamp(8))  # bucket 0's entry
+    assert isinstance(fake, LedgerApplied) and fake.outcome.code == "unauthenticated"
+    overstated = b0.commit(ack_command(0, 1, b1.last_entry_proof(), 2).stamp(9))
+    assert isinstance(overstated, LedgerApplied)
+    assert overstated.outcome.code == "unauthenticated"
+    assert b0.machine.part.root() == b0_root and b0.machine.ledger.outbox() == [batch]
+    assert b0.commit(ack_command(0, 1, b1.last_entry_proof(), 1).stamp(10)).outcome.ok  # type: ignore[union-attr]
+    assert b0.machine.ledger.outbox() == []
+
+
+def test_an_exception_midway_rolls_the_entry_back_and_is_refused_alike(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Goal: an entry is applied all or nothing. Method: a fault injected into the
+    ledger after a transfer has debited the payer (as a bug would raise); the state is
+    the one before the entry, the outcome is `internal` and decides nothing; the next
+    entry applies normally and a read replica still agrees."""
+    b0 = Bucket(0)
+    before = b0.machine.part.root()
+    real_credit = bm.BucketLedger.__dict__["_mutate"]
+
+    def broken(self: bm.BucketLedger, op: object, ts_ms: int, tx: object) -> None:
+        real_credit(self, op, ts_ms, tx)
+        raise KeyError("injected after the debit")
+
+    monkeypatch.setattr(bm.BucketLedger, "_mutate", broken)
+    out = b0.submit(envelope(A0, "TRANSFER", {"to": A1.public_key, "amount": 5 * U}))
+    assert out.code == "internal" and out.kind == "internal"
+    assert "rolled back" in out.reason
+    assert b0.machine.part.root() == before
+    assert b0.machine.ledger.account(A0.public_key).balance == 100 * U
+    assert b0.machine.ledger.outbox() == [] and not b0.chain
+    assert not b0.machine.ledger.is_decided(out.key)
+    monkeypatch.undo()
+    again = b0.submit(envelope(A0, "TRANSFER", {"to": A1.public_key, "amount": 5 * U}))
+    assert again.ok and again.key == out.key  # the same operation applies once fixed
+    assert b0.reader.root() == b0.machine.part.root()
+
+
+def test_an_error_that_need_not_repeat_halts_the_bucket(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error that need not happen alike on every replica (out of memory) cannot be
+    turned into a shared rejection: the machine rolls back and halts, and keeps
+    refusing entries."""
+    b0 = Bucket(0)
+    before = b0.machine.part.root()
+
+    def oom(self: bm.BucketLedger, op: object, ts_ms: int) -> None:
+        raise MemoryError()
+
+    monkeypatch.setattr(bm.BucketLedger, "_validate", oom)
+    with pytest.raises(bm.BucketHalted):
+        b0.submit(envelope(A0, "TRANSFER", {"to": A1.public_key, "amount": 5 * U}))
+    monkeypatch.undo()
+    assert b0.machine.part.root() == before and b0.machine.halted
+    with pytest.raises(bm.BucketHalted):
+        b0.commit(b"")
+
+
+def test_a_pool_operation_that_raises_midway_is_rolled_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    b = bucket_for(A0)
+    assert b.submit(envelope(A0, "STAKE", {"amount": 60 * U})).ok
+    before = b.machine.part.root()
+
+    def broken(self: bm.BucketLedger, *args: object, **kwargs: object) -> None:
+        raise ValueError("injected after the pool changed")
+
+    monkeypatch.setattr(bm.BucketLedger, "record_other", broken)
+    reg = {"capabilities": ["python"], "org": "acme", "asn": 64500, "region": "eu"}
+    out = b.submit(envelope(A0, "POOL_REGISTER", reg, lamport=2))
+    assert out.code == "internal"
+    assert b.machine.part.pool.member(A0.public_key) is None
+    assert b.machine.part.root() == before
 
 
 def test_staking_and_unbonding_run_on_the_buckets_clock() -> None:
@@ -357,13 +546,18 @@ def test_buckets_conserve_credits_and_read_replicas_agree(
             waiting = [x for b in buckets.values() for x in b.machine.ledger.outbox()]
             if waiting:
                 batch = rng.choice(waiting)
-                buckets[batch.target_bucket].commit(effects_command(batch).stamp(ts))
+                proof = buckets[batch.source_bucket].proof_of(batch)
+                buckets[batch.target_bucket].commit(effects_command(batch, proof).stamp(ts))
             continue
         if kind == "ACK":
             src, dst = rng.randrange(N), rng.randrange(N)
-            if src != dst:
-                seq = buckets[dst].machine.ledger.applied_seq(src)
-                buckets[src].commit(ack_command(src, EffectAck(dst, seq)).stamp(ts))
+            proven = [e for e in buckets[dst].chain if isinstance(e.body, bm.EffectBatch)
+                      and e.body.source_bucket == src]
+            if src != dst and proven:
+                entry = rng.choice(proven)
+                assert entry.applied_below is not None
+                buckets[src].commit(ack_command(src, dst, buckets[dst].proof(entry.index),
+                                                entry.applied_below).stamp(ts))
             continue
         who = EVERYONE[who_i]
         payload: dict[str, object] = {"amount": amount * U // 4}
@@ -380,10 +574,12 @@ def test_buckets_conserve_credits_and_read_replicas_agree(
     for _ in range(4 * N):
         for b in list(buckets.values()):
             for batch in b.machine.ledger.outbox():
-                buckets[batch.target_bucket].commit(effects_command(batch).stamp(ts))
-                seq = buckets[batch.target_bucket].machine.ledger.applied_seq(batch.source_bucket)
-                b.commit(ack_command(batch.source_bucket,
-                                     EffectAck(batch.target_bucket, seq)).stamp(ts))
+                target = buckets[batch.target_bucket]
+                target.commit(effects_command(batch, b.proof_of(batch)).stamp(ts))
+                below = target.chain[-1].applied_below
+                assert below is not None
+                b.commit(ack_command(batch.source_bucket, batch.target_bucket,
+                                     target.last_entry_proof(), below).stamp(ts))
     replica = LedgerReplica({b: x.machine.ledger for b, x in buckets.items()}, supply)
     replica.check_conservation()
     assert replica.totals().in_flight == 0

@@ -7,13 +7,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from swarm.protocol import cbor, decide
+from swarm.protocol.cid import dag_cbor_cid
 from swarm.protocol.decide import (
     DecideMachine,
     TryDecide,
     decode_command,
     encode_command,
 )
+from swarm.protocol.envelope import Identity, make_envelope
 from swarm.protocol.errors import RemoteProtocolError
+from swarm.testnet.workload import TEST_SWARM
 
 
 def test_first_committed_decision_is_final() -> None:
@@ -83,31 +86,60 @@ def test_replicas_applying_one_log_agree(cmds: list[tuple[bytes, bytes]]) -> Non
 
 # -- the submission protocol of nodes that are not validators --
 
+ASKER = Identity(b"\x0a" * 32)
+NEED = dag_cbor_cid(b"a need").raw
+
+
+def request(cmd: TryDecide, swarm: bytes = TEST_SWARM, **extra: object) -> bytes:
+    return make_envelope(ASKER, kind="DECIDE", swarm=swarm, lamport=1, ts=0,
+                         payload={**decide.request_payload(cmd), **extra}).wire
+
+
 def test_submission_and_answer_round_trip() -> None:
-    cmd = TryDecide(b"n" * 36, b"p", 2, 3)
-    assert decide.decode_submission(decide.encode_submission(cmd, 1500)) == (cmd, 1500)
-    d = decide.Decision(b"n" * 36, b"p", 2, 3, bucket=7, index=9, term=2, ts_ms=123)
+    cmd = TryDecide(NEED, b"p", 2, 3)
+    env, back, timeout = decide.decode_submission(
+        decide.encode_submission(request(cmd), 1500), TEST_SWARM)
+    assert (back, timeout) == (cmd, 1500) and env.sender == ASKER.public_key
+    d = decide.Decision(NEED, b"p", 2, 3, bucket=7, index=9, term=2, ts_ms=123)
     assert decide.decode_answer(decide.encode_answer(d)) == d
     with pytest.raises(RemoteProtocolError, match="no quorum"):
         decide.decode_answer(decide.encode_answer(None, "no quorum"))
 
 
+def test_a_request_must_be_the_askers_uncertified_decide_for_this_swarm() -> None:
+    cmd = TryDecide(NEED, b"p")
+    good = request(cmd)
+    forged = good[:7] + bytes([good[7] ^ 1]) + good[8:]
+    need = make_envelope(ASKER, kind="NEED", swarm=TEST_SWARM, lamport=1, ts=0,
+                         payload={"class": "simple", "budget": 1}).wire
+    also = request(cmd, also=[{**decide.request_payload(TryDecide(NEED, b"q")),
+                               "cert": {"bucket": 0, "index": 1, "term": 1, "ts_ms": 0,
+                                        "entry_hash": bytes(32),
+                                        "sigs": [{"signer": bytes(32), "sig": bytes(64)}]}}])
+    for wire, code in [(forged, "bad_signature"), (request(cmd, swarm=b"\x01" * 32),
+                                                   "wrong_swarm"),
+                       (need, "invalid"), (also, "invalid")]:
+        with pytest.raises(RemoteProtocolError) as err:
+            decide.decode_submission(decide.encode_submission(wire, 5), TEST_SWARM)
+        assert err.value.code == code
+
+
 @pytest.mark.parametrize("value", [
-    {"need": b"n", "proposal": b"p", "k_plan": 0, "epoch": 0},  # no timeout
-    {"need": b"n", "proposal": b"p", "k_plan": 0, "epoch": 0, "timeout_ms": 0},
-    {"need": b"n", "proposal": b"p", "k_plan": 0, "epoch": 0, "timeout_ms": 10**9},
-    {"need": b"", "proposal": b"p", "k_plan": 0, "epoch": 0, "timeout_ms": 5},
-    {"need": b"n", "proposal": b"p", "k_plan": -1, "epoch": 0, "timeout_ms": 5},
-    {"need": b"n", "proposal": b"p", "k_plan": 0, "epoch": 0, "timeout_ms": 5, "x": 1},
+    {"env": b"x"},  # no timeout
+    {"env": b"x", "timeout_ms": 0},
+    {"env": b"x", "timeout_ms": 10**9},
+    {"env": "text", "timeout_ms": 5},
+    {"env": b"garbage", "timeout_ms": 5},
+    {"env": b"x", "timeout_ms": 5, "x": 1},
     [1, 2, 3],
 ])
 def test_malformed_submissions_are_refused(value: object) -> None:
     with pytest.raises(RemoteProtocolError):
-        decide.decode_submission(cbor.encode(value))
+        decide.decode_submission(cbor.encode(value), TEST_SWARM)
 
 
 def test_oversize_and_garbage_submissions_and_answers_are_refused() -> None:
-    for parse in (decide.decode_submission, decide.decode_answer):
+    for parse in (lambda d: decide.decode_submission(d, TEST_SWARM), decide.decode_answer):
         with pytest.raises(RemoteProtocolError):
             parse(b"\x00" * (decide.SUBMISSION_BYTES_MAX + 1))
         with pytest.raises(RemoteProtocolError):

@@ -112,7 +112,7 @@ def test_a_transfer_to_another_bucket_emits_one_credit_batch() -> None:
     assert (batch.source_bucket, batch.source_index, batch.seq, batch.target_bucket) == (
         0, 1, 0, 1)
     assert batch.key == (0, 1)
-    assert batch.effects == (Credit(A1, 30 * U, "transfer"),)
+    assert batch.effects == (Credit(A1, 30 * U, "transfer", A0),)
     assert r.record.emitted == ((1, 0),)
     # In flight: debited at the source, not yet credited; conservation counts it.
     assert w.replica.account(A1).balance == 100 * U
@@ -172,7 +172,8 @@ def test_a_release_pays_several_buckets_and_slashes_remote_verifiers() -> None:
     assert w.replica.account(B0).balance == 110 * U  # same bucket: credited at once
     by_target = {b.target_bucket: b for b in r.effects}
     assert set(by_target) == {1, 3}
-    assert by_target[1].effects == (Credit(A1, 40 * U, "payout"), Credit(B1, 40 * U, "payout"))
+    assert by_target[1].effects == (Credit(A1, 40 * U, "payout", A0),
+                                    Credit(B1, 40 * U, "payout", A0))
     w.commit(1, by_target[1])
     # Bucket 3 slashes V3 (50% of 200) and sends the shares on: 50 to A1 (bucket 1),
     # 20 each to W2 (bucket 2) and B0 (bucket 0), 10 burned.

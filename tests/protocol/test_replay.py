@@ -1,14 +1,25 @@
 """Replicas fed with envelopes: verbs become plan ops, causal delivery, duplicates,
-rejections, and P2 (same log, same bytes, same root)."""
+rejections (reported through `on_reject`, faults of ours included), the Lamport check
+against known refs, and P2 (same log, same bytes, same root)."""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
-from swarm.protocol.errors import RemoteProtocolError
+import pytest
+
+from swarm.protocol import verbs
+from swarm.protocol.envelope import Envelope, make_envelope
+from swarm.protocol.errors import LamportReversal, RemoteProtocolError
 from swarm.protocol.logformat import encode_log, iter_log
 from swarm.protocol.replay import Outcome, Replica, plan_ops, replay
-from swarm.testnet.workload import TEST_SWARM, Agent, generate
+from swarm.testnet.workload import TEST_SWARM, Agent, example_payloads, generate
+
+
+def _stake() -> dict[str, Any]:
+    """A valid STAKE payload (a verb with no plan ops), whatever fields it needs."""
+    return verbs.payload_from_json("STAKE", example_payloads()["STAKE"])
 
 
 def test_need_and_lifecycle_verbs_drive_task_state(agent: Agent) -> None:
@@ -27,7 +38,7 @@ def test_need_and_lifecycle_verbs_drive_task_state(agent: Agent) -> None:
 
 def test_duplicates_are_ignored(agent: Agent) -> None:
     r = Replica()
-    env = agent.make("STAKE", {"amount": 5})
+    env = agent.make("STAKE", _stake())
     assert r.receive(env.wire)[0] is Outcome.ACCEPTED
     assert r.receive(env.wire)[0] is Outcome.DUPLICATE
     assert r.duplicates == 1 and plan_ops(env) == []
@@ -51,7 +62,7 @@ def test_lamport_reversal_rejected_in_every_order(agent: Agent) -> None:
     from swarm.protocol.envelope import make_envelope
 
     bad = make_envelope(agent.identity, kind="STAKE", swarm=TEST_SWARM, lamport=a.lamport,
-                        ts=0, payload={"amount": 1}, refs=[a.id])
+                        ts=0, payload=_stake(), refs=[a.id])
     for order in ([a, bad], [bad, a]):
         r = Replica()
         for env in order:
@@ -70,7 +81,7 @@ def test_invalid_bytes_are_counted_not_raised() -> None:
 
 def test_wrong_swarm_rejected(agent: Agent) -> None:
     r = Replica(swarm=b"\x00" * 32)
-    assert r.receive(agent.make("STAKE", {"amount": 1}).wire)[0] is Outcome.REJECTED
+    assert r.receive(agent.make("STAKE", _stake()).wire)[0] is Outcome.REJECTED
     assert r.rejected == {"wrong_swarm": 1}
 
 
@@ -89,3 +100,69 @@ def test_replay_is_byte_identical_and_order_independent() -> None:
     summary = first.summary()
     assert summary["accepted"] == 400 and summary["rejected"] == {}
     assert summary["links"] > 0 and summary["tasks"] > 0
+
+
+def _reversal(agent: Agent, ref: Envelope) -> Envelope:
+    """A NEED that names `ref` in its refs yet is not after it."""
+    return make_envelope(agent.identity, kind="NEED", swarm=TEST_SWARM, lamport=ref.lamport,
+                         ts=0, payload={"class": "simple", "budget": 1}, refs=[ref.id])
+
+
+def test_known_refs_are_checked_applied_or_pending(agent: Agent) -> None:
+    """`check_known_refs` judges against what the replica knows: applied refs and
+    pending ones alike; unknown refs are left for later."""
+    r = Replica(swarm=TEST_SWARM)
+    a = agent.make("NEED", {"class": "simple", "budget": 1})
+    r.receive_envelope(a)
+    with pytest.raises(LamportReversal):
+        r.check_known_refs(_reversal(agent, a))
+    r.check_known_refs(agent.make("NEED", {"class": "simple", "budget": 1}, [a]))
+    missing = agent.make("NEED", {"class": "simple", "budget": 2})
+    waiting = agent.make("UPDATE_PLAN", {"base_lamport": 1, "ops": [
+        {"op": "ADD_TASK", "task_id": "sub"}]}, [missing])
+    assert r.receive_envelope(waiting)[0] is Outcome.PENDING
+    with pytest.raises(LamportReversal):
+        r.check_known_refs(_reversal(agent, waiting))  # a pending ref's time is known
+    r.check_known_refs(_reversal(agent, missing))  # an unknown ref: nothing to say yet
+    assert r.ref_lamports(_reversal(agent, missing)) == []
+
+
+def test_a_pending_envelope_rejected_when_its_refs_arrive_is_reported(agent: Agent) -> None:
+    rejected: list[tuple[Envelope, Exception]] = []
+    r = Replica(swarm=TEST_SWARM, on_reject=lambda e, x: rejected.append((e, x)))
+    a = agent.make("NEED", {"class": "simple", "budget": 1})
+    bad = _reversal(agent, a)
+    assert r.receive_envelope(bad)[0] is Outcome.PENDING
+    assert r.receive_envelope(a)[0] is Outcome.ACCEPTED
+    assert [(e.id, x.code) for e, x in rejected  # type: ignore[attr-defined]
+            ] == [(bad.id, "lamport_reversal")]
+    assert bad.id not in r.applied and bad.id not in r.pending
+
+
+def test_a_fault_while_applying_costs_that_envelope_only(
+        agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception turning one envelope into plan ops rejects it as
+    `internal`, reported; the replica applies everything else, also what the faulty
+    envelope's arrival released."""
+    from swarm.protocol import replay as replay_mod
+
+    real = replay_mod.plan_ops
+
+    def faulty(env: Envelope) -> list[Any]:
+        if env.kind == "NEED" and env.payload.get("title") == "boom":
+            raise RuntimeError("injected")
+        return real(env)
+
+    monkeypatch.setattr(replay_mod, "plan_ops", faulty)
+    rejected: list[tuple[Envelope, Exception]] = []
+    r = Replica(swarm=TEST_SWARM, on_reject=lambda e, x: rejected.append((e, x)))
+    first = agent.make("NEED", {"class": "simple", "budget": 1})
+    boom = agent.make("NEED", {"class": "simple", "budget": 1, "title": "boom"}, [first])
+    after = agent.make("NEED", {"class": "simple", "budget": 1, "title": "after"}, [first])
+    assert r.receive_envelope(boom)[0] is Outcome.PENDING
+    assert r.receive_envelope(after)[0] is Outcome.PENDING
+    assert r.receive_envelope(first)[0] is Outcome.ACCEPTED  # releases both
+    assert [e.id for e, x in rejected if isinstance(x, RuntimeError)] == [boom.id]
+    assert r.rejected == {"internal": 1}
+    assert set(r.applied) == {first.id, after.id}
+    assert r.plan.task(str(after.id)) is not None and r.plan.task(str(boom.id)) is None
