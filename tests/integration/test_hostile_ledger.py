@@ -76,6 +76,11 @@ async def test_a_rogue_validators_forged_credit_and_acknowledgement_are_refused(
                    "the real transfer to settle everywhere")
     supply = [n.ledger.supply() for n in nodes]
     balance = payee.ledger.balance(None)["balance"]
+    # `ledger history` names the other side and the memo, on both sides.
+    received = payee.ledger.history(None)["records"][-1]
+    assert (received["counterparty"], received["memo"]) == (account(victim).hex(), "rent")
+    sent = victim.ledger.history(None)["records"][-1]
+    assert (sent["counterparty"], sent["memo"]) == (account(payee).hex(), "rent")
 
     forged = EffectBatch(source, real["index"], 1, target, b"\x66" * 32,
                          (Credit(account(payee), 10_000 * U, "transfer"),))
