@@ -823,13 +823,15 @@ class BucketMachine:
         except SchemaError:
             return None
         self.decide.clock_ms = max(self.decide.clock_ms, value["ts"])
-        key = command_key(value)
         try:
             body = self._body(op, value)
         except RemoteProtocolError as exc:
             kind = "envelope" if op == "ledger" else "unauthenticated"
-            return LedgerApplied(self._reject(key, kind, index, exc.code,
+            return LedgerApplied(self._reject(command_key(value), kind, index, exc.code,
                                               f"{exc.field}: {exc.reason}"), None)
+        # A ledger envelope's key is its operation's id (`command_key` would decode the
+        # envelope once more to find it).
+        key = command_key(value) if isinstance(body, EffectBatch | EffectAck) else body.op_id
         try:
             return self._apply_chain_body(index, key, body)
         except _NOT_REPEATABLE as exc:
