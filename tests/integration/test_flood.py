@@ -11,27 +11,17 @@ it forwards.
 from __future__ import annotations
 
 import os
-from contextlib import AsyncExitStack
 from typing import Any
 
-import multiaddr
 import trio
-from libp2p.peer.peerinfo import info_from_p2p_addr
+from gossip_kit import sample, stranger
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.tools.anyio_service import background_trio_service
 
-from swarm.node import p2p
 from swarm.node.service import Node
 from swarm.protocol.envelope import Identity, make_envelope
 from swarm.testnet.inproc import wait_for
 
 FLOOD = 400
-
-
-def sample(node: Node, verdict: str, reason: str) -> float:
-    value = node.metrics.registry.get_sample_value(
-        "swarm_envelopes_total", {"verdict": verdict, "reason": reason})
-    return value or 0.0
 
 
 async def test_a_flood_is_ignored_not_forwarded_and_costs_the_forwarder_nothing(
@@ -54,19 +44,8 @@ async def test_a_flood_is_ignored_not_forwarded_and_costs_the_forwarder_nothing(
 
     target.router.publish = watch  # type: ignore[method-assign]
 
-    listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
-    host, mallory = p2p.make_host(os.urandom(32), listen)
-    router = p2p.make_router()
-    pubsub = p2p.make_pubsub(host, router)
-    topic = target.topics["plan"]
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(host.run(listen_addrs=listen))
-        await stack.enter_async_context(background_trio_service(pubsub))
-        await stack.enter_async_context(background_trio_service(router))
-        await pubsub.wait_until_ready()
-        await pubsub.subscribe(topic)
-        await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(target.addrs()[0])))
-        await wait_for(lambda: len(router.mesh.get(topic, ())) > 0, "the flooder to join")
+    async with stranger(target) as flooding:
+        mallory, pubsub, topic = flooding.peer_id, flooding.pubsub, flooding.topic
         for wire in wires:
             await pubsub.publish(topic, wire)
         await wait_for(lambda: sample(target, "accept", "ok")

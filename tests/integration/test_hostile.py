@@ -11,24 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from contextlib import AsyncExitStack
 from typing import Any
 
-import multiaddr
 import trio
-from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.tools.anyio_service import background_trio_service
+from gossip_kit import sample, stranger
 
-from swarm.node import p2p
 from swarm.node.service import Node
 from swarm.protocol.envelope import Identity, make_envelope
 from swarm.testnet.inproc import wait_for
-
-
-def sample(node: Node, verdict: str, reason: str) -> float:
-    value = node.metrics.registry.get_sample_value(
-        "swarm_envelopes_total", {"verdict": verdict, "reason": reason})
-    return value or 0.0
 
 
 async def test_hostile_peer_is_rejected_and_honest_traffic_flows(swarmlet: Any) -> None:
@@ -55,19 +45,9 @@ async def test_hostile_peer_is_rejected_and_honest_traffic_flows(swarmlet: Any) 
         return [os.urandom(200), bytes(forged), other_swarm.wire,
                 b"\xa1" + os.urandom(70_000), old_wire]
 
-    listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
-    host, _ = p2p.make_host(os.urandom(32), listen)
-    router = p2p.make_router()
-    pubsub = p2p.make_pubsub(host, router)
-    topic = target.topics["plan"]
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(host.run(listen_addrs=listen))
-        await stack.enter_async_context(background_trio_service(pubsub))
-        await stack.enter_async_context(background_trio_service(router))
-        await pubsub.wait_until_ready()
-        await pubsub.subscribe(topic)
-        await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(target.addrs()[0])))
-        await wait_for(lambda: len(router.mesh.get(topic, ())) > 0, "mallory to join the mesh")
+    async with stranger(target) as mallory_peer:
+        pubsub, topic = mallory_peer.pubsub, mallory_peer.topic
+
         def all_kinds_rejected() -> bool:
             return (sample(target, "reject", "bad_signature") >= 1
                     and sample(target, "reject", "wrong_swarm") >= 1
