@@ -41,12 +41,13 @@ policy-check: install
 
 # Micro-benchmarks, then DECIDE on a 5-node testnet side by side with a 5-member etcd
 # (Debian's etcd-server; installed here if missing and apt can, else that half is skipped).
+# Each prints its figures as Markdown rows for docs/BENCHMARKS.md.
 bench: install
-	$(BIN)/swarm-testnet bench
+	$(BIN)/swarm-testnet bench --markdown
 	@command -v etcd >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null 2>&1) || \
 		echo "etcd-server not installed: the etcd comparison is skipped"
-	$(BIN)/swarm-testnet raftbench
+	$(BIN)/swarm-testnet raftbench --markdown
 
 # Five real nodes on loopback, a smoke flow (NEEDs posted on different nodes, every
 # node converges on one plan root); the nodes keep running for you to explore.

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from swarm.node.client import ApiError, Client
+from swarm.node.client import TIMEOUT_S, ApiError, Client
 from swarm.node.home import HomeError, resolve_home
 
 # No emoji codes (":x:") and no highlighting of what we print; markup only in our own
@@ -94,7 +94,10 @@ def emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
-def client(home: Path | None, as_json: bool, timeout_s: float = 30.0) -> Client:
+OUTCOME_WAIT_S_MIN = 0.1  # the floor of a --timeout that the node's wait takes
+
+
+def client(home: Path | None, as_json: bool, timeout_s: float = TIMEOUT_S) -> Client:
     try:
         return Client(resolve_home(home), timeout_s=timeout_s)
     except HomeError as exc:

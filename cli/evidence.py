@@ -49,6 +49,7 @@ evidence_app = typer.Typer(help="Evidence files under IPFS CIDs (Kubo-compatible
 # Files are read in pieces of this size: large enough that per-call overhead vanishes,
 # small enough that memory stays flat for any file size.
 READ_BYTES = 1024 * 1024
+TRANSFER_TIMEOUT_S = 600.0  # an HTTP request's: large transfers take their time
 # Below this a progress bar would only flicker.
 PROGRESS_BYTES_MIN = 8 * 1024 * 1024
 
@@ -83,7 +84,7 @@ def _parse_cid(text: str, as_json: bool) -> Cid:
 
 
 def _client(home: Path | None, as_json: bool) -> Client:
-    return client(home, as_json, timeout_s=600.0)  # large transfers take their time
+    return client(home, as_json, timeout_s=TRANSFER_TIMEOUT_S)
 
 
 @evidence_app.command("add")

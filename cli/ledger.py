@@ -22,11 +22,20 @@ from typing import Annotated, Any
 
 import typer
 
-from swarm.node.client import ApiError, Client, Unreachable
+from swarm.node.client import (
+    OUTCOME_MARGIN_S,
+    OUTCOME_WAIT_S_DEFAULT,
+    OUTCOME_WAIT_S_MAX,
+    ApiError,
+    Client,
+    Unreachable,
+)
 from swarm.node.home import HomeError, resolve_home
-from swarm.protocol.ledger import format_credits, format_duration
+from swarm.protocol.amounts import format_credits, format_duration
+from swarm.protocol.verbs import OP_ID_BYTES
 
 from .common import (
+    OUTCOME_WAIT_S_MIN,
     HomeOpt,
     JsonOpt,
     add_row,
@@ -50,8 +59,9 @@ pool_app = typer.Typer(help="The verifier pool: register this node's account, le
 AmountArg = Annotated[str, typer.Argument(
     help="Credits, decimals allowed (e.g. 12.5); exact to the smallest unit.",
     show_default=False)]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the "
-                                                             "outcome.", min=0.1, max=120)]
+TimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", help="Seconds to wait for the outcome.", min=OUTCOME_WAIT_S_MIN,
+    max=OUTCOME_WAIT_S_MAX)]
 OpIdOpt = Annotated[str | None, typer.Option(
     "--op-id", help="Send an earlier attempt's operation again (32 hex digits, as that "
                     "attempt printed); with --valid-until. Applied at most once.")]
@@ -59,7 +69,12 @@ ValidUntilOpt = Annotated[int | None, typer.Option(
     "--valid-until", help="The operation's validity limit (bucket time, ms), as an "
                           "earlier attempt printed; with --op-id.", min=1)]
 RETRY_S = 30.0  # how long a write keeps sending its operation to a node that is silent
-VALIDITY_MS = 10 * 60 * 1000  # a new operation's validity limit, from now
+RETRY_DELAY_S = 0.25  # before the first retry; doubled after each, up to the max
+RETRY_DELAY_S_MAX = 4.0
+# A new operation's validity limit, from now (here and `envelope make` of a ledger
+# verb): long enough to send it, well within the swarm's `op_validity_ms_max` (1 h by
+# default).
+VALIDITY_MS = 10 * 60 * 1000
 BALANCE_KEYS = ("account", "balance", "locked", "unbonding", "escrowed")
 SUPPLY_KEYS = ("total", "circulating", "locked", "escrowed", "burned")
 
@@ -88,15 +103,15 @@ def _write(path: str, body: dict[str, Any], home: Any, as_json: bool, timeout_s:
     again while the node does not answer (see the module docstring)."""
     if (op_id is None) != (valid_until is None):
         fail("--op-id and --valid-until go together: the operation is both", as_json=as_json)
-    op = {"op_id": op_id or os.urandom(16).hex(),
+    op = {"op_id": op_id or os.urandom(OP_ID_BYTES).hex(),
           "valid_until_ms": valid_until or time.time_ns() // 1_000_000 + VALIDITY_MS}
     request = {**body, **op, "timeout_s": timeout_s}
     deadline = time.monotonic() + RETRY_S
-    delay = 0.25
+    delay = RETRY_DELAY_S
     while True:
         try:
             # Read api.json each time: a restarted node listens on another port.
-            c = Client(resolve_home(home), timeout_s=timeout_s + 5)
+            c = Client(resolve_home(home), timeout_s=timeout_s + OUTCOME_MARGIN_S)
             try:
                 doc: dict[str, Any] = c.post(path, request)
                 return doc
@@ -117,7 +132,7 @@ def _write(path: str, body: dict[str, Any], home: Any, as_json: bool, timeout_s:
         if not as_json:
             say(f"no answer ({silence}); sending operation {op['op_id']} again", console=err)
         time.sleep(delay)
-        delay = min(delay * 2, 4.0)
+        delay = min(delay * 2, RETRY_DELAY_S_MAX)
 
 
 def _applied(doc: dict[str, Any]) -> str:
@@ -154,7 +169,7 @@ def transfer(
     memo: Annotated[str, typer.Option("--memo", help="A note, up to 256 bytes.")] = "",
     to_self: Annotated[bool, typer.Option(
         "--to-self", help="TO may be this node's own account (refused otherwise).")] = False,
-    timeout_s: TimeoutOpt = 15.0,
+    timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
     op_id: OpIdOpt = None,
     valid_until: ValidUntilOpt = None,
     home: HomeOpt = None,
@@ -223,9 +238,9 @@ def supply(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
 # -- stake --
 
 @stake_app.command("add")
-def stake_add(amount: AmountArg, timeout_s: TimeoutOpt = 15.0, op_id: OpIdOpt = None,
-              valid_until: ValidUntilOpt = None, home: HomeOpt = None,
-              as_json: JsonOpt = False) -> None:
+def stake_add(amount: AmountArg, timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
+              op_id: OpIdOpt = None, valid_until: ValidUntilOpt = None,
+              home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Stake AMOUNT credits of this node's balance."""
     doc = _write("/stake/add", {"amount": amount}, home, as_json, timeout_s, op_id,
                  valid_until)
@@ -238,9 +253,9 @@ def stake_add(amount: AmountArg, timeout_s: TimeoutOpt = 15.0, op_id: OpIdOpt = 
 
 
 @stake_app.command("remove")
-def stake_remove(amount: AmountArg, timeout_s: TimeoutOpt = 15.0, op_id: OpIdOpt = None,
-                 valid_until: ValidUntilOpt = None, home: HomeOpt = None,
-                 as_json: JsonOpt = False) -> None:
+def stake_remove(amount: AmountArg, timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
+                 op_id: OpIdOpt = None, valid_until: ValidUntilOpt = None,
+                 home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Unstake AMOUNT credits (they unbond first).
 
     They stay slashable for the swarm's unbonding period; then `stake
@@ -257,7 +272,7 @@ def stake_remove(amount: AmountArg, timeout_s: TimeoutOpt = 15.0, op_id: OpIdOpt
 
 
 @stake_app.command("complete-unbonding")
-def stake_complete(timeout_s: TimeoutOpt = 15.0, op_id: OpIdOpt = None,
+def stake_complete(timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT, op_id: OpIdOpt = None,
                    valid_until: ValidUntilOpt = None, home: HomeOpt = None,
                    as_json: JsonOpt = False) -> None:
     """Return every unbonding amount whose period is over to the balance."""
@@ -305,7 +320,7 @@ def pool_register(
     region: Annotated[str, typer.Option("--region", help="Where you run.")],
     capability: Annotated[list[str] | None, typer.Option(
         "--capability", help="A capability you verify (repeatable).")] = None,
-    timeout_s: TimeoutOpt = 15.0,
+    timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
     op_id: OpIdOpt = None,
     valid_until: ValidUntilOpt = None,
     home: HomeOpt = None,
@@ -321,7 +336,7 @@ def pool_register(
 
 
 @pool_app.command("leave")
-def pool_leave(timeout_s: TimeoutOpt = 15.0, op_id: OpIdOpt = None,
+def pool_leave(timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT, op_id: OpIdOpt = None,
                valid_until: ValidUntilOpt = None, home: HomeOpt = None,
                as_json: JsonOpt = False) -> None:
     """Leave the verifier pool (the stake stays staked)."""

@@ -18,6 +18,7 @@ import typer
 
 from swarm.cli import raft as raft_cli
 from swarm.cli.common import (
+    OUTCOME_WAIT_S_MIN,
     HomeOpt,
     JsonOpt,
     add_row,
@@ -30,9 +31,10 @@ from swarm.cli.common import (
     say,
 )
 from swarm.cli.evidence import evidence_app
-from swarm.cli.ledger import ledger_app, pool_app, stake_app
+from swarm.cli.ledger import VALIDITY_MS, ledger_app, pool_app, stake_app
 from swarm.cli.policy import policy_app
 from swarm.cli.raft import raft_app
+from swarm.node.client import OUTCOME_MARGIN_S, OUTCOME_WAIT_S_DEFAULT, OUTCOME_WAIT_S_MAX
 from swarm.node.home import (
     DEFAULT_CONFIG,
     GENESIS_FILE,
@@ -60,7 +62,7 @@ from swarm.protocol.envelope import (
     signing_message,
 )
 from swarm.protocol.errors import ProtocolError
-from swarm.protocol.plan import diff, diff_to_json
+from swarm.protocol.plan import PlanVersion, diff, diff_to_json
 from swarm.protocol.replay import Replica
 from swarm.protocol.schema import to_json
 
@@ -94,9 +96,6 @@ app.add_typer(pool_app, name="pool")
 app.command("decide")(raft_cli.decide)
 app.command("decision")(raft_cli.decision)
 
-# A ledger envelope made here without a validity limit gets this one, from now: long
-# enough to send it, well within the swarm's `op_validity_ms_max` (1 h by default).
-LEDGER_VALIDITY_MS = 10 * 60 * 1000
 
 SwarmOpt = Annotated[
     str | None,
@@ -217,9 +216,9 @@ def envelope_make(
         fail(f"--payload is not valid JSON: {exc}", as_json=as_json)
     if kind in verbs.LEDGER_KINDS and isinstance(raw_payload, dict):
         # A ledger verb is one operation, named by these two: fresh ones unless given.
-        raw_payload.setdefault("op_id", os.urandom(16).hex())
+        raw_payload.setdefault("op_id", os.urandom(verbs.OP_ID_BYTES).hex())
         raw_payload.setdefault("valid_until_ms",
-                               time.time_ns() // 1_000_000 + LEDGER_VALIDITY_MS)
+                               time.time_ns() // 1_000_000 + VALIDITY_MS)
     try:
         identity = load_identity(path)
         refs = [Cid.parse(r, "--ref") for r in (ref or [])]
@@ -255,8 +254,8 @@ def envelope_make(
 def envelope_send(
     file: Annotated[Path, typer.Argument(help="Envelope file (wire bytes), or - for stdin.")],
     timeout_s: Annotated[float, typer.Option(
-        "--timeout", help="Seconds to wait for a ledger verb's outcome.", min=0.1,
-        max=120)] = 15.0,
+        "--timeout", help="Seconds to wait for a ledger verb's outcome.",
+        min=OUTCOME_WAIT_S_MIN, max=OUTCOME_WAIT_S_MAX)] = OUTCOME_WAIT_S_DEFAULT,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -271,7 +270,7 @@ def envelope_send(
                 else file.read_bytes())
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror}", as_json=as_json)
-    c = client(home, as_json, timeout_s=timeout_s + 5)
+    c = client(home, as_json, timeout_s=timeout_s + OUTCOME_MARGIN_S)
     doc: dict[str, Any] = call(lambda: c.post_bytes("/envelopes/wire", data,
                                                     {"timeout_s": timeout_s}), as_json)
     if as_json:
@@ -402,10 +401,8 @@ def plan_replay(
     doc = replica.summary()
     plan = replica.plan
     if at is not None:
-        version = plan.version_at(at)
-        doc["at"] = {"lamport": at, "plan_root": version.root().hex(),
-                     "tasks": len(version.task_ids()), "links": len(version.links())}
-        plan = version
+        plan = plan.version_at(at)
+        doc["at"] = PlanVersion.of(plan, at).to_json()
     if diff_from is not None:
         doc["diff"] = {"from_lamport": diff_from,
                        **diff_to_json(diff(replica.plan.version_at(diff_from), plan))}

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from swarm.node.client import OUTCOME_MARGIN_S, OUTCOME_WAIT_S_DEFAULT
+
 from .common import HomeOpt, JsonOpt, add_row, call, client, emit_json, new_table, out, say
 
 raft_app = typer.Typer(help="The Raft buckets of a running node.", no_args_is_help=True)
@@ -54,13 +56,14 @@ def decide(
     proposal_id: Annotated[str, typer.Argument(help="The proposal to decide for it.")],
     k_plan: Annotated[int, typer.Option("--k-plan", min=0, max=64)] = 0,
     epoch: Annotated[int, typer.Option("--epoch", min=0)] = 0,
-    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 15.0,
+    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")
+                         ] = OUTCOME_WAIT_S_DEFAULT,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a decision for a NEED and print the committed one: the first decision
     committed for a NEED is final, so this may name another proposal. Safe to retry."""
-    c = client(home, as_json, timeout_s=timeout_s + 5)
+    c = client(home, as_json, timeout_s=timeout_s + OUTCOME_MARGIN_S)
     body = {"need_id": need_id, "proposal_id": proposal_id, "k_plan": k_plan,
             "epoch": epoch, "timeout_s": timeout_s}
     doc: dict[str, Any] = call(lambda: c.post("/decide", body), as_json)

@@ -24,6 +24,7 @@ from swarm.protocol.errors import ProtocolError
 from .api_guard import BODY_BYTES_MAX, ApiGuard, StrictBody, invalid_request, token_matches
 from .bitswap import Bitswap
 from .blockstore import Blockstore, parse_kind
+from .client import OUTCOME_WAIT_S_DEFAULT, OUTCOME_WAIT_S_MAX
 from .decide_api import decide_router
 from .decide_service import DecideService
 from .evidence_api import evidence_router
@@ -31,7 +32,7 @@ from .evidence_store import EvidenceStore
 from .home import identity_proof
 from .ledger_api import ledger_router
 from .ledger_service import LedgerRefused, LedgerService
-from .multiraft import SubmitError
+from .raft_kinds import SubmitError
 
 # The status of a verdict other than ACCEPT: a REJECT is the client's envelope's fault
 # (400), except a fault of ours; an IGNORE is "not now" (409), or the sender's rate.
@@ -149,7 +150,8 @@ def build_app(node: NodeControl, token: str, peer_id: str) -> ApiGuard:
                           "`lamport_future`), or refused by the ledger; 429: the sender's "
                           "rate; 503: no quorum of the bucket in time.")
     async def submit_wire(request: Request,
-                          timeout_s: Annotated[float, Query(gt=0, le=120)] = 15.0
+                          timeout_s: Annotated[float, Query(
+                              gt=0, le=OUTCOME_WAIT_S_MAX)] = OUTCOME_WAIT_S_DEFAULT
                           ) -> dict[str, Any]:
         data = await request.body()
         try:

@@ -54,6 +54,7 @@ from prometheus_client import CollectorRegistry, Counter
 from swarm.protocol import bitswap as bs
 from swarm.protocol.cid import Cid
 from swarm.protocol.errors import LocalProtocolError, ProtocolError
+from swarm.protocol.logformat import UVARINT_BYTES_MAX, uvarint_prefix
 
 from .blockstore import Blockstore, Holding, Kind, Pin
 
@@ -76,6 +77,7 @@ WRITE_TIMEOUT_S = 30.0
 # A message that has started arriving must be complete within this time.
 READ_TIMEOUT_S = 60.0
 READ_BYTES = 256 * 1024
+RESET_TIMEOUT_S = 1.0  # resetting a stale stream before opening a fresh one
 
 
 class BitswapMetrics:
@@ -356,7 +358,7 @@ class Bitswap:
                 return
             except Exception:  # a stale stream: open a fresh one, once
                 stream, state.stream = state.stream, None
-                with trio.move_on_after(1):
+                with trio.move_on_after(RESET_TIMEOUT_S):
                     await stream.reset()
                 if attempt:
                     raise
@@ -493,12 +495,10 @@ class _MessageReader:
 
 def _parse_uvarint(buffer: bytearray) -> tuple[int | None, int]:
     """(value, bytes used) of the varint at the start of `buffer`; (None, 0) if it is
-    not complete yet. More than 10 bytes is an error."""
-    value = 0
-    for i, b in enumerate(buffer[:10]):
-        value |= (b & 0x7F) << (7 * i)
-        if not b & 0x80:
-            return value, i + 1
-    if len(buffer) >= 10:
-        raise bs.BitswapError("message", "length prefix longer than 10 bytes")
-    return None, 0
+    not complete yet. More than UVARINT_BYTES_MAX bytes is an error."""
+    try:
+        head = uvarint_prefix(buffer)
+    except ValueError:
+        raise bs.BitswapError("message", f"length prefix longer than {UVARINT_BYTES_MAX} "
+                                         f"bytes") from None
+    return head if head is not None else (None, 0)

@@ -23,6 +23,15 @@ import httpx
 from .home import HomeError, identity_proof, read_api, read_token
 
 NONCE_BYTES = 32
+TIMEOUT_S = 30.0  # an HTTP request's, unless the caller expects a longer answer
+# How long a write (POST /decide, the ledger writes, /envelopes/wire) waits on the node
+# for its outcome, its `timeout_s`: by default and at most. One fact for the API's
+# request bodies and the CLI's --timeout options.
+OUTCOME_WAIT_S_DEFAULT = 15.0
+OUTCOME_WAIT_S_MAX = 120  # an int: the API schema and its errors print it as 120
+# A request that waits for an outcome gives up this much later than the node's wait,
+# so that the node's answer (the outcome, or that it has none) arrives first.
+OUTCOME_MARGIN_S = 5.0
 
 
 class ApiError(Exception):
@@ -38,7 +47,7 @@ class Unreachable(ApiError):
 
 
 class Client:
-    def __init__(self, home: Path, timeout_s: float = 30.0) -> None:
+    def __init__(self, home: Path, timeout_s: float = TIMEOUT_S) -> None:
         api = read_api(home)
         self.home = home
         self.url = str(api["url"]).rstrip("/")

@@ -19,8 +19,13 @@ from swarm.protocol.cid import Cid
 from swarm.protocol.errors import ProtocolError
 
 from .api_guard import StrictBody
+from .client import OUTCOME_WAIT_S_DEFAULT, OUTCOME_WAIT_S_MAX
 from .decide_service import NEED_WAIT_S, DecideService, UnknownNeed
-from .multiraft import DecideError
+from .raft_kinds import DecideError
+
+# What is left of a request's wait once its NEED is known, at the least: try_decide
+# takes a positive timeout.
+DECIDE_WAIT_S_MIN = 0.001
 
 
 class DecideRequestBody(StrictBody):
@@ -28,7 +33,7 @@ class DecideRequestBody(StrictBody):
     proposal_id: str = Field(description="The winning proposal's id (1..128 bytes).")
     k_plan: int = Field(default=0, ge=0, le=64)
     epoch: int = Field(default=0, ge=0)
-    timeout_s: float = Field(default=15.0, gt=0, le=120)
+    timeout_s: float = Field(default=OUTCOME_WAIT_S_DEFAULT, gt=0, le=OUTCOME_WAIT_S_MAX)
 
 
 def decide_router(service: Callable[[], DecideService], dependencies: list[Any]) -> APIRouter:
@@ -43,7 +48,8 @@ def decide_router(service: Callable[[], DecideService], dependencies: list[Any])
             waited = await svc.require_need(Cid.parse(body.need_id, "need_id"),
                                             min(body.timeout_s, NEED_WAIT_S))
             return await svc.try_decide(body.need_id, body.proposal_id, body.k_plan,
-                                        body.epoch, max(body.timeout_s - waited, 0.001))
+                                        body.epoch,
+                                        max(body.timeout_s - waited, DECIDE_WAIT_S_MIN))
         except DecideError as exc:
             raise HTTPException(status_code=503, detail=exc.to_dict()) from None
         except UnknownNeed as exc:

@@ -10,7 +10,7 @@ certified decision in `certified` -- the read replica that non-replica nodes ans
 without trusting any single peer.
 
 Announcements are batched, and one validator makes them for the whole swarm: the
-lowest-numbered one this node takes to be alive (`MultiRaft.announcer`). Other bucket
+lowest-numbered one this node takes to be alive (`Peers.announcer`). Other bucket
 leaders send it their certified decisions in their next Raft frame to it; it checks
 each certificate and queues them. It publishes a DECIDE envelope stating up to
 1 + DECIDE_ALSO_MAX decisions as soon as one is full, else at most one per
@@ -36,14 +36,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import trio
+from libp2p.abc import IHost
 from libp2p.custom_types import TProtocol
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from swarm.policy_wasm import abi
 from swarm.protocol import cbor, certificate
@@ -60,22 +62,24 @@ from swarm.protocol.decide import (
     encode_submission,
     request_payload,
 )
-from swarm.protocol.envelope import Envelope, decode_envelope, make_envelope
+from swarm.protocol.envelope import Envelope, Identity
 from swarm.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from swarm.protocol.genesis import Genesis
 from swarm.protocol.placement import Placement
 from swarm.protocol.raft import NONE, Message
 from swarm.protocol.raftwire import Announcement
 from swarm.protocol.verbs import DECIDE_ALSO_MAX
 
 from . import relay
-from .multiraft import TICK_MS, DecideError, MultiRaft
+from .client import OUTCOME_WAIT_S_DEFAULT
+from .multiraft import MultiRaft
 from .pipeline import Verdict
+from .policy import WasmPolicy
+from .raft_group import TICK_MS
+from .raft_kinds import DecideError
 from .raft_snapshots import SnapshotReceiver, SnapshotStreams, snapshot_protocol
 from .raft_transport import RaftTransport, raft_protocol
 from .raftstore import RaftStore
-
-if TYPE_CHECKING:
-    from .service import Node
 
 log = logging.getLogger("swarm.decide")
 
@@ -88,6 +92,8 @@ ANNOUNCE_FULL = 1 + DECIDE_ALSO_MAX  # decisions that fill an envelope
 # at the same moment, and the DECIDEs in flight then waited (docs/RAFT.md).
 PRECHECK_PACE_S = 0.002
 PRECHECKED_MAX = 1024
+ALSO_KEY_BYTES = 5  # the `also` key in DAG-CBOR
+LIST_HEAD_BYTES_MAX = 3  # a list's head, for up to 65535 items
 ANNOUNCE_QUEUE_MAX = 100_000  # beyond it the oldest wait for the replicas' fallback
 # How long a decision waits for its NEED to arrive here before it is refused, and how
 # often it looks: gossip brings a NEED in well under a second on a healthy swarm.
@@ -169,27 +175,49 @@ class RaftCollector(Collector):
                                 value=len(raft.halted))
 
 
+# The node's other parts, as the service uses them.
+Sign = Callable[[str, dict[str, Any], int], Envelope]  # kind, payload, ts_ms: signed by us
+Publish = Callable[[str, Any, str, list[Cid]], Awaitable[Any]]  # kind, payload, thread, refs
+
+
 class DecideService:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.placement = Placement.from_genesis(node.genesis)
-        self.store = RaftStore(node.settings.home / RAFT_DIR)
+    """`genesis`, `identity`: the swarm's and this node's. `home`: the node's home, whose
+    RAFT_DIR holds the Raft store. `policy` judges DECIDE requests relayed by other
+    nodes; `sign` makes this node's own envelopes and `publish` gossips one.
+    `is_applied(cid)` and `applied_kind(cid)` read the plan's replica (whether an
+    envelope is applied here, and of which kind). The libp2p host comes to `run`."""
+
+    def __init__(self, genesis: Genesis, identity: Identity, home: Path, policy: WasmPolicy,
+                 registry: CollectorRegistry, *, sign: Sign, publish: Publish,
+                 is_applied: Callable[[Cid], bool],
+                 applied_kind: Callable[[Cid], str | None],
+                 decide_unknown_needs: bool = False) -> None:
+        self.genesis = genesis
+        self.policy = policy
+        self.sign = sign
+        self.publish = publish
+        self.is_applied = is_applied
+        self.applied_kind = applied_kind
+        self.decide_unknown_needs = decide_unknown_needs
+        self.host: IHost | None = None
+        self.placement = Placement.from_genesis(genesis)
+        self.store = RaftStore(home / RAFT_DIR)
         # The read replica. Plain tuples of numbers, strings and bytes: a full envelope's
         # 64 decisions stored as dicts of strings cost 0.58 ms, on every node at the same
         # moment, and a million of them would be garbage-collector work for good.
         self.certified: dict[bytes, Certified] = {}
-        self.raft = MultiRaft(node.identity, node.genesis.swarm_id, self.placement,
+        self.raft = MultiRaft(identity, genesis.swarm_id, self.placement,
                               self.store, self._send, self._publish,
                               announced=self._announced,
-                              genesis=node.genesis, send_snapshot=self._send_snapshot)
+                              genesis=genesis, send_snapshot=self._send_snapshot)
         self.transport: RaftTransport | None = None
         self.snapshots: SnapshotStreams | None = None
-        self.submission_protocol = TProtocol(f"/can-swarm/{node.genesis.short_id}/decide/1.0.0")
+        self.submission_protocol = TProtocol(f"/can-swarm/{genesis.short_id}/decide/1.0.0")
         self.submissions = relay.Server(SUBMISSION_BYTES_MAX, self._serve_submission)
         self.announce_queue: deque[tuple[Decision, dict[str, Any]]] = deque()
         # What the policy allows a DECIDE (None: it allows none, so one per envelope and
         # the denial is logged).
-        self.decide_rule = node.policy.host.rules().get("DECIDE")
+        self.decide_rule = policy.host.rules().get("DECIDE")
         self.announce_ready = trio.Event()
         self.announcements = 0  # envelopes published
         # Gossiped DECIDEs whose certificates `precheck` is checking, and those it passed
@@ -200,16 +228,16 @@ class DecideService:
         self._check_ready = trio.Event()
         self.raft.relayed = self._relayed
         self._prechecked: dict[bytes, None] = {}
-        node.metrics.registry.register(RaftCollector(self))
+        registry.register(RaftCollector(self))
         self.decide_seconds = Histogram(
             "swarm_decide_seconds", "DECIDE submitted through this node's API, to the "
             "committed answer", buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                         0.5, 1, 2.5, 5, 10), registry=node.metrics.registry)
+                                         0.5, 1, 2.5, 5, 10), registry=registry)
         self.write_seconds = Histogram(
             "swarm_raft_write_seconds", "Synced writes of Raft state (one per round), which "
             "hold the event loop", buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005,
                                             0.01, 0.025, 0.05, 0.1, 0.25, 1),
-            registry=node.metrics.registry)
+            registry=registry)
         self.store.observe_write = self.write_seconds.observe
 
     def close(self) -> None:
@@ -231,17 +259,18 @@ class DecideService:
             self.snapshots.send(peer, bucket, m)
 
     def _addrs_of(self, node_id: int) -> list[str]:
-        v = self.node.genesis.value["validators"][node_id - 1]
+        v = self.genesis.value["validators"][node_id - 1]
         return [a for a in v.get("addrs", []) if "/p2p/" not in a] + [
             a.split("/p2p/", 1)[0] for a in v.get("addrs", []) if "/p2p/" in a]
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        node = self.node
+    async def run(self, host: IHost, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.host = host
+        short_id = self.genesis.short_id
         self.transport = RaftTransport(
-            node.host, raft_protocol(node.genesis.short_id), self.placement, self.raft.id,
+            host, raft_protocol(short_id), self.placement, self.raft.id,
             self._addrs_of, self.raft.receive, self.raft.peer_lost, self.raft.peer_connected)
         self.snapshots = SnapshotStreams(
-            node.host, snapshot_protocol(node.genesis.short_id), self.placement, self.raft.id,
+            host, snapshot_protocol(short_id), self.placement, self.raft.id,
             SnapshotReceiver(self.placement.bucket_count, len(self.placement.accounts),
                              self.raft.receive_snapshot), self.raft.snapshot_status)
         async with trio.open_nursery() as nursery:
@@ -251,7 +280,7 @@ class DecideService:
             nursery.start_soon(self._announcer)
             nursery.start_soon(self._checker)
             if self.raft.id != NONE:
-                node.host.set_stream_handler(self.submission_protocol, self.submissions)
+                host.set_stream_handler(self.submission_protocol, self.submissions)
             log.info("raft started id=%d buckets=%d", self.raft.id, len(self.raft.groups))
             task_status.started()
 
@@ -259,13 +288,13 @@ class DecideService:
 
     async def _publish(self, d: Decision, cert: dict[str, Any]) -> None:
         """MultiRaft's announcement callback: a certified decision this node holds. One
-        validator announces for the whole swarm (`MultiRaft.announcer`); the others
+        validator announces for the whole swarm (`Peers.announcer`, node/raft_peers.py); the others
         send theirs to it in their next Raft frame to it. Every gossiped envelope costs
         every node about 2.5 ms of CPU whatever it carries, so five announcers sent
         several times the envelopes one does."""
-        target = self.raft.announcer()
+        target = self.raft.peers.announcer()
         if target != self.raft.id:
-            self.raft.forward_announcement(target, d, cert)
+            self.raft.certs.forward_announcement(target, d, cert)
         else:
             self._enqueue(d, cert)
 
@@ -301,7 +330,7 @@ class DecideService:
 
     def _certify_relayed(self, a: Announcement) -> tuple[Decision, dict[str, Any]] | None:
         try:
-            cert = certificate.check_relayed(a, self.node.genesis.swarm_id, self.placement)
+            cert = certificate.check_relayed(a, self.genesis.swarm_id, self.placement)
         except RemoteProtocolError as exc:
             self.raft.stats["announcements_rejected"] += 1
             log.warning("a relayed decision for %s does not verify: %s",
@@ -332,11 +361,10 @@ class DecideService:
                     nursery.start_soon(self._announce, payload)
 
     async def _announce(self, payload: dict[str, Any]) -> None:
-        applied = self.node.pipeline.replica.applied
         needs = [d["need_id"] for d in certificate.announced(payload)]
-        refs = [n for n in dict.fromkeys(needs) if n in applied]
+        refs = [n for n in dict.fromkeys(needs) if self.is_applied(n)]
         try:
-            await self.node.publish_value("DECIDE", payload, "decide", refs)
+            await self.publish("DECIDE", payload, "decide", refs)
             self.announcements += 1
         except Exception as exc:  # noqa: BLE001 - the replicas' fallback announces them
             log.warning("announcing %d decisions failed: %r", len(needs), exc)
@@ -356,7 +384,7 @@ class DecideService:
         done = self._prechecking[key] = trio.Event()
         try:
             for _ in certificate.checking_announcement(
-                    env.payload, self.node.genesis.swarm_id, self.placement):
+                    env.payload, self.genesis.swarm_id, self.placement):
                 await trio.sleep(PRECHECK_PACE_S)
             self._prechecked[key] = None
             while len(self._prechecked) > PRECHECKED_MAX:
@@ -376,7 +404,7 @@ class DecideService:
         if env.id.raw in self._prechecked:
             del self._prechecked[env.id.raw]
             return
-        certificate.check_announcement(env.payload, self.node.genesis.swarm_id,
+        certificate.check_announcement(env.payload, self.genesis.swarm_id,
                                        self.placement)
 
     def accepted(self, env: Envelope) -> None:
@@ -406,7 +434,8 @@ class DecideService:
     # -- the API's operations --
 
     async def try_decide(self, need_id: str, proposal_id: str, k_plan: int = 0,
-                         epoch: int = 0, timeout_s: float = 15.0) -> dict[str, Any]:
+                         epoch: int = 0,
+                         timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
         need = Cid.parse(need_id, "need_id")
         try:
             cmd = TryDecide(need.raw, proposal_id.encode(), k_plan, epoch)
@@ -420,22 +449,15 @@ class DecideService:
         self.decide_seconds.observe(time.monotonic() - started)
         return decision_json(d)
 
-    def need_kind(self, need: Cid) -> str | None:
-        """The kind of the envelope applied here whose id is `need`; None if none is."""
-        if need not in self.node.pipeline.replica.applied:
-            return None
-        wire = self.node.store.get(need)
-        return decode_envelope(wire, verify=False).kind if wire is not None else None
-
     async def require_need(self, need: Cid, wait_s: float) -> float:
         """Refuse to decide `need` unless it is a NEED applied here, waiting up to
         `wait_s` for it to arrive. Returns the seconds waited; raises UnknownNeed, or
         LocalProtocolError (code not_a_need) for the id of another kind of envelope."""
-        if self.node.settings.decide_unknown_needs:
+        if self.decide_unknown_needs:
             return 0.0
         started = trio.current_time()
         deadline = started + wait_s
-        while (kind := self.need_kind(need)) is None and trio.current_time() < deadline:
+        while (kind := self.applied_kind(need)) is None and trio.current_time() < deadline:
             await trio.sleep(NEED_POLL_S)
         if kind is None:
             raise UnknownNeed("need_id", f"no NEED {need} is known to this node (waited "
@@ -459,13 +481,11 @@ class DecideService:
                 raise RemoteProtocolError("answer", "states another NEED or bucket")
             return d
 
-        node = self.node
-        request = make_envelope(node.identity, kind="DECIDE", swarm=node.genesis.swarm_id,
-                                lamport=node.clock.tick(), ts=time.time_ns() // 1_000_000,
-                                payload=request_payload(cmd))
+        request = self.sign("DECIDE", request_payload(cmd), time.time_ns() // 1_000_000)
+        assert self.host is not None, "run() gives the host"
         try:
             return await relay.ask_validators(
-                self.node.host, self.placement, self.submission_protocol,
+                self.host, self.placement, self.submission_protocol,
                 lambda ms: encode_submission(request.wire, ms), SUBMISSION_BYTES_MAX, parse,
                 timeout_s, SUBMISSION_TIMEOUT_MS_MAX)
         except relay.NoValidator:
@@ -481,8 +501,8 @@ class DecideService:
         request enters Raft: the swarm's policy judges the asker's signed request as it
         judges gossip (per-sender rate, the DECIDE rule), counted like any other."""
         try:
-            request, cmd, timeout_ms = decode_submission(data, self.node.genesis.swarm_id)
-            decision = self.node.policy.evaluate(request)
+            request, cmd, timeout_ms = decode_submission(data, self.genesis.swarm_id)
+            decision = self.policy.evaluate(request)
             if decision.verdict is not Verdict.ACCEPT:
                 return encode_answer(None, f"policy: the swarm's policy denies this DECIDE: "
                                            f"{decision.reason}")
@@ -544,7 +564,7 @@ def pack_decisions(queue: deque[tuple[Decision, dict[str, Any]]],
     first = _announced_entry(*queue.popleft())
     if rule is None:
         return first
-    size = len(cbor.encode(first)) + 5 + 3
+    size = len(cbor.encode(first)) + ALSO_KEY_BYTES + LIST_HEAD_BYTES_MAX
     items = abi.list_items(first)
     also: list[dict[str, Any]] = []
     while queue and len(also) < DECIDE_ALSO_MAX:

@@ -6,7 +6,8 @@ never half of one). The key file holds the Ed25519 seed in hex, readable by its 
 only; a key with looser permissions is refused rather than silently used. The control
 API's token (``api.token``) follows the same rule: owner-only, and at least
 TOKEN_CHARS_MIN characters; a missing or empty one is replaced by a new random token
-when the node starts.
+when the node starts. `NodeSettings` is what a node starts with: its home's config,
+overridden by command-line flags.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import ipaddress
 import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swarm.protocol import genesis as genesis_mod
 from swarm.protocol.envelope import Identity
+from swarm.protocol.genesis import Genesis
 
 KEY_FILE = "node.key"
 CONFIG_FILE = "config.json"
@@ -206,3 +210,53 @@ def read_api(home: Path) -> dict[str, Any]:
     if not isinstance(value, dict) or "url" not in value:
         raise HomeError(f"{path} is damaged; restart the node")
     return value
+
+
+@dataclass
+class NodeSettings:
+    home: Path
+    listen: list[str]
+    bootstrap: list[str]
+    api: str  # host:port
+    ipfs_api: str | None = None  # the user's IPFS daemon for evidence (node/evidence_store.py)
+    mdns: bool = False  # find and dial nodes of the same swarm on the LAN (node/mdns.py)
+    # The control API may listen on an address other machines reach (`--api-public`).
+    api_public: bool = False
+    # Decide ids that are no NEED known here (benchmarks; node/decide_service.py).
+    decide_unknown_needs: bool = False
+
+    @classmethod
+    def from_home(cls, home: Path, *, listen: list[str] | None = None,
+                  bootstrap: list[str] | None = None, api: str | None = None,
+                  mdns: bool | None = None, api_public: bool | None = None
+                  ) -> NodeSettings:
+        config = read_config(home)
+        settings = cls(
+            home=home,
+            listen=listen or list(config.get("listen", ["/ip4/127.0.0.1/tcp/0"])),
+            bootstrap=(bootstrap if bootstrap is not None
+                       else list(config.get("bootstrap", []))),
+            api=api or str(config.get("api", "127.0.0.1:0")),
+            ipfs_api=config.get("ipfs_api") or None,
+            mdns=bool(config.get("mdns", False)) if mdns is None else mdns,
+            api_public=(config.get("api_public") is True) if api_public is None
+            else api_public,
+            decide_unknown_needs=config.get("decide_unknown_needs") is True,
+        )
+        if not settings.api_public and not api_is_loopback(settings.api):
+            raise HomeError(f"the control API would listen on {settings.api}, which other "
+                            "machines may reach; pass --api-public (or set \"api_public\": "
+                            f"true in {home / 'config.json'}) if that is meant, or use "
+                            "127.0.0.1:PORT")
+        return settings
+
+
+
+def load_genesis(home: Path) -> Genesis:
+    path = home / GENESIS_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise HomeError(f"no genesis at {path}; run `swarm-node init --home {home} "
+                        "--genesis FILE`") from None
+    return genesis_mod.from_json(text)

@@ -25,10 +25,12 @@ from fastapi import APIRouter, HTTPException
 from pydantic import Field
 
 from swarm.protocol.errors import LocalProtocolError, ProtocolError
+from swarm.protocol.verbs import OP_ID_BYTES
 
 from .api_guard import StrictBody
+from .client import OUTCOME_WAIT_S_DEFAULT, OUTCOME_WAIT_S_MAX
 from .ledger_service import LedgerRefused, LedgerService
-from .multiraft import SubmitError
+from .raft_kinds import SubmitError
 
 CREDITS = "Credits as text, decimals allowed (\"12.5\"); exact to the smallest unit."
 
@@ -36,8 +38,9 @@ CREDITS = "Credits as text, decimals allowed (\"12.5\"); exact to the smallest u
 class OperationBody(StrictBody):
     """What every ledger write takes: how long to wait, and the operation's identity."""
 
-    timeout_s: float = Field(default=15.0, gt=0, le=120)
-    op_id: str | None = Field(default=None, min_length=32, max_length=32,
+    timeout_s: float = Field(default=OUTCOME_WAIT_S_DEFAULT, gt=0, le=OUTCOME_WAIT_S_MAX)
+    op_id: str | None = Field(default=None, min_length=2 * OP_ID_BYTES,
+                              max_length=2 * OP_ID_BYTES,
                               description="The operation's id, 32 hex digits; reuse it "
                                           "(with valid_until_ms) to retry safely.")
     valid_until_ms: int | None = Field(default=None, ge=1, le=2**63 - 1,

@@ -56,23 +56,31 @@ from swarm.protocol.buckets import bucket_of
 from swarm.protocol.committee import Verifier
 from swarm.protocol.errors import RemoteProtocolError
 from swarm.protocol.genesis import Genesis
-from swarm.protocol.ledger import AccountView, AuditRecord, EffectBatch, Totals, genesis_supply
+from swarm.protocol.ledger import AccountView, AuditRecord, Totals, genesis_supply
+from swarm.protocol.ledger_ops import EffectBatch
 from swarm.protocol.plan import merkle_root
 from swarm.protocol.raft import Role
 from swarm.protocol.raftwire import CertifiedEntry, Frame
 
-from .multiraft import TICK_MS, Group, LedgerHook, MultiRaft
+from .multiraft import LedgerHook, MultiRaft
+from .raft_group import TICK_MS, Group
 from .raftstore import RaftStore
 
 log = logging.getLogger("swarm.ledger")
 
 EFFECT_TICKS = 4  # acknowledgements and due resends every 200 ms
 EFFECT_RESEND_TICKS = 60  # a batch still in the outbox after 3 s is sent again
+# A proof asked of a co-replica and never answered is forgotten after this long (30 s),
+# so the table of requests in flight stays bounded.
+FETCH_FORGET_TICKS = 10 * EFFECT_RESEND_TICKS
 SYNC_TICKS = 20  # ask a peer for missing chain entries every second
 FETCH_ENTRIES_MAX = 512  # chain entries in one answer to a fetch
 AHEAD_MAX = 4096  # chain entries held past a gap, per bucket
 OUTBOX_SEND_MAX = 256  # batches sent per bucket per round
 PROOFS_KEPT_MAX = 4096  # recent proofs of entries that emitted batches, kept in memory
+# A certified chain entry as this node stored it: far below it (an entry is bounded by
+# the envelope it carries, its signatures by the replica count).
+CERT_LIMITS = cbor.Limits(size_bytes_max=1 << 20)
 _KEY = struct.Struct(">cHQ")
 
 
@@ -90,7 +98,7 @@ def _proof(cert: CertifiedEntry) -> Proof:
 
 def _decode_cert(key: bytes, value: bytes) -> CertifiedEntry:
     _, bucket, index = _KEY.unpack(key)
-    term, entry, sigs = cbor.decode(value, cbor.Limits(size_bytes_max=1 << 20))
+    term, entry, sigs = cbor.decode(value, CERT_LIMITS)
     return CertifiedEntry(bucket, index, term, entry, tuple((a, b) for a, b in sigs))
 
 
@@ -161,7 +169,7 @@ class LedgerRaft(LedgerHook):
         replicas = set(self.placement.replicas(cert.bucket))
         for peer in range(1, len(self.placement.accounts) + 1):
             if peer not in replicas:
-                self.raft.out_chain[peer].append(cert)
+                self.raft.outbox.to(peer).chain.append(cert)
         if entry.out:
             # Deliver at once: the recipient sees its credit within a round trip.
             now = self.raft.now_tick
@@ -250,10 +258,11 @@ class LedgerRaft(LedgerHook):
         asked = self.fetching.get((bucket, index))
         if asked is None or now - asked >= EFFECT_RESEND_TICKS:
             peers = [p for p in self.placement.replicas(bucket)
-                     if p != self.raft.id and self.raft._alive(p)]
+                     if p != self.raft.id and self.raft.alive(p)]
             if peers:
                 self.fetching[(bucket, index)] = now
-                self.raft.out_fetch[peers[now % len(peers)]].append((bucket, index - 1))
+                peer = peers[now % len(peers)]
+                self.raft.outbox.to(peer).fetch.append((bucket, index - 1))
                 self.stats["proofs_asked"] += 1
         return None
 
@@ -281,7 +290,7 @@ class LedgerRaft(LedgerHook):
             for key, value in self._stored(bucket, after):
                 if budget == 0:
                     return
-                self.raft.out_chain[sender].append(_decode_cert(key, value))
+                self.raft.outbox.to(sender).chain.append(_decode_cert(key, value))
                 budget -= 1
                 if one:
                     break
@@ -291,7 +300,7 @@ class LedgerRaft(LedgerHook):
         """Ask the next live peer for what follows our last entry of each bucket it
         replicates."""
         peers = [p for p in range(1, len(self.placement.accounts) + 1)
-                 if p != self.raft.id and self.raft._alive(p)]
+                 if p != self.raft.id and self.raft.alive(p)]
         if not peers or not self.read:
             return
         self._sync_turn += 1
@@ -299,7 +308,7 @@ class LedgerRaft(LedgerHook):
         wanted = [(b, part.last) for b, part in sorted(self.read.items())
                   if peer in self.placement.replicas(b)]
         if wanted:
-            self.raft.out_fetch[peer].extend(wanted)
+            self.raft.outbox.to(peer).fetch.extend(wanted)
             self.raft.wake.set()
 
     # -- effects --
@@ -331,7 +340,7 @@ class LedgerRaft(LedgerHook):
         for key in [k for k in self.sent if k not in waiting]:
             del self.sent[key]
         for asked in [k for k, t in self.fetching.items()
-                      if now - t > 10 * EFFECT_RESEND_TICKS]:
+                      if now - t > FETCH_FORGET_TICKS]:
             del self.fetching[asked]
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

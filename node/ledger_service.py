@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import trio
+from libp2p.abc import IHost
 from libp2p.custom_types import TProtocol
 
+from swarm.protocol.amounts import parse_credits
 from swarm.protocol.bucket_machine import (
     LEDGER_SUBMISSION_BYTES_MAX,
     LEDGER_SUBMISSION_TIMEOUT_MS_MAX,
@@ -36,20 +39,24 @@ from swarm.protocol.bucket_machine import (
     view_json,
 )
 from swarm.protocol.buckets import bucket_of
-from swarm.protocol.envelope import Envelope, decode_envelope, make_envelope
+from swarm.protocol.envelope import Envelope, decode_envelope
 from swarm.protocol.errors import LocalProtocolError, RemoteProtocolError
-from swarm.protocol.ledger import AuditRecord, parse_credits
+from swarm.protocol.genesis import Genesis
+from swarm.protocol.ledger import AuditRecord
 from swarm.protocol.raft import NONE
+from swarm.protocol.verbs import OP_ID_BYTES
 
 from . import relay
+from .client import OUTCOME_WAIT_S_DEFAULT
 from .ledger_raft import LedgerRaft
-from .multiraft import SubmitError
+from .multiraft import MultiRaft
 from .pipeline import Verdict
-
-if TYPE_CHECKING:
-    from .service import Node
+from .policy import WasmPolicy
+from .raft_kinds import SubmitError
+from .raftstore import RaftStore
 
 HISTORY_MAX = 1000
+QUOTED_CHARS_MAX = 70  # of a malformed account, quoted back in the error
 # How long an operation the node signs stays valid when the caller does not say: long
 # enough for retries across a node restart, well within genesis `op_validity_ms_max`.
 DEFAULT_VALIDITY_MS = 10 * 60 * 1000
@@ -68,21 +75,31 @@ class LedgerRefused(LocalProtocolError):
 
 
 class LedgerService:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        raft = node.decider.raft
+    """`raft` and `store`: the node's multi-raft and its store (node/decide_service.py
+    opens both). `account` is this node's account (its public key); `sign` makes an
+    envelope signed by this node, with its next Lamport time and `ts_ms`; `policy` checks
+    it, and judges envelopes other nodes hand us. The libp2p host comes to `run`."""
+
+    def __init__(self, raft: MultiRaft, store: RaftStore, genesis: Genesis, account: bytes,
+                 policy: WasmPolicy,
+                 sign: Callable[[str, dict[str, Any], int], Envelope]) -> None:
         self.raft = raft
-        self.net = LedgerRaft(raft, node.decider.store, node.genesis)
-        self.unit = node.genesis.params["unit_per_credit"]
+        self.genesis = genesis
+        self.policy = policy
+        self.sign = sign
+        self.host: IHost | None = None
+        self.net = LedgerRaft(raft, store, genesis)
+        self.unit = genesis.params["unit_per_credit"]
         self.bucket_count = raft.placement.bucket_count
-        self.account_id = node.identity.public_key
+        self.account_id = account
         self.submission_protocol = TProtocol(
-            f"/can-swarm/{node.genesis.short_id}/ledger-submit/1.0.0")
+            f"/can-swarm/{genesis.short_id}/ledger-submit/1.0.0")
         self.submissions = relay.Server(LEDGER_SUBMISSION_BYTES_MAX, self._serve_submission)
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, host: IHost, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.host = host
         if self.raft.id != NONE:
-            self.node.host.set_stream_handler(self.submission_protocol, self.submissions)
+            host.set_stream_handler(self.submission_protocol, self.submissions)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.net.run)
             task_status.started()
@@ -93,7 +110,8 @@ class LedgerService:
         """An amount from the API: credits as text ("12.5"), exact."""
         return parse_credits(str(text), self.unit)
 
-    async def submit(self, kind: str, payload: dict[str, Any], timeout_s: float = 15.0,
+    async def submit(self, kind: str, payload: dict[str, Any],
+                     timeout_s: float = OUTCOME_WAIT_S_DEFAULT,
                      op_id: bytes | None = None,
                      valid_until_ms: int | None = None) -> dict[str, Any]:
         """Sign `kind` with this node's identity, submit it to the account's bucket,
@@ -103,25 +121,24 @@ class LedgerService:
         `op_id` and `valid_until_ms` make the operation (random, and now plus
         DEFAULT_VALIDITY_MS, when not given): a caller that retries with the same two
         gets the first outcome, never a second application."""
-        node = self.node
         now_ms = time.time_ns() // 1_000_000
-        payload = {**payload, "op_id": op_id if op_id is not None else os.urandom(16),
+        payload = {**payload, "op_id": op_id if op_id is not None else os.urandom(OP_ID_BYTES),
                    "valid_until_ms": (valid_until_ms if valid_until_ms is not None
                                       else now_ms + DEFAULT_VALIDITY_MS)}
-        env = make_envelope(node.identity, kind=kind, swarm=node.genesis.swarm_id,
-                            lamport=node.clock.tick(), ts=now_ms, payload=payload)
-        with node.policy.rate_exempt():  # our own pace is the other nodes' business
-            checked = node.policy.run(env)
+        env = self.sign(kind, payload, now_ms)
+        with self.policy.rate_exempt():  # our own pace is the other nodes' business
+            checked = self.policy.run(env)
         if not checked.allowed:
             raise LocalProtocolError("policy", f"the swarm's policy denies this {kind}: "
                                      f"{checked.reason}", code=checked.reason)
         return await self._submit(env, timeout_s)
 
-    async def submit_signed(self, env: Envelope, timeout_s: float = 15.0) -> dict[str, Any]:
+    async def submit_signed(self, env: Envelope,
+                            timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
         """A ledger envelope signed elsewhere (a wallet holding its own key), submitted
         to its signer's bucket. It enters Raft here, so the swarm's policy judges it
         first, counted against its sender's rate like gossip; then as `submit`."""
-        decision = self.node.policy.evaluate(env)
+        decision = self.policy.evaluate(env)
         if decision.verdict is not Verdict.ACCEPT:
             raise LocalProtocolError("policy", f"the swarm's policy denies this {env.kind}: "
                                      f"{decision.reason}", code=decision.reason)
@@ -154,9 +171,10 @@ class LedgerService:
                 raise relay.Retry(reason)
             raise relay.Final(SubmitError("command", reason, code=code))
 
+        assert self.host is not None, "run() gives the host"
         try:
             return await relay.ask_validators(
-                self.node.host, self.raft.placement, self.submission_protocol,
+                self.host, self.raft.placement, self.submission_protocol,
                 lambda ms: encode_ledger_submission(bucket, wire, ms),
                 LEDGER_SUBMISSION_BYTES_MAX, parse, timeout_s, LEDGER_SUBMISSION_TIMEOUT_MS_MAX)
         except relay.NoValidator:
@@ -171,12 +189,12 @@ class LedgerService:
         """A node that is not a validator asks us to submit its signed ledger envelope."""
         try:
             bucket, wire, timeout_ms = decode_ledger_submission(data, self.bucket_count)
-            env = decode_envelope(wire, swarm=self.node.genesis.swarm_id)
+            env = decode_envelope(wire, swarm=self.genesis.swarm_id)
         except RemoteProtocolError as exc:
             return encode_ledger_answer(None, exc.code, f"{exc.field}: {exc.reason}")
         # Here the envelope enters Raft: the swarm's policy judges it as it judges
         # gossip (per-sender rate and per-verb limits), counted like any other.
-        decision = self.node.policy.evaluate(env)
+        decision = self.policy.evaluate(env)
         if decision.verdict is not Verdict.ACCEPT:
             return encode_ledger_answer(None, decision.reason,
                                         f"the swarm's policy denies this {env.kind}: "
@@ -189,7 +207,7 @@ class LedgerService:
         return encode_ledger_answer(outcome)
 
     async def transfer(self, to: str, amount: str | int, memo: str = "",
-                       timeout_s: float = 15.0, *, to_self: bool = False,
+                       timeout_s: float = OUTCOME_WAIT_S_DEFAULT, *, to_self: bool = False,
                        op_id: bytes | None = None,
                        valid_until_ms: int | None = None) -> dict[str, Any]:
         """Transfer from this node's account to `to`, which must be given, and may be
@@ -218,7 +236,7 @@ class LedgerService:
         except ValueError:
             raw = b""
         if len(raw) != 32:
-            shown = text if len(text) <= 70 else text[:70] + "..."
+            shown = text if len(text) <= QUOTED_CHARS_MAX else text[:QUOTED_CHARS_MAX] + "..."
             raise LocalProtocolError(fld, f"must be an account: 64 hex digits (got {shown!r})")
         return raw
 
@@ -245,12 +263,12 @@ class LedgerService:
         acct = self.account_id
         view = self.balance(None)
         member = self.net.part(bucket_of(acct, self.bucket_count)).pool.member(acct)
-        return {**view, "min_verifier_stake": self.node.genesis.params["min_verifier_stake"],
-                "unbonding_ms": self.node.genesis.params["unbonding_ms"],
+        return {**view, "min_verifier_stake": self.genesis.params["min_verifier_stake"],
+                "unbonding_ms": self.genesis.params["unbonding_ms"],
                 "verifier": member is not None}
 
     def pool(self) -> dict[str, Any]:
-        need = self.node.genesis.params["min_verifier_stake"]
+        need = self.genesis.params["min_verifier_stake"]
         return {"min_verifier_stake": need, "unit_per_credit": self.unit, "verifiers": [
             {"account": v.account.hex(), "org": v.org, "asn": v.asn, "region": v.region,
              "capabilities": list(v.capabilities), "stake": stake, "active": stake >= need,

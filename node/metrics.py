@@ -35,8 +35,8 @@ class Metrics:
         self.plan_links = Gauge("swarm_plan_links", "Kept dependency links", registry=r)
         self.lamport = Gauge("swarm_lamport", "This node's Lamport clock", registry=r)
         self.stored = Gauge("swarm_envelopes_stored", "Envelopes in the store", registry=r)
-        # Read by the policy-violation slashing rule; senders past the first 1024 seen
-        # share the label "other" (node/policy.py), so the label set stays bounded.
+        # Meant for a policy-violation slashing rule (docs/GAPS.md); senders past the first
+        # 1024 seen share the label "other" (node/policy.py), so the label set stays bounded.
         self.policy_denials = Counter("swarm_policy_denials",
                                       "Envelopes the WebAssembly policy denied, by sender "
                                       "(hex account) and reason", ["sender", "reason"],

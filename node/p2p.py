@@ -14,7 +14,10 @@ setting below was measured against that version (see docs/NETWORK.md for the fig
 * Outbound RPC queues and subscription channels 4096 deep instead of 32: both limits are
   module constants in py-libp2p, so they are patched once, before any host starts.
 * StrictSign and content-addressed message ids (SHA-256 of the data), so the same
-  envelope re-published by catch-up or by another node is one message.
+  envelope re-published by catch-up or by another node is one message. StrictSign, the
+  default, stays although envelopes carry our own signature: js-libp2p and Kubo
+  interoperate only so, and py-libp2p's unsigned mode drops every message after the
+  first.
 * Dials asked for by a user (`dial`) try exactly the address given and leave nothing
   behind when they fail (py-libp2p would keep dialling a wrong address, and refuse the
   peer for a minute).

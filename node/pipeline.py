@@ -68,7 +68,7 @@ class PolicyDecision:
 
 
 class PolicyStage(Protocol):
-    """Decides what a peer may say. The WebAssembly policy will implement this."""
+    """Decides what a peer may say; `node/policy.py`'s `WasmPolicy` implements it."""
 
     def evaluate(self, envelope: Envelope) -> PolicyDecision: ...
 

@@ -2,11 +2,12 @@
 
 Owns what the module cannot know by itself and must not compute: the sender's stake and
 recent rate (a `PolicyContext`), the mapping of the module's answer onto the pipeline's
-verdicts, and the per-sender denial counts in /metrics that the policy-violation slashing
-rule will read.
+verdicts, and the per-sender denial counts in /metrics (meant for a policy-violation
+slashing rule, which nothing runs yet: docs/GAPS.md).
 
-Stake comes from the genesis validator set for now (`GenesisContext`); when the ledger
-lands, a context that reads stakes from it replaces that class and nothing else changes.
+Stake comes from the genesis validator set (`GenesisContext`), not from the ledger
+(docs/GAPS.md); a context that reads the ledger's stakes would replace that class and
+nothing else.
 The rate is counted here, on the node's monotonic clock: envelopes from a sender that
 reached the policy stage in the last second, this one included. Catch-up is exempt
 (`rate_exempt()`): it is a pull this node paces itself, and counting it would starve a
@@ -44,7 +45,7 @@ _VERDICTS = {"accept": Verdict.ACCEPT, "reject": Verdict.REJECT, "ignore": Verdi
 
 
 class PolicyContext(Protocol):
-    """What the host tells the policy about a sender. The ledger will implement it."""
+    """What the host tells the policy about a sender."""
 
     def stake_of(self, account: bytes) -> int:
         """The account's stake in the smallest unit (0 if none)."""
@@ -90,7 +91,7 @@ class RateWindow:
 
 
 class GenesisContext:
-    """Stake from the genesis validator set (until the ledger lands); rate from a window."""
+    """Stake from the genesis validator set; rate from a window."""
 
     def __init__(self, genesis: Genesis, now_ms: Callable[[], int]) -> None:
         self._stakes: Mapping[bytes, int] = {

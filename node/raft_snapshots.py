@@ -19,7 +19,7 @@ at most PEER_BYTES_MAX declared bytes being reassembled per peer and TOTAL_BYTES
 all; a stream that exceeds them is refused with BUSY before any chunk is read. At most
 STREAMS_PER_PEER_MAX inbound streams per peer (STREAMS_TOTAL_MAX in all) are read at
 once, and only from validators; a stream that makes no progress for STALL_S, or that
-averages under MIN_RATE_BYTES_S, is cut.
+averages under RATE_BYTES_S_MIN, is cut.
 Every outcome goes back to the leader's core (`MultiRaft.snapshot_status` ->
 `RawNode.report_snapshot`), after FAILURE_BACKOFF_S when it failed, so a refused or
 broken transfer is retried at a measured pace, and one that takes longer than an
@@ -60,7 +60,7 @@ log = logging.getLogger("swarm.raft.snapshots")
 # buckets from two leaders at once), which bounds reassembly memory at 512 MiB.
 PEER_BYTES_MAX = SNAPSHOT_BYTES_MAX
 TOTAL_BYTES_MAX = 2 * SNAPSHOT_BYTES_MAX
-READ_CHUNK = 256 * 1024
+READ_CHUNK_BYTES = 256 * 1024
 # Inbound snapshot streams served at once. A leader sends one per bucket whose follower
 # is behind, so a node back from a long outage may be owed dozens by one peer; the
 # ones past the bound are reset and retried (each costs a task and up to a read's
@@ -71,7 +71,7 @@ STALL_S = 10.0  # no byte moved either way for this long: the transfer is cut
 # And a transfer must average at least this rate (plus STALL_S of grace), or a validator
 # dripping a byte every few seconds would hold its admitted bytes (and the slot of its
 # bucket) for as long as it liked: 256 MiB gets 266 s.
-MIN_RATE_BYTES_S = 1024 * 1024
+RATE_BYTES_S_MIN = 1024 * 1024
 FAILURE_BACKOFF_S = 1.0
 DIAL_TIMEOUT_S = 5.0
 
@@ -136,8 +136,8 @@ class SnapshotReceiver:
                                                           "bytes")
                 dec.feed(piece)
                 if dec.header is not None and trio.current_time() - started > \
-                        STALL_S + dec.header.total / MIN_RATE_BYTES_S:
-                    raise RemoteProtocolError("raftsnap", f"slower than {MIN_RATE_BYTES_S} "
+                        STALL_S + dec.header.total / RATE_BYTES_S_MIN:
+                    raise RemoteProtocolError("raftsnap", f"slower than {RATE_BYTES_S_MIN} "
                                                           "bytes/s")
             bucket, m = dec.message()
         except Busy as exc:
@@ -230,7 +230,7 @@ class SnapshotStreams:
             digest = await trio.to_thread.run_sync(_sha256, data)
             with trio.fail_after(DIAL_TIMEOUT_S):
                 stream = await self.host.new_stream(self.peer_ids[peer], [self.protocol])
-            deadline = trio.current_time() + STALL_S + len(data) / MIN_RATE_BYTES_S
+            deadline = trio.current_time() + STALL_S + len(data) / RATE_BYTES_S_MIN
             try:
                 for piece in encode_stream(bucket, m, self.chunk_bytes, digest):
                     with trio.fail_at(min(deadline, trio.current_time() + STALL_S)):
@@ -273,7 +273,7 @@ class SnapshotStreams:
         async def read() -> bytes:
             with trio.fail_after(STALL_S):
                 try:
-                    return bytes(await stream.read(READ_CHUNK))
+                    return bytes(await stream.read(READ_CHUNK_BYTES))
                 except Exception:  # noqa: BLE001 - a reset or closed stream: its end
                     return b""
 

@@ -32,7 +32,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from swarm.protocol.logformat import uvarint
+from swarm.protocol.logformat import ItemTooLarge, take_prefixed, uvarint
 from swarm.protocol.placement import Placement
 from swarm.protocol.raftwire import FRAME_BYTES_MAX
 
@@ -42,7 +42,7 @@ log = logging.getLogger("swarm.raft.transport")
 
 QUEUE_FRAMES_MAX = 4096
 QUEUE_BYTES_MAX = 64 * 1024 * 1024
-READ_CHUNK = 256 * 1024
+READ_CHUNK_BYTES = 256 * 1024
 DIAL_TIMEOUT_S = 5.0
 BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 # Every validator beats to every other every 0.5 s, so nothing from a peer for STALL_S
@@ -51,6 +51,7 @@ BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 # them silent for up to 41 s after a 70 s cut (tests/integration/test_partition_netns.py).
 # The connection is then closed and dialled afresh, which succeeds as soon as the link is.
 STALL_S = 10.0
+STALL_CHECK_S = 1.0  # how often a quiet stream looks at the time since the peer's last frame
 
 
 def raft_protocol(short_id: str) -> TProtocol:
@@ -66,22 +67,12 @@ class FrameReader:
         self.max = frame_bytes_max
 
     def _parse(self) -> bytes | None:
-        n = shift = 0
-        for i, b in enumerate(self.buf[:10]):
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                if n > self.max:
-                    raise ValueError(f"frame of {n} bytes is over {self.max}")
-                end = i + 1 + n
-                if len(self.buf) < end:
-                    return None
-                frame = bytes(self.buf[i + 1:end])
-                del self.buf[:end]
-                return frame
-        if len(self.buf) >= 10:
-            raise ValueError("bad length prefix")
-        return None
+        """The next whole frame off the buffer, or None; ValueError for a bad prefix
+        or a frame over the limit."""
+        try:
+            return take_prefixed(self.buf, self.max)
+        except ItemTooLarge as exc:
+            raise ValueError(f"frame of {exc.size} bytes is over {self.max}") from None
 
     async def next(self) -> bytes | None:
         """The next frame, or None at the end of the stream."""
@@ -89,7 +80,7 @@ class FrameReader:
             frame = self._parse()
             if frame is not None:
                 return frame
-            chunk = await self.stream.read(READ_CHUNK)
+            chunk = await self.stream.read(READ_CHUNK_BYTES)
             if not chunk:
                 return None
             self.buf += chunk
@@ -226,7 +217,7 @@ class RaftTransport:
     async def _pump(self, peer: _Peer, stream: INetStream) -> None:
         opened = trio.current_time()
         while True:
-            with trio.move_on_after(1.0):
+            with trio.move_on_after(STALL_CHECK_S):
                 await peer.ready.wait()
             if trio.current_time() - max(peer.last_inbound, opened) > STALL_S:
                 raise _Stalled

@@ -31,6 +31,15 @@ T = TypeVar("T")
 PER_PEER_MAX = 32  # requests served at once for one asking peer
 TOTAL_MAX = 256  # and for all peers together
 READ_TIMEOUT_S = 5.0
+# An asker goes round the validators it is connected to at most ASK_ROUNDS times, pausing
+# RETRY_BACKOFF_S times the attempt's number (at most RETRY_BACKOFF_S_MAX) after a
+# failed one. A validator is given the request's own timeout plus STREAM_GRACE_S to
+# open the stream and answer.
+ASK_ROUNDS = 3
+RETRY_BACKOFF_S = 0.05
+RETRY_BACKOFF_S_MAX = 0.5
+STREAM_GRACE_S = 1.0
+LEFT_MS_MIN = 1  # a request always offers its validator at least this long
 
 
 class NoValidator(Exception):
@@ -57,12 +66,12 @@ async def ask_validators(host: IHost, placement: Placement, protocol: TProtocol,
     random.shuffle(validators)
     reasons: list[str] = []
     with trio.move_on_after(timeout_s) as scope:
-        for attempt in range(len(validators) * 3):
+        for attempt in range(len(validators) * ASK_ROUNDS):
             peer = validators[attempt % len(validators)]
-            left_ms = max(1, int((scope.deadline - trio.current_time()) * 1000))
+            left_ms = max(LEFT_MS_MIN, int((scope.deadline - trio.current_time()) * 1000))
             timeout_ms = min(left_ms, timeout_ms_max)
             try:
-                with trio.fail_after(timeout_ms / 1000 + 1):
+                with trio.fail_after(timeout_ms / 1000 + STREAM_GRACE_S):
                     stream = await host.new_stream(peer, [protocol])
                     try:
                         await stream.write(encode_varint_prefixed(request(timeout_ms)))
@@ -75,7 +84,7 @@ async def ask_validators(host: IHost, placement: Placement, protocol: TProtocol,
                 raise final.error from None
             except Exception as exc:  # noqa: BLE001 - any other failure: ask another
                 reasons.append(f"{peer.to_base58()[-8:]}: {exc}")
-                await trio.sleep(min(0.05 * (attempt + 1), 0.5))
+                await trio.sleep(min(RETRY_BACKOFF_S * (attempt + 1), RETRY_BACKOFF_S_MAX))
     raise TimeoutError("; ".join(reasons[-3:]) or "no validator answered")
 
 

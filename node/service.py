@@ -19,10 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,40 +31,38 @@ import multiaddr
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
-from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.tools.anyio_service import background_trio_service
-from libp2p.utils import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
-from swarm.protocol import genesis as genesis_mod
 from swarm.protocol import verbs
 from swarm.protocol.bucket_machine import LEDGER_VERBS
 from swarm.protocol.cid import Cid
-from swarm.protocol.envelope import Envelope, Identity, make_envelope
+from swarm.protocol.envelope import Envelope, Identity, decode_envelope, make_envelope
 from swarm.protocol.errors import LocalProtocolError, RemoteProtocolError
 from swarm.protocol.genesis import Genesis
 from swarm.protocol.lamport import LamportClock, lamport_ceiling
-from swarm.protocol.sync import differing_buckets
+from swarm.protocol.plan import PlanVersion, thread_view
 
-from . import catchup, p2p
+from . import p2p
 from .api import build_app
 from .bitswap import Bitswap
 from .blockstore import BLOCKS_DIR, Blockstore, BlockstoreError
+from .catchup import CatchUp
+from .client import OUTCOME_WAIT_S_DEFAULT
 from .decide_service import DecideService
 from .durability import WalSyncer
 from .evidence_store import open_evidence_store
 from .home import (
     API_FILE,
-    GENESIS_FILE,
     STORE_DIR,
-    HomeError,
+    NodeSettings,
     api_is_loopback,
     ensure_token,
+    load_genesis,
     load_identity,
-    read_config,
     write_atomic,
 )
 from .ledger_service import LedgerService
@@ -84,7 +81,6 @@ from .pipeline import (
 )
 from .policy import WasmPolicy
 from .store import Store, StoreError
-from .streamlimits import Slots
 
 log = logging.getLogger("swarm.node")
 
@@ -99,15 +95,10 @@ TOPIC_OF_KIND = {
 assert set(TOPIC_OF_KIND) | set(LEDGER_VERBS) == set(verbs.KINDS), "every verb needs a road"
 assert not set(TOPIC_OF_KIND) & set(LEDGER_VERBS), "ledger verbs are never gossiped"
 TOPIC_NAMES = ("plan", "work")
-CATCHUP_INTERVAL_S = 2.0
 # Recent publishes and acceptances with nanosecond times, for `GET /debug/deliveries`:
 # benchmarks join them across nodes to get exact publish-to-delivery latencies.
 DELIVERY_LOG_MAX = 20_000
 REQUEST_TIMEOUT_S = 10.0
-# Catch-up requests served at once: a node asks its peers one request at a time, and
-# each reply being built holds up to catchup.REPLY_BYTES_MAX of memory.
-CATCHUP_PER_PEER_MAX = 4
-CATCHUP_TOTAL_MAX = 32
 # Envelope ids whose fault was logged (with its traceback), remembered so each is logged
 # once; the oldest is forgotten past this many.
 FAULTS_LOGGED_MAX = 4096
@@ -119,56 +110,6 @@ def topic(genesis: Genesis, name: str) -> str:
 
 def sync_protocol(genesis: Genesis) -> TProtocol:
     return TProtocol(f"/can-swarm/{genesis.short_id}/sync/1.0.0")
-
-
-@dataclass
-class NodeSettings:
-    home: Path
-    listen: list[str]
-    bootstrap: list[str]
-    api: str  # host:port
-    ipfs_api: str | None = None  # the user's IPFS daemon for evidence (node/evidence_store.py)
-    mdns: bool = False  # find and dial nodes of the same swarm on the LAN (node/mdns.py)
-    # The control API may listen on an address other machines reach (`--api-public`).
-    api_public: bool = False
-    # Decide ids that are no NEED known here (benchmarks; node/decide_service.py).
-    decide_unknown_needs: bool = False
-
-    @classmethod
-    def from_home(cls, home: Path, *, listen: list[str] | None = None,
-                  bootstrap: list[str] | None = None, api: str | None = None,
-                  mdns: bool | None = None, api_public: bool | None = None
-                  ) -> NodeSettings:
-        config = read_config(home)
-        settings = cls(
-            home=home,
-            listen=listen or list(config.get("listen", ["/ip4/127.0.0.1/tcp/0"])),
-            bootstrap=(bootstrap if bootstrap is not None
-                       else list(config.get("bootstrap", []))),
-            api=api or str(config.get("api", "127.0.0.1:0")),
-            ipfs_api=config.get("ipfs_api") or None,
-            mdns=bool(config.get("mdns", False)) if mdns is None else mdns,
-            api_public=(config.get("api_public") is True) if api_public is None
-            else api_public,
-            decide_unknown_needs=config.get("decide_unknown_needs") is True,
-        )
-        if not settings.api_public and not api_is_loopback(settings.api):
-            raise HomeError(f"the control API would listen on {settings.api}, which other "
-                            "machines may reach; pass --api-public (or set \"api_public\": "
-                            f"true in {home / 'config.json'}) if that is meant, or use "
-                            "127.0.0.1:PORT")
-        return settings
-
-
-
-def load_genesis(home: Path) -> Genesis:
-    path = home / GENESIS_FILE
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise HomeError(f"no genesis at {path}; run `swarm-node init --home {home} "
-                        "--genesis FILE`") from None
-    return genesis_mod.from_json(text)
 
 
 @dataclass
@@ -188,14 +129,12 @@ class Node:
         self.delivery_log: deque[tuple[Cid, int, str]] = deque(maxlen=DELIVERY_LOG_MAX)
         self._stop = trio.Event()
         self.api_url = ""
-        self.catchup_slots = Slots(CATCHUP_PER_PEER_MAX, CATCHUP_TOTAL_MAX)
         # The message `_prepare` decoded, handed to the `_validate` that runs right after.
         self._prepared: tuple[rpc_pb2.Message, Envelope | Outcome] | None = None
         # Loaded here, so a module that genesis does not pin stops the node before it
         # opens anything (PolicyLoadError).
         self.policy = WasmPolicy.for_genesis(self.genesis, self.metrics)
         self.topics = {name: topic(self.genesis, name) for name in TOPIC_NAMES}
-        self.sync_peers = catchup.SyncPeers(sync_protocol(self.genesis))
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -213,8 +152,14 @@ class Node:
             self.store.close()
             raise
         try:
-            self.decider = DecideService(self)
-            self.ledger = LedgerService(self)
+            self.decider = DecideService(
+                self.genesis, self.identity, home, self.policy, self.metrics.registry,
+                sign=self.sign, publish=self.publish_value,
+                is_applied=lambda cid: cid in self.pipeline.replica.applied,
+                applied_kind=self.applied_kind,
+                decide_unknown_needs=self.settings.decide_unknown_needs)
+            self.ledger = LedgerService(self.decider.raft, self.decider.store, self.genesis,
+                                        self.identity.public_key, self.policy, self.sign)
         except StoreError:
             self.blockstore.close()
             self.store.close()
@@ -253,13 +198,15 @@ class Node:
             for name in TOPIC_NAMES:
                 self.pubsub.set_topic_validator(self.topics[name], self._validate, False)
                 subs.append(await self.pubsub.subscribe(self.topics[name]))
-            self.host.set_stream_handler(sync_protocol(self.genesis), self._serve_catchup)
+            self.catchup = CatchUp(self.host, sync_protocol(self.genesis), self.pipeline.ids,
+                                   self._offered, self._take_pulled, self._storage_failed)
+            self.host.set_stream_handler(sync_protocol(self.genesis), self.catchup.serve)
             nursery = await stack.enter_async_context(trio.open_nursery())
             nursery.start_soon(self.wal.run)
             for sub in subs:
                 nursery.start_soon(self._drain, sub)
-            await nursery.start(self.decider.run)
-            await nursery.start(self.ledger.run)
+            await nursery.start(self.decider.run, self.host)
+            await nursery.start(self.ledger.run, self.host)
             self.bitswap = Bitswap(self.host, self.blockstore, self.metrics.registry,
                                    on_bad_peer=self._bad_bitswap_peer,
                                    remote=None if self.evidence is self.blockstore
@@ -270,7 +217,7 @@ class Node:
             if self.settings.mdns:
                 self.mdns = MdnsDiscovery(self.host, self.genesis.swarm_id, self.host.connect)
                 await nursery.start(self.mdns.run)
-            nursery.start_soon(self._catchup_loop)
+            nursery.start_soon(self.catchup.run)
             log.info("node started peer_id=%s addrs=%s api=%s envelopes=%d plan_root=%s",
                      self.peer_id.to_base58(), self.addrs(), self.api_url,
                      self.store.count, self.pipeline.replica.plan.root().hex())
@@ -452,6 +399,21 @@ class Node:
         return await self.publish_value(kind, verbs.payload_from_json(kind, payload), thread,
                                         [Cid.parse(r, "refs") for r in refs])
 
+    def sign(self, kind: str, payload: Any, ts_ms: int, thread: str = "",
+             refs: Sequence[Cid] = ()) -> Envelope:
+        """An envelope signed by this node, stamped with its next Lamport time (not
+        checked against the policy, not published)."""
+        return make_envelope(self.identity, kind=kind, swarm=self.genesis.swarm_id,
+                             lamport=self.clock.tick(), ts=ts_ms, payload=payload,
+                             thread=thread, refs=refs)
+
+    def applied_kind(self, cid: Cid) -> str | None:
+        """The kind of the envelope applied here whose id is `cid`; None if none is."""
+        if cid not in self.pipeline.replica.applied:
+            return None
+        wire = self.store.get(cid)
+        return decode_envelope(wire, verify=False).kind if wire is not None else None
+
     async def publish_value(self, kind: str, value: Any, thread: str,
                             ref_ids: list[Cid]) -> dict[str, Any]:
         """`publish` for a payload already in protocol values (links as Cid, bytes as
@@ -462,9 +424,7 @@ class Node:
             lamport = self.pipeline.replica.known_lamport(r)
             if lamport is not None:
                 self._observe(lamport)
-        env = make_envelope(self.identity, kind=kind, swarm=self.genesis.swarm_id,
-                            lamport=self.clock.tick(), ts=time.time_ns() // 1_000_000,
-                            payload=value, thread=thread, refs=ref_ids)
+        env = self.sign(kind, value, time.time_ns() // 1_000_000, thread, ref_ids)
         with self.policy.rate_exempt():  # our own pace is the other nodes' business
             checked = self.policy.run(env)
         if not checked.allowed:
@@ -482,7 +442,8 @@ class Node:
         await self.wal.wait_synced(ticket)  # the API acknowledges only what is on disk
         return {"id": str(env.id), "kind": kind, "lamport": env.lamport}
 
-    async def submit_wire(self, data: bytes, timeout_s: float = 15.0) -> dict[str, Any]:
+    async def submit_wire(self, data: bytes,
+                          timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
         """An envelope someone signed elsewhere, as its wire bytes: the road a client
         without a libp2p stack of its own takes into the swarm. It is judged exactly as
         one arriving by gossip (decode, signature, Lamport rules, certificate, the
@@ -551,105 +512,35 @@ class Node:
 
     # --- catch-up -------------------------------------------------------------------
 
-    async def _serve_catchup(self, stream: INetStream) -> None:
-        peer = stream.muxed_conn.peer_id
-        if not self.catchup_slots.take(peer):
-            await stream.reset()
-            return
-        try:
-            with trio.fail_after(REQUEST_TIMEOUT_S):
-                request = catchup.decode(await read_varint_prefixed_bytes_limited(
-                    stream, catchup.REQUEST_BYTES_MAX))
-                reply = catchup.answer(request, self.pipeline.ids, self._offered)
-                await stream.write(encode_varint_prefixed(catchup.encode(reply)))
-                await stream.close()
-        except Exception as exc:  # noqa: BLE001 - a peer's bad request ends its stream only
-            log.debug("catch-up request failed peer=%s error=%r", peer, exc)
-            await stream.reset()
-        finally:
-            self.catchup_slots.give(peer)
-
     def _offered(self, envelope_id: Cid) -> bytes | None:
         """An envelope as catch-up serves it: only those in the id set. The store also
         keeps what the node no longer offers (a ledger verb an older node stored, an
         envelope rejected once its refs arrived)."""
         return self.store.get(envelope_id) if envelope_id in self.pipeline.ids else None
 
-    async def _request(self, peer: ID, message: dict[str, Any]) -> dict[str, Any]:
-        with trio.fail_after(REQUEST_TIMEOUT_S):
-            stream = await self.host.new_stream(peer, [sync_protocol(self.genesis)])
-            try:
-                await stream.write(encode_varint_prefixed(catchup.encode(message)))
-                reply = await read_varint_prefixed_bytes_limited(stream,
-                                                                 catchup.REPLY_BYTES_MAX)
-            finally:
-                await stream.close()
-        return catchup.decode(reply)
-
-    async def catch_up_with(self, peer: ID) -> int:
-        """Fetch what `peer` has and we lack; returns how many envelopes were accepted."""
-        theirs = catchup.digests_of(await self._request(peer, {"op": "summary"}))
-        buckets = differing_buckets(self.pipeline.ids.summary(), theirs)
-        if not buckets:
-            return 0
-        ids = catchup.ids_of(await self._request(peer, {"op": "ids", "buckets": buckets}))
-        missing = self.pipeline.ids.missing_from(ids)
-        accepted = 0
-        for start in range(0, len(missing), catchup.FETCH_BATCH):
-            chunk = missing[start:start + catchup.FETCH_BATCH]
-            reply = await self._request(peer, {"op": "get", "ids": [c.raw for c in chunk]})
-            good = []
-            for wire in catchup.envelopes_of(reply):
-                with self.policy.rate_exempt():  # a pull we pace ourselves
-                    outcome = self.pipeline.judge(wire, self.wall_ms())
-                if outcome.verdict is Verdict.ACCEPT and outcome.envelope is not None:
-                    good.append(outcome.envelope)
-                    continue
-                self.metrics.envelopes.labels(outcome.verdict.value, outcome.reason).inc()
-                if outcome.verdict is Verdict.REJECT and self._blames(outcome.reason, peer,
-                                                                      None):
-                    self.router.scorer.penalize_behavior(peer, 1.0)  # type: ignore[union-attr]
-            committed = self.pipeline.commit(good, sync=False)
-            self._count_committed(committed)
-            fresh = committed.fresh
-            if fresh:
-                self.wal.note_write()
-            accepted += len(fresh)
-            # Counted with the commit, not after the loop: anyone who sees the plan
-            # move (the yield below lets them) sees the count too.
-            self.metrics.synced.inc(len(fresh))
-            await trio.sleep(0)
-        if accepted:
-            log.info("caught up peer=%s accepted=%d", peer.to_base58(), accepted)
-        return accepted
-
-    def _protocols_of(self, peer: ID) -> list[str] | None:
-        """What identify reported for `peer`, or None if it has not answered yet."""
-        try:
-            protocols = self.host.get_peerstore().get_protocols(peer)
-        except KeyError:  # PeerStoreError: an unknown peer
-            return None
-        return [str(p) for p in protocols] or None
-
-    async def _catchup_loop(self) -> None:
-        rng = random.Random()
-        while True:
-            connected = self.host.get_connected_peers()
-            self.sync_peers.forget(connected)
-            peers = self.sync_peers.candidates(connected, self._protocols_of)
-            if peers:
-                peer = rng.choice(peers)
-                try:
-                    await self.catch_up_with(peer)
-                    self.sync_peers.succeeded(peer)
-                except StoreError as exc:
-                    self._storage_failed(exc)
-                    return
-                except Exception as exc:  # noqa: BLE001 - a peer's failure costs only this round
-                    backoff = self.sync_peers.failed(peer)
-                    log.debug("catch-up failed peer=%s error=%r; not asked for %.0f s",
-                              peer, exc, backoff)
-            await trio.sleep(CATCHUP_INTERVAL_S * (0.5 + rng.random()))
+    async def _take_pulled(self, peer: ID, wires: list[bytes]) -> int:
+        """Envelopes catch-up brought from `peer`: judged like gossip (the pull's pace is
+        ours, so exempt from the rate limit), committed together; a rejection that
+        blames the peer penalises it. Returns how many were new here."""
+        good = []
+        for wire in wires:
+            with self.policy.rate_exempt():
+                outcome = self.pipeline.judge(wire, self.wall_ms())
+            if outcome.verdict is Verdict.ACCEPT and outcome.envelope is not None:
+                good.append(outcome.envelope)
+                continue
+            self.metrics.envelopes.labels(outcome.verdict.value, outcome.reason).inc()
+            if outcome.verdict is Verdict.REJECT and self._blames(outcome.reason, peer, None):
+                self.router.scorer.penalize_behavior(peer, 1.0)  # type: ignore[union-attr]
+        committed = self.pipeline.commit(good, sync=False)
+        self._count_committed(committed)
+        fresh = committed.fresh
+        if fresh:
+            self.wal.note_write()
+        # Counted with the commit: anyone who sees the plan move (catch-up yields next)
+        # sees the count too.
+        self.metrics.synced.inc(len(fresh))
+        return len(fresh)
 
     # --- views (the control API calls these) ------------------------------------------
 
@@ -669,7 +560,7 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         replica = self.pipeline.replica
-        plan = replica.plan
+        version = PlanVersion.of(replica.plan, self.clock.time)
         self.metrics.peers.set(len(self.host.get_connected_peers()))
         self.metrics.lamport.set(self.clock.time)
         return {
@@ -679,7 +570,7 @@ class Node:
             "peers": len(self.host.get_connected_peers()),
             "topics": sorted(self.topics.values()),
             "lamport": self.clock.time,
-            "plan_root": plan.root().hex(),
+            "plan_root": version.root.hex(),
             "ledger_root": self.ledger.root_hex(),
             "policy_cid": self.policy.cid,
             "raft": {"node_id": self.decider.raft.id,
@@ -690,8 +581,8 @@ class Node:
             "envelopes": self.store.count,
             "gossip_duplicates_dropped": getattr(self.pubsub, "duplicates_dropped", 0),
             "pending": len(replica.pending),
-            "tasks": len(plan.task_ids()),
-            "links": len(plan.links()),
+            "tasks": version.tasks,
+            "links": version.links,
             "swarm": self.genesis.swarm_id.hex(),
             "genesis": self.genesis.value["name"],
             "uptime_s": round(time.monotonic() - self.started_at, 1),
@@ -704,37 +595,15 @@ class Node:
                 for cid, t_ns, event in self.delivery_log]
 
     def plan_root(self) -> dict[str, Any]:
-        plan = self.pipeline.replica.plan
-        return {"plan_root": plan.root().hex(), "lamport": self.clock.time,
-                "tasks": len(plan.task_ids()), "links": len(plan.links())}
+        return PlanVersion.of(self.pipeline.replica.plan, self.clock.time).to_json()
 
     def plan_thread(self, thread: str) -> dict[str, Any]:
-        plan = self.pipeline.replica.plan
-        edges: dict[str, list[str]] = {}
-        for src, dst in plan.links():
-            edges.setdefault(src, []).append(dst)
-        order, seen, frontier = [], {thread}, [thread]
-        while frontier:
-            node = frontier.pop(0)
-            order.append(node)
-            for nxt in edges.get(node, []):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    frontier.append(nxt)
-        tasks = []
-        for task_id in order:
-            view = plan.task(task_id)
-            tasks.append({"task_id": task_id, "known": view is not None,
-                          "title": view.title if view else "",
-                          "class": view.task_class if view else "",
-                          "state": view.state if view else None,
-                          "depends_on": sorted(edges.get(task_id, []))})
-        return {"thread": thread, "tasks": tasks}
+        return thread_view(self.pipeline.replica.plan, thread)
 
     def metrics_text(self) -> bytes:
-        plan = self.pipeline.replica.plan
-        self.metrics.plan_tasks.set(len(plan.task_ids()))
-        self.metrics.plan_links.set(len(plan.links()))
+        version = PlanVersion.of(self.pipeline.replica.plan, self.clock.time)
+        self.metrics.plan_tasks.set(version.tasks)
+        self.metrics.plan_links.set(version.links)
         self.metrics.stored.set(self.store.count)
         self.metrics.peers.set(len(self.host.get_connected_peers()))
         self.metrics.lamport.set(self.clock.time)
@@ -788,4 +657,4 @@ def open_node(home: Path, *, listen: list[str] | None = None,
     return Node(settings, genesis, identity)
 
 
-__all__ = ["LocalProtocolError", "Node", "NodeSettings", "open_node", "topic"]
+__all__ = ["LocalProtocolError", "Node", "open_node", "topic"]

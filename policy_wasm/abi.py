@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swarm.protocol import cbor
-from swarm.protocol.envelope import Envelope
+from swarm.protocol.envelope import BODY_OFFSET, Envelope
 
 ABI_VERSION = 1
 
@@ -162,8 +162,7 @@ def _text_bytes(text: str) -> int:
     return _head_bytes(n) + n
 
 
-# "sig" + 64 bytes + "body" prefix, the body's map head, and each key but payload's.
-_BODY_OFFSET = 76
+# The body's map head and each of its keys but payload's (the body starts at BODY_OFFSET).
 _FIXED_HEADER_BYTES = (
     1  # map(9)
     + 2 + 1  # "v": 1
@@ -185,7 +184,7 @@ def payload_bytes(env: Envelope) -> int:
     payload is the wire's tail; its start is the sum of the other fields' encoded sizes.
     """
     refs = sum(2 + _head_bytes(len(r.raw) + 1) + len(r.raw) + 1 for r in env.refs)
-    start = (_BODY_OFFSET + _FIXED_HEADER_BYTES + _head_bytes(env.ts)
+    start = (BODY_OFFSET + _FIXED_HEADER_BYTES + _head_bytes(env.ts)
              + _text_bytes(env.kind) + _head_bytes(len(env.refs)) + refs
              + _text_bytes(env.thread) + _head_bytes(env.lamport))
     if env.wire[start - len(_PAYLOAD_KEY):start] != _PAYLOAD_KEY:

@@ -55,8 +55,10 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from . import protobuf
 from .cid import CODEC_DAG_PB, HASH_SHA2_256, Cid
 from .errors import DecodeError, LocalProtocolError, ProtocolError, RemoteProtocolError
+from .logformat import uvarint
 from .unixfs import BLOCK_BYTES_MAX, DEPTH_MAX, Block, BlockMissing, TooLarge, UnixfsError
 from .unixfs import file_node as _file_node
 
@@ -134,22 +136,13 @@ class Message:
         return bool(self.wants or self.full or self.blocks or self.presences)
 
 
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _field_bytes(number: int, value: bytes) -> bytes:
-    return _uvarint(number << 3 | 2) + _uvarint(len(value)) + value
+    return uvarint(number << 3 | 2) + uvarint(len(value)) + value
 
 
 def _field_varint(number: int, value: int) -> bytes:
     # protobuf int32: a negative value is sent as its 64-bit two's complement.
-    return _uvarint(number << 3) + _uvarint(value & 0xFFFF_FFFF_FFFF_FFFF)
+    return uvarint(number << 3) + uvarint(value & 0xFFFF_FFFF_FFFF_FFFF)
 
 
 def cid_prefix(cid: Cid) -> bytes:
@@ -200,40 +193,13 @@ def encode(message: Message, have_supported: bool = True) -> bytes:
 
 
 def _read_varint(data: bytes | memoryview, pos: int, what: str) -> tuple[int, int]:
-    value = 0
-    for i in range(10):
-        if pos >= len(data):
-            raise BitswapError(what, "truncated varint")
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << (7 * i)
-        if not b & 0x80:
-            return value, pos
-    raise BitswapError(what, "varint longer than 10 bytes")
+    return protobuf.read_varint(data, pos, what, BitswapError)
 
 
 def _fields(data: bytes | memoryview, what: str) -> Iterator[tuple[int, int, int | memoryview]]:
-    """(number, wire type, value) of each field; skips the fixed-width ones unread."""
-    view = memoryview(data)
-    pos = 0
-    while pos < len(view):
-        key, pos = _read_varint(view, pos, what)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _read_varint(view, pos, what)
-            yield number, wire, value
-        elif wire == 2:
-            length, pos = _read_varint(view, pos, what)
-            if pos + length > len(view):
-                raise BitswapError(what, f"field {number} runs past the end")
-            yield number, wire, view[pos : pos + length]
-            pos += length
-        elif wire in (1, 5):  # fixed64 / fixed32: no field of ours, skip (protobuf rule)
-            pos += 8 if wire == 1 else 4
-            if pos > len(view):
-                raise BitswapError(what, f"field {number} runs past the end")
-        else:
-            raise BitswapError(what, f"field {number} has unsupported wire type {wire}")
+    """(number, wire type, value) of each field; skips the fixed-width ones unread (no
+    field of ours is one: the protobuf rule for an unknown field)."""
+    return protobuf.fields(memoryview(data), what, BitswapError, skip_fixed=True)
 
 
 def _bool(value: int | memoryview, what: str) -> bool:
@@ -279,7 +245,7 @@ def block_from_prefix(prefix: bytes | memoryview, data: bytes) -> Block:
         return Block(Cid(b"\x12\x20" + digest), data)
     if version != 1:
         raise BitswapError("payload.prefix", f"CID version {version}")
-    return Block(Cid(b"\x01" + _uvarint(codec) + b"\x12\x20" + digest), data)
+    return Block(Cid(b"\x01" + uvarint(codec) + b"\x12\x20" + digest), data)
 
 
 def decode(data: bytes) -> Message:

@@ -106,24 +106,26 @@ from .errors import (
 )
 from .genesis import Genesis
 from .ledger import (
-    BODY_SCHEMA,
     SNAPSHOT_LIMITS,
     AccountView,
     AuditRecord,
-    Body,
     BucketLedger,
     Change,
+    LedgerError,
+    OutOfOrder,
+    WrongBucket,
+)
+from .ledger_ops import (
+    BODY_SCHEMA,
+    Body,
     CompleteUnbonding,
     EffectAck,
     EffectBatch,
     LedgerEntry,
-    LedgerError,
     Op,
-    OutOfOrder,
     Stake,
     Transfer,
     Unstake,
-    WrongBucket,
     body_from_value,
     body_value,
     encode_body,
@@ -153,9 +155,6 @@ _CHAIN_SCHEMA = obj({"index": Int(min=1), "prev": Int(min=0), "ts": Int(min=0),
 
 
 # --- commands: what a node submits and the leader stamps ---------------------------
-
-ENVELOPE_BODY_OFFSET = 76  # an envelope's body bytes are wire[76:] (protocol/envelope.py)
-
 
 class _Blob(FieldType):
     """Bytes of any length up to `length_max`."""
@@ -231,6 +230,12 @@ def envelope_key(wire: bytes) -> bytes:
     if env is None or env.kind not in LEDGER_VERBS:
         return hashlib.sha256(b"not-an-op\x00" + bytes(wire)).digest()
     return op_id_of(env)
+
+
+# A command's key: an envelope's operation id (or digest) is 32 bytes; an effect
+# batch's and an acknowledgement's is "fx" or "ak", a bucket (2 bytes) and a seq (8).
+ENVELOPE_KEY_BYTES = 32
+SEQ_KEY_BYTES = 2 + 2 + 8
 
 
 def command_key(value: Mapping[str, Any]) -> bytes:
@@ -587,7 +592,7 @@ class LedgerOutcome:
                 bal, locked, unb, esc = (_int(x, "outcome.account") for x in a[1:5])
                 account = AccountView(_bytes(a[0], "outcome.account", (32,)), bal, locked,
                                       unb, esc, entries, _int(a[6], "outcome.account"))
-            return cls(_bytes(v["key"], "outcome.key", (10, 32)),
+            return cls(_bytes(v["key"], "outcome.key", (SEQ_KEY_BYTES, ENVELOPE_KEY_BYTES)),
                        _text(v["kind"], "outcome.kind", 32),
                        _bytes(v["op"], "outcome.op", (0, 32)),
                        _int(v["bucket"], "outcome.bucket", 0, 65535),

@@ -37,9 +37,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from . import cbor
+from .amounts import format_credits
 from .errors import DecodeError, LocalProtocolError, SchemaError
 from .genesis import Genesis
-from .ledger import BP, NO_EXPIRY, format_credits
+from .ledger import BP
+from .ledger_ops import NO_EXPIRY
 from .payout import Party, related
 from .schema import Bytes, Enum, Int, List, OneOf, Text, obj
 

@@ -52,7 +52,7 @@ LAMPORT_MAX = 2**63 - 1
 # a2 | 63 "sig" | 58 40 <64 bytes> | 64 "body"  -> the body starts at byte 76.
 _WIRE_PREFIX = bytes.fromhex("a2637369675840")
 _BODY_KEY = bytes.fromhex("64626f6479")
-_BODY_OFFSET = len(_WIRE_PREFIX) + 64 + len(_BODY_KEY)
+BODY_OFFSET = len(_WIRE_PREFIX) + 64 + len(_BODY_KEY)  # an envelope's body: wire[76:]
 
 class _AnyMap(FieldType):
     def check(self, value: Any, path: str) -> None:
@@ -137,7 +137,7 @@ class Envelope:
 
     @property
     def body_bytes(self) -> bytes:
-        return self.wire[_BODY_OFFSET:]
+        return self.wire[BODY_OFFSET:]
 
     def body(self) -> dict[str, Any]:
         return {
@@ -281,7 +281,7 @@ def decode_envelope(
             "swarm", f"envelope is for swarm {body['swarm'].hex()}, this is {swarm.hex()}"
         )
     raw = bytes(data)
-    body_bytes = raw[_BODY_OFFSET:]
+    body_bytes = raw[BODY_OFFSET:]
     envelope_id = dag_cbor_cid(body_bytes)
     if verify and not verify_signature(body["sender"], signing_message(envelope_id), sig):
         raise SignatureError("sig", f"signature does not verify for sender {body['sender'].hex()}")

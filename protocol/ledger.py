@@ -2,7 +2,9 @@
 
 Owns the ledger's rules and arithmetic and nothing about Raft, envelopes or the network.
 Who may submit an operation (signatures) is checked before it gets here; when it is
-applied (the log index and the leader's timestamp) comes in with it.
+applied (the log index and the leader's timestamp) comes in with it. What an operation
+is and how it is encoded is protocol/ledger_ops.py's; amounts as text,
+protocol/amounts.py's.
 
 Theory of operation
 -------------------
@@ -50,92 +52,47 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import cbor
+from .amounts import format_credits, format_duration
 from .buckets import bucket_of
 from .cid import Cid
 from .errors import DecodeError, LocalProtocolError, ProtocolError, SchemaError
 from .genesis import Genesis
-from .plan import merkle_root
-from .schema import INT_MAX, Bytes, Enum, Int, Link, List, Obj, OneOf, Text, obj
+from .ledger_ops import (
+    KIND_OF,
+    MISSES_MAX,
+    NO_EXPIRY,
+    SLASH_REASONS,
+    TASK_CLASSES,
+    Body,
+    Bounty,
+    Cancel,
+    CompleteUnbonding,
+    Credit,
+    Effect,
+    EffectAck,
+    EffectBatch,
+    Escrow,
+    LedgerEntry,
+    Op,
+    Release,
+    Share,
+    Slash,
+    SlashOrder,
+    Stake,
+    Transfer,
+    Unstake,
+    body_from_value,
+    body_value,
+)
+from .schema import INT_MAX
 
 BP = 10_000  # basis points in a whole
-SLASH_REASONS: tuple[str, ...] = ("failed_challenge", "missed_heartbeat", "policy_violation")
-TASK_CLASSES: tuple[str, ...] = ("simple", "complex", "critical")
 # A snapshot holds a whole bucket: far beyond an envelope's bounds, still bounded.
 SNAPSHOT_LIMITS = cbor.Limits(size_bytes_max=1 << 30, depth_max=8, items_max=1 << 28)
-MISSES_MAX = 10_000  # more missed heartbeats in one slash than this is a bug upstream
-# An operation without a validity limit (the bucket's own operations, which its rules
-# make at most once); an operation from a signed envelope always has one.
-NO_EXPIRY = INT_MAX
 # The audit trail is history, not state: each bucket keeps its entries of the last
 # AUDIT_WINDOW_MS of bucket time, and at most AUDIT_RECORDS_MAX of them.
 AUDIT_WINDOW_MS = 7 * 24 * 3600 * 1000
 AUDIT_RECORDS_MAX = 8192
-
-
-# --- display ------------------------------------------------------------------------
-
-
-def format_credits(units: int, unit_per_credit: int) -> str:
-    """Exact decimal credits: 40_000_000 -> "40", 1_500_000 -> "1.5" (never rounded)."""
-    sign = "-" if units < 0 else ""
-    whole, frac = divmod(abs(units), unit_per_credit)
-    if frac == 0:
-        return f"{sign}{whole}"
-    digits = len(str(unit_per_credit)) - 1
-    if unit_per_credit == 10**digits:
-        return f"{sign}{whole}." + f"{frac:0{digits}d}".rstrip("0")
-    return f"{sign}{whole} {frac}/{unit_per_credit}"
-
-
-def parse_credits(text: str, unit_per_credit: int, fld: str = "amount") -> int:
-    """A positive amount typed in credits ("12", "0.5", "1.000001") as units, exactly;
-    refuses what the unit cannot hold (too many decimals), signs, exponents and zero."""
-    t = text.strip() if isinstance(text, str) else ""
-    whole, dot, frac = t.partition(".")
-    digits = len(str(unit_per_credit)) - 1
-    # Quoted back at most this long: the text may be anything a client sent.
-    got = repr(t if len(t) <= 40 else t[:40] + "...")
-    if (not t or not (whole or frac) or not (whole or "0").isdigit()
-            or (dot and not frac.isdigit()) or not whole.isascii() or not frac.isascii()):
-        raise LocalProtocolError(fld, f"must be an amount in credits such as 12 or 0.5 "
-                                      f"(got {got})")
-    if unit_per_credit != 10**digits:
-        digits = 0  # decimals cannot be exact: whole credits only
-    if len(frac) > digits:
-        raise LocalProtocolError(fld, f"at most {digits} decimals: one credit is "
-                                      f"{unit_per_credit} units (got {got})")
-    too_large = LocalProtocolError(fld, f"is too large: at most "
-                                        f"{format_credits(INT_MAX, unit_per_credit)} credits")
-    # Counted before converting: int() of thousands of digits is slow, and refused
-    # beyond 4300 (CPython's limit) with an error that is no answer for a user.
-    whole = whole.lstrip("0")
-    if len(whole) > len(str(INT_MAX)):
-        raise too_large
-    units = int(whole or "0") * unit_per_credit + (int(frac.ljust(digits, "0")) if frac else 0)
-    if units <= 0:
-        raise LocalProtocolError(fld, f"must be more than 0 (got {got})")
-    if units > INT_MAX:
-        raise too_large
-    return units
-
-
-def format_duration(ms: int) -> str:
-    """A wait for people: "2 h 13 min", "7 d", "45 s". Rounded up, never promising early."""
-    if ms <= 0:
-        return "0 s"
-    s = -(-ms // 1000)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        m, r = divmod(s, 60)
-        return f"{m} min {r} s" if r else f"{m} min"
-    mins = -(-s // 60)
-    if mins < 1440:
-        h, m = divmod(mins, 60)
-        return f"{h} h {m} min" if m else f"{h} h"
-    hours = -(-s // 3600)
-    d, h = divmod(hours, 24)
-    return f"{d} d {h} h" if h else f"{d} d"
 
 
 # --- errors -------------------------------------------------------------------------
@@ -232,402 +189,6 @@ class ValidityTooLong(LedgerError):
     """The operation's validity limit is further ahead than `op_validity_ms_max`."""
 
     code = "validity_too_long"
-
-
-# --- operations and effects (what a Raft log carries) -------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Share:
-    """`amount` units to `account`, part of a payout or a split."""
-
-    account: bytes
-    amount: int
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    op_id: bytes
-    sender: bytes
-    recipient: bytes
-    amount: int
-    memo: str = ""
-    expires_ms: int = NO_EXPIRY
-
-    @property
-    def home(self) -> bytes:
-        return self.sender
-
-
-@dataclass(frozen=True, slots=True)
-class Escrow:
-    """Move `amount` from the payer's balance into a held escrow, releasable after hold_ms."""
-
-    op_id: bytes
-    payer: bytes
-    escrow_id: bytes
-    amount: int
-    hold_ms: int
-    expires_ms: int = NO_EXPIRY
-
-    @property
-    def home(self) -> bytes:
-        return self.payer
-
-
-@dataclass(frozen=True, slots=True)
-class Bounty:
-    """A verification bounty: an escrow capped by task class, held for
-    escrow_hold_factor x challenge_window_ms (P6 is enforced here as well as upstream)."""
-
-    op_id: bytes
-    payer: bytes
-    escrow_id: bytes
-    amount: int
-    task_class: str
-    expires_ms: int = NO_EXPIRY
-
-    @property
-    def home(self) -> bytes:
-        return self.payer
-
-
-@dataclass(frozen=True, slots=True)
-class SlashOrder:
-    """What to slash and why; also the effect a `Release` sends to a verifier's bucket.
-
-    `challenger` and `honest` receive the slashed amount's challenger and honest shares
-    (payout_*_bp); without a challenger all of it is burned. The caller has already
-    removed related parties from both (see `payout.py`)."""
-
-    account: bytes
-    reason: str
-    evidence: Cid
-    misses: int = 1
-    challenger: bytes | None = None
-    honest: tuple[bytes, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Release:
-    """Pay out an escrow: `shares` plus `burn` must equal its amount exactly; `slashes`
-    are sent to the slashed accounts' buckets as effects (an upheld challenge)."""
-
-    op_id: bytes
-    payer: bytes
-    escrow_id: bytes
-    shares: tuple[Share, ...]
-    burn: int = 0
-    slashes: tuple[SlashOrder, ...] = ()
-    expires_ms: int = NO_EXPIRY
-
-    @property
-    def home(self) -> bytes:
-        return self.payer
-
-
-@dataclass(frozen=True, slots=True)
-class Cancel:
-    op_id: bytes
-    payer: bytes
-    escrow_id: bytes
-    expires_ms: int = NO_EXPIRY
-
-    @property
-    def home(self) -> bytes:
-        return self.payer
-
-
-@dataclass(frozen=True, slots=True)
-class Stake:
-    op_id: bytes
-    account: bytes
-    amount: int
-    expires_ms: int = NO_EXPIRY
-
-    @property
-    def home(self) -> bytes:
-        return self.account
-
-
-@dataclass(frozen=True, slots=True)
-class Unstake:
-    op_id: bytes
-    account: bytes
-    amount: int
-    expires_ms: int = NO_EXPIRY
-
-    @property
-    def home(self) -> bytes:
-        return self.account
-
-
-@dataclass(frozen=True, slots=True)
-class CompleteUnbonding:
-    op_id: bytes
-    account: bytes
-    expires_ms: int = NO_EXPIRY
-
-    @property
-    def home(self) -> bytes:
-        return self.account
-
-
-@dataclass(frozen=True, slots=True)
-class Slash:
-    """A slash ordered in the slashed account's own bucket (missed heartbeats, policy)."""
-
-    op_id: bytes
-    order: SlashOrder
-    expires_ms: int = NO_EXPIRY
-
-    @property
-    def home(self) -> bytes:
-        return self.order.account
-
-
-@dataclass(frozen=True, slots=True)
-class Credit:
-    """Effect: add `amount` to `account`'s balance. `kind` says why, `source` is the
-    account the credits came from and `memo` the transfer's memo (for the audit)."""
-
-    account: bytes
-    amount: int
-    kind: str
-    source: bytes = b""
-    memo: str = ""
-
-
-Effect = Credit | SlashOrder
-
-
-@dataclass(frozen=True, slots=True)
-class EffectBatch:
-    """Effects of one source entry on one target bucket; applied there exactly once."""
-
-    source_bucket: int
-    source_index: int
-    seq: int
-    target_bucket: int
-    source_op_id: bytes
-    effects: tuple[Effect, ...]
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return (self.source_bucket, self.source_index)
-
-
-@dataclass(frozen=True, slots=True)
-class EffectAck:
-    """In the source bucket's log: `target_bucket` has applied every batch from here with
-    seq below `applied_seq`, so they leave the outbox. The shell proposes it after
-    reading the target's certified state (`BucketLedger.applied_seq`)."""
-
-    target_bucket: int
-    applied_seq: int
-
-
-Op = Transfer | Escrow | Bounty | Release | Cancel | Stake | Unstake | CompleteUnbonding | Slash
-Body = Op | EffectBatch | EffectAck
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """A committed log entry as the ledger sees it: index and leader timestamp from Raft."""
-
-    index: int
-    ts_ms: int
-    body: Body
-
-
-# --- canonical encoding -------------------------------------------------------------
-
-_ID = Bytes(32)
-_ACCOUNT = Bytes(32)
-_AMOUNT = Int(min=1)
-_SLASH = obj(
-    {"account": _ACCOUNT, "reason": Enum(SLASH_REASONS), "evidence": Link(),
-     "misses": Int(min=1, max=MISSES_MAX)},
-    {"challenger": _ACCOUNT, "honest": List(_ACCOUNT, max_items=64, sorted_unique=True)},
-)
-_SHARE = obj({"account": _ACCOUNT, "amount": _AMOUNT})
-_MEMO = Text(min_bytes=1, max_bytes=256)  # absent when empty: one encoding per value
-_CREDIT = obj({"account": _ACCOUNT, "amount": _AMOUNT, "kind": Enum(
-    ("transfer", "payout", "slash_share"))}, {"from": _ACCOUNT, "memo": _MEMO})
-# Every operation's optional validity limit; absent means NO_EXPIRY.
-_EXP = {"exp": Int(min=0, max=NO_EXPIRY - 1)}
-
-
-def _op(required: dict[str, Any], optional: dict[str, Any] | None = None) -> Obj:
-    return obj(required, {**_EXP, **(optional or {})})
-
-
-_OPS: dict[str, Obj] = {
-    "transfer": _op({"id": _ID, "from": _ACCOUNT, "to": _ACCOUNT, "amount": _AMOUNT},
-                    {"memo": _MEMO}),
-    "escrow": _op({"id": _ID, "payer": _ACCOUNT, "escrow": _ID, "amount": _AMOUNT,
-                   "hold_ms": Int(min=0)}),
-    "bounty": _op({"id": _ID, "payer": _ACCOUNT, "escrow": _ID, "amount": _AMOUNT,
-                   "class": Enum(TASK_CLASSES)}),
-    "release": _op({"id": _ID, "payer": _ACCOUNT, "escrow": _ID,
-                    "shares": List(_SHARE, max_items=256), "burn": Int(min=0),
-                    "slashes": List(_SLASH, max_items=64)}),
-    "cancel": _op({"id": _ID, "payer": _ACCOUNT, "escrow": _ID}),
-    "stake": _op({"id": _ID, "account": _ACCOUNT, "amount": _AMOUNT}),
-    "unstake": _op({"id": _ID, "account": _ACCOUNT, "amount": _AMOUNT}),
-    "complete_unbonding": _op({"id": _ID, "account": _ACCOUNT}),
-    "slash": _op({"id": _ID, "slash": _SLASH}),
-    "effects": obj({"source_bucket": Int(max=65535), "source_index": Int(min=1),
-                    "seq": Int(), "target_bucket": Int(max=65535), "source_op": _ID,
-                    "credits": List(_CREDIT, max_items=512),
-                    "slashes": List(_SLASH, max_items=64)}),
-    "effect_ack": obj({"target_bucket": Int(max=65535), "applied_seq": Int()}),
-}
-BODY_SCHEMA = OneOf("op", {
-    name: Obj({**o.fields, "op": Enum((name,))}, o.required | {"op"}) for name, o in _OPS.items()
-})
-_KIND: dict[type, str] = {
-    Transfer: "transfer", Escrow: "escrow", Bounty: "bounty", Release: "release",
-    Cancel: "cancel", Stake: "stake", Unstake: "unstake",
-    CompleteUnbonding: "complete_unbonding", Slash: "slash", EffectBatch: "effects",
-    EffectAck: "effect_ack",
-}
-ENTRY_SCHEMA = obj({"index": Int(min=1), "ts_ms": Int(min=0), "body": BODY_SCHEMA})
-
-
-def _slash_value(s: SlashOrder) -> dict[str, Any]:
-    v: dict[str, Any] = {"account": s.account, "reason": s.reason, "evidence": s.evidence,
-                         "misses": s.misses}
-    if s.challenger is not None:
-        v["challenger"] = s.challenger
-    if s.honest:
-        v["honest"] = list(s.honest)
-    return v
-
-
-def _slash_from(v: Mapping[str, Any]) -> SlashOrder:
-    return SlashOrder(v["account"], v["reason"], v["evidence"], v["misses"],
-                      v.get("challenger"), tuple(v.get("honest", ())))
-
-
-def body_value(body: Body) -> dict[str, Any]:
-    """The DAG-CBOR data-model value of an operation or effect batch."""
-    value = _body_value(body)
-    expires = getattr(body, "expires_ms", NO_EXPIRY)
-    if expires != NO_EXPIRY:
-        value["exp"] = expires
-    return value
-
-
-def _credit_value(e: Credit) -> dict[str, Any]:
-    v: dict[str, Any] = {"account": e.account, "amount": e.amount, "kind": e.kind}
-    if e.source:
-        v["from"] = e.source
-    if e.memo:
-        v["memo"] = e.memo
-    return v
-
-
-def _body_value(body: Body) -> dict[str, Any]:
-    match body:
-        case Transfer():
-            v = {"op": "transfer", "id": body.op_id, "from": body.sender,
-                 "to": body.recipient, "amount": body.amount}
-            if body.memo:
-                v["memo"] = body.memo
-            return v
-        case Escrow():
-            return {"op": "escrow", "id": body.op_id, "payer": body.payer,
-                    "escrow": body.escrow_id, "amount": body.amount, "hold_ms": body.hold_ms}
-        case Bounty():
-            return {"op": "bounty", "id": body.op_id, "payer": body.payer,
-                    "escrow": body.escrow_id, "amount": body.amount, "class": body.task_class}
-        case Release():
-            return {"op": "release", "id": body.op_id, "payer": body.payer,
-                    "escrow": body.escrow_id,
-                    "shares": [{"account": s.account, "amount": s.amount} for s in body.shares],
-                    "burn": body.burn, "slashes": [_slash_value(s) for s in body.slashes]}
-        case Cancel():
-            return {"op": "cancel", "id": body.op_id, "payer": body.payer,
-                    "escrow": body.escrow_id}
-        case Stake() | Unstake():
-            return {"op": "stake" if isinstance(body, Stake) else "unstake", "id": body.op_id,
-                    "account": body.account, "amount": body.amount}
-        case CompleteUnbonding():
-            return {"op": "complete_unbonding", "id": body.op_id, "account": body.account}
-        case Slash():
-            return {"op": "slash", "id": body.op_id, "slash": _slash_value(body.order)}
-        case EffectBatch():
-            return {"op": "effects", "source_bucket": body.source_bucket,
-                    "source_index": body.source_index, "seq": body.seq,
-                    "target_bucket": body.target_bucket, "source_op": body.source_op_id,
-                    "credits": [_credit_value(e) for e in body.effects
-                                if isinstance(e, Credit)],
-                    "slashes": [_slash_value(e) for e in body.effects
-                                if isinstance(e, SlashOrder)]}
-        case EffectAck():
-            return {"op": "effect_ack", "target_bucket": body.target_bucket,
-                    "applied_seq": body.applied_seq}
-    raise AssertionError(f"not a ledger body: {body!r}")
-
-
-def body_from_value(v: Any, path: str = "body") -> Body:
-    """Validate a decoded value and build the operation; raises SchemaError naming the field."""
-    BODY_SCHEMA.check(v, path)
-    kind = v["op"]
-    exp = v.get("exp", NO_EXPIRY)
-    if kind == "transfer":
-        return Transfer(v["id"], v["from"], v["to"], v["amount"], v.get("memo", ""), exp)
-    if kind == "escrow":
-        return Escrow(v["id"], v["payer"], v["escrow"], v["amount"], v["hold_ms"], exp)
-    if kind == "bounty":
-        return Bounty(v["id"], v["payer"], v["escrow"], v["amount"], v["class"], exp)
-    if kind == "release":
-        return Release(v["id"], v["payer"], v["escrow"],
-                       tuple(Share(s["account"], s["amount"]) for s in v["shares"]),
-                       v["burn"], tuple(_slash_from(s) for s in v["slashes"]), exp)
-    if kind == "cancel":
-        return Cancel(v["id"], v["payer"], v["escrow"], exp)
-    if kind == "stake":
-        return Stake(v["id"], v["account"], v["amount"], exp)
-    if kind == "unstake":
-        return Unstake(v["id"], v["account"], v["amount"], exp)
-    if kind == "complete_unbonding":
-        return CompleteUnbonding(v["id"], v["account"], exp)
-    if kind == "slash":
-        return Slash(v["id"], _slash_from(v["slash"]), exp)
-    if kind == "effect_ack":
-        return EffectAck(v["target_bucket"], v["applied_seq"])
-    # Credits first, then slashes: the order `_emit` builds them in.
-    effects: list[Effect] = [Credit(c["account"], c["amount"], c["kind"], c.get("from", b""),
-                                    c.get("memo", "")) for c in v["credits"]]
-    effects += [_slash_from(s) for s in v["slashes"]]
-    return EffectBatch(v["source_bucket"], v["source_index"], v["seq"], v["target_bucket"],
-                       v["source_op"], tuple(effects))
-
-
-def encode_body(body: Body) -> bytes:
-    return cbor.encode(body_value(body))
-
-
-def decode_body(data: bytes) -> Body:
-    return body_from_value(cbor.decode(data))
-
-
-def encode_entry(entry: LedgerEntry) -> bytes:
-    return cbor.encode({"index": entry.index, "ts_ms": entry.ts_ms,
-                        "body": body_value(entry.body)})
-
-
-def decode_entry(data: bytes) -> LedgerEntry:
-    v = cbor.decode(data)
-    ENTRY_SCHEMA.check(v, "entry")
-    return LedgerEntry(v["index"], v["ts_ms"], body_from_value(v["body"], "entry.body"))
-
-
-def entry_hash(entry: LedgerEntry) -> bytes:
-    """sha256 of the canonical entry: what committees are seeded from."""
-    return hashlib.sha256(encode_entry(entry)).digest()
 
 
 # --- splits (shared with payout.py) -------------------------------------------------
@@ -1163,7 +724,7 @@ class BucketLedger:
             op_id, home = b"", b""
         else:
             op_id, home = body.op_id, body.home
-        kind = _KIND[type(body)]
+        kind = KIND_OF[type(body)]
         try:
             if entry.index <= self._last_index:
                 raise OutOfOrder("index", f"entry {entry.index} is not after {self._last_index}")
@@ -1541,63 +1102,4 @@ def _cause(body: Body) -> str:
             reasons = ", ".join(f"{s.reason} of {s.account.hex()[:16]} evidence {s.evidence}"
                                 for s in body.slashes)
             return f"release by {body.payer.hex()[:16]}; slashes: {reasons}"
-    return f"{_KIND[type(body)]} by {body.home.hex()[:16]}"
-
-
-# --- a node's read replica: every bucket ---------------------------------------------
-
-
-class LedgerReplica:
-    """All buckets' ledgers side by side: a node's read replica, and the simulation's world.
-
-    Each bucket still applies only its own entries; this class only routes queries."""
-
-    def __init__(self, buckets: Mapping[int, BucketLedger], supply: int) -> None:
-        self.buckets = dict(buckets)
-        self.genesis_supply = supply
-        first = next(iter(self.buckets.values()))
-        self.bucket_count = first.bucket_count
-        self.unit = first.unit
-
-    @classmethod
-    def from_genesis(cls, genesis: Genesis) -> LedgerReplica:
-        n = genesis.params["bucket_count"]
-        buckets = {b: BucketLedger(genesis.params, b) for b in range(n)}
-        # One hash per account, not one per account per bucket (256 x for a full replica).
-        for a in genesis.value["accounts"]:
-            if a["balance"]:
-                buckets[bucket_of(a["account"], n)]._acct(a["account"]).balance += a["balance"]
-        for v in genesis.value["validators"]:
-            if v["stake"]:
-                buckets[bucket_of(v["account"], n)]._acct(v["account"]).locked += v["stake"]
-        return cls(buckets, genesis_supply(genesis))
-
-    def bucket_for(self, account: bytes) -> BucketLedger:
-        return self.buckets[bucket_of(account, self.bucket_count)]
-
-    def account(self, account: bytes) -> AccountView:
-        return self.bucket_for(account).account(account)
-
-    def totals(self) -> Totals:
-        total = Totals()
-        for b in self.buckets.values():
-            total = total + b.totals()
-        return total
-
-    def root(self) -> bytes:
-        """Merkle root over the bucket roots in bucket order (the node's `ledger_root`)."""
-        return merkle_root([self.buckets[b].root() for b in sorted(self.buckets)])
-
-    def check_conservation(self) -> None:
-        """Raise AssertionError unless every unit of the genesis supply is accounted for."""
-        t = self.totals()
-        assert t.held == self.genesis_supply, (
-            f"conservation broken: held {t.held}, genesis supply {self.genesis_supply} ({t})")
-
-    def history(self, account: bytes) -> list[AuditRecord]:
-        """Entries touching `account` in any bucket (its own and effects it received)."""
-        out: list[AuditRecord] = []
-        for b in self.buckets.values():
-            out += b.history(account)
-        return sorted(out, key=lambda r: r.ts_ms)
-
+    return f"{KIND_OF[type(body)]} by {body.home.hex()[:16]}"

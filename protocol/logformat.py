@@ -4,6 +4,9 @@ Owns framing only. A log is the 13-byte magic ``b"swarm-log/v1\\n"`` followed by
 records, each an unsigned LEB128 varint length then that many bytes of one envelope in
 wire form. The decoder is incremental and pure (feed bytes, take records), as h11's
 connection is: the caller does the reading.
+
+The same length prefix frames the node's streams (Raft frames, snapshot chunks,
+bitswap messages): `uvarint_prefix` and `take_prefixed` read it off a buffer.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from .errors import LogFormatError
 
 MAGIC = b"swarm-log/v1\n"
 RECORD_BYTES_MAX = 1 << 20
+UVARINT_BYTES_MAX = 10  # a 64-bit value takes at most 10 bytes of 7 bits
 
 
 def uvarint(n: int) -> bytes:
@@ -26,6 +30,45 @@ def uvarint(n: int) -> bytes:
         else:
             out.append(b)
             return bytes(out)
+
+
+class ItemTooLarge(ValueError):
+    """A length prefix states more bytes than the reader's limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes is over {limit}")
+        self.size = size
+
+
+def uvarint_prefix(buf: bytes | bytearray) -> tuple[int, int] | None:
+    """(value, bytes it takes) of the uvarint at the start of `buf`, or None while it
+    is incomplete; ValueError if it runs past UVARINT_BYTES_MAX bytes."""
+    value = 0
+    for i, b in enumerate(buf[:UVARINT_BYTES_MAX]):
+        value |= (b & 0x7F) << (7 * i)
+        if not b & 0x80:
+            return value, i + 1
+    if len(buf) >= UVARINT_BYTES_MAX:
+        raise ValueError("bad length prefix")
+    return None
+
+
+def take_prefixed(buf: bytearray, limit: int) -> bytes | None:
+    """Take the next uvarint-length-prefixed item off the front of `buf`, or None
+    while it is not all there. ItemTooLarge as soon as the prefix states more than
+    `limit` bytes; ValueError for a malformed prefix."""
+    head = uvarint_prefix(buf)
+    if head is None:
+        return None
+    size, start = head
+    if size > limit:
+        raise ItemTooLarge(size, limit)
+    end = start + size
+    if len(buf) < end:
+        return None
+    item = bytes(buf[start:end])
+    del buf[:end]
+    return item
 
 
 def encode_record(wire: bytes) -> bytes:

@@ -24,19 +24,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .amounts import format_credits
 from .cid import Cid
-from .ledger import (
-    TASK_CLASSES,
-    Bounty,
-    InvalidOp,
-    OpenEscrow,
-    OverCap,
-    Release,
-    SlashOrder,
-    format_credits,
-    split_challenge,
-    split_equally,
-)
+from .ledger import InvalidOp, OpenEscrow, OverCap, split_challenge, split_equally
+from .ledger_ops import TASK_CLASSES, Bounty, Release, SlashOrder
 
 
 @dataclass(frozen=True, slots=True)

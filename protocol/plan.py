@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -479,18 +480,53 @@ def diff_to_json(d: PlanDiff) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class PlanVersion:
+    """What names a plan's version: its Merkle root and counts, at a Lamport time."""
+
     lamport: int
     root: bytes
     tasks: int = 0
     links: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, plan: Plan, lamport: int) -> PlanVersion:
+        """`plan` as it stands, labelled with `lamport` (the time it was cut at, or the
+        clock of the replica holding it)."""
+        return cls(lamport=lamport, root=plan.root(), tasks=len(plan.task_ids()),
+                   links=len(plan.links()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lamport": self.lamport, "plan_root": self.root.hex(), "tasks": self.tasks,
+                "links": self.links}
+
 
 def version_of(plan: Plan, lamport: int | None = None) -> PlanVersion:
+    """The plan's version at `lamport`, or as it stands (at its latest op's time)."""
     at = plan if lamport is None else plan.version_at(lamport)
-    return PlanVersion(
-        lamport=at.max_lamport if lamport is None else lamport,
-        root=at.root(),
-        tasks=len(at.task_ids()),
-        links=len(at.links()),
-    )
+    return PlanVersion.of(at, at.max_lamport if lamport is None else lamport)
+
+
+def thread_view(plan: Plan, thread: str) -> dict[str, Any]:
+    """A thread as `GET /plan/threads/{thread}` shows it: the task named `thread` and every
+    task reachable from it by links, breadth first, each with its state and the tasks
+    it depends on (a task the plan does not know yet is listed as unknown)."""
+    edges: dict[str, list[str]] = {}
+    for src, dst in plan.links():
+        edges.setdefault(src, []).append(dst)
+    order, seen, frontier = [], {thread}, deque([thread])
+    while frontier:
+        node = frontier.popleft()
+        order.append(node)
+        for nxt in edges.get(node, []):
+            if nxt not in seen:
+                seen.add(nxt)
+                frontier.append(nxt)
+    tasks = []
+    for task_id in order:
+        view = plan.task(task_id)
+        tasks.append({"task_id": task_id, "known": view is not None,
+                      "title": view.title if view else "",
+                      "class": view.task_class if view else "",
+                      "state": view.state if view else None,
+                      "depends_on": sorted(edges.get(task_id, []))})
+    return {"thread": thread, "tasks": tasks}

@@ -2,7 +2,7 @@
 
 Owns the wire form of one snapshot sent on a stream of its own (after etcd's rafthttp,
 which streams snapshots apart from its message stream) and its strict, incremental
-decoding. A leader's SNAP message no longer rides in the per-peer frame
+decoding. A leader's SNAP message does not ride in the per-peer frame
 (`protocol/raftwire.py`): a large one would exceed the frame limit and, written on the
 one stream a peer pair shares, hold up every other bucket's heartbeats and appends
 behind it.
@@ -30,21 +30,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from . import cbor
-from .errors import DecodeError, LocalProtocolError, RemoteProtocolError
-from .logformat import uvarint
+from .errors import LocalProtocolError, RemoteProtocolError
+from .logformat import take_prefixed, uvarint
 from .raft import Message, MsgType
 from .raftlog import Snapshot
+from .raftwire import VOTERS_MAX
+from .strict import decode_document, int_in
 
 SNAPSHOT_BYTES_MAX = 256 * 1024 * 1024
 CHUNK_BYTES = 256 * 1024  # what a sender cuts: small next to a frame, cheap per write
 CHUNK_BYTES_MAX = 1024 * 1024  # what a receiver accepts
 HEADER_BYTES_MAX = 16 * 1024
-VOTERS_MAX = 1024
 _LIMITS = cbor.Limits(size_bytes_max=HEADER_BYTES_MAX, depth_max=3, items_max=VOTERS_MAX + 16)
-_U63 = 2**63
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,22 +92,9 @@ def encode_stream(bucket: int, m: Message, chunk_bytes: int = CHUNK_BYTES,
         yield uvarint(len(chunk)) + chunk
 
 
-def _int(v: Any, where: str, lo: int = 0, hi: int = _U63) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v < hi:
-        raise RemoteProtocolError(where, f"must be an integer in [{lo}, {hi})")
-    return v
-
-
 def decode_header(data: bytes, *, buckets: int, nodes: int,
                   snapshot_bytes_max: int = SNAPSHOT_BYTES_MAX) -> SnapHeader:
-    if len(data) > HEADER_BYTES_MAX:
-        raise DecodeError("raftsnap.header", f"{len(data)} bytes is over {HEADER_BYTES_MAX}")
-    try:
-        f = cbor.decode(data, _LIMITS)
-    except RemoteProtocolError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a codec bug must not take the node down
-        raise DecodeError("raftsnap.header", f"undecodable: {exc!r}") from None
+    f = decode_document(data, _LIMITS, "raftsnap.header")
     if not isinstance(f, list) or len(f) != 9:
         raise RemoteProtocolError("raftsnap.header", "must be an array of 9 fields")
     if not isinstance(f[6], list) or not 1 <= len(f[6]) <= VOTERS_MAX:
@@ -117,14 +103,14 @@ def decode_header(data: bytes, *, buckets: int, nodes: int,
     if not isinstance(f[8], bytes) or len(f[8]) != 32:
         raise RemoteProtocolError("raftsnap.header.digest", "must be 32 bytes")
     return SnapHeader(
-        bucket=_int(f[0], "raftsnap.header.bucket", 0, buckets),
-        term=_int(f[1], "raftsnap.header.term", 1),
-        frm=_int(f[2], "raftsnap.header.from", 1, nodes + 1),
-        to=_int(f[3], "raftsnap.header.to", 1, nodes + 1),
-        index=_int(f[4], "raftsnap.header.index", 1),
-        snap_term=_int(f[5], "raftsnap.header.snap_term", 1),
-        voters=tuple(_int(v, "raftsnap.header.voters", 1, nodes + 1) for v in f[6]),
-        total=_int(f[7], "raftsnap.header.total", 0, snapshot_bytes_max + 1),
+        bucket=int_in(f[0], "raftsnap.header.bucket", 0, buckets),
+        term=int_in(f[1], "raftsnap.header.term", 1),
+        frm=int_in(f[2], "raftsnap.header.from", 1, nodes + 1),
+        to=int_in(f[3], "raftsnap.header.to", 1, nodes + 1),
+        index=int_in(f[4], "raftsnap.header.index", 1),
+        snap_term=int_in(f[5], "raftsnap.header.snap_term", 1),
+        voters=tuple(int_in(v, "raftsnap.header.voters", 1, nodes + 1) for v in f[6]),
+        total=int_in(f[7], "raftsnap.header.total", 0, snapshot_bytes_max + 1),
         digest=f[8])
 
 
@@ -156,22 +142,10 @@ class SnapshotDecoder:
 
     def _prefixed(self, limit: int, what: str) -> bytes | None:
         """The next uvarint-prefixed item in the buffer, or None if not all there."""
-        n = shift = 0
-        for i, b in enumerate(self.buf[:10]):
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                if n > limit:
-                    raise RemoteProtocolError(f"raftsnap.{what}", f"{n} bytes is over {limit}")
-                end = i + 1 + n
-                if len(self.buf) < end:
-                    return None
-                item = bytes(self.buf[i + 1:end])
-                del self.buf[:end]
-                return item
-        if len(self.buf) >= 10:
-            raise RemoteProtocolError(f"raftsnap.{what}", "bad length prefix")
-        return None
+        try:
+            return take_prefixed(self.buf, limit)
+        except ValueError as exc:  # ItemTooLarge or a bad prefix, both said in `exc`
+            raise RemoteProtocolError(f"raftsnap.{what}", str(exc)) from None
 
     def feed(self, data: bytes) -> None:
         if self.complete and data:

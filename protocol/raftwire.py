@@ -19,13 +19,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import cbor
-from .errors import DecodeError, RemoteProtocolError
+from .decide import ID_BYTES_MAX
+from .errors import RemoteProtocolError
 from .raft import Message, MsgType
 from .raftlog import Entry, EntryKind, Snapshot
+from .strict import array_max, bytes_max, decode_document, fields, int_in
 
 FRAME_BYTES_MAX = 32 * 1024 * 1024
 _LIMITS = cbor.Limits(size_bytes_max=FRAME_BYTES_MAX, depth_max=8, items_max=4_000_000)
-_U63 = 2**63
+# The bounds of a frame's parts, checked as it is decoded.
+MSGS_MAX = 1_000_000  # Raft messages in a frame; entries in one message
+ITEMS_MAX = 100_000  # signature notes, requests, answers, chain entries, announcements
+FETCHES_MAX = 65_536  # chain fetches (one a bucket)
+NODE_ID_LIMIT = 1 << 16  # a Raft node id in a message is below it
+VOTERS_MAX = 1024  # in a snapshot's configuration
+CONTEXT_BYTES_MAX = 64  # a message's context (a campaign's reason)
+DIGEST_BYTES = 32  # SHA-256 of an entry
+ACCOUNT_BYTES = 32  # an Ed25519 public key: a signer
+SIG_BYTES = 64  # an Ed25519 signature
+SIGS_MAX = 64  # signatures on one certified entry or announcement
+DECISION_FIELDS = 8  # of a decide response's decision
+DECIDE_REASON_CHARS_MAX = 200  # a longer reason is cut
+SUBMIT_REASON_CHARS_MAX = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,158 +181,119 @@ def _msg(m: Message) -> list[Any]:
                                        for e in m.entries], snap]
 
 
-# -- decoding --
-
-def _int(v: Any, where: str, lo: int = 0, hi: int = _U63) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v < hi:
-        raise RemoteProtocolError(where, f"must be an integer in [{lo}, {hi})")
-    return v
-
-
-def _bytes(v: Any, where: str, max_len: int) -> bytes:
-    if not isinstance(v, bytes) or len(v) > max_len:
-        raise RemoteProtocolError(where, f"must be bytes of at most {max_len}")
-    return v
-
-
-def _list(v: Any, where: str, max_len: int) -> list[Any]:
-    if not isinstance(v, list) or len(v) > max_len:
-        raise RemoteProtocolError(where, f"must be an array of at most {max_len}")
-    return v
-
+# -- decoding (the field checks are protocol/strict.py's) --
 
 _NET_TYPES = {int(t) for t in MsgType if t >= MsgType.APP} | {int(MsgType.PROP),
                                                              int(MsgType.TRANSFER_LEADER)}
 
 
 def _decode_msg(raw: Any, where: str, buckets: int) -> tuple[int, Message]:
-    f = _list(raw, where, 13)
-    if len(f) != 13:
-        raise RemoteProtocolError(where, "a message has 13 fields")
-    bucket = _int(f[0], where + ".bucket", 0, buckets)
-    t = _int(f[1], where + ".type", 0, 256)
+    f = fields(raw, where, 13, "a message")
+    bucket = int_in(f[0], where + ".bucket", 0, buckets)
+    t = int_in(f[1], where + ".type", 0, 256)
     if t not in _NET_TYPES:
         raise RemoteProtocolError(where + ".type", f"{t} is not a network message type")
     entries = []
-    for i, e in enumerate(_list(f[11], where + ".entries", 1_000_000)):
-        ef = _list(e, f"{where}.entries[{i}]", 4)
-        if len(ef) != 4:
-            raise RemoteProtocolError(f"{where}.entries[{i}]", "an entry has 4 fields")
-        kind = _int(ef[2], f"{where}.entries[{i}].kind", 0, 2)
-        entries.append(Entry(_int(ef[0], where), _int(ef[1], where), EntryKind(kind),
-                             _bytes(ef[3], where, FRAME_BYTES_MAX)))
+    for i, e in enumerate(array_max(f[11], where + ".entries", MSGS_MAX)):
+        ef = fields(e, f"{where}.entries[{i}]", 4, "an entry")
+        kind = int_in(ef[2], f"{where}.entries[{i}].kind", 0, 2)
+        entries.append(Entry(int_in(ef[0], where), int_in(ef[1], where), EntryKind(kind),
+                             bytes_max(ef[3], where, FRAME_BYTES_MAX)))
     snap = None
     if f[12] is not None:
-        sf = _list(f[12], where + ".snapshot", 4)
-        if len(sf) != 4:
-            raise RemoteProtocolError(where + ".snapshot", "a snapshot has 4 fields")
-        voters = tuple(_int(v, where + ".snapshot.voters", 1, 1 << 16)
-                       for v in _list(sf[2], where + ".snapshot.voters", 1024))
-        snap = Snapshot(_int(sf[0], where), _int(sf[1], where), voters,
-                        _bytes(sf[3], where, FRAME_BYTES_MAX))
+        sf = fields(f[12], where + ".snapshot", 4, "a snapshot")
+        voters = tuple(int_in(v, where + ".snapshot.voters", 1, NODE_ID_LIMIT)
+                       for v in array_max(sf[2], where + ".snapshot.voters", VOTERS_MAX))
+        snap = Snapshot(int_in(sf[0], where), int_in(sf[1], where), voters,
+                        bytes_max(sf[3], where, FRAME_BYTES_MAX))
     if not isinstance(f[8], bool):
         raise RemoteProtocolError(where + ".reject", "must be a boolean")
-    m = Message(MsgType(t), to=_int(f[2], where + ".to", 0, 1 << 16),
-                frm=_int(f[3], where + ".from", 0, 1 << 16), term=_int(f[4], where + ".term"),
-                log_term=_int(f[5], where), index=_int(f[6], where),
-                commit=_int(f[7], where), reject=f[8], reject_hint=_int(f[9], where),
-                context=_bytes(f[10], where + ".context", 64), entries=tuple(entries),
-                snapshot=snap)
+    m = Message(MsgType(t), to=int_in(f[2], where + ".to", 0, NODE_ID_LIMIT),
+                frm=int_in(f[3], where + ".from", 0, NODE_ID_LIMIT),
+                term=int_in(f[4], where + ".term"),
+                log_term=int_in(f[5], where), index=int_in(f[6], where),
+                commit=int_in(f[7], where), reject=f[8], reject_hint=int_in(f[9], where),
+                context=bytes_max(f[10], where + ".context", CONTEXT_BYTES_MAX),
+                entries=tuple(entries), snapshot=snap)
     return bucket, m
 
 
 def decode_frame(data: bytes, *, buckets: int, nodes: int) -> Frame:
     """Decode a peer's frame; raises RemoteProtocolError (never anything else)."""
-    if len(data) > FRAME_BYTES_MAX:
-        raise DecodeError("frame", f"{len(data)} bytes is over {FRAME_BYTES_MAX}")
-    try:
-        doc = cbor.decode(data, _LIMITS)
-    except RemoteProtocolError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a codec bug must not take the node down
-        raise DecodeError("frame", f"undecodable: {exc!r}") from None
+    doc = decode_document(data, _LIMITS, "frame")
     if not isinstance(doc, dict) or not set(doc) <= {"from", "m", "l", "s", "q", "r", "u", "v",
                                                      "c", "g", "a"}:
         raise RemoteProtocolError("frame", "must be a map with known keys")
-    sender = _int(doc.get("from"), "frame.from", 1, nodes + 1)
+    sender = int_in(doc.get("from"), "frame.from", 1, nodes + 1)
     msgs = tuple(_decode_msg(m, f"frame.m[{i}]", buckets)
-                 for i, m in enumerate(_list(doc.get("m", []), "frame.m", 1_000_000)))
-    leads = _bytes(doc.get("l", b""), "frame.l", (buckets + 7) // 8)
+                 for i, m in enumerate(array_max(doc.get("m", []), "frame.m", MSGS_MAX)))
+    leads = bytes_max(doc.get("l", b""), "frame.l", (buckets + 7) // 8)
     sigs = []
-    for i, s in enumerate(_list(doc.get("s", []), "frame.s", 100_000)):
-        sf = _list(s, f"frame.s[{i}]", 6)
-        if len(sf) != 6:
-            raise RemoteProtocolError(f"frame.s[{i}]", "a signature note has 6 fields")
-        sigs.append(SigNote(_int(sf[0], "frame.s", 0, buckets), _int(sf[1], "frame.s", 1),
-                            _int(sf[2], "frame.s", 1), _bytes(sf[3], "frame.s", 32),
-                            _int(sf[4], "frame.s"), _bytes(sf[5], "frame.s", 64)))
+    for i, s in enumerate(array_max(doc.get("s", []), "frame.s", ITEMS_MAX)):
+        sf = fields(s, f"frame.s[{i}]", 6, "a signature note")
+        sigs.append(SigNote(int_in(sf[0], "frame.s", 0, buckets), int_in(sf[1], "frame.s", 1),
+                            int_in(sf[2], "frame.s", 1), bytes_max(sf[3], "frame.s", DIGEST_BYTES),
+                            int_in(sf[4], "frame.s"), bytes_max(sf[5], "frame.s", SIG_BYTES)))
     reqs = []
-    for i, q in enumerate(_list(doc.get("q", []), "frame.q", 100_000)):
-        qf = _list(q, f"frame.q[{i}]", 6)
-        if len(qf) != 6:
-            raise RemoteProtocolError(f"frame.q[{i}]", "a decide request has 6 fields")
-        reqs.append(DecideRequest(_int(qf[0], "frame.q"), _int(qf[1], "frame.q", 0, buckets),
-                                  _bytes(qf[2], "frame.q", 128), _bytes(qf[3], "frame.q", 128),
-                                  _int(qf[4], "frame.q"), _int(qf[5], "frame.q")))
+    for i, q in enumerate(array_max(doc.get("q", []), "frame.q", ITEMS_MAX)):
+        qf = fields(q, f"frame.q[{i}]", 6, "a decide request")
+        reqs.append(DecideRequest(int_in(qf[0], "frame.q"),
+                                  int_in(qf[1], "frame.q", 0, buckets),
+                                  bytes_max(qf[2], "frame.q", ID_BYTES_MAX),
+                                  bytes_max(qf[3], "frame.q", ID_BYTES_MAX),
+                                  int_in(qf[4], "frame.q"), int_in(qf[5], "frame.q")))
     resps = []
-    for i, r in enumerate(_list(doc.get("r", []), "frame.r", 100_000)):
-        rf = _list(r, f"frame.r[{i}]", 4)
+    for i, r in enumerate(array_max(doc.get("r", []), "frame.r", ITEMS_MAX)):
+        rf = array_max(r, f"frame.r[{i}]", 4)
         if len(rf) != 4 or not isinstance(rf[1], bool) or not isinstance(rf[3], str):
             raise RemoteProtocolError(f"frame.r[{i}]", "a decide response is malformed")
-        resps.append(DecideResponse(_int(rf[0], "frame.r"), rf[1],
-                                    tuple(_list(rf[2], "frame.r", 8)), rf[3][:200]))
+        resps.append(DecideResponse(int_in(rf[0], "frame.r"), rf[1],
+                                    tuple(array_max(rf[2], "frame.r", DECISION_FIELDS)),
+                                    rf[3][:DECIDE_REASON_CHARS_MAX]))
     submits = []
-    for i, q in enumerate(_list(doc.get("u", []), "frame.u", 100_000)):
-        qf = _list(q, f"frame.u[{i}]", 3)
-        if len(qf) != 3:
-            raise RemoteProtocolError(f"frame.u[{i}]", "a submit request has 3 fields")
-        submits.append(SubmitRequest(_int(qf[0], "frame.u"), _int(qf[1], "frame.u", 0, buckets),
-                                     _bytes(qf[2], "frame.u", CHAIN_ENTRY_BYTES_MAX)))
+    for i, q in enumerate(array_max(doc.get("u", []), "frame.u", ITEMS_MAX)):
+        qf = fields(q, f"frame.u[{i}]", 3, "a submit request")
+        submits.append(SubmitRequest(int_in(qf[0], "frame.u"), int_in(qf[1], "frame.u", 0, buckets),
+                                     bytes_max(qf[2], "frame.u", CHAIN_ENTRY_BYTES_MAX)))
     results = []
-    for i, r in enumerate(_list(doc.get("v", []), "frame.v", 100_000)):
-        rf = _list(r, f"frame.v[{i}]", 4)
+    for i, r in enumerate(array_max(doc.get("v", []), "frame.v", ITEMS_MAX)):
+        rf = array_max(r, f"frame.v[{i}]", 4)
         if len(rf) != 4 or not isinstance(rf[1], bool) or not isinstance(rf[3], str):
             raise RemoteProtocolError(f"frame.v[{i}]", "a submit response is malformed")
-        results.append(SubmitResponse(_int(rf[0], "frame.v"), rf[1],
-                                      _bytes(rf[2], "frame.v", CHAIN_ENTRY_BYTES_MAX),
-                                      rf[3][:500]))
+        results.append(SubmitResponse(int_in(rf[0], "frame.v"), rf[1],
+                                      bytes_max(rf[2], "frame.v", CHAIN_ENTRY_BYTES_MAX),
+                                      rf[3][:SUBMIT_REASON_CHARS_MAX]))
     chain = []
-    for i, c in enumerate(_list(doc.get("c", []), "frame.c", 100_000)):
-        cf = _list(c, f"frame.c[{i}]", 5)
-        if len(cf) != 5:
-            raise RemoteProtocolError(f"frame.c[{i}]", "a certified entry has 5 fields")
-        chain.append(CertifiedEntry(_int(cf[0], "frame.c", 0, buckets), _int(cf[1], "frame.c", 1),
-                                    _int(cf[2], "frame.c", 1),
-                                    _bytes(cf[3], "frame.c", CHAIN_ENTRY_BYTES_MAX),
+    for i, c in enumerate(array_max(doc.get("c", []), "frame.c", ITEMS_MAX)):
+        cf = fields(c, f"frame.c[{i}]", 5, "a certified entry")
+        chain.append(CertifiedEntry(int_in(cf[0], "frame.c", 0, buckets),
+                                    int_in(cf[1], "frame.c", 1),
+                                    int_in(cf[2], "frame.c", 1),
+                                    bytes_max(cf[3], "frame.c", CHAIN_ENTRY_BYTES_MAX),
                                     _sigs(cf[4], f"frame.c[{i}].sigs")))
     announce = []
-    for i, a in enumerate(_list(doc.get("a", []), "frame.a", 100_000)):
-        af = _list(a, f"frame.a[{i}]", 9)
-        if len(af) != 9:
-            raise RemoteProtocolError(f"frame.a[{i}]", "an announcement has 9 fields")
+    for i, a in enumerate(array_max(doc.get("a", []), "frame.a", ITEMS_MAX)):
+        af = fields(a, f"frame.a[{i}]", 9, "an announcement")
         w = f"frame.a[{i}]"
         announce.append(Announcement(
-            _int(af[0], w + ".bucket", 0, buckets), _int(af[1], w + ".index", 1),
-            _int(af[2], w + ".term", 1), _int(af[3], w + ".ts_ms"),
-            _bytes(af[4], w + ".need_id", 128), _bytes(af[5], w + ".proposal_id", 128),
-            _int(af[6], w + ".k_plan"), _int(af[7], w + ".epoch"), _sigs(af[8], w + ".sigs")))
+            int_in(af[0], w + ".bucket", 0, buckets), int_in(af[1], w + ".index", 1),
+            int_in(af[2], w + ".term", 1), int_in(af[3], w + ".ts_ms"),
+            bytes_max(af[4], w + ".need_id", ID_BYTES_MAX),
+            bytes_max(af[5], w + ".proposal_id", ID_BYTES_MAX),
+            int_in(af[6], w + ".k_plan"), int_in(af[7], w + ".epoch"), _sigs(af[8], w + ".sigs")))
     fetch = []
-    for i, f in enumerate(_list(doc.get("g", []), "frame.g", 65_536)):
-        ff = _list(f, f"frame.g[{i}]", 2)
-        if len(ff) != 2:
-            raise RemoteProtocolError(f"frame.g[{i}]", "a fetch has 2 fields")
-        fetch.append((_int(ff[0], "frame.g", 0, buckets), _int(ff[1], "frame.g")))
+    for i, f in enumerate(array_max(doc.get("g", []), "frame.g", FETCHES_MAX)):
+        ff = fields(f, f"frame.g[{i}]", 2, "a fetch")
+        fetch.append((int_in(ff[0], "frame.g", 0, buckets), int_in(ff[1], "frame.g")))
     return Frame(sender, msgs, leads, tuple(sigs), tuple(reqs), tuple(resps), tuple(submits),
                  tuple(results), tuple(chain), tuple(fetch), tuple(announce))
 
 
 def _sigs(raw: Any, where: str) -> tuple[tuple[bytes, bytes], ...]:
     out = []
-    for j, sg in enumerate(_list(raw, where, 64)):
-        pair = _list(sg, f"{where}[{j}]", 2)
-        if len(pair) != 2:
-            raise RemoteProtocolError(f"{where}[{j}]", "a signature has 2 fields")
-        out.append((_bytes(pair[0], where, 32), _bytes(pair[1], where, 64)))
+    for j, sg in enumerate(array_max(raw, where, SIGS_MAX)):
+        pair = fields(sg, f"{where}[{j}]", 2, "a signature")
+        out.append((bytes_max(pair[0], where, ACCOUNT_BYTES), bytes_max(pair[1], where, SIG_BYTES)))
     return tuple(out)
 
 

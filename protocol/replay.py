@@ -28,7 +28,16 @@ from .cid import Cid
 from .envelope import Envelope, decode_envelope
 from .errors import RemoteProtocolError
 from .lamport import LamportClock, check_refs
-from .plan import AddTask, LinkOp, OpKey, Plan, PlanOp, SetState, op_from_payload
+from .plan import (
+    AddTask,
+    LinkOp,
+    OpKey,
+    Plan,
+    PlanOp,
+    PlanVersion,
+    SetState,
+    op_from_payload,
+)
 
 PENDING_MAX = 10_000
 
@@ -177,11 +186,11 @@ class Replica:
 
     def summary(self) -> dict[str, Any]:
         plan = self.plan
-        snapshot = plan.snapshot()
+        version = PlanVersion.of(plan, self.clock.time)
         return {
-            "plan_root": plan.root().hex(),
-            "snapshot_sha256": hashlib.sha256(snapshot).hexdigest(),
-            "lamport": self.clock.time,
+            "plan_root": version.root.hex(),
+            "snapshot_sha256": hashlib.sha256(plan.snapshot()).hexdigest(),
+            "lamport": version.lamport,
             "envelopes": self.received,
             "accepted": len(self.applied),
             "duplicates": self.duplicates,
@@ -189,8 +198,8 @@ class Replica:
             "rejected": dict(sorted(self.rejected.items())),
             "kinds": dict(sorted(self.kinds.items())),
             "ops": plan.op_count,
-            "tasks": len(plan.task_ids()),
-            "links": len(plan.links()),
+            "tasks": version.tasks,
+            "links": version.links,
             "links_rejected": plan.rejected_links,
         }
 

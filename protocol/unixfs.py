@@ -41,8 +41,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from . import protobuf
 from .cid import CODEC_DAG_PB, CODEC_RAW, Cid, block_cid
 from .errors import DecodeError, LocalProtocolError, ProtocolError, RemoteProtocolError
+from .logformat import uvarint
 
 # Kubo's `ipfs add` defaults (`size-262144` chunker, helpers.DefaultLinksPerBlock).
 CHUNK_BYTES = 262_144
@@ -100,24 +102,15 @@ class Block:
 # -- protobuf encoding (the few shapes dag-pb/UnixFS need) ---------------------------
 
 
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _leaf_node(chunk: bytes | memoryview) -> bytes:
     """dag-pb leaf: PBNode{Data: UnixFS{Type: File, Data: chunk, filesize}}."""
     n = len(chunk)
     if not n:
         return b"\x0a\x04\x08\x02\x18\x00"  # Kubo leaves Data out when there is none.
-    size = _uvarint(n)
+    size = uvarint(n)
     # UnixFS = 08 02 | 12 len chunk | 18 len; one join, so the chunk is copied once.
     unixfs_len = 3 + 2 * len(size) + n + 1
-    return b"".join((b"\x0a", _uvarint(unixfs_len), b"\x08\x02\x12", size, chunk,
+    return b"".join((b"\x0a", uvarint(unixfs_len), b"\x08\x02\x12", size, chunk,
                      b"\x18", size))
 
 
@@ -127,12 +120,12 @@ def _parent_node(links: list[tuple[bytes, int, int]]) -> bytes:
     filesize = 0
     blocksizes = []
     for cid_raw, tsize, child_filesize in links:
-        link = b"\x0a" + _uvarint(len(cid_raw)) + cid_raw + b"\x12\x00\x18" + _uvarint(tsize)
-        parts.append(b"\x12" + _uvarint(len(link)) + link)
+        link = b"\x0a" + uvarint(len(cid_raw)) + cid_raw + b"\x12\x00\x18" + uvarint(tsize)
+        parts.append(b"\x12" + uvarint(len(link)) + link)
         filesize += child_filesize
-        blocksizes.append(b"\x20" + _uvarint(child_filesize))
-    unixfs = b"\x08\x02\x18" + _uvarint(filesize) + b"".join(blocksizes)
-    parts.append(b"\x0a" + _uvarint(len(unixfs)) + unixfs)
+        blocksizes.append(b"\x20" + uvarint(child_filesize))
+    unixfs = b"\x08\x02\x18" + uvarint(filesize) + b"".join(blocksizes)
+    parts.append(b"\x0a" + uvarint(len(unixfs)) + unixfs)
     return b"".join(parts)
 
 
@@ -280,36 +273,9 @@ def add_bytes(data: bytes, cid_version: int = 0, chunk_bytes: int = CHUNK_BYTES,
 # -- decoding -----------------------------------------------------------------------
 
 
-def _read_varint(data: bytes, pos: int, field: str) -> tuple[int, int]:
-    value = 0
-    for i in range(10):
-        if pos >= len(data):
-            raise UnixfsError(field, "truncated varint")
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << (7 * i)
-        if not b & 0x80:
-            return value, pos
-    raise UnixfsError(field, "varint longer than 10 bytes")
-
-
 def _fields(data: bytes, field: str) -> Iterator[tuple[int, int, int | bytes]]:
     """(field number, wire type, value) of a protobuf message; only varint and bytes."""
-    pos = 0
-    while pos < len(data):
-        key, pos = _read_varint(data, pos, field)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _read_varint(data, pos, field)
-            yield number, wire, value
-        elif wire == 2:
-            length, pos = _read_varint(data, pos, field)
-            if pos + length > len(data):
-                raise UnixfsError(field, f"field {number} runs past the end")
-            yield number, wire, data[pos : pos + length]
-            pos += length
-        else:
-            raise UnixfsError(field, f"field {number} has unsupported wire type {wire}")
+    return protobuf.fields(data, field, UnixfsError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +361,8 @@ def decode_unixfs(data: bytes) -> FileNode:
         elif number == 4 and isinstance(value, bytes):  # packed, as some writers do
             pos = 0
             while pos < len(value):
-                size, pos = _read_varint(value, pos, "unixfs.blocksizes")
+                size, pos = protobuf.read_varint(value, pos, "unixfs.blocksizes",
+                                                 UnixfsError)
                 blocksizes.append(size)
         elif number in (7, 8):
             continue

@@ -36,13 +36,16 @@ AMOUNT = Int(min=1)
 AMOUNT_OR_ZERO = Int(min=0)
 DURATION_MS = Int(min=1)
 REASON = Text(max_bytes=256)
-SHORT_TEXT = Text(max_bytes=64)
+# A verifier's org and region: never empty, as the verifier pool stores them
+# (committee.POOL_OP_SCHEMA), so every registration the envelope allows can be applied.
+SHORT_TEXT = Text(max_bytes=64, min_bytes=1)
 CAPABILITIES = List(Text(max_bytes=64, min_bytes=1), max_items=32, sorted_unique=True)
 # Every ledger verb carries a client-chosen operation id and a validity limit. The
 # operation is (sender, op_id, valid_until_ms): a retry that reuses both is the same
 # operation, applied at most once; after `valid_until_ms` (bucket time) the bucket refuses
 # it, so an old signed envelope cannot be applied weeks later (docs/LEDGER.md).
-OP_ID = Bytes(16)
+OP_ID_BYTES = 16
+OP_ID = Bytes(OP_ID_BYTES)
 LEDGER_OP = {"op_id": OP_ID, "valid_until_ms": Int(min=1)}
 LEDGER_KINDS = ("TRANSFER", "STAKE", "UNSTAKE", "COMPLETE_UNBONDING", "POOL_REGISTER",
                 "POOL_LEAVE")

@@ -1,13 +1,11 @@
 """Benchmarks of the protocol core: what one envelope costs, and how fast replay runs.
 
-Prints percentiles (p50/p99 in microseconds) and rates, with the machine they ran on.
+Prints percentiles (p50/p95/p99 in microseconds) and rates, with the machine they ran on.
 Each figure is measured here, on this run; nothing is a constant.
 """
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,31 +15,15 @@ from swarm.protocol.logformat import encode_log, iter_log
 from swarm.protocol.plan import Plan
 from swarm.protocol.replay import plan_ops, replay
 
+from . import benchrecord
+from .benchrecord import Figure, num, pcts
+from .stats import percentiles_us
 from .workload import TEST_SWARM, agents, example_payloads, generate
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "implementation": platform.python_implementation()}
-
-
-def percentiles(samples_ns: list[int]) -> dict[str, float]:
-    s = sorted(samples_ns)
-
-    def pct(p: float) -> float:
-        return s[min(len(s) - 1, int(p * len(s)))] / 1000
-
-    return {"p50_us": round(pct(0.50), 1), "p99_us": round(pct(0.99), 1),
-            "n": len(s)}
+    """This machine (benchrecord.machine): CPU, cores, memory, Python, load average."""
+    return benchrecord.machine()
 
 
 def bench_envelopes(n: int) -> dict[str, Any]:
@@ -64,7 +46,7 @@ def bench_envelopes(n: int) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         decode_envelope(w, swarm=TEST_SWARM)
         decode_ns.append(time.perf_counter_ns() - t0)
-    return {"encode_sign": percentiles(make_ns), "decode_verify": percentiles(decode_ns),
+    return {"encode_sign": percentiles_us(make_ns), "decode_verify": percentiles_us(decode_ns),
             "mean_size_bytes": sum(map(len, wires)) // len(wires)}
 
 
@@ -77,7 +59,7 @@ def bench_plan_ops(n_envelopes: int) -> dict[str, Any]:
     t1 = time.perf_counter()
     plan.root()
     root_s = time.perf_counter() - t1
-    return {"ops": len(ops), "ops_per_s": round(len(ops) / elapsed),
+    return {"envelopes": n_envelopes, "ops": len(ops), "ops_per_s": round(len(ops) / elapsed),
             "root_ms": round(root_s * 1000, 1)}
 
 
@@ -97,4 +79,24 @@ def bench_replay(n: int, progress: Callable[[str], None] | None = None) -> dict[
         out[key] = {"seconds": round(elapsed, 3), "envelopes_per_s": round(n / elapsed)}
         out["plan_root"] = root.hex()
         out["tasks"] = len(replica.plan.task_ids())
+    return out
+
+
+def figures(doc: dict[str, Any]) -> list[Figure]:
+    """The rows of `swarm-testnet bench --markdown`."""
+    env, plan = doc["envelope"], doc["plan"]
+    out = [Figure("encode + sign one envelope (the verb examples in turn)",
+                  f"{pcts(env['encode_sign'], 'µs')}; {env['mean_size_bytes']} bytes mean"),
+           Figure("decode + verify one envelope (bounded canonical decode, schema, id, "
+                  "Ed25519)", pcts(env["decode_verify"], "µs")),
+           Figure(f"plan ops applied ({num(plan['envelopes'])}-envelope workload)",
+                  f"{num(plan['ops_per_s'])} ops/s ({num(plan['ops'])} ops)"),
+           Figure("Merkle root of that plan, from cold", f"{plan['root_ms']} ms")]
+    for r in doc["replay"]:
+        name = f"replay {num(r['envelopes'])} envelopes"
+        out.append(Figure(f"log of {num(r['envelopes'])} envelopes / the plan it makes",
+                          f"{r['log_bytes'] / 1e6:.2f} MB / {num(r['tasks'])} tasks"))
+        for key, suffix in (("verify", ""), ("no_verify", ", without signature checks")):
+            out.append(Figure(name + suffix, f"{r[key]['seconds']} s "
+                                             f"({num(r[key]['envelopes_per_s'])} env/s)"))
     return out

@@ -29,7 +29,7 @@ through the control API as the CLI drives it:
 
 The input is deterministic (SHAKE-128 pieces of 1 MiB, as in the test vectors' recipe),
 generated before timing starts. Run: `python -m swarm.testnet.evidencebench [SIZE_MB]
-[--local-only]`.
+[--local-only] [--json | --markdown]` (JSON without either).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,9 @@ from swarm.protocol import genesis as genesis_mod
 from swarm.protocol.genesis import DEFAULT_PARAMS
 from swarm.protocol.unixfs import Importer
 
-from . import cluster
+from . import benchrecord, cluster
 from .bench import machine
+from .benchrecord import Figure
 
 PIECE_BYTES = 1024 * 1024
 
@@ -232,13 +234,56 @@ def bench_exchange(size_mb: int = 100, cid_version: int = 0) -> dict[str, Any]:
     }
 
 
+def figures(results: dict[str, Any]) -> list[Figure]:
+    """The rows of `--markdown`: each figure for CIDv0 and CIDv1 in one value."""
+    def both(part: str, text: Callable[[dict[str, Any]], str]) -> str:
+        return ", ".join(f"CIDv{r['cid_version']} {text(r)}" for r in results[part])
+
+    def peak(r: dict[str, Any], who: str, key: str) -> str:
+        return f"{r['rss_before_mib'][who]} -> {r[key]} MiB"
+
+    out = [
+        Figure("import only (`--only-hash`)", both("local", lambda r: f"{r['hash_mb_s']} MB/s")),
+        Figure("import into RocksDB and pin", both("local", lambda r: f"{r['add_mb_s']} MB/s")),
+        Figure("verified read back", both("local", lambda r: f"{r['read_mb_s']} MB/s")),
+        Figure("peak Python allocation while reading (tracemalloc)",
+               both("local", lambda r: f"{r['read_peak_mib']} MiB")),
+    ]
+    if "exchange" in results:
+        out += [
+            Figure("`POST /evidence` on one node",
+                   both("exchange", lambda r: f"{r['add_mb_s']} MB/s")),
+            Figure("fetch between two nodes",
+                   both("exchange", lambda r: f"{r['fetch_mb_s']} MB/s")),
+            Figure("`evidence get` between two nodes",
+                   both("exchange", lambda r: f"{r['get_mb_s']} MB/s")),
+            Figure("fetching process RSS before -> peak",
+                   both("exchange", lambda r: peak(r, "fetcher", "fetch_peak_rss_mib"))),
+            Figure("serving process RSS before -> peak",
+                   both("exchange", lambda r: peak(r, "server", "serve_peak_rss_mib"))),
+        ]
+    return out
+
+
+USAGE = "python -m swarm.testnet.evidencebench [SIZE_MB] [--local-only] [--json | --markdown]"
+
+
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    flags = {a for a in sys.argv[1:] if a.startswith("-")}
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    unknown = flags - {"--local-only", "--json", "--markdown"}
+    if unknown or len(args) > 1 or {"--json", "--markdown"} <= flags:
+        sys.exit(f"usage: {USAGE}")
     size_mb = int(args[0]) if args else 64
+    run = benchrecord.describe("evidencebench", module="swarm.testnet.evidencebench")
     results: dict[str, Any] = {
         "local": [bench_evidence(size_mb, version) for version in (0, 1)]}
-    if "--local-only" not in sys.argv:
+    if "--local-only" not in flags:
         results["exchange"] = [bench_exchange(size_mb, version) for version in (0, 1)]
+    if "--markdown" in flags:
+        sys.stdout.write(benchrecord.markdown(run, figures(results)))
+        return
+    results["run"] = run.as_dict()  # JSON, with or without --json
     sys.stdout.write(json.dumps(results, indent=2) + "\n")
 
 

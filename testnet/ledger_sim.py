@@ -1,8 +1,8 @@
 """A deterministic simulation of the ledger's buckets exchanging effects.
 
-Stands in for Raft until it lands: each bucket's log is a counter (index) and a clock
-(timestamps stamped per bucket, never going back), and every committed entry is
-applied by that bucket's `BucketLedger` alone. Delivery works as the shell will: the
+Stands in for Raft: each bucket's log is a counter (index) and a clock (timestamps
+stamped per bucket, never going back), and every committed entry is applied by that
+bucket's `BucketLedger` alone. Delivery works as the shell's does: the
 batches a bucket emitted wait in its replicated outbox; the "network" picks any waiting
 batch at random (so order is arbitrary) and commits it in the target's log; now and
 then the source learns the target's progress and commits an `EffectAck`, which empties
@@ -20,20 +20,76 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.genesis import Genesis
 from swarm.protocol.ledger import (
+    AccountView,
     Applied,
+    AuditRecord,
     BucketLedger,
-    Credit,
-    EffectAck,
-    EffectBatch,
-    LedgerEntry,
-    LedgerReplica,
-    Op,
+    Totals,
+    genesis_supply,
 )
+from swarm.protocol.ledger_ops import Credit, EffectAck, EffectBatch, LedgerEntry, Op
+from swarm.protocol.plan import merkle_root
+
+
+class LedgerReplica:
+    """All buckets' ledgers side by side: the simulation's world, and the tests' view of
+    a whole swarm's ledger. Each bucket still applies only its own entries; this class
+    only routes queries."""
+
+    def __init__(self, buckets: Mapping[int, BucketLedger], supply: int) -> None:
+        self.buckets = dict(buckets)
+        self.genesis_supply = supply
+        first = next(iter(self.buckets.values()))
+        self.bucket_count = first.bucket_count
+        self.unit = first.unit
+
+    @classmethod
+    def from_genesis(cls, genesis: Genesis) -> LedgerReplica:
+        n = genesis.params["bucket_count"]
+        buckets = {b: BucketLedger(genesis.params, b) for b in range(n)}
+        # One hash per account, not one per account per bucket (256 x for a full replica).
+        for a in genesis.value["accounts"]:
+            if a["balance"]:
+                buckets[bucket_of(a["account"], n)]._acct(a["account"]).balance += a["balance"]
+        for v in genesis.value["validators"]:
+            if v["stake"]:
+                buckets[bucket_of(v["account"], n)]._acct(v["account"]).locked += v["stake"]
+        return cls(buckets, genesis_supply(genesis))
+
+    def bucket_for(self, account: bytes) -> BucketLedger:
+        return self.buckets[bucket_of(account, self.bucket_count)]
+
+    def account(self, account: bytes) -> AccountView:
+        return self.bucket_for(account).account(account)
+
+    def totals(self) -> Totals:
+        total = Totals()
+        for b in self.buckets.values():
+            total = total + b.totals()
+        return total
+
+    def root(self) -> bytes:
+        """Merkle root over the bucket roots in bucket order (the node's `ledger_root`)."""
+        return merkle_root([self.buckets[b].root() for b in sorted(self.buckets)])
+
+    def check_conservation(self) -> None:
+        """Raise AssertionError unless every unit of the genesis supply is accounted for."""
+        t = self.totals()
+        assert t.held == self.genesis_supply, (
+            f"conservation broken: held {t.held}, genesis supply {self.genesis_supply} ({t})")
+
+    def history(self, account: bytes) -> list[AuditRecord]:
+        """Entries touching `account` in any bucket (its own and effects it received)."""
+        out: list[AuditRecord] = []
+        for b in self.buckets.values():
+            out += b.history(account)
+        return sorted(out, key=lambda r: r.ts_ms)
 
 
 @dataclass

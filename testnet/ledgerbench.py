@@ -32,20 +32,18 @@ from typing import Any
 from swarm.node.client import ApiError, Client
 
 from . import cluster
+from .benchrecord import Figure, num, pcts
+from .stats import percentiles_ms
 
 UNIT = "0.000001"
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
-    if not samples:
-        return {"n": 0}
-    s = sorted(samples)
-
-    def q(p: float) -> float:
-        return round(s[min(len(s) - 1, int(p * len(s)))] * 1000, 2)
-
-    return {"n": len(s), "p50_ms": q(0.50), "p95_ms": q(0.95), "p99_ms": q(0.99),
-            "mean_ms": round(statistics.fmean(s) * 1000, 2)}
+    """testnet/stats.py's percentiles in milliseconds, and the mean."""
+    out = percentiles_ms(samples)
+    if samples:
+        out["mean_ms"] = round(statistics.fmean(samples) * 1000, 2)
+    return out
 
 
 def _applied(members: list[cluster.Member]) -> int:
@@ -89,7 +87,6 @@ def _measure(members: list[cluster.Member], seconds: float, clients: int, sequen
     say(f"throughput: {clients} clients per node for {seconds:g} s")
     done = [0] * (len(members) * clients)
     failed: list[str] = []
-    stop = time.monotonic() + seconds
     applied_before = _applied(members)
 
     def worker(k: int) -> None:
@@ -109,6 +106,7 @@ def _measure(members: list[cluster.Member], seconds: float, clients: int, sequen
             client.close()
 
     t0 = time.monotonic()
+    stop = t0 + seconds  # read by the workers, which start next
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(len(done))]
     for t in threads:
         t.start()
@@ -145,3 +143,16 @@ def _measure(members: list[cluster.Member], seconds: float, clients: int, sequen
         "converge_s": round(converge, 2),
         "conserved": conserved,
     }
+
+
+def figures(doc: dict[str, Any]) -> list[Figure]:
+    """The rows of `swarm-testnet ledgerbench --markdown`."""
+    return [
+        Figure("transfer latency, one client, in sequence", pcts(doc["latency"], "ms")),
+        Figure(f"committed transfers/s, {doc['clients']} clients",
+               f"{num(doc['transfers_per_s'])} /s over {doc['seconds']} s "
+               f"({num(doc['entries_per_s'])} log entries/s), {num(doc['failed'])} failed"),
+        Figure("time until all five nodes agree on the ledger root after the load",
+               f"{doc['converge_s']} s, supply "
+               f"{'conserved' if doc['conserved'] else 'NOT CONSERVED'}"),
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,13 +19,37 @@ from swarm.node.client import ApiError
 from swarm.node.home import HomeError
 
 from . import bench as benchmarks
-from . import cluster, multiraft_sim, raftsim, sim
+from . import benchrecord, cluster, multiraft_sim, raftsim, sim, simkit
 
 app = typer.Typer(name="swarm-testnet", help="Local testnets and benchmarks.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 out = Console()
 err = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+MarkdownOpt = Annotated[bool, typer.Option(
+    "--markdown", help="Print the run and its figures as Markdown rows for "
+                       "docs/BENCHMARKS.md instead of tables.")]
+
+
+def _bench_run(name: str, as_json: bool, markdown: bool) -> benchrecord.Run:
+    """The description of the benchmark run about to start (command, commit, machine,
+    date); --json and --markdown exclude each other."""
+    if as_json and markdown:
+        err.print("[bold red]error:[/] choose one of --json and --markdown")
+        raise typer.Exit(2)
+    return benchrecord.describe(name)
+
+
+def _bench_output(doc: dict[str, Any], run: benchrecord.Run,
+                  figures: Callable[[], list[benchrecord.Figure]], as_json: bool,
+                  markdown: bool) -> bool:
+    """Print `doc` and its `run` as JSON, or the run's Markdown rows; False if neither
+    was asked for (the command prints its tables)."""
+    if as_json:
+        sys.stdout.write(json.dumps({**doc, "run": run.as_dict()}, indent=2) + "\n")
+    elif markdown:
+        sys.stdout.write(benchrecord.markdown(run, figures()))
+    return as_json or markdown
 
 
 @app.command("sim")
@@ -53,7 +78,7 @@ def raft_sim_cmd(
             try:
                 result: Any = (multiraft_sim.run_seed(seed) if shell
                                else raftsim.run_seed(seed))
-            except raftsim.Violation as exc:  # both simulations raise it
+            except simkit.Violation as exc:  # both simulations raise it
                 failures.append({"seed": seed, "violation": str(exc)})
             else:
                 for k in keys:
@@ -141,10 +166,12 @@ def netbench_cmd(
     burst: Annotated[int, typer.Option("--burst", help="NEEDs posted as fast as possible.")]
     = 1000,
     as_json: JsonOpt = False,
+    markdown: MarkdownOpt = False,
 ) -> None:
     """Gossip delivery latency, throughput and RSS on real node processes."""
     from . import netbench
 
+    run = _bench_run("netbench", as_json, markdown)
     results = []
     with Progress(console=err, transient=True, disable=as_json) as bar:
         task = bar.add_task("netbench", total=None)
@@ -152,8 +179,8 @@ def netbench_cmd(
             results.append(netbench.run(n, paced=paced, gap_s=gap_ms / 1000, burst=burst,
                                         progress=lambda m: bar.update(task, description=m)))
     m = benchmarks.machine()
-    if as_json:
-        sys.stdout.write(json.dumps({"machine": m, "results": results}, indent=2) + "\n")
+    if _bench_output({"machine": m, "results": results}, run,
+                     lambda: netbench.figures(results), as_json, markdown):
         return
     out.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']};"
               " every node a separate process on this machine")
@@ -175,13 +202,14 @@ def policybench_cmd(
     per_verb: Annotated[int, typer.Option("--per-verb", min=10, help="Envelopes per verb.")]
     = 2000,
     as_json: JsonOpt = False,
+    markdown: MarkdownOpt = False,
 ) -> None:
     """The WebAssembly policy: evaluation time through the pipeline's policy stage, fuel."""
     from . import policybench
 
+    run = _bench_run("policybench", as_json, markdown)
     doc = policybench.run(per_verb=per_verb)
-    if as_json:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    if _bench_output(doc, run, lambda: policybench.figures(doc), as_json, markdown):
         return
     m, st = doc["machine"], doc["stage"]
     out.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']}"
@@ -209,18 +237,21 @@ def raftbench_cmd(
     clients: Annotated[int, typer.Option("--clients", min=1, max=64)] = 8,
     kills: Annotated[int, typer.Option("--kills", min=0, max=20)] = 3,
     as_json: JsonOpt = False,
+    markdown: MarkdownOpt = False,
 ) -> None:
     """DECIDE on a 5-node testnet against first-writer-wins on a 5-member etcd: latency,
     throughput, and time from killing a leader to the next commit, with ratios."""
     from . import raftbench
     from .bench import machine
 
+    run = _bench_run("raftbench", as_json, markdown)
     with err.status("starting") as status:
         doc = raftbench.run(sequential, concurrent, clients, kills,
                             progress=lambda text: status.update(text))
     doc["machine"] = machine()
-    if as_json:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    if _bench_output(doc, run, lambda: raftbench.figures(doc), as_json, markdown):
+        if markdown and "skipped" in doc["etcd"]:
+            err.print(f"etcd: {doc['etcd']['skipped']}", highlight=False)
         return
     ours, theirs = doc["can_swarm"], doc["etcd"]
     m = doc["machine"]
@@ -256,6 +287,7 @@ def ledgerbench_cmd(
                                          min=1, max=32)] = 4,
     sequential: Annotated[int, typer.Option("--sequential", min=10)] = 200,
     as_json: JsonOpt = False,
+    markdown: MarkdownOpt = False,
 ) -> None:
     """Committed ledger transfers per second on a fresh 5-node testnet (through the
     control API, every node paying the others), their latency, and the time until every
@@ -263,12 +295,12 @@ def ledgerbench_cmd(
     from . import ledgerbench
     from .bench import machine
 
+    run = _bench_run("ledgerbench", as_json, markdown)
     with err.status("starting") as status:
         doc = ledgerbench.run(seconds=seconds, clients=clients, sequential=sequential,
                               progress=lambda text: status.update(text))
     doc["machine"] = machine()
-    if as_json:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    if _bench_output(doc, run, lambda: ledgerbench.figures(doc), as_json, markdown):
         return
     m, lat = doc["machine"], doc["latency"]
     out.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} "
@@ -293,10 +325,12 @@ def bench_cmd(
     replay_sizes: Annotated[str, typer.Option("--replay", help="Comma-separated log sizes.")]
     = "10000,100000",
     as_json: JsonOpt = False,
+    markdown: MarkdownOpt = False,
 ) -> None:
     """Benchmark envelope encode/sign, decode/verify, plan ops and replay."""
     sizes = [int(s) for s in replay_sizes.split(",") if s.strip()]
-    doc: dict[str, object] = {"machine": benchmarks.machine()}
+    run = _bench_run("bench", as_json, markdown)
+    doc: dict[str, Any] = {"machine": run.machine}
     with Progress(console=err, transient=True, disable=as_json) as bar:
         task = bar.add_task("envelopes", total=None)
         doc["envelope"] = benchmarks.bench_envelopes(envelopes)
@@ -306,8 +340,7 @@ def bench_cmd(
             benchmarks.bench_replay(size, lambda m: bar.update(task, description=m))
             for size in sizes
         ]
-    if as_json:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    if _bench_output(doc, run, lambda: benchmarks.figures(doc), as_json, markdown):
         return
     m = doc["machine"]
     assert isinstance(m, dict)
@@ -435,16 +468,23 @@ def soak_cmd(
     directory: Annotated[Path | None, typer.Option("--dir", help="Testnet folder, kept "
                                                    "afterwards (default: a temporary "
                                                    "one, removed).")] = None,
+    check_dir: Annotated[Path | None, typer.Option(
+        "--check", metavar="RUN_DIR", help="Run nothing: judge the run saved in RUN_DIR "
+        "(a soak's --dir) again from its files and print its report.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Chaos soak: N real nodes, agents' workload (NEEDs, competing DECIDEs from every
     node, transfers, staking) while a seeded nemesis kill -9s and SIGSTOPs a minority;
     then heal and check one decision per NEED everywhere, equal to every answer, the
-    ledger conserved and consistent, no crash. Exit code 1 on any violation."""
+    ledger conserved and consistent, no crash. The history and final state are saved in
+    DIR/soak/. Exit code 1 on any violation, 2 if the soak could not run."""
     from . import soak
 
-    code = soak.command(soak.SoakConfig(minutes=minutes, nodes=nodes, seed=seed,
-                                        directory=directory), as_json, out, err)
+    if check_dir is not None:
+        code = soak.check_command(check_dir, as_json, out, err)
+    else:
+        code = soak.command(soak.SoakConfig(minutes=minutes, nodes=nodes, seed=seed,
+                                            directory=directory), as_json, out, err)
     if code:
         raise typer.Exit(code)
 

@@ -47,15 +47,10 @@ from typing import Any
 
 import trio
 
-from swarm.node.multiraft import (
-    ATTEMPT_TIMEOUT_S,
-    LOG_TAIL_KEEP,
-    SNAPSHOT_EVERY,
-    TICK_MS,
-    DecideError,
-    MultiRaft,
-    leader_named,
-)
+from swarm.node.multiraft import LOG_TAIL_KEEP, SNAPSHOT_EVERY, MultiRaft
+from swarm.node.raft_group import TICK_MS
+from swarm.node.raft_kinds import DECIDE, DecideError, leader_named
+from swarm.node.raft_routing import ATTEMPT_TIMEOUT_S
 from swarm.node.raft_snapshots import FAILURE_BACKOFF_S
 from swarm.node.raftstore import RaftStore
 from swarm.protocol import certificate, genesis
@@ -67,7 +62,17 @@ from swarm.protocol.raft import NONE, Message, Role
 from swarm.protocol.raftlog import Compacted
 from swarm.protocol.raftwire import DecideResponse, Frame, SigNote
 
-from .raftsim import Violation, named_violations
+from .simkit import (
+    PROFILES,
+    TICK_EVERY_CHOICES,
+    Violation,
+    crashes_and_restarts,
+    heal_steps,
+    need_ids,
+    next_partition,
+    run_then_heal,
+    take_due,
+)
 
 ATTEMPT_TICKS = int(ATTEMPT_TIMEOUT_S * 1000 / TICK_MS)
 FAILURE_TICKS = int(FAILURE_BACKOFF_S * 1000 / TICK_MS)
@@ -98,7 +103,7 @@ class ShellSimConfig:
     @classmethod
     def for_seed(cls, seed: int) -> ShellSimConfig:
         """The schedule a seed stands for: its fault profile is part of the seed."""
-        profile = seed % 5
+        profile = seed % PROFILES
         if profile == 0:
             return cls(seed=seed)
         if profile == 1:  # storm of crashes and partitions
@@ -193,7 +198,7 @@ class ShellSim:
         for k in range(1, c.nodes + 1):
             ident = next(i for i in ids if i.public_key == self.placement.account(k))
             self.nodes[k] = SimNode(k, ident, self.root / f"n{k}",
-                                    self.rng.choice((1, 1, 1, 2, 3)))
+                                    self.rng.choice(TICK_EVERY_CHOICES))
         self.now = 0
         self.seq = 0
         self.inflight: list[tuple[int, int, int, int, int, bytes]] = []  # due, seq, src,
@@ -204,7 +209,7 @@ class ShellSim:
         self.snaps: list[tuple[int, int, int, int, int, int, int, Message, bool | None]] = []
         self.healing = False
         self.sample, self.sample_src = b"", NONE  # a recent frame, to make garbage from
-        self.need_ids = [hashlib.sha256(b"need%d" % i).digest()[:16] for i in range(c.needs)]
+        self.need_ids = need_ids(c.needs)
         # Checker state.
         self.leader_of: dict[tuple[int, int], int] = {}  # (bucket, term) -> node
         self.entry_at: dict[tuple[int, int], tuple[int, bytes]] = {}  # (bucket, index)
@@ -331,10 +336,8 @@ class ShellSim:
         return send_snapshot
 
     def _snapshots_due(self) -> None:
-        due = sorted(x for x in self.snaps if x[0] <= self.now)
-        if not due:
-            return
-        self.snaps = [x for x in self.snaps if x[0] > self.now]
+        due, self.snaps = take_due(self.snaps, self.now)
+        due.sort()
         for _, _, src, src_boot, dst, dst_boot, bucket, m, outcome in due:
             sender, receiver = self.nodes[src], self.nodes[dst]
             if outcome is not None:  # the report reaches the leader's core
@@ -356,10 +359,7 @@ class ShellSim:
                                src_boot, dst, dst_boot, bucket, m, ok))
 
     def _deliver_due(self) -> None:
-        due = [x for x in self.inflight if x[0] <= self.now]
-        if not due:
-            return
-        self.inflight = [x for x in self.inflight if x[0] > self.now]
+        due, self.inflight = take_due(self.inflight, self.now)
         due.sort()
         if self.cfg.reorder:
             self.rng.shuffle(due)
@@ -386,23 +386,20 @@ class ShellSim:
             raise Violation(f"node {n.id}: {exc!r} escaped MultiRaft.{what}") from exc
 
     def _faults(self) -> None:
-        c, rng = self.cfg, self.rng
-        for n in self.nodes.values():
-            if n.mr is not None and rng.random() < c.crash_p:
-                if rng.random() < 0.5:
-                    self._crash(n)
-                else:
-                    n.crash_armed = True  # inside its next round (or after it)
-            elif n.mr is None and rng.random() < c.restart_p:
-                self._boot(n)
-        if rng.random() < c.partition_p:
-            ids = list(self.nodes)
-            rng.shuffle(ids)
-            cut = rng.randint(1, len(ids) - 1)
-            self._set_blocked({frozenset((a, b)) for a in ids[:cut] for b in ids[cut:]})
-            self.stats["partitions"] += 1
-        elif self.blocked and rng.random() < c.heal_p:
-            self._set_blocked(set())
+        c = self.cfg
+        crashes_and_restarts(self.rng, self.nodes.values(), lambda n: n.mr is not None,
+                             self._crash_now_or_in_round, self._boot, c.crash_p, c.restart_p)
+        blocked = next_partition(self.rng, self.nodes, self.blocked, c.partition_p, c.heal_p)
+        if blocked is not None:
+            self._set_blocked(blocked)
+            if blocked:  # a new cut, not a heal
+                self.stats["partitions"] += 1
+
+    def _crash_now_or_in_round(self, n: SimNode) -> None:
+        if self.rng.random() < 0.5:
+            self._crash(n)
+        else:
+            n.crash_armed = True  # inside its next round (or after it)
 
     def _garbage(self) -> None:
         """Frames no honest peer sends: bytes, truncated or padded frames, a frame
@@ -429,7 +426,8 @@ class ShellSim:
                                              bytes(64)),)).encode()
         else:  # answers to a request in flight, when there is one: malformed, odd
             assert n.mr is not None
-            req = min(n.mr.remote_events, default=1)
+            req = min((r for r, a in n.mr.router.asked.items() if not a.event.is_set()),
+                      default=1)
             data = Frame(peer, responses=(
                 DecideResponse(req, self.rng.random() < 0.5, (1, 2, 3), "not_leader:x9"),
             )).encode()
@@ -465,7 +463,7 @@ class ShellSim:
         now = mr.now_tick
         if now - c.started > CLIENT_TIMEOUT_TICKS:
             if c.state == "remote":
-                mr.take_answer(c.req)
+                mr.router.take(c.req)
             self.stats["client_timeouts"] += 1
             return False
         g = mr.groups.get(c.bucket)
@@ -478,17 +476,17 @@ class ShellSim:
                 return None
             c.attempt += 1
         elif c.state == "remote":
-            if c.req not in mr.remote_results and now < c.until and mr._alive(c.peer):
+            if not mr.router.has_answer(c.req) and now < c.until and mr.alive(c.peer):
                 return None
             try:
-                d, reason = mr.answer_for(c.cmd, mr.take_answer(c.req))
+                answer = mr.router.read(DECIDE, c.cmd, mr.router.take(c.req))
             except DecideError:
                 self.stats["client_errors"] += 1  # try_decide raises it to its caller
                 return False
-            if d is not None:
+            if isinstance(answer, Decision):
                 self.stats["answers_remote"] += 1
-                return d
-            c.hint = leader_named(reason, list(self.placement.replicas(c.bucket)))
+                return answer
+            c.hint = leader_named(answer, list(self.placement.replicas(c.bucket)))
             if not c.hint:
                 c.state, c.until = "sleep", now + min(c.attempt, 10)
                 return None
@@ -501,18 +499,18 @@ class ShellSim:
                 self.stats["answers_local"] += 1
                 return d
             if g.raw.raft.role == Role.LEADER:
-                if mr.propose_decide(g, c.cmd):
+                if mr.router.propose(DECIDE, g, c.cmd):
                     c.state, c.until = "local", now + ATTEMPT_TICKS
                 else:
                     c.state, c.until, c.attempt = "sleep", now + 1, c.attempt + 1
                 return None
-        target = mr.next_hop(c.bucket, c.hint, c.attempt)
+        target = mr.router.next_hop(c.bucket, c.hint, c.attempt)
         c.hint = NONE
         c.attempt += 1
         if target == mr.id:
             c.state, c.until = "sleep", now + 1  # a replica without a leader yet
             return None
-        c.req, c.peer = mr.ask_decide(target, c.bucket, c.cmd), target
+        c.req, c.peer = mr.router.ask(DECIDE, target, c.cmd), target
         c.state, c.until = "remote", now + ATTEMPT_TICKS
         return None
 
@@ -530,8 +528,8 @@ class ShellSim:
             self.stats["crashes_in_round"] += 1
             self._crash(n)  # after the round's sends
         if n.mr is not None:
-            while n.mr.to_publish:
-                d, cert = n.mr.to_publish.pop(0)
+            while n.mr.certs.to_publish:
+                d, cert = n.mr.certs.to_publish.pop(0)
                 self._announce(n, d, cert)
 
     def _announce(self, n: SimNode, d: Decision, cert: dict[str, Any]) -> None:
@@ -627,12 +625,7 @@ class ShellSim:
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # garbage frames are logged; that is expected here
         try:
-            with named_violations(c.seed, lambda: self.now):
-                for i in range(c.steps):
-                    self.step(faults=True)
-                    if progress is not None and i % 100 == 0:
-                        progress(i)
-                self._heal()
+            run_then_heal(c.seed, lambda: self.now, self.step, c.steps, self._heal, progress)
         finally:
             quiet.setLevel(level)
             self.close()
@@ -660,15 +653,8 @@ class ShellSim:
         for n in self.nodes.values():
             if n.mr is None:
                 self._boot(n)
-        for i in range(self.cfg.heal_steps):
-            self.step(faults=False)
-            if i % 50 == 0:
-                # Callers retry what is still undecided, each from some node.
-                for need in sorted(self.submitted - set(self.decision)):
-                    self._submit(need)
-            if self._settled():
-                break
-        else:
+        if not heal_steps(self.step, self._settled, self._retry, self.cfg.heal_steps,
+                          retry_every=50, retry_at=0):
             raise Violation(f"liveness: after healing for {self.cfg.heal_steps} steps: "
                             f"{self._unsettled()}")
         # Every replica rejoins its group: one left campaigning (under a quiet leader
@@ -685,6 +671,11 @@ class ShellSim:
             assert n.mr is not None
             for k, v in n.mr.stats.items():
                 self.shell_stats[k] = self.shell_stats.get(k, 0) + v
+
+    def _retry(self) -> None:
+        """Callers retry what is still undecided, each from some node."""
+        for need in sorted(self.submitted - set(self.decision)):
+            self._submit(need)
 
     def _campaigning(self) -> list[str]:
         return [f"node{i}/bucket{b}:{g.raw.raft.role.name.lower()}"

@@ -3,12 +3,13 @@
 Latency is exact: every node logs when it published an envelope (before signing it) and
 when it accepted one (stored and applied, just before gossipsub forwards it), in
 wall-clock nanoseconds (`GET /debug/deliveries`); all nodes share the machine's clock,
-so joining the logs gives publish-to-delivery for every (envelope, node) pair. The
-`swarm_gossip_delivery_seconds` histograms are read as well, for comparison: they start
-from the envelope's `ts`, which is whole milliseconds. CPU is each node's user+system
-time from /proc over the paced phase, net of what it uses idle, per envelope published.
-Throughput is envelopes accepted per second per node while one client posts NEEDs
-round-robin to every node as fast as the API answers.
+so joining the logs gives publish-to-delivery for every (envelope, node) pair (its
+percentiles: testnet/stats.py). The `swarm_gossip_delivery_seconds` histograms are read
+as well, for comparison: they start from the envelope's `ts`, which is whole
+milliseconds. CPU is each node's user+system time from /proc over the paced phase, net of
+what it uses idle, per envelope published. Throughput is envelopes accepted per second
+per node while one client posts NEEDs round-robin to every node as fast as the API
+answers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import httpx
 from swarm.node.client import Client
 
 from . import cluster
+from .benchrecord import Figure, num, pcts
+from .stats import percentiles
 
 BUCKET_METRIC = "swarm_gossip_delivery_seconds_bucket"
 
@@ -102,14 +105,6 @@ def exact_latencies(logs: list[list[dict[str, Any]]], origin: int,
     return out
 
 
-def exact_quantile(values: list[float], q: float) -> float:
-    """Nearest-rank quantile."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
 def run(n: int, *, paced: int = 200, gap_s: float = 0.01, burst: int = 1000,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix=f"swarm-netbench-{n}-"))
@@ -141,10 +136,9 @@ def run(n: int, *, paced: int = 200, gap_s: float = 0.01, burst: int = 1000,
         exact = exact_latencies([clients[i].get("/debug/deliveries")["deliveries"]
                                  for i in range(n)], 0, ids)
         hist = merged([histogram(metrics_text(m)) for m in members[1:]])
-        latency = {"p50_ms": round(exact_quantile(exact, 0.50), 2),
-                   "p90_ms": round(exact_quantile(exact, 0.90), 2),
-                   "p99_ms": round(exact_quantile(exact, 0.99), 2),
-                   "max_ms": round(max(exact, default=float("nan")), 2),
+        ranks = percentiles(exact, scale=1, unit="ms", quantiles=(0.50, 0.90, 0.99))
+        latency = {**{k: ranks.get(k, math.nan) for k in ("p50_ms", "p90_ms", "p99_ms")},
+                   "max_ms": round(max(exact, default=math.nan), 2),
                    "samples": len(exact),
                    "histogram_p50_ms": round(quantile(hist, 0.50) * 1000, 2),
                    "histogram_p99_ms": round(quantile(hist, 0.99) * 1000, 2)}
@@ -176,3 +170,26 @@ def run(n: int, *, paced: int = 200, gap_s: float = 0.01, burst: int = 1000,
         with contextlib.suppress(cluster.TestnetError):
             cluster.down(directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def figures(results: list[dict[str, Any]]) -> list[Figure]:
+    """The rows of `swarm-testnet netbench --markdown`, per testnet size."""
+    out = []
+    for r in results:
+        n, lat = r["nodes"], r["latency"]
+        out += [
+            Figure(f"gossip latency, publish to acceptance, {n} nodes",
+                   pcts(lat, "ms")),
+            Figure(f"CPU per envelope, each receiver, {n} nodes",
+                   f"{r['cpu']['receiver_ms_per_env']} ms"),
+            Figure(f"CPU per envelope, whole swarm, {n} nodes",
+                   f"{r['cpu']['all_nodes_ms_per_env']} ms"),
+            Figure(f"burst accepted/s per node, {n} nodes",
+                   f"{num(r['burst']['accepted_per_s_per_node'])} /s "
+                   f"({num(r['burst']['envelopes'])} NEEDs)"),
+            Figure(f"RSS per node after the burst, {n} nodes",
+                   f"max {r['rss_mb']['max']} MB, mean {r['rss_mb']['mean']} MB"),
+            Figure(f"one plan root on every node after the burst, {n} nodes",
+                   "yes" if r["converged"] else "NO"),
+        ]
+    return out

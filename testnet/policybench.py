@@ -25,20 +25,18 @@ from swarm.protocol import genesis as genesis_mod
 from swarm.protocol.envelope import Envelope, Identity, make_envelope
 
 from .bench import machine
+from .benchrecord import Figure, num, pcts
+from .stats import percentiles_us
 from .workload import example_payloads
 
 TARGET_P99_US = 100.0
 
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
-    ordered = sorted(samples_ns)
-    n = len(ordered)
-
-    def at(q: float) -> float:
-        return round(ordered[min(n - 1, int(q * n))] / 1000, 2)
-
-    return {"p50_us": at(0.50), "p95_us": at(0.95), "p99_us": at(0.99),
-            "max_us": round(ordered[-1] / 1000, 2), "samples": n}
+    """testnet/stats.py's p50 / p95 / p99 in microseconds, the largest, and the count."""
+    out = percentiles_us(samples_ns, ndigits=2)
+    n = out.pop("n")
+    return {**out, "max_us": round(max(samples_ns) / 1000, 2), "samples": n}
 
 
 def _time(fn: Callable[[], object], rounds: int) -> list[int]:
@@ -113,3 +111,26 @@ def run(per_verb: int = 2000, seed: int = 1) -> dict[str, Any]:
         "init_fuel": host.init_fuel,
     }
 
+
+
+def figures(doc: dict[str, Any]) -> list[Figure]:
+    """The rows of `swarm-testnet policybench --markdown`; per verb, the range."""
+    per_verb = doc["per_verb"]
+
+    def spread(key: str, unit: str) -> str:
+        low = min(per_verb, key=lambda k: per_verb[k][key])
+        high = max(per_verb, key=lambda k: per_verb[k][key])
+        return (f"{num(per_verb[low][key])}{unit} ({low}) to "
+                f"{num(per_verb[high][key])}{unit} ({high})")
+
+    parts = doc["parts"]
+    return [
+        Figure("policy stage (`WasmPolicy.evaluate`)", pcts(doc["stage"], "µs")),
+        Figure("policy stage p50, per verb", spread("p50_us", " µs")),
+        Figure("fuel per evaluation, per verb", spread("fuel", "")),
+        Figure("view build (`abi.envelope_view`)", pcts(parts["view_build"], "µs")),
+        Figure("module call, unchecked path (the host's)",
+               pcts(parts["module_call_unchecked"], "µs")),
+        Figure("module call, `Func.__call__` (for comparison)",
+               pcts(parts["module_call_func_call"], "µs")),
+    ]

@@ -39,17 +39,8 @@ from swarm.protocol.buckets import bucket_of
 from swarm.protocol.cid import Cid, dag_cbor_cid
 
 from . import cluster
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    if not samples:
-        return {"n": 0}
-    s = sorted(samples)
-
-    def q(p: float) -> float:
-        return round(s[min(len(s) - 1, int(p * len(s)))] * 1000, 2)
-
-    return {"n": len(s), "p50_ms": q(0.50), "p95_ms": q(0.95), "p99_ms": q(0.99)}
+from .benchrecord import Figure, num, pcts, ratio
+from .stats import percentiles_ms
 
 
 def _need(tag: str, i: int) -> str:
@@ -263,7 +254,7 @@ def measure(side: Any, tag: str, sequential: int, concurrent: int, clients: int,
     for k in range(kills):
         progress(f"{side.name}: failover {k + 1}/{kills}")
         fails.append(side.failover(f"{tag}f{k}"))
-    return {"latency": percentiles(lat),
+    return {"latency": percentiles_ms(lat, ndigits=2),
             "throughput_per_s": round(per * clients / elapsed, 1),
             "throughput_errors": len(errors),
             "failover_s": [round(x, 3) for x in fails],
@@ -296,4 +287,43 @@ def run(sequential: int = 1000, concurrent: int = 1600, clients: int = 8, kills:
                 theirs.close()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+
+def _latency(side: dict[str, Any]) -> str:
+    return pcts(side["latency"], "ms")
+
+
+def _rate(side: dict[str, Any]) -> str:
+    return f"{num(side['throughput_per_s'])} /s ({num(side['throughput_errors'])} errors)"
+
+
+def _failover(side: dict[str, Any]) -> str:
+    if side["failover_median_s"] is None:
+        return "not measured (--kills 0)"
+    return (f"median {side['failover_median_s']} s "
+            f"({', '.join(map(str, side['failover_s']))} s)")
+
+
+def figures(doc: dict[str, Any]) -> list[Figure]:
+    """The rows of `swarm-testnet raftbench --markdown`: each figure for can-swarm, then
+    for etcd and the ratio can-swarm / etcd (unless the etcd half was skipped)."""
+    ours, theirs = doc["can_swarm"], doc["etcd"]
+    specs: list[tuple[str, Callable[[dict[str, Any]], str],
+                      Callable[[dict[str, Any], dict[str, Any]], str]]] = [
+        ("DECIDE latency, one client", _latency,
+         lambda a, b: ", ".join(f"{q[:3]} {ratio(a['latency'].get(q), b['latency'].get(q))}"
+                                for q in ("p50_ms", "p95_ms", "p99_ms"))),
+        (f"DECIDE throughput, {doc['clients']} client{'s' * (doc['clients'] != 1)}", _rate,
+         lambda a, b: ratio(a["throughput_per_s"], b["throughput_per_s"])),
+        ("failover: kill -9 of a leader to the next commit in its bucket", _failover,
+         lambda a, b: ratio(a["failover_median_s"], b["failover_median_s"])),
+    ]
+    out = []
+    for name, text, compare in specs:
+        out.append(Figure(f"{name}, can-swarm", text(ours)))
+        if "skipped" not in theirs:
+            out.append(Figure(f"{name}, etcd", text(theirs)))
+            out.append(Figure(f"{name}, can-swarm / etcd", compare(ours, theirs)))
     return out

@@ -16,10 +16,9 @@ submitted gets decided and every replica agrees.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from swarm.protocol.decide import DecideMachine, TryDecide, decode_command, encode_command
@@ -33,7 +32,19 @@ from swarm.protocol.raft import (
     Ready,
     Role,
 )
-from swarm.protocol.raftlog import Compacted, EntryKind, LogInvariant, MemoryStorage
+from swarm.protocol.raftlog import Compacted, EntryKind, MemoryStorage
+
+from .simkit import (
+    PROFILES,
+    TICK_EVERY_CHOICES,
+    Violation,
+    crashes_and_restarts,
+    heal_steps,
+    need_ids,
+    next_partition,
+    run_then_heal,
+    take_due,
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,7 @@ class SimConfig:
         hundreds of seeds cover calm runs, storms of crashes and partitions, heavy loss,
         membership churn and one-entry messages (which split a new leader's no-op from
         the older entries it carries, exposing commit-rule bugs)."""
-        profile = seed % 5
+        profile = seed % PROFILES
         if profile == 0:
             return cls(seed=seed)
         if profile == 1:  # storm
@@ -78,22 +89,6 @@ class SimConfig:
                        snapshot_every=15)
         return cls(seed=seed, max_size_per_msg=1, crash_p=0.01, partition_p=0.01,
                    snapshot_every=10)
-
-
-class Violation(AssertionError):
-    """A safety or liveness property failed: the seed and step say how to replay it."""
-
-
-@contextlib.contextmanager
-def named_violations(seed: int, now: Callable[[], int]) -> Iterator[None]:
-    """Turn a failed check, or an invariant the code under test asserts, into a
-    Violation naming the seed and the step, so the failure says how to replay it."""
-    try:
-        yield
-    except (LogInvariant, AssertionError) as exc:
-        if isinstance(exc, Violation):
-            raise Violation(f"seed {seed} step {now()}: {exc}") from exc
-        raise Violation(f"seed {seed} step {now()}: internal invariant: {exc!r}") from exc
 
 
 @dataclass
@@ -131,8 +126,7 @@ class RaftSim:
         voters = list(range(1, config.initial_voters + 1))
         self.nodes: dict[int, SimNode] = {}
         for i in range(1, config.nodes + 1):
-            # Clock skew: most replicas tick every step, some every second or third.
-            tick_every = self.rng.choice((1, 1, 1, 2, 3))
+            tick_every = self.rng.choice(TICK_EVERY_CHOICES)  # clock skew
             self.nodes[i] = SimNode(i, MemoryStorage(voters), tick_every)
             self._boot(self.nodes[i])
         self.now = 0
@@ -146,8 +140,7 @@ class RaftSim:
         self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, data digest)
         self.decision: dict[bytes, bytes] = {}  # need -> proposal
         self.submitted: set[bytes] = set()
-        self.need_ids = [hashlib.sha256(b"need%d" % i).digest()[:16]
-                         for i in range(config.needs)]
+        self.need_ids = need_ids(config.needs)
         self.stats = {"crashes": 0, "partitions": 0, "conf_changes": 0, "transfers": 0,
                       "snapshots_sent": 0, "messages": 0, "dropped": 0, "elections": 0}
 
@@ -187,10 +180,9 @@ class RaftSim:
                                   self.seq, m))
 
     def _deliver_due(self) -> None:
-        due = [x for x in self.inflight if x[0] <= self.now]
+        due, self.inflight = take_due(self.inflight, self.now)
         if not due:
             return
-        self.inflight = [x for x in self.inflight if x[0] > self.now]
         self.rng.shuffle(due)  # reordering
         for _, _, m in due:
             node = self.nodes.get(m.to)
@@ -200,19 +192,13 @@ class RaftSim:
 
     def _faults(self) -> None:
         c, rng = self.cfg, self.rng
-        for node in self.nodes.values():
-            if node.raw is not None and rng.random() < c.crash_p:
-                self._crash(node)
-            elif node.raw is None and rng.random() < c.restart_p:
-                self._boot(node)
-        if rng.random() < c.partition_p:
-            ids = list(self.nodes)
-            rng.shuffle(ids)
-            cut = rng.randint(1, len(ids) - 1)
-            self.blocked = {frozenset((a, b)) for a in ids[:cut] for b in ids[cut:]}
-            self.stats["partitions"] += 1
-        elif self.blocked and rng.random() < c.heal_p:
-            self.blocked = set()
+        crashes_and_restarts(rng, self.nodes.values(), lambda n: n.raw is not None,
+                             self._crash, self._boot, c.crash_p, c.restart_p)
+        blocked = next_partition(rng, self.nodes, self.blocked, c.partition_p, c.heal_p)
+        if blocked is not None:
+            self.blocked = blocked
+            if blocked:  # a new cut, not a heal
+                self.stats["partitions"] += 1
         leader = self._leader()
         if leader is not None and leader.raw is not None:
             raft = leader.raw.raft
@@ -398,12 +384,7 @@ class RaftSim:
 
     def run(self, progress: Callable[[int], None] | None = None) -> SimResult:
         c = self.cfg
-        with named_violations(c.seed, lambda: self.now):
-            for i in range(c.steps):
-                self.step(faults=True)
-                if progress is not None and i % 100 == 0:
-                    progress(i)
-            self._heal()
+        run_then_heal(c.seed, lambda: self.now, self.step, c.steps, self._heal, progress)
         return SimResult(
             seed=c.seed, steps=self.now, decided=len(self.decision),
             needs=len(self.submitted), elections=self.stats["elections"],
@@ -420,20 +401,20 @@ class RaftSim:
         for node in self.nodes.values():
             if node.raw is None:
                 self._boot(node)
-        for i in range(self.cfg.heal_steps):
-            self.step(faults=False)
-            if i % 20 == 10:
-                # Clients retry what is still undecided, at the current leader.
-                leader = self._leader()
-                for need in sorted(self.submitted - set(self.decision)):
-                    if leader is not None:
-                        self._propose(need, at=leader)
-            if self._settled():
-                return
+        if heal_steps(self.step, self._settled, self._retry, self.cfg.heal_steps,
+                      retry_every=20, retry_at=10):
+            return
         undecided = sorted(n.hex()[:8] for n in self.submitted - set(self.decision))
         raise Violation(f"liveness: after healing for {self.cfg.heal_steps} steps, "
                         f"undecided needs {undecided[:5]}, voters disagree or lag: "
                         f"{self._describe()}")
+
+    def _retry(self) -> None:
+        """Clients retry what is still undecided, at the current leader."""
+        leader = self._leader()
+        for need in sorted(self.submitted - set(self.decision)):
+            if leader is not None:
+                self._propose(need, at=leader)
 
     def _settled(self) -> bool:
         if self.submitted - set(self.decision):

@@ -20,8 +20,8 @@ TRANSFER_CREDITS = "0.25"
 
 def ledger_roots(s: Swarmlet) -> set[str]:
     """The ledger roots of the validators. A node that is not a validator receives no
-    certified chain entries yet (docs/LEDGER.md, "What remains"), so its read replica
-    stays at genesis and its root is not compared."""
+    certified chain entries (docs/GAPS.md), so its read replica stays at genesis and
+    its root is not compared."""
     return {n.ledger.root_hex() for n in s.nodes.values() if n.decider.raft.id != NONE}
 
 

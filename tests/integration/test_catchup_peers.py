@@ -37,18 +37,18 @@ async def test_a_foreign_peer_is_never_asked_for_catch_up(swarmlet: Any) -> None
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(foreign.run(listen_addrs=listen))
         await foreign.connect(info_from_p2p_addr(multiaddr.Multiaddr(node.addrs()[0])))
-        await wait_for(lambda: node._protocols_of(foreign_id) is not None,
+        await wait_for(lambda: node.catchup.protocols_of(foreign_id) is not None,
                        "identify to tell the node what the foreign peer speaks")
-        assert str(sync_protocol(s.genesis)) not in (node._protocols_of(foreign_id) or [])
-        assert node.sync_peers.candidates(node.host.get_connected_peers(),
-                                          node._protocols_of) == []
+        assert str(sync_protocol(s.genesis)) not in (node.catchup.protocols_of(foreign_id) or [])
+        assert node.catchup.peers.candidates(node.host.get_connected_peers(),
+                                          node.catchup.protocols_of) == []
         await node.connect(s.nodes[0].addrs()[0])
-        await wait_for(lambda: node._protocols_of(s.nodes[0].peer_id) is not None,
+        await wait_for(lambda: node.catchup.protocols_of(s.nodes[0].peer_id) is not None,
                        "identify of the honest node")
-        assert node.sync_peers.candidates(node.host.get_connected_peers(),
-                                          node._protocols_of) == [s.nodes[0].peer_id]
+        assert node.catchup.peers.candidates(node.host.get_connected_peers(),
+                                          node.catchup.protocols_of) == [s.nodes[0].peer_id]
         await wait_for(lambda: s.converged(20), "the restarted node to catch up")
         assert node.metrics.synced._value.get() >= 1
         # No round was ever tried with the foreign peer, so none failed.
         assert foreign_id in node.host.get_connected_peers()
-        assert node.sync_peers.set_aside() == set()
+        assert node.catchup.peers.set_aside() == set()

@@ -35,7 +35,7 @@ async def test_only_the_announcer_publishes_and_everyone_learns_everything(
         for b in nodes[i + 2:]:
             await b.connect(a.addrs()[0])
     by_id = {n.decider.raft.id: n for n in nodes}
-    await wait_for(lambda: all(n.decider.raft.announcer() == 1 for n in nodes),
+    await wait_for(lambda: all(n.decider.raft.peers.announcer() == 1 for n in nodes),
                    "every validator to take validator 1 for the announcer")
     needs = [_need(i) for i in range(24)]
     with trio.fail_after(120):

@@ -18,7 +18,7 @@ import trio
 from libp2p.utils import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
 from swarm.node.ledger_service import LedgerRefused
-from swarm.node.multiraft import SubmitError
+from swarm.node.raft_kinds import SubmitError
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.decide import SUBMISSION_BYTES_MAX, decode_answer
 from swarm.protocol.envelope import Identity, make_envelope

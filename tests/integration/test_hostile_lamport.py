@@ -155,7 +155,7 @@ async def test_a_relay_that_did_not_know_the_ref_is_not_blamed(
         return 0
 
     for i in (0, 2):
-        monkeypatch.setattr(s.nodes[i], "catch_up_with", paused)
+        monkeypatch.setattr(s.nodes[i].catchup, "catch_up_with", paused)
     async with stranger(s.nodes[0]) as mallory:
         ref = mallory.need("ref", lamport=70)
         reversal = mallory.need("reversal", lamport=60, refs=[ref])

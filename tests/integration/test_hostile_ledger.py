@@ -24,13 +24,13 @@ import pytest
 import trio
 from hostile_kit import swarm_works
 
-from swarm.node.multiraft import DecideError, SubmitError
+from swarm.node.raft_kinds import DecideError, SubmitError
 from swarm.node.service import Node
 from swarm.protocol import bucket_machine as bm
 from swarm.protocol import certificate
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.envelope import make_envelope
-from swarm.protocol.ledger import Credit, EffectBatch, Transfer
+from swarm.protocol.ledger_ops import Credit, EffectBatch, Transfer
 from swarm.testnet.inproc import BALANCE, wait_for
 
 U = 1_000_000
@@ -106,7 +106,7 @@ async def test_a_rogue_validators_forged_credit_and_acknowledgement_are_refused(
 
 async def test_a_signed_envelope_applies_once_and_never_after_its_limit(
         swarmlet: Any) -> None:
-    """The attack that used to work: a TRANSFER someone saw is submitted again later.
+    """The attack: a TRANSFER someone saw is submitted again later.
     Within its validity it is the same operation (answered, not applied again); after
     it, refused as expired, through the node's own routing and through the relay a
     node that is not a validator uses."""

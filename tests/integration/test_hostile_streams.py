@@ -120,15 +120,15 @@ async def test_garbage_on_every_stream_protocol_costs_only_those_streams(
                 assert own["proposal_id"] == "p1"
                 relayed = await outsider.decider.try_decide(need["id"], "p2")
                 assert relayed["proposal_id"] == "p2"
-                assert await outsider.catch_up_with(target.peer_id) == 0  # nothing missing
+                assert await outsider.catchup.catch_up_with(target.peer_id) == 0  # nothing missing
         # What mallory may hold at once is bounded, and every slot comes back.
-        assert target.catchup_slots.refused > 0
+        assert target.catchup.slots.refused > 0
         assert target.decider.submissions.slots.refused > 0
         assert target.ledger.submissions.slots.refused > 0
         for stream in held:
             with trio.move_on_after(5), contextlib.suppress(Exception):
                 await stream.reset()  # the node may have reset it already
-        servers = [target.catchup_slots, target.decider.submissions.slots,
+        servers = [target.catchup.slots, target.decider.submissions.slots,
                    target.ledger.submissions.slots]
         await wait_for(lambda: all(x.in_use == 0 for x in servers), "every slot back")
     # Mallory is not a validator: its Raft streams were refused, never read.

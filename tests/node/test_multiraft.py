@@ -297,7 +297,7 @@ async def test_a_quiet_leader_gives_up_a_transfer_its_target_never_acts_on(
             await trio.sleep(0.05)
     target = next(n for n in c.placement.replicas(bucket) if n != leader)
     c.cut.add(target)  # the TIMEOUT_NOW is lost
-    g.raw.transfer_leader(target)  # as MultiRaft._balance does
+    g.raw.transfer_leader(target)  # as Peers.balance does
     g.idle_ticks = 0
     c.nodes[leader].dirty.add(bucket)
     c.nodes[leader].wake.set()
@@ -327,20 +327,20 @@ def test_what_nobody_waits_for_rides_the_next_frame_or_tick(tmp_path: Path) -> N
         b = min(mr.groups)
         commit_only = Message(MsgType.APP, to=2, frm=1, term=2, log_term=2, index=5,
                               commit=5)
-        mr._queue(b, commit_only)
+        mr.outbox.raft(b, commit_only)
         mr.flush()
         assert sent == []
         ack = Message(MsgType.APP_RESP, to=3, frm=1, term=2, index=5)
-        mr._queue(b, ack)  # acknowledges something new: urgent
+        mr.outbox.raft(b, ack)  # acknowledges something new: urgent
         mr.flush()
         assert [(p, f.msgs) for p, f in sent] == [(3, ((b, ack),))]
-        mr._queue(b, ack)  # the same again: not urgent
-        mr._queue(b, Message(MsgType.HEARTBEAT, to=3, frm=1, term=2))
+        mr.outbox.raft(b, ack)  # the same again: not urgent
+        mr.outbox.raft(b, Message(MsgType.HEARTBEAT, to=3, frm=1, term=2))
         mr.flush()
         assert len(sent) == 1
         append = Message(MsgType.APP, to=2, frm=1, term=2, log_term=2, index=5, commit=5,
                          entries=(Entry(2, 6, EntryKind.NORMAL, b"x"),))
-        mr._queue(b, append)
+        mr.outbox.raft(b, append)
         mr.flush()
         assert [(p, f.msgs) for p, f in sent[1:]] == [(2, ((b, commit_only), (b, append)))]
         mr.tick()  # the next tick's round sends what waited
@@ -357,7 +357,7 @@ async def test_certified_decisions_travel_to_the_announcer(
     alive. Others send it their certified decisions in a Raft frame, intact."""
     c, _ = cluster
     with trio.fail_after(30):  # (each knows only itself alive until the first beats)
-        while {mr.announcer() for mr in c.nodes.values()} != {1}:
+        while {mr.peers.announcer() for mr in c.nodes.values()} != {1}:
             await trio.sleep(0.05)
     got: list[tuple[int, object]] = []
     c.nodes[1].relayed = lambda sender, a: got.append((sender, a))
@@ -366,7 +366,7 @@ async def test_certified_decisions_travel_to_the_announcer(
         while not any(x.need_id == need(7) for x, _ in c.published):
             await trio.sleep(0.05)
     cert = next(cert for x, cert in c.published if x.need_id == need(7))
-    c.nodes[3].forward_announcement(1, d, cert)
+    c.nodes[3].certs.forward_announcement(1, d, cert)
     with trio.fail_after(30):
         while not got:
             await trio.sleep(0.05)
@@ -376,4 +376,4 @@ async def test_certified_decisions_travel_to_the_announcer(
     assert certificate.check_relayed(a, c.genesis.swarm_id, c.placement) == cert
     assert (a.need_id, a.proposal_id, a.index) == (d.need_id, d.proposal_id, d.index)
     c.nodes[2].peer_lost(1)
-    assert c.nodes[2].announcer() == 2
+    assert c.nodes[2].peers.announcer() == 2

@@ -21,7 +21,8 @@ import trio
 from test_multiraft import BUCKETS, Cluster, N, running
 
 from swarm.node.ledger_raft import LedgerRaft
-from swarm.node.multiraft import MultiRaft, SubmitError
+from swarm.node.multiraft import MultiRaft
+from swarm.node.raft_kinds import SubmitError
 from swarm.node.raftstore import RaftStore
 from swarm.protocol import certificate, genesis
 from swarm.protocol.bucket_machine import (
@@ -35,7 +36,7 @@ from swarm.protocol.bucket_machine import (
 )
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.envelope import Identity, make_envelope
-from swarm.protocol.ledger import Credit, EffectBatch, Transfer
+from swarm.protocol.ledger_ops import Credit, EffectBatch, Transfer
 from swarm.protocol.placement import Placement
 from swarm.protocol.raft import Role
 from swarm.protocol.raftwire import CertifiedEntry

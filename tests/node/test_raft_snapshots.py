@@ -22,7 +22,7 @@ import trio
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from test_multiraft import BUCKETS, Cluster, N, need, running
 
-from swarm.node import multiraft, p2p, raft_snapshots
+from swarm.node import multiraft, p2p, raft_group, raft_snapshots
 from swarm.node.multiraft import MultiRaft
 from swarm.node.raft_snapshots import (
     BUSY,
@@ -110,7 +110,7 @@ async def test_bad_streams_are_counted_and_dropped() -> None:
 async def test_a_transfer_slower_than_the_rate_floor_is_cut(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(raft_snapshots, "STALL_S", 0.05)
-    monkeypatch.setattr(raft_snapshots, "MIN_RATE_BYTES_S", 10**9)
+    monkeypatch.setattr(raft_snapshots, "RATE_BYTES_S_MIN", 10**9)
     rx = SnapshotReceiver(16, 5, Delivered())
     pieces = list(encode_stream(4, snap_msg(b"z" * 2000), 100))
     it = iter(pieces)
@@ -260,7 +260,7 @@ async def test_a_follower_that_was_down_catches_up_through_a_chunked_snapshot(
         # ... and more than an election timeout passes (ELECTION_TICKS, the core's old
         # snapshot timeout) with the transfer under way: it is not started again, and
         # the leader still leads.
-        await trio.sleep(2 * multiraft.ELECTION_TICKS * multiraft.TICK_MS / 1000)
+        await trio.sleep(2 * multiraft.ELECTION_TICKS * raft_group.TICK_MS / 1000)
     assert c.started.count((leader, victim, bucket)) == 1
     assert (leader, victim, bucket) in c.sending
     assert c.nodes[leader].groups[bucket].raw.raft.role == Role.LEADER

@@ -45,7 +45,7 @@ def test_a_failed_peer_is_set_aside_with_a_doubling_capped_backoff() -> None:
     unknown: dict[object, list[str]] = {}
     waits = [chooser.failed(flaky) for _ in range(7)]
     assert waits == [10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0]
-    assert waits[0] == catchup.FAILURE_BACKOFF_S and waits[-1] == catchup.FAILURE_BACKOFF_MAX_S
+    assert waits[0] == catchup.FAILURE_BACKOFF_S and waits[-1] == catchup.FAILURE_BACKOFF_S_MAX
     assert chooser.set_aside() == {flaky}
     assert chooser.candidates([good, flaky], unknown.get) == [good]
     clock.t += 299.0

@@ -83,7 +83,8 @@ def test_denial_labels_are_bounded(wired: tuple[Pipeline, PolicyKit, Metrics]) -
 
 
 def test_the_node_runs_the_pinned_module_and_refuses_another(tmp_path: Path) -> None:
-    from swarm.node.service import Node, NodeSettings
+    from swarm.node.home import NodeSettings
+    from swarm.node.service import Node
     from swarm.policy_wasm.host import PolicyLoadError, committed_cid, module_cid
     from swarm.protocol import genesis as genesis_mod
 

@@ -33,17 +33,13 @@ from swarm.protocol import genesis as genesis_mod
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.cid import dag_cbor_cid
 from swarm.protocol.committee import CommitteeUnfillable, VerifierPool
-from swarm.protocol.ledger import (
-    BP,
-    Applied,
+from swarm.protocol.ledger import BP, Applied, BucketLedger, OpenEscrow, OverCap, genesis_supply
+from swarm.protocol.ledger_ops import (
     Bounty,
-    BucketLedger,
     Cancel,
     CompleteUnbonding,
     Escrow,
     LedgerEntry,
-    OpenEscrow,
-    OverCap,
     Release,
     Share,
     Slash,
@@ -51,7 +47,6 @@ from swarm.protocol.ledger import (
     Stake,
     Transfer,
     Unstake,
-    genesis_supply,
 )
 from swarm.protocol.payout import Party, bounty, payout_no_challenge, payout_upheld, related
 from swarm.testnet.ledger_sim import LedgerSim

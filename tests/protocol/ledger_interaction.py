@@ -46,10 +46,11 @@ from pathlib import Path
 import datadriven
 
 from swarm.protocol import genesis as genesis_mod
+from swarm.protocol.amounts import format_credits
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.cid import dag_cbor_cid
-from swarm.protocol.ledger import (
-    Applied,
+from swarm.protocol.ledger import Applied
+from swarm.protocol.ledger_ops import (
     Body,
     Bounty,
     Cancel,
@@ -59,7 +60,6 @@ from swarm.protocol.ledger import (
     EffectBatch,
     Escrow,
     LedgerEntry,
-    LedgerReplica,
     Release,
     Share,
     Slash,
@@ -67,8 +67,8 @@ from swarm.protocol.ledger import (
     Stake,
     Transfer,
     Unstake,
-    format_credits,
 )
+from swarm.testnet.ledger_sim import LedgerReplica
 
 EVIDENCE = dag_cbor_cid(b"transcript evidence")
 

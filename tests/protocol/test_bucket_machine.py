@@ -39,7 +39,8 @@ from swarm.protocol.buckets import bucket_of
 from swarm.protocol.decide import DecideMachine, TryDecide, encode_command
 from swarm.protocol.envelope import Identity, make_envelope
 from swarm.protocol.errors import DecodeError, RemoteProtocolError
-from swarm.protocol.ledger import Credit, LedgerReplica
+from swarm.protocol.ledger_ops import Credit
+from swarm.testnet.ledger_sim import LedgerReplica
 
 U = 1_000_000
 N = 4
@@ -271,6 +272,9 @@ def test_effects_cross_buckets_once_and_are_acknowledged() -> None:
     assert isinstance(dup, LedgerApplied) and dup.outcome.code == "duplicate_effect"
     assert dup.chain is not None and dup.chain.applied_below == 1  # acknowledged again
     assert b1.machine.outcome(fx.key) == applied.outcome
+    # An effect's outcome travels like any other (its key is no envelope's).
+    assert LedgerOutcome.from_value(cbor.decode(cbor.encode(applied.outcome.to_value()))) \
+        == applied.outcome
     ack = b0.commit(ack_command(0, 1, b1.last_entry_proof(), 1).stamp(8))
     assert isinstance(ack, LedgerApplied) and ack.outcome.ok
     assert b0.machine.ledger.outbox() == []

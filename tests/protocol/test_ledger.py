@@ -9,44 +9,45 @@ import hashlib
 import pytest
 
 from swarm.protocol import genesis as genesis_mod
+from swarm.protocol.amounts import format_credits, format_duration
 from swarm.protocol.cid import dag_cbor_cid
 from swarm.protocol.errors import SchemaError
 from swarm.protocol.ledger import (
-    Bounty,
     BucketLedger,
-    Cancel,
-    CompleteUnbonding,
     DuplicateOp,
-    Escrow,
     EscrowExists,
     EscrowHeld,
     InsufficientBalance,
     InsufficientStake,
     InvalidOp,
-    LedgerEntry,
-    LedgerReplica,
     NothingUnbonding,
     OverCap,
+    UnbondingPending,
+    UnknownEscrow,
+    genesis_supply,
+    split_challenge,
+    split_equally,
+)
+from swarm.protocol.ledger_ops import (
+    Bounty,
+    Cancel,
+    CompleteUnbonding,
+    Escrow,
+    LedgerEntry,
     Release,
     Share,
     Slash,
     SlashOrder,
     Stake,
     Transfer,
-    UnbondingPending,
-    UnknownEscrow,
     Unstake,
     decode_body,
     decode_entry,
     encode_body,
     encode_entry,
     entry_hash,
-    format_credits,
-    format_duration,
-    genesis_supply,
-    split_challenge,
-    split_equally,
 )
+from swarm.testnet.ledger_sim import LedgerReplica
 
 U = 1_000_000
 DAY = 24 * 3600 * 1000

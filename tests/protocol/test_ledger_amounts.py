@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from swarm.protocol.amounts import format_credits, parse_credits
 from swarm.protocol.errors import LocalProtocolError
-from swarm.protocol.ledger import format_credits, parse_credits
 
 U = 1_000_000
 

@@ -18,24 +18,21 @@ from swarm.protocol import genesis as genesis_mod
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.cid import dag_cbor_cid
 from swarm.protocol.errors import DecodeError, LocalProtocolError
-from swarm.protocol.ledger import (
-    BucketLedger,
+from swarm.protocol.ledger import BucketLedger, InvalidOp, WrongBucket
+from swarm.protocol.ledger_ops import (
     Credit,
     EffectAck,
     EffectBatch,
     Escrow,
-    InvalidOp,
     LedgerEntry,
-    LedgerReplica,
     Release,
     Share,
     SlashOrder,
     Transfer,
-    WrongBucket,
     decode_body,
     encode_body,
 )
-from swarm.testnet.ledger_sim import LedgerSim
+from swarm.testnet.ledger_sim import LedgerReplica, LedgerSim
 
 U = 1_000_000
 N = 4

@@ -10,15 +10,8 @@ import pytest
 
 from swarm.protocol import genesis as genesis_mod
 from swarm.protocol.cid import dag_cbor_cid
-from swarm.protocol.ledger import (
-    BucketLedger,
-    InvalidOp,
-    LedgerEntry,
-    OpenEscrow,
-    OverCap,
-    Share,
-    genesis_supply,
-)
+from swarm.protocol.ledger import BucketLedger, InvalidOp, OpenEscrow, OverCap, genesis_supply
+from swarm.protocol.ledger_ops import LedgerEntry, Share
 from swarm.protocol.payout import (
     Party,
     bounty,

