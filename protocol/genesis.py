@@ -25,6 +25,10 @@ from .errors import LocalProtocolError, SchemaError
 from .schema import Bytes, Enum, Int, List, Obj, Text, obj, to_json
 
 UNIT_PER_CREDIT = 1_000_000
+BP = 10_000  # basis points in a whole
+SCORE_WEIGHTS = ("score_cost_bp", "score_eta_bp", "score_reputation_bp", "score_capability_bp")
+ROUNDS_MAX = 16  # auction rounds any genesis may allow
+BIDS_PER_ROUND_LIMIT = 1024  # bids kept per round that any genesis may allow
 DAY_MS = 24 * 3600 * 1000
 
 # Defaults from the roadmap (phase 6-9). Percentages are basis points (1/100 of a percent).
@@ -60,6 +64,35 @@ DEFAULT_PARAMS: dict[str, int] = {
     "cap_region_bp": 5000,
     "bid_window_ms": 30_000,
     "lease_ttl_min_ms": 1_000,
+    # The task market (docs/MARKET.md). Bids: rounds per auction, the improvement a
+    # bidder's later-round bid must make, bids kept per round, the score's weights
+    # (summing to 10 000) and the ETA at which the ETA part is half.
+    "auction_rounds_max": 3,
+    "bid_improve_bp": 100,
+    "bids_per_round_max": 64,
+    "score_cost_bp": 4000,
+    "score_eta_bp": 2000,
+    "score_reputation_bp": 3000,
+    "score_capability_bp": 1000,
+    "eta_ref_ms": 60_000,
+    # After DECIDE the winner has this long to CLAIM.
+    "claim_window_ms": 30_000,
+    "lease_ttl_max_ms": DAY_MS,
+    "heartbeat_interval_min_ms": 1_000,
+    "heartbeat_misses_max": 3,  # misses that release a lease
+    # Added to every lease and heartbeat deadline before the bucket acts on it.
+    "lease_grace_ms": 5_000,
+    # A stretch of bucket time this long with no entry is an outage (no leader, or a
+    # partition): running leases and heartbeat deadlines are moved out by it.
+    "outage_gap_ms": 10_000,
+    "k_result_default": 3,
+    "attest_window_ms": 600_000,
+    # The leader proposes a timer entry at most this often per bucket.
+    "tick_interval_ms": 1_000,
+    # Reopens (yield, release, rejection, no claim) before a task is cancelled.
+    "task_reopens_max": 8,
+    # A cancelled or paid task is kept this long, then forgotten.
+    "task_retention_ms": 7 * DAY_MS,
     "sender_rate_per_s": 100,
     # How far ahead of the bucket's clock a ledger operation's validity limit may lie
     # (`valid_until_ms`): the window of bucket time each bucket remembers decided
@@ -89,7 +122,11 @@ GENESIS = obj(
             max_items=1024,
             min_items=1,
         ),
-        "params": Obj({k: Int(min=0) for k in DEFAULT_PARAMS}, frozenset(DEFAULT_PARAMS)),
+        # Every parameter is optional: an absent one has its default, so adding a
+        # parameter to the protocol leaves every existing genesis valid and its swarm id
+        # unchanged (the id hashes the file's value as written). A released default
+        # never changes.
+        "params": Obj({k: Int(min=0) for k in DEFAULT_PARAMS}),
     },
     {"policy_cid": Text(max_bytes=128, min_bytes=1), "network": Enum(("testnet", "mainnet"))},
 )
@@ -102,10 +139,7 @@ class Genesis:
     value: Mapping[str, Any]
     encoded: bytes
     swarm_id: bytes
-
-    @property
-    def params(self) -> Mapping[str, int]:
-        return self.value["params"]  # type: ignore[no-any-return]
+    params: Mapping[str, int]  # every parameter: the file's, else its default
 
     @property
     def short_id(self) -> str:
@@ -127,7 +161,7 @@ def _check_consistency(value: Mapping[str, Any]) -> None:
         if entry["account"] in seen_v:
             raise SchemaError(f"validators[{i}].account", "duplicate validator")
         seen_v.add(entry["account"])
-    params = value["params"]
+    params = params_of(value)
     if params["replicas"] < 1 or params["replicas"] > len(value["validators"]):
         raise SchemaError("params.replicas",
                           f"must be between 1 and the number of validators "
@@ -136,6 +170,24 @@ def _check_consistency(value: Mapping[str, Any]) -> None:
         raise SchemaError("params.bucket_count", "must be 1..65536")
     if params["unit_per_credit"] < 1:
         raise SchemaError("params.unit_per_credit", "must be >= 1")
+    weights = sum(params[w] for w in SCORE_WEIGHTS)
+    if weights != BP:
+        raise SchemaError("params.score_cost_bp", f"the four score_*_bp weights sum to "
+                                                  f"{weights}, not {BP}")
+    if not 1 <= params["auction_rounds_max"] <= ROUNDS_MAX:
+        raise SchemaError("params.auction_rounds_max", f"must be 1..{ROUNDS_MAX}")
+    if not 1 <= params["bids_per_round_max"] <= BIDS_PER_ROUND_LIMIT:
+        raise SchemaError("params.bids_per_round_max", f"must be 1..{BIDS_PER_ROUND_LIMIT}")
+    if params["bid_improve_bp"] >= BP:
+        raise SchemaError("params.bid_improve_bp", f"must be below {BP}")
+    if not 1 <= params["k_result_default"] <= 64:
+        raise SchemaError("params.k_result_default", "must be 1..64")
+    if params["lease_ttl_max_ms"] < params["lease_ttl_min_ms"]:
+        raise SchemaError("params.lease_ttl_max_ms", "must be at least lease_ttl_min_ms")
+    for name in ("heartbeat_misses_max", "tick_interval_ms", "outage_gap_ms",
+                 "bid_window_ms", "claim_window_ms", "attest_window_ms"):
+        if params[name] < 1:
+            raise SchemaError(f"params.{name}", "must be >= 1")
     total = sum(e["balance"] for e in value["accounts"]) + sum(
         e["stake"] for e in value["validators"])
     if total >= 2**63:
@@ -147,7 +199,13 @@ def from_value(value: Any) -> Genesis:
     GENESIS.check(value, "")
     _check_consistency(value)
     encoded = cbor.encode(value)
-    return Genesis(value=value, encoded=encoded, swarm_id=hashlib.sha256(encoded).digest())
+    return Genesis(value=value, encoded=encoded, swarm_id=hashlib.sha256(encoded).digest(),
+                   params=params_of(value))
+
+
+def params_of(value: Mapping[str, Any]) -> dict[str, int]:
+    """A (checked) genesis value's parameters, each absent one at its default."""
+    return {**DEFAULT_PARAMS, **value["params"]}
 
 
 def from_json(text: str) -> Genesis:

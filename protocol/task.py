@@ -1,0 +1,845 @@
+"""The task lifecycle: the state machine a NEED's bucket runs for its task.
+
+Owns every transition of a task and who may cause it: funding, the auction's rounds
+and its decision, the lease (claim, heartbeats, yield, release), the commit, the
+committee's attestations, finalization and payout, cancellation and refund. It holds no
+credits itself: each step answers the payments, slashes and reputation changes it
+causes, and the bucket's ledger carries them out (docs/MARKET.md says where each fact
+lives). Pure and deterministic: a step depends on the book's state, the step's inputs
+and the bucket's clock (`ts_ms`, the committed entry's stamp), never on a wall clock.
+
+A task is its NEED's id (the NEED envelope's CID). Its states::
+
+    OPEN ──close, bids──▶ DECIDED ──CLAIM──▶ CLAIMED ──COMMIT──▶ COMMITTED
+      │ ▲                   │                  │                   │ draw, ATTEST×K
+      │ └──── reopen ◀──────┴─ claim timeout ──┴─ YIELD, release ──┤
+      │        (epoch+1: the next-best bid, else a new auction)     ▼ rejected, late
+      └─ no bids after the last round ─▶ CANCELLED (refund)      ATTESTED
+                                                                    │ challenge window
+                                                                    ▼
+                                                                FINALIZED ─ escrow hold ─▶ paid
+
+Every reopen bumps the task's epoch, and each epoch has at most one decision (P1 per
+round). A bidder whose lease ended without a commit (yield, timeout, missed heartbeats,
+or a claim never made) is excluded from the task's later epochs; after
+`task_reopens_max` reopens the task is cancelled and refunded.
+
+Time: `advance(ts_ms)` runs before each entry is judged. When the bucket's clock jumps
+by more than `outage_gap_ms` (no entry at all: no leader, or a partition) every pending
+deadline moves out by the jump, so nobody loses a lease, a bid window or an attest
+window because the bucket could not hear them. Lease and heartbeat deadlines also get
+`lease_grace_ms`. Then every timer due at `ts_ms` fires, in (deadline, task) order.
+
+Steps are all or nothing: a step stages new task records and commits them only once it
+has succeeded; a refusal (`TaskError`) or a bug leaves the book as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import cbor
+from .auction import Bid, Score, ballot_hash, improves, rank
+from .cid import Cid, dag_cbor_cid
+from .envelope import Envelope
+from .errors import DecodeError, LocalProtocolError
+from .genesis import BP
+
+TASK_DOMAIN = b"can-swarm/tasks/v1\x00"
+MEMO_DOMAIN = "can-swarm/decision-memo/v1"
+SNAPSHOT_LIMITS = cbor.Limits(size_bytes_max=1 << 30, depth_max=10, items_max=1 << 26)
+TASK_VERBS = ("PROPOSE", "CLAIM", "HEARTBEAT", "YIELD", "COMMIT", "ATTEST")
+PAYMENT_KINDS = ("payout", "bounty", "refund")
+
+OPEN, DECIDED, CLAIMED, COMMITTED = "OPEN", "DECIDED", "CLAIMED", "COMMITTED"
+ATTESTED, FINALIZED, CANCELLED = "ATTESTED", "FINALIZED", "CANCELLED"
+STATES = (OPEN, DECIDED, CLAIMED, COMMITTED, ATTESTED, FINALIZED, CANCELLED)
+
+
+class TaskError(LocalProtocolError):
+    """A refused lifecycle step; `code` names the rule (`bid_window_closed`, ...)."""
+
+    code = "task_refused"
+
+
+def _refuse(code: str, fld: str, reason: str) -> TaskError:
+    return TaskError(fld, reason, code=code)
+
+
+# --- records -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What a funded NEED asks for, fixed when its bucket registers it."""
+
+    need: Cid
+    poster: bytes
+    budget: int  # escrowed here: everything paid out or refunded comes from it
+    task_class: str
+    verify_bounty: int  # shared by the committee that accepts the result
+    bid_window_ms: int
+    k_result: int
+    capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    lease_id: Cid  # the CLAIM envelope's id
+    worker: bytes
+    claimed_ms: int
+    expires_ms: int  # without grace
+    heartbeat_interval_ms: int
+    heartbeat_due_ms: int  # the next heartbeat is due by this (without grace)
+    misses: int = 0
+    progress: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    commit_id: Cid  # the COMMIT envelope's id
+    worker: bytes
+    result: Cid
+    index: int  # the entry that committed it
+    committee: tuple[bytes, ...] = ()  # sorted; empty until drawn
+    attest_by_ms: int = 0
+    verdicts: tuple[tuple[bytes, bool], ...] = ()  # (member, valid), sorted
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDecision:
+    """The one decision of an epoch: `proposal` won, `memo` explains why."""
+
+    need: Cid
+    epoch: int
+    proposal: Cid
+    winner: bytes
+    cost: int
+    index: int
+    ts_ms: int
+    memo: Cid
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    terms: Terms
+    state: str
+    created_ms: int
+    epoch: int = 0
+    round: int = 1
+    close_ms: int = 0  # OPEN: the round's bids are judged at this time
+    bids: tuple[Bid, ...] = ()  # OPEN: this round's; afterwards the closed round's, ranked
+    best: tuple[tuple[bytes, int], ...] = ()  # bidder -> its lowest cost on this task
+    ballots: tuple[bytes, ...] = ()  # ballot hashes used on this task, sorted
+    excluded: tuple[bytes, ...] = ()  # sorted
+    reopens: int = 0
+    decision: TaskDecision | None = None
+    claim_by_ms: int = 0
+    lease: Lease | None = None
+    commit: Commit | None = None
+    finalize_ms: int = 0
+    pay_ms: int = 0
+    paid: bool = False
+    ended_ms: int = 0  # CANCELLED or paid: forgotten `task_retention_ms` after this
+
+    def due_ms(self, grace_ms: int) -> int | None:
+        """When this task's next timer fires, if it has one."""
+        match self.state:
+            case "OPEN":
+                return self.close_ms
+            case "DECIDED":
+                return self.claim_by_ms
+            case "CLAIMED":
+                assert self.lease is not None
+                return min(self.lease.expires_ms, self.lease.heartbeat_due_ms) + grace_ms
+            case "COMMITTED":
+                assert self.commit is not None
+                return self.commit.attest_by_ms if self.commit.committee else None
+            case "ATTESTED":
+                return self.finalize_ms
+            case "FINALIZED":
+                return None if self.paid else self.pay_ms
+        return None
+
+    def shifted(self, delta: int) -> Task:
+        """Every pending deadline `delta` later (an outage)."""
+        lease = self.lease and replace(self.lease, expires_ms=self.lease.expires_ms + delta,
+                                       heartbeat_due_ms=self.lease.heartbeat_due_ms + delta)
+        commit = self.commit and (replace(self.commit, attest_by_ms=self.commit.attest_by_ms
+                                          + delta) if self.commit.committee else self.commit)
+        return replace(self, close_ms=self.close_ms + delta,
+                       claim_by_ms=self.claim_by_ms + delta, lease=lease, commit=commit,
+                       finalize_ms=self.finalize_ms + delta, pay_ms=self.pay_ms + delta)
+
+
+# --- what a step causes ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """Credits out of a task's escrow: to the worker (`payout`), to a committee member
+    (`bounty`) or back to the poster (`refund`)."""
+
+    need: Cid
+    account: bytes
+    amount: int
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlashCause:
+    """Slash `account` for `misses` missed heartbeats on the lease `lease_id`."""
+
+    account: bytes
+    lease_id: Cid
+    misses: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationCause:
+    """A committee member's verdict was wrong or missing (`failed=True`) or right."""
+
+    account: bytes
+    failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    need: Cid
+    epoch: int
+    before: str  # "" when the task is new
+    after: str
+    cause: str
+
+
+@dataclass
+class Step:
+    """What one entry did to the tasks (in order)."""
+
+    transitions: list[Transition] = field(default_factory=list)
+    decisions: list[TaskDecision] = field(default_factory=list)
+    memos: list[tuple[Cid, bytes]] = field(default_factory=list)  # explanation bytes
+    payments: list[Payment] = field(default_factory=list)
+    slashes: list[SlashCause] = field(default_factory=list)
+    reputation: list[ReputationCause] = field(default_factory=list)
+    outage_ms: int = 0  # deadlines moved out by this much (see `TaskBook.advance`)
+
+
+# --- the book --------------------------------------------------------------------------
+
+
+def need_of(env: Envelope) -> Cid:
+    """The NEED a lifecycle envelope names: PROPOSE by `need_id`, the others by
+    `task_id`, the NEED's CID as text."""
+    p = env.payload
+    if env.kind == "PROPOSE":
+        need = p["need_id"]
+        assert isinstance(need, Cid)
+        return need
+    try:
+        return Cid.parse(p["task_id"], "payload.task_id")
+    except DecodeError as exc:
+        raise _refuse("unknown_task", "payload.task_id",
+                      f"not a NEED id: {exc.reason}") from None
+
+
+class TaskBook:
+    """The tasks of one bucket, changed only by `fund`, `submit`, `draw` and `advance`,
+    each given the committed entry's index and the bucket's clock."""
+
+    def __init__(self, params: Mapping[str, int]) -> None:
+        self.params = dict(params)
+        self.tasks: dict[Cid, Task] = {}
+        self.clock_ms = 0
+        self._timers: list[tuple[int, bytes]] = []  # (due, need raw), lazily deleted
+        self._ends: list[tuple[int, bytes]] = []  # (ended, need raw), lazily deleted
+        self._saved: dict[Cid, Task | None] | None = None  # the running step's journal
+
+    # -- queries
+
+    def get(self, need: Cid) -> Task | None:
+        return self.tasks.get(need)
+
+    def next_due_ms(self) -> int | None:
+        """The earliest pending deadline: when the leader should propose a tick."""
+        grace = self.params["lease_grace_ms"]
+        heap = self._timers
+        while heap:
+            due, raw = heap[0]
+            task = self.tasks.get(Cid(raw))
+            if task is not None and task.due_ms(grace) == due:
+                return due
+            heapq.heappop(heap)
+        return None
+
+    # -- steps
+
+    def fund(self, terms: Terms, index: int, ts_ms: int) -> Step:
+        """Register a funded NEED and open its auction. Funding is infallible (the
+        poster's bucket already took the budget): a NEED already known here, or terms
+        this bucket cannot run, get the budget refunded instead."""
+        step = Step()
+        p = self.params
+        problem = ""
+        if terms.need in self.tasks:
+            problem = "already funded"
+        elif terms.verify_bounty > terms.budget:
+            problem = "the verify bounty is over the budget"
+        elif not 1 <= terms.k_result <= 64:
+            problem = "k_result out of range"
+        if problem:
+            step.payments.append(Payment(terms.need, terms.poster, terms.budget, "refund"))
+            step.transitions.append(Transition(terms.need, 0, "", CANCELLED, problem))
+            return step
+        window = terms.bid_window_ms or p["bid_window_ms"]
+        with self._atomic():
+            self._put(Task(terms, OPEN, ts_ms, close_ms=ts_ms + window))
+        step.transitions.append(Transition(terms.need, 0, "", OPEN, f"funded at {index}"))
+        return step
+
+    def submit(self, env: Envelope, index: int, ts_ms: int, *,
+               reputation_bp: int = 0) -> Step:
+        """Judge one verified lifecycle envelope. Raises TaskError (nothing changed)
+        when a rule refuses it. `reputation_bp` is a bidder's reputation as its home
+        bucket certified it (PROPOSE only)."""
+        if env.kind not in TASK_VERBS:
+            raise _refuse("not_task_verb", "kind", f"{env.kind} is not a lifecycle verb "
+                                                   f"({', '.join(TASK_VERBS)})")
+        need = need_of(env)
+        with self._atomic():
+            match env.kind:
+                case "PROPOSE":
+                    return self._propose(env, need, index, ts_ms, reputation_bp)
+                case "CLAIM":
+                    return self._claim(env, need, ts_ms)
+                case "HEARTBEAT":
+                    return self._heartbeat(env, need, ts_ms)
+                case "YIELD":
+                    return self._yield(env, need, index, ts_ms)
+                case "COMMIT":
+                    return self._commit(env, need, index, ts_ms)
+                case _:
+                    return self._attest(env, need, index, ts_ms)
+
+    def draw(self, need: Cid, committee: Iterable[bytes], ts_ms: int) -> Step:
+        """Seat the committee drawn for a committed result (the caller drew it from the
+        verifier pool, seeded by an entry decided after the COMMIT). An empty committee
+        (the pool cannot fill one) cancels the task and refunds the poster."""
+        task = self._task(need)
+        if task.state != COMMITTED or task.commit is None or task.commit.committee:
+            raise _refuse("wrong_state", "need", f"task is {task.state}, not awaiting "
+                                                 f"a committee")
+        members = tuple(sorted(set(committee)))
+        step = Step()
+        if task.commit.worker in members or task.terms.poster in members:
+            raise _refuse("related_member", "committee", "the worker and the poster "
+                                                         "cannot sit on the committee")
+        with self._atomic():
+            if not members:
+                self._cancel(task, ts_ms, step, "no committee can be drawn")
+                return step
+            commit = replace(task.commit, committee=members,
+                             attest_by_ms=ts_ms + self.params["attest_window_ms"])
+            self._put(replace(task, commit=commit))
+        step.transitions.append(Transition(need, task.epoch, COMMITTED, COMMITTED,
+                                           f"committee of {len(members)} drawn"))
+        return step
+
+    def advance(self, ts_ms: int, index: int) -> Step:
+        """Move the clock to `ts_ms` (never back) and fire every timer due by then.
+
+        An outage: the first pending deadline (or the last entry, if later) lies more
+        than `outage_gap_ms` before `ts_ms`, so the bucket could not act in time. Every
+        pending deadline then moves out by the whole gap since the last entry: each
+        party gets back the time it had left when the bucket last heard anything. A
+        quiet bucket whose leader ticks at the deadline has no such gap."""
+        step = Step()
+        with self._atomic():
+            first = self.next_due_ms()
+            gap = ts_ms - self.clock_ms
+            if first is not None and ts_ms - max(self.clock_ms, first) > \
+                    self.params["outage_gap_ms"]:
+                for need in sorted(self.tasks, key=lambda c: c.raw):
+                    pending = self.tasks[need]
+                    if pending.due_ms(0) is not None:
+                        self._put(pending.shifted(gap))
+                step.outage_ms = gap
+            self.clock_ms = max(self.clock_ms, ts_ms)
+            grace = self.params["lease_grace_ms"]
+            while self._timers and self._timers[0][0] <= ts_ms:
+                due, raw = heapq.heappop(self._timers)
+                task = self.tasks.get(Cid(raw))
+                if task is None or task.due_ms(grace) != due:
+                    continue  # superseded
+                self._fire(task, ts_ms, index, step)
+            self._forget_ended(ts_ms)
+        return step
+
+    # -- the auction
+
+    def _propose(self, env: Envelope, need: Cid, index: int, ts_ms: int,
+                 reputation_bp: int) -> Step:
+        task = self._task(need)
+        p, bidder = env.payload, env.sender
+        if task.state != OPEN or ts_ms >= task.close_ms:
+            raise _refuse("bid_window_closed", "payload.need_id",
+                          f"task is {task.state}" if task.state != OPEN
+                          else "the bid window closed")
+        if bidder == task.terms.poster:
+            raise _refuse("own_need", "sender", "a poster cannot bid on its own NEED")
+        if bidder in task.excluded:
+            raise _refuse("excluded", "sender", "this bidder's lease on the task ended "
+                                                "without a commit")
+        cost = p["cost"]
+        if cost + task.terms.verify_bounty > task.terms.budget:
+            raise _refuse("over_budget", "payload.cost",
+                          f"cost {cost} plus the verify bounty {task.terms.verify_bounty} "
+                          f"is over the budget {task.terms.budget}")
+        if any(b.bidder == bidder for b in task.bids):
+            raise _refuse("already_bid", "sender", "one bid per bidder per round")
+        ballot = ballot_hash(need.raw, p["ballot"])
+        if ballot in task.ballots:
+            raise _refuse("ballot_reused", "payload.ballot", "this ballot was used on "
+                                                            "this task")
+        earlier = dict(task.best).get(bidder)
+        if earlier is not None and not improves(cost, earlier, self.params):
+            raise _refuse("not_improved", "payload.cost",
+                          f"a later bid must lower the earlier cost {earlier} by at "
+                          f"least {self.params['bid_improve_bp'] / 100:g}%")
+        if len(task.bids) >= self.params["bids_per_round_max"]:
+            raise _refuse("bids_full", "payload.need_id", "this round holds the most bids "
+                                                         "a round may")
+        bid = Bid(env.id.raw, bidder, p["proposal_id"], cost, p["eta_ms"],
+                  tuple(p.get("capabilities", ())), p["ballot"],
+                  max(0, min(BP, reputation_bp)), task.round, index)
+        best = dict(task.best)
+        best[bidder] = cost if earlier is None else min(cost, earlier)
+        self._put(replace(task, bids=(*task.bids, bid), best=tuple(sorted(best.items())),
+                          ballots=tuple(sorted((*task.ballots, ballot)))))
+        step = Step()
+        step.transitions.append(Transition(need, task.epoch, OPEN, OPEN,
+                                           f"bid {cost} by {bidder.hex()[:16]}"))
+        return step
+
+    def _close(self, task: Task, ts_ms: int, index: int, step: Step) -> None:
+        t = task.terms
+        ranked = rank(t.need.raw, task.bids, budget=t.budget, wanted=t.capabilities,
+                      params=self.params)
+        if ranked:
+            self._decide(replace(task, bids=tuple(b for b, _ in ranked)), ranked, ts_ms,
+                         index, step, f"round {task.round} closed with {len(ranked)} bids")
+        elif task.round < self.params["auction_rounds_max"]:
+            self._put(replace(task, round=task.round + 1,
+                              close_ms=ts_ms + (t.bid_window_ms or
+                                                self.params["bid_window_ms"])))
+            step.transitions.append(Transition(t.need, task.epoch, OPEN, OPEN,
+                                               f"no bids: round {task.round + 1}"))
+        else:
+            self._cancel(task, ts_ms, step, f"no bids in {task.round} rounds")
+
+    def _decide(self, task: Task, ranked: list[tuple[Bid, Score]], ts_ms: int, index: int,
+                step: Step, why: str) -> None:
+        winner = ranked[0][0]
+        memo = self._memo(task, ranked, why)
+        memo_cid = dag_cbor_cid(memo)
+        decision = TaskDecision(task.terms.need, task.epoch, Cid(winner.proposal),
+                                winner.bidder, winner.cost, index, ts_ms, memo_cid)
+        self._put(replace(task, state=DECIDED, decision=decision,
+                          claim_by_ms=ts_ms + self.params["claim_window_ms"]))
+        step.decisions.append(decision)
+        step.memos.append((memo_cid, memo))
+        step.transitions.append(Transition(task.terms.need, task.epoch, task.state,
+                                           DECIDED, why))
+
+    def _memo(self, task: Task, ranked: list[tuple[Bid, Score]], why: str) -> bytes:
+        """The explanation of a decision: every bid seen with its score and parts, and
+        the rule that picked the winner. Canonical bytes, so its CID is the same on
+        every replica."""
+        p = self.params
+        return cbor.encode({
+            "v": MEMO_DOMAIN, "need": task.terms.need, "epoch": task.epoch,
+            "round": task.round, "why": why, "budget": task.terms.budget,
+            "wanted": list(task.terms.capabilities),
+            "weights": {k: p[k] for k in ("score_cost_bp", "score_eta_bp",
+                                          "score_reputation_bp", "score_capability_bp",
+                                          "eta_ref_ms")},
+            "rule": "highest score; ties to the higher reputation, then the smaller "
+                    "sha256(ballot domain, need, ballot)",
+            "bids": [{"proposal": Cid(b.proposal), "bidder": b.bidder, "cost": b.cost,
+                      "eta_ms": b.eta_ms, "reputation_bp": s.reputation_bp,
+                      "score": s.total, "cost_bp": s.cost_bp, "eta_bp": s.eta_bp,
+                      "capability_bp": s.capability_bp, "round": b.round}
+                     for b, s in ranked],
+        })
+
+    def _reopen(self, task: Task, ts_ms: int, index: int, step: Step, why: str,
+                exclude: bytes | None) -> None:
+        """Give the task back: a new epoch, the next-best bid of the closed round
+        that is still eligible, else a new auction."""
+        excluded = task.excluded
+        if exclude is not None and exclude not in excluded:
+            excluded = tuple(sorted((*excluded, exclude)))
+        if task.reopens >= self.params["task_reopens_max"]:
+            self._cancel(replace(task, excluded=excluded), ts_ms, step,
+                         f"{why}; reopened {task.reopens} times already")
+            return
+        t = task.terms
+        base = replace(task, epoch=task.epoch + 1, reopens=task.reopens + 1,
+                       excluded=excluded, lease=None, commit=None, claim_by_ms=0)
+        step.transitions.append(Transition(t.need, task.epoch, task.state, OPEN, why))
+        left = [b for b in task.bids if b.bidder not in excluded]
+        if left:
+            ranked = rank(t.need.raw, left, budget=t.budget, wanted=t.capabilities,
+                          params=self.params)
+            self._decide(replace(base, state=OPEN, bids=tuple(b for b, _ in ranked)),
+                         ranked, ts_ms, index, step, f"{why}: the next-best bid")
+            return
+        self._put(replace(base, state=OPEN, round=1, bids=(), decision=None,
+                          close_ms=ts_ms + (t.bid_window_ms or self.params["bid_window_ms"])))
+
+    # -- the lease
+
+    def _claim(self, env: Envelope, need: Cid, ts_ms: int) -> Step:
+        task = self._task(need)
+        p = self.params
+        if task.state != DECIDED or task.decision is None:
+            raise _refuse("wrong_state", "payload.task_id", f"task is {task.state}, "
+                                                            f"not DECIDED")
+        if env.sender != task.decision.winner:
+            raise _refuse("not_winner", "sender", "only the winning bidder may claim")
+        ttl, hb = env.payload["lease_ttl_ms"], env.payload["heartbeat_interval_ms"]
+        if not p["lease_ttl_min_ms"] <= ttl <= p["lease_ttl_max_ms"]:
+            raise _refuse("lease_ttl", "payload.lease_ttl_ms",
+                          f"must be {p['lease_ttl_min_ms']}..{p['lease_ttl_max_ms']} ms")
+        if not p["heartbeat_interval_min_ms"] <= hb <= ttl:
+            raise _refuse("heartbeat_interval", "payload.heartbeat_interval_ms",
+                          f"must be {p['heartbeat_interval_min_ms']} ms..the lease TTL")
+        lease = Lease(env.id, env.sender, ts_ms, ts_ms + ttl, hb, ts_ms + hb)
+        self._put(replace(task, state=CLAIMED, lease=lease, claim_by_ms=0))
+        step = Step()
+        step.transitions.append(Transition(need, task.epoch, DECIDED, CLAIMED,
+                                           f"claimed for {ttl} ms"))
+        return step
+
+    def _holder(self, env: Envelope, need: Cid) -> tuple[Task, Lease]:
+        task = self._task(need)
+        if task.state != CLAIMED or task.lease is None:
+            raise _refuse("not_lease_holder", "payload.task_id",
+                          f"task is {task.state}: nobody holds a lease")
+        if env.sender != task.lease.worker:
+            raise _refuse("not_lease_holder", "sender", "only the lease holder may")
+        lease_id = env.payload.get("lease_id")
+        if lease_id is not None and lease_id != task.lease.lease_id:
+            raise _refuse("wrong_lease", "payload.lease_id", "not the task's current lease")
+        return task, task.lease
+
+    def _heartbeat(self, env: Envelope, need: Cid, ts_ms: int) -> Step:
+        task, lease = self._holder(env, need)
+        lease = replace(lease, heartbeat_due_ms=ts_ms + lease.heartbeat_interval_ms,
+                        progress=env.payload["progress"])
+        self._put(replace(task, lease=lease))
+        step = Step()
+        step.transitions.append(Transition(need, task.epoch, CLAIMED, CLAIMED,
+                                           f"heartbeat {lease.progress}%"))
+        return step
+
+    def _yield(self, env: Envelope, need: Cid, index: int, ts_ms: int) -> Step:
+        task, lease = self._holder(env, need)
+        step = Step()
+        self._reopen(task, ts_ms, index, step, f"yielded: {env.payload['reason']}",
+                     lease.worker)
+        return step
+
+    def _commit(self, env: Envelope, need: Cid, index: int, ts_ms: int) -> Step:
+        task, lease = self._holder(env, need)
+        p = env.payload
+        if "lease_id" not in p:
+            raise _refuse("wrong_lease", "payload.lease_id", "a commit names its lease")
+        bounty = p.get("verify_bounty")
+        if bounty is not None and bounty > task.terms.verify_bounty:
+            raise _refuse("over_bounty", "payload.verify_bounty",
+                          f"the NEED fixes the verify bounty at {task.terms.verify_bounty}")
+        commit = Commit(env.id, lease.worker, p["result"], index)
+        self._put(replace(task, state=COMMITTED, commit=commit))
+        step = Step()
+        step.transitions.append(Transition(need, task.epoch, CLAIMED, COMMITTED,
+                                           f"result {p['result']}"))
+        return step
+
+    # -- the committee
+
+    def _attest(self, env: Envelope, need: Cid, index: int, ts_ms: int) -> Step:
+        task = self._task(need)
+        c = task.commit
+        if task.state != COMMITTED or c is None or not c.committee:
+            raise _refuse("wrong_state", "payload.task_id",
+                          f"task is {task.state}, no committee is seated")
+        if env.payload["commit_id"] != c.commit_id:
+            raise _refuse("wrong_commit", "payload.commit_id", "not the task's commit")
+        if env.sender not in c.committee:
+            raise _refuse("not_in_committee", "sender", "only committee members attest")
+        if any(m == env.sender for m, _ in c.verdicts):
+            raise _refuse("already_attested", "sender", "one verdict per member")
+        if ts_ms > c.attest_by_ms:
+            raise _refuse("attest_window_closed", "payload.task_id", "the attest window "
+                                                                     "closed")
+        valid = env.payload["verdict"] == "valid"
+        c = replace(c, verdicts=tuple(sorted((*c.verdicts, (env.sender, valid)))))
+        task = replace(task, commit=c)
+        step = Step()
+        yes = sum(1 for _, v in c.verdicts if v)
+        no = len(c.verdicts) - yes
+        need_yes = min(task.terms.k_result, len(c.committee))
+        if yes >= need_yes:
+            self._accept(task, ts_ms, step)
+        elif 2 * no > len(c.committee):
+            self._judged(task, accepted=False, step=step)
+            self._reopen(task, ts_ms, index, step, "the committee rejected the result",
+                         c.worker)
+        else:
+            self._put(task)
+            step.transitions.append(Transition(need, task.epoch, COMMITTED, COMMITTED,
+                                               f"{'valid' if valid else 'invalid'} by "
+                                               f"{env.sender.hex()[:16]}"))
+        return step
+
+    def _accept(self, task: Task, ts_ms: int, step: Step) -> None:
+        p = self.params
+        window = p["challenge_window_ms"]
+        self._judged(task, accepted=True, step=step)
+        self._put(replace(task, state=ATTESTED, finalize_ms=ts_ms + window,
+                          pay_ms=ts_ms + max(window, p["escrow_hold_factor"] * window)))
+        step.transitions.append(Transition(task.terms.need, task.epoch, COMMITTED,
+                                           ATTESTED, "the committee accepted the result"))
+
+    def _judged(self, task: Task, *, accepted: bool | None, step: Step) -> None:
+        """Reputation of each member by its verdict: a silent member fails, and so does
+        one on the losing side when the committee decided (`accepted` None: it did
+        not, the attest window closed first)."""
+        assert task.commit is not None
+        said = dict(task.commit.verdicts)
+        for m in task.commit.committee:
+            failed = m not in said or (accepted is not None and said[m] is not accepted)
+            step.reputation.append(ReputationCause(m, failed))
+
+    # -- timers
+
+    def _fire(self, task: Task, ts_ms: int, index: int, step: Step) -> None:
+        p = self.params
+        match task.state:
+            case "OPEN":
+                self._close(task, ts_ms, index, step)
+            case "DECIDED":
+                assert task.decision is not None
+                self._reopen(task, ts_ms, index, step, "the winner did not claim in time",
+                             task.decision.winner)
+            case "CLAIMED":
+                lease = task.lease
+                assert lease is not None
+                grace = p["lease_grace_ms"]
+                if ts_ms >= lease.expires_ms + grace:
+                    self._reopen(task, ts_ms, index, step, "released: the lease expired",
+                                 lease.worker)
+                    return
+                # One or more heartbeats missed: each missed interval counts once.
+                late = ts_ms - (lease.heartbeat_due_ms + grace)
+                misses = lease.misses + 1 + late // lease.heartbeat_interval_ms
+                if misses >= p["heartbeat_misses_max"]:
+                    step.slashes.append(SlashCause(lease.worker, lease.lease_id, misses))
+                    self._reopen(task, ts_ms, index, step,
+                                 f"released: {misses} heartbeats missed", lease.worker)
+                    return
+                due = lease.heartbeat_due_ms + (misses - lease.misses) * \
+                    lease.heartbeat_interval_ms
+                self._put(replace(task, lease=replace(lease, misses=misses,
+                                                      heartbeat_due_ms=due)))
+                step.transitions.append(Transition(task.terms.need, task.epoch, CLAIMED,
+                                                   CLAIMED, f"{misses} heartbeats missed"))
+            case "COMMITTED":
+                assert task.commit is not None
+                self._judged(task, accepted=None, step=step)
+                self._reopen(task, ts_ms, index, step,
+                             "too few verdicts in the attest window", task.commit.worker)
+            case "ATTESTED":
+                self._put(replace(task, state=FINALIZED))
+                step.transitions.append(Transition(task.terms.need, task.epoch, ATTESTED,
+                                                   FINALIZED, "the challenge window passed"))
+            case "FINALIZED":
+                self._pay(task, ts_ms, step)
+
+    def _pay(self, task: Task, ts_ms: int, step: Step) -> None:
+        """The escrow's end: the winner its bid, the members who attested valid the
+        verify bounty (split equally, the remainder to the first in byte order), the
+        poster the rest. Every unit of the budget goes somewhere, once."""
+        t, d, c = task.terms, task.decision, task.commit
+        assert d is not None and c is not None
+        attesters = sorted(m for m, v in c.verdicts if v)
+        pays: list[Payment] = []
+        if d.cost:
+            pays.append(Payment(t.need, d.winner, d.cost, "payout"))
+        if t.verify_bounty and attesters:
+            each, rest = divmod(t.verify_bounty, len(attesters))
+            for i, m in enumerate(attesters):
+                amount = each + (1 if i < rest else 0)
+                if amount:
+                    pays.append(Payment(t.need, m, amount, "bounty"))
+        refund = t.budget - sum(x.amount for x in pays)
+        assert refund >= 0, "a bid plus the bounty never exceeds the budget"
+        if refund:
+            pays.append(Payment(t.need, t.poster, refund, "refund"))
+        step.payments.extend(pays)
+        self._put(replace(task, paid=True, ended_ms=ts_ms))
+        step.transitions.append(Transition(t.need, task.epoch, FINALIZED, FINALIZED, "paid"))
+
+    def _cancel(self, task: Task, ts_ms: int, step: Step, why: str) -> None:
+        step.payments.append(Payment(task.terms.need, task.terms.poster, task.terms.budget,
+                                     "refund"))
+        self._put(replace(task, state=CANCELLED, lease=None, ended_ms=ts_ms))
+        step.transitions.append(Transition(task.terms.need, task.epoch, task.state,
+                                           CANCELLED, why))
+
+    def _forget_ended(self, ts_ms: int) -> None:
+        """Tasks cancelled or paid `task_retention_ms` ago leave the book (a NEED can
+        never be funded twice: its poster's bucket refuses the NEED's operation id
+        again until it expires, and the fund effect of each is applied once)."""
+        horizon = ts_ms - self.params["task_retention_ms"]
+        ends = self._ends
+        while ends and ends[0][0] < horizon:
+            ended, raw = heapq.heappop(ends)
+            need = Cid(raw)
+            task = self.tasks.get(need)
+            if task is None or task.ended_ms != ended:
+                continue
+            if self._saved is not None and need not in self._saved:
+                self._saved[need] = task
+            del self.tasks[need]
+
+    # -- state
+
+    def _task(self, need: Cid) -> Task:
+        task = self.tasks.get(need)
+        if task is None:
+            raise _refuse("unknown_task", "payload.task_id", f"no funded NEED {need}")
+        return task
+
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """Run one step: on any exception every task it changed, and the clock, are
+        put back (the timer heap needs nothing: stale timers are skipped)."""
+        if self._saved is not None:
+            yield
+            return
+        self._saved, clock = {}, self.clock_ms
+        try:
+            yield
+        except BaseException:
+            for need, old in self._saved.items():
+                if old is None:
+                    self.tasks.pop(need, None)
+                else:
+                    self.tasks[need] = old
+                    self._push(old)
+            self.clock_ms = clock
+            raise
+        finally:
+            self._saved = None
+
+    def _push(self, task: Task) -> None:
+        due = task.due_ms(self.params["lease_grace_ms"])
+        if due is not None:
+            heapq.heappush(self._timers, (due, task.terms.need.raw))
+        if task.ended_ms:
+            heapq.heappush(self._ends, (task.ended_ms, task.terms.need.raw))
+
+    def _put(self, task: Task) -> None:
+        need = task.terms.need
+        if self._saved is not None and need not in self._saved:
+            self._saved[need] = self.tasks.get(need)
+        self.tasks[need] = task
+        self._push(task)
+
+    def root(self) -> bytes:
+        return hashlib.sha256(TASK_DOMAIN + cbor.encode(self.state_value())).digest()
+
+    def state_value(self) -> list[Any]:
+        return [task_value(self.tasks[n]) for n in sorted(self.tasks, key=lambda c: c.raw)]
+
+
+# --- the canonical form of a task (snapshots, roots) ----------------------------------
+
+
+def task_value(t: Task) -> dict[str, Any]:
+    v: dict[str, Any] = {
+        "terms": [t.terms.need, t.terms.poster, t.terms.budget, t.terms.task_class,
+                  t.terms.verify_bounty, t.terms.bid_window_ms, t.terms.k_result,
+                  list(t.terms.capabilities)],
+        "state": t.state, "created": t.created_ms, "epoch": t.epoch, "round": t.round,
+        "close": t.close_ms, "reopens": t.reopens, "claim_by": t.claim_by_ms,
+        "finalize": t.finalize_ms, "pay": t.pay_ms, "paid": t.paid, "ended": t.ended_ms,
+        "bids": [[b.proposal, b.bidder, b.proposal_id, b.cost, b.eta_ms,
+                  list(b.capabilities), b.ballot, b.reputation_bp, b.round, b.index]
+                 for b in t.bids],
+        "best": [[a, c] for a, c in t.best], "ballots": list(t.ballots),
+        "excluded": list(t.excluded),
+    }
+    if t.decision is not None:
+        d = t.decision
+        v["decision"] = [d.epoch, d.proposal, d.winner, d.cost, d.index, d.ts_ms, d.memo]
+    if t.lease is not None:
+        le = t.lease
+        v["lease"] = [le.lease_id, le.worker, le.claimed_ms, le.expires_ms,
+                      le.heartbeat_interval_ms, le.heartbeat_due_ms, le.misses, le.progress]
+    if t.commit is not None:
+        c = t.commit
+        v["commit"] = [c.commit_id, c.worker, c.result, c.index, list(c.committee),
+                       c.attest_by_ms, [[m, ok] for m, ok in c.verdicts]]
+    return v
+
+
+def task_from_value(v: Any) -> Task:
+    """The inverse of `task_value`; raises DecodeError for anything else."""
+    try:
+        need, poster, budget, cls, bounty, window, k, caps = v["terms"]
+        terms = Terms(need, poster, budget, cls, bounty, window, k, tuple(caps))
+        decision = None
+        if "decision" in v:
+            ep, prop, winner, cost, idx, ts, memo = v["decision"]
+            decision = TaskDecision(need, ep, prop, winner, cost, idx, ts, memo)
+        lease = Lease(*v["lease"]) if "lease" in v else None
+        commit = None
+        if "commit" in v:
+            cid, worker, result, idx, committee, by, verdicts = v["commit"]
+            commit = Commit(cid, worker, result, idx, tuple(committee), by,
+                            tuple((m, ok) for m, ok in verdicts))
+        task = Task(
+            terms, v["state"], v["created"], v["epoch"], v["round"], v["close"],
+            tuple(Bid(p, b, pid, c, e, tuple(cp), bal, r, rd, i)
+                  for p, b, pid, c, e, cp, bal, r, rd, i in v["bids"]),
+            tuple((a, c) for a, c in v["best"]), tuple(v["ballots"]), tuple(v["excluded"]),
+            v["reopens"], decision, v["claim_by"], lease, commit, v["finalize"], v["pay"],
+            v["paid"], v["ended"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DecodeError("tasks", f"not a task: {exc}") from None
+    if task.state not in STATES or cbor.encode(task_value(task)) != cbor.encode(v):
+        raise DecodeError("tasks", "not a task in canonical form")
+    return task
+
+
+def restore(params: Mapping[str, int], value: Any, clock_ms: int) -> TaskBook:
+    """A book from `TaskBook.state_value()`; DecodeError for anything else."""
+    if not isinstance(value, list):
+        raise DecodeError("tasks", "must be an array of tasks")
+    book = TaskBook(params)
+    book.clock_ms = clock_ms
+    for raw in value:
+        task = task_from_value(raw)
+        if task.terms.need in book.tasks:
+            raise DecodeError("tasks", "a task appears twice")
+        book.tasks[task.terms.need] = task
+        book._push(task)
+    return book
