@@ -1,5 +1,6 @@
 """The control API: HTTP/JSON on 127.0.0.1, a bearer token from the home directory,
-an OpenAPI description at /openapi.json, and Prometheus text at /metrics.
+an OpenAPI description at /openapi.json, and Prometheus text at /metrics, served by
+hypercorn on trio (`serve_api`).
 
 Owns routes and their request/response shapes only; every action is a method of the
 running node (`NodeControl`), so the API holds no state of its own. Requests pass the
@@ -11,12 +12,16 @@ it (node/client.py).
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Protocol
 from urllib.parse import parse_qs
 
+import trio
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
 from pydantic import Field
 
 from swarm.protocol.errors import ProtocolError
@@ -78,6 +83,20 @@ class NeedRequest(StrictBody):
 
 # Nonces of the identity challenge: 16 to 64 bytes, in hex.
 NONCE_PATTERN = "^[0-9a-f]{32,128}$"
+
+
+async def serve_api(nursery: trio.Nursery, app: ApiGuard, bind: str) -> str:
+    """Serve `app` on `bind` (host:port) in `nursery`; answers the URL it listens on."""
+    config = HypercornConfig()
+    config.bind = [bind]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("swarm.api")
+    binds = await nursery.start(
+        lambda task_status: serve(app, config,  # type: ignore[arg-type]
+                                  shutdown_trigger=trio.sleep_forever,
+                                  task_status=task_status))
+    url: str = binds[0]
+    return url
 
 
 def build_app(node: NodeControl, token: str, peer_id: str) -> ApiGuard:

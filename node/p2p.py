@@ -18,9 +18,9 @@ setting below was measured against that version (see docs/NETWORK.md for the fig
   default, stays although envelopes carry our own signature: js-libp2p and Kubo
   interoperate only so, and py-libp2p's unsigned mode drops every message after the
   first.
-* Dials asked for by a user (`dial`) try exactly the address given and leave nothing
-  behind when they fail (py-libp2p would keep dialling a wrong address, and refuse the
-  peer for a minute).
+* Dials asked for by a user (`connect`, `dial`) try exactly the address given and leave
+  nothing behind when they fail (py-libp2p would keep dialling a wrong address, and
+  refuse the peer for a minute); `connect` says why a dial failed.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.exceptions import ValidationError
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.peer.peerstore import PeerStoreError
 from libp2p.pubsub import pubsub as pubsub_module
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
@@ -56,6 +56,8 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from swarm.protocol.errors import LocalProtocolError
 
 from . import p2p_fastpath
 
@@ -158,6 +160,59 @@ async def dial(host: IHost, info: PeerInfo, timeout_s: float) -> None:
             store.add_addrs(peer, before, ADDR_TTL_S)
         network.unblock_peer(peer)  # type: ignore[attr-defined]
         raise
+
+
+async def connect(host: IHost, own: ID, addr: str, timeout_s: float) -> ID:
+    """Dial a peer at exactly `addr` (a multiaddr ending in /p2p/<peer id>) for a user.
+    LocalProtocolError (field `multiaddr`) says what is wrong with the address, or why
+    the dial failed; a failed dial leaves nothing that would spoil the next."""
+    def refuse(reason: str, code: str) -> LocalProtocolError:
+        return LocalProtocolError("multiaddr", reason, code=code)
+
+    try:
+        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    except Exception as exc:  # noqa: BLE001 - the multiaddr library raises many types
+        raise refuse(f"not a multiaddr ending in /p2p/<peer id> ({_clip(exc)})",
+                     "bad_multiaddr") from None
+    if info.peer_id == own:
+        raise refuse("names this node's own peer id", "own_peer")
+    try:
+        with trio.fail_after(timeout_s):
+            info.addrs = [await resolve(a) for a in info.addrs]
+    except (OSError, TimeoutError) as exc:
+        raise refuse(f"cannot resolve {info.addrs[0]} ({_clip(exc) or 'no answer'})",
+                     "unresolvable") from None
+    for a in info.addrs:
+        if not str(a) or not can_dial(host, a):
+            raise refuse(f"this node cannot dial {str(a) or 'an empty address'}: it "
+                         "dials /ip4, /ip6, /dns, /dns4 or /dns6 addresses with /tcp",
+                         "unsupported_transport")
+    try:
+        await dial(host, info, timeout_s)
+    except TimeoutError:
+        raise refuse(f"no answer from {info.peer_id} at {info.addrs[0]} within "
+                     f"{timeout_s:g} s", "unreachable") from None
+    except Exception as exc:  # noqa: BLE001 - py-libp2p's dials raise many types
+        raise refuse(f"cannot connect to {info.peer_id} at {info.addrs[0]} "
+                     f"({_clip(_root_cause(exc))})", "unreachable") from None
+    return info.peer_id
+
+
+def _clip(exc: BaseException | None, chars: int = 300) -> str:
+    text = str(exc)
+    return text if len(text) <= chars else text[:chars] + "..."
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost error under py-libp2p's wrappers (a failed dial of all addresses
+    wraps a MultiError of each address's failure, which wraps the socket's)."""
+    for _ in range(8):  # bounded: a cycle of causes is not impossible
+        inner = exc.__cause__ or next(iter(getattr(exc, "errors", None) or []), None) \
+            or exc.__context__
+        if inner is None:
+            return exc
+        exc = inner
+    return exc
 
 
 def make_router() -> GossipSub:

@@ -29,11 +29,8 @@ from typing import Any
 
 import multiaddr
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.tools.anyio_service import background_trio_service
 
@@ -47,7 +44,7 @@ from swarm.protocol.lamport import LamportClock, lamport_ceiling
 from swarm.protocol.plan import PlanVersion, thread_view
 
 from . import p2p
-from .api import build_app
+from .api import build_app, serve_api
 from .bitswap import Bitswap
 from .blockstore import BLOCKS_DIR, Blockstore, BlockstoreError
 from .catchup import CatchUp
@@ -231,20 +228,12 @@ class Node:
 
     async def _start_api(self, nursery: trio.Nursery) -> None:
         token = ensure_token(self.settings.home)
-        config = HypercornConfig()
-        config.bind = [self.settings.api]
-        config.accesslog = None
-        config.errorlog = logging.getLogger("swarm.api")
-        app = build_app(self, token, self.peer_id.to_base58())
         if not api_is_loopback(self.settings.api):
             log.warning("the control API listens on %s, reachable from other machines "
                         "(api_public); anyone who learns the token controls this node",
                         self.settings.api)
-        binds = await nursery.start(
-            lambda task_status: serve(app, config,  # type: ignore[arg-type]
-                                      shutdown_trigger=trio.sleep_forever,
-                                      task_status=task_status))
-        self.api_url = binds[0]
+        self.api_url = await serve_api(nursery, build_app(self, token, self.peer_id.to_base58()),
+                                       self.settings.api)
         write_atomic(self.settings.home / API_FILE, json.dumps(
             {"url": self.api_url, "pid": os.getpid(), "peer_id": self.peer_id.to_base58()}
         ).encode() + b"\n")
@@ -476,39 +465,9 @@ class Node:
         return {**_verdict_json(judged), "lamport": decoded.lamport}
 
     async def connect(self, addr: str) -> dict[str, Any]:
-        """Dial a peer at exactly `addr` (a multiaddr ending in /p2p/<peer id>).
-        LocalProtocolError (field `multiaddr`) says what is wrong with the address, or
-        why the dial failed; a failed dial leaves nothing that would spoil the next."""
-        def refuse(reason: str, code: str) -> LocalProtocolError:
-            return LocalProtocolError("multiaddr", reason, code=code)
-
-        try:
-            info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
-        except Exception as exc:  # noqa: BLE001 - the multiaddr library raises many types
-            raise refuse(f"not a multiaddr ending in /p2p/<peer id> ({_clip(exc)})",
-                         "bad_multiaddr") from None
-        if info.peer_id == self.peer_id:
-            raise refuse("names this node's own peer id", "own_peer")
-        try:
-            with trio.fail_after(REQUEST_TIMEOUT_S):
-                info.addrs = [await p2p.resolve(a) for a in info.addrs]
-        except (OSError, TimeoutError) as exc:
-            raise refuse(f"cannot resolve {info.addrs[0]} ({_clip(exc) or 'no answer'})",
-                         "unresolvable") from None
-        for a in info.addrs:
-            if not str(a) or not p2p.can_dial(self.host, a):
-                raise refuse(f"this node cannot dial {str(a) or 'an empty address'}: it "
-                             "dials /ip4, /ip6, /dns, /dns4 or /dns6 addresses with /tcp",
-                             "unsupported_transport")
-        try:
-            await p2p.dial(self.host, info, REQUEST_TIMEOUT_S)
-        except TimeoutError:
-            raise refuse(f"no answer from {info.peer_id} at {info.addrs[0]} within "
-                         f"{REQUEST_TIMEOUT_S:g} s", "unreachable") from None
-        except Exception as exc:  # noqa: BLE001 - py-libp2p's dials raise many types
-            raise refuse(f"cannot connect to {info.peer_id} at {info.addrs[0]} "
-                         f"({_clip(_root_cause(exc))})", "unreachable") from None
-        return {"peer_id": info.peer_id.to_base58(), "connected": True}
+        """Dial a peer at exactly `addr` (`p2p.connect`)."""
+        peer = await p2p.connect(self.host, self.peer_id, addr, REQUEST_TIMEOUT_S)
+        return {"peer_id": peer.to_base58(), "connected": True}
 
     # --- catch-up -------------------------------------------------------------------
 
@@ -626,23 +585,6 @@ def refuse_ledger_verb(kind: str) -> None:
                     "bucket, never gossiped; use the ledger routes (`swarm-node ledger "
                     "transfer`, `swarm-node stake ...`, `swarm-node pool ...`)",
             code=NOT_GOSSIPED)
-
-
-def _clip(exc: BaseException | None, chars: int = 300) -> str:
-    text = str(exc)
-    return text if len(text) <= chars else text[:chars] + "..."
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The innermost error under py-libp2p's wrappers (a failed dial of all addresses
-    wraps a MultiError of each address's failure, which wraps the socket's)."""
-    for _ in range(8):  # bounded: a cycle of causes is not impossible
-        inner = exc.__cause__ or next(iter(getattr(exc, "errors", None) or []), None) \
-            or exc.__context__
-        if inner is None:
-            return exc
-        exc = inner
-    return exc
 
 
 def open_node(home: Path, *, listen: list[str] | None = None,

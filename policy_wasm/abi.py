@@ -48,7 +48,7 @@ KIND_NAMES: Mapping[int, str] = {v: k for k, v in KIND_CODES.items()}
 # Payload field bits: bit i of `fields` is set when FIELDS[kind][i] is in the payload.
 FIELDS: Mapping[str, tuple[str, ...]] = {
     "NEED": ("class", "budget", "title", "input", "bid_window_ms", "k_result",
-             "capabilities"),
+             "capabilities", "verify_bounty"),
     "PROPOSE": ("need_id", "proposal_id", "cost", "eta_ms", "ballot", "patch",
                 "capabilities"),
     "DECIDE": ("need_id", "proposal_id", "k_plan", "epoch", "cert", "also"),
@@ -220,7 +220,7 @@ def envelope_view(env: Envelope, *, sender_stake: int, sender_rate: int) -> byte
     task_class = bounty = proof = 0
     if kind == "NEED":
         task_class = TASK_CLASS_CODES.get(payload.get("class", ""), 0)
-        bounty = payload.get("budget", 0)
+        bounty = payload.get("verify_bounty", 0)  # the budget is escrowed, not capped
     elif kind == "CHALLENGE":
         proof = payload.get("size_bytes", 0)
     return VIEW.pack(

@@ -16,7 +16,7 @@
 ;;   2. payload size within the verb's limit                  -> reject payload_too_large
 ;;   3. list items within the verb's limit                    -> reject too_many_items
 ;;   4. the verb's required fields are all present            -> reject missing_field
-;;   5. NEED: a known task class, budget <= bounty_cap_<class> -> reject bad_task_class /
+;;   5. NEED: a known task class, verify_bounty <= bounty_cap_<class> -> reject bad_task_class /
 ;;                                                                bounty_over_cap
 ;;   6. CHALLENGE: size_bytes <= proof_bytes_max               -> reject proof_too_large
 ;;   7. ATTEST, ATTEST_PLAN, INVALIDATE: stake >= min_verifier_stake
@@ -32,7 +32,7 @@
   ;;  24 fields          bit i set = the verb's i-th payload field is present
   ;;  32 items           elements of every list in the payload, added up
   ;;  40 task_class      NEED: 1 simple, 2 complex, 3 critical (0 otherwise)
-  ;;  48 bounty          NEED: budget (0 otherwise)
+  ;;  48 bounty          NEED: verify_bounty (0 otherwise)
   ;;  56 proof_bytes     CHALLENGE: size_bytes (0 when absent)
   ;;  64 sender_stake    the sender's stake, smallest unit
   ;;  72 sender_rate     the sender's envelopes in the last second, this one included

@@ -108,6 +108,7 @@ from .genesis import Genesis
 from .ledger import (
     SNAPSHOT_LIMITS,
     AccountView,
+    Applied,
     AuditRecord,
     BucketLedger,
     Change,
@@ -123,7 +124,10 @@ from .ledger_ops import (
     EffectBatch,
     LedgerEntry,
     Op,
+    PostNeed,
     Stake,
+    TaskStep,
+    Tick,
     Transfer,
     Unstake,
     body_from_value,
@@ -132,9 +136,12 @@ from .ledger_ops import (
 )
 from .placement import Placement
 from .schema import INT_MAX, Bytes, Enum, FieldType, Int, List, OneOf, obj
+from .task import TASK_VERBS, Step, Terms
 from .verbs import LEDGER_KINDS
 
 LEDGER_VERBS: tuple[str, ...] = LEDGER_KINDS
+# Every verb a bucket orders from a signed envelope.
+SUBMITTED_KINDS: tuple[str, ...] = (*LEDGER_KINDS, "NEED", *TASK_VERBS)
 CHAIN_DOMAIN = b"can-swarm/ledger-chain/v1\x00"
 PART_DOMAIN = b"can-swarm/ledger-part/v1\x00"
 BATCH_DOMAIN = b"can-swarm/effect-batch/v1\x00"
@@ -177,6 +184,7 @@ PROOF_SCHEMA = obj({
     "sigs": List(obj({"signer": Bytes(32), "sig": Bytes(64)}), max_items=64, min_items=1)})
 _COMMAND_FIELDS: dict[str, dict[str, FieldType]] = {
     "ledger": {"env": _Blob(ENVELOPE_BYTES_MAX)},
+    "tick": {},
     "effects": {"batch": BODY_SCHEMA.variants["effects"], "proof": PROOF_SCHEMA},
     "effect_ack": {"ack": BODY_SCHEMA.variants["effect_ack"], "proof": PROOF_SCHEMA},
 }
@@ -205,6 +213,14 @@ class Command:
         return cbor.encode({**self.value, "ts": ts_ms})
 
 
+# NEED and the lifecycle verbs carry no client op id or validity limit: the operation
+# is the envelope itself, valid within half the operation window either side of the
+# envelope's own `ts` (so a sender's clock a little ahead of the bucket's is fine, and
+# an envelope from long ago, or dated far ahead, is refused).
+ENVELOPE_OP_DOMAIN = b"can-swarm/envelope-op/v1\x00"
+MARKET_KINDS = ("NEED", *TASK_VERBS)
+
+
 def ledger_op_id(sender: bytes, client_op_id: bytes, valid_until_ms: int) -> bytes:
     """The operation a ledger envelope asks for: its signer's, with the client's op id
     and validity limit. Any envelope of the same signer carrying both is the same
@@ -214,9 +230,20 @@ def ledger_op_id(sender: bytes, client_op_id: bytes, valid_until_ms: int) -> byt
 
 
 def op_id_of(envelope: Envelope) -> bytes:
-    """A ledger envelope's operation id (`ledger_op_id`)."""
+    """A ledger envelope's operation id (`ledger_op_id`); a NEED's or a lifecycle
+    envelope's is its envelope id's digest."""
+    if envelope.kind in MARKET_KINDS:
+        return hashlib.sha256(ENVELOPE_OP_DOMAIN + envelope.id.raw).digest()
     p = envelope.payload
     return ledger_op_id(envelope.sender, p["op_id"], p["valid_until_ms"])
+
+
+def expiry_of(envelope: Envelope, params: Mapping[str, int]) -> int:
+    """The validity limit of the operation an envelope asks for (bucket time)."""
+    if envelope.kind in MARKET_KINDS:
+        return envelope.ts + params["op_validity_ms_max"] // 2
+    limit: int = envelope.payload["valid_until_ms"]
+    return limit
 
 
 def envelope_key(wire: bytes) -> bytes:
@@ -227,7 +254,7 @@ def envelope_key(wire: bytes) -> bytes:
         env = decode_envelope(wire, verify=False)
     except RemoteProtocolError:
         env = None
-    if env is None or env.kind not in LEDGER_VERBS:
+    if env is None or env.kind not in SUBMITTED_KINDS:
         return hashlib.sha256(b"not-an-op\x00" + bytes(wire)).digest()
     return op_id_of(env)
 
@@ -242,6 +269,8 @@ def command_key(value: Mapping[str, Any]) -> bytes:
     op = value["op"]
     if op == "ledger":
         return envelope_key(value["env"])
+    if op == "tick":
+        return b"tk\x00\x00" + int(value.get("ts", 0)).to_bytes(8, "big")
     if op == "effects":
         b = value["batch"]
         source: int = b["source_bucket"]
@@ -254,9 +283,16 @@ def command_key(value: Mapping[str, Any]) -> bytes:
 
 
 def ledger_command(bucket: int, wire: bytes) -> Command:
-    """Submit a signed ledger envelope to `bucket` (the signer's bucket)."""
+    """Submit a signed envelope to `bucket`: a ledger verb or a NEED to the signer's
+    bucket, a lifecycle verb to its NEED's."""
     value = {"op": "ledger", "env": bytes(wire)}
     return Command(bucket, command_key(value), value)
+
+
+def tick_command(bucket: int) -> Command:
+    """The leader's timer entry for `bucket` (stamped when proposed)."""
+    value = {"op": "tick"}
+    return Command(bucket, b"tk\x00\x00" + bytes(8), value)
 
 
 # -- submission by a node that is not a validator ----------------------------------------
@@ -388,15 +424,24 @@ def decode_command(bucket: int, data: bytes) -> Command:
     return Command(bucket, command_key(value), value)
 
 
-def op_from_envelope(env: Envelope) -> Op | PoolOp:
-    """The operation a (verified) ledger envelope asks for, its signer as the account
-    and its validity limit as the operation's."""
-    if env.kind not in LEDGER_VERBS:
-        raise SchemaError("kind", f"{env.kind} is not a ledger verb (one of "
-                                  f"{', '.join(LEDGER_VERBS)})", code="not_ledger_verb")
+def op_from_envelope(env: Envelope, params: Mapping[str, int]) -> Op | PoolOp | TaskStep:
+    """The operation a (verified) envelope asks for, its signer as the account and its
+    validity limit as the operation's: a ledger verb's, a NEED posted (`PostNeed`), or
+    a lifecycle step for the NEED's task book (`TaskStep`)."""
+    if env.kind not in SUBMITTED_KINDS:
+        raise SchemaError("kind", f"{env.kind} is not a ledger or market verb (one of "
+                                  f"{', '.join(SUBMITTED_KINDS)})", code="not_ledger_verb")
     p, oid, who = env.payload, op_id_of(env), env.sender
-    exp = p["valid_until_ms"]
+    exp = expiry_of(env, params)
+    if env.kind in TASK_VERBS:
+        return TaskStep(oid, env, exp)
     match env.kind:
+        case "NEED":
+            caps = tuple(p.get("capabilities", ()))
+            return PostNeed(oid, Terms(env.id, who, p["budget"], p["class"],
+                                       p.get("verify_bounty", 0), p.get("bid_window_ms", 0),
+                                       p.get("k_result", params["k_result_default"]), caps),
+                            exp)
         case "TRANSFER":
             return Transfer(oid, who, p["to"], p["amount"], p.get("memo", ""), exp)
         case "STAKE":
@@ -622,6 +667,7 @@ class LedgerApplied:
     outcome: LedgerOutcome
     chain: ChainEntry | None
     emitted: tuple[EffectBatch, ...] = ()
+    tasks: tuple[Step, ...] = ()  # what the entry did to the bucket's tasks
 
 
 # Outcomes of commands that decided nothing: a broken envelope, a proof that did not
@@ -677,25 +723,23 @@ class LedgerPart:
         if entry.prev != self.last or entry.index <= self.last:
             raise ChainGap("prev", f"bucket {self.bucket}: entry {entry.index} follows "
                                    f"{entry.prev}, the last applied is {self.last}")
-        record, batches, _ = self.apply_body(entry.index, entry.ts_ms, entry.body)
-        return record, batches
+        applied = self.apply_body(entry.index, entry.ts_ms, entry.body)
+        return applied.record, applied.effects
 
-    def apply_body(self, index: int, ts_ms: int, body: ChainBody
-                   ) -> tuple[AuditRecord, tuple[EffectBatch, ...], ProtocolError | None]:
+    def apply_body(self, index: int, ts_ms: int, body: ChainBody) -> Applied:
         """Apply one chain body, all or nothing: an exception leaves the part as it was
         (the ledger journals its writes, the pool changes one member) and propagates."""
         if index <= self.last:
             raise LocalProtocolError("index", f"chain entry {index} is not after {self.last}")
         if isinstance(body, PoolRegister | PoolLeave | ReputationEvent):
             record, error = self._apply_pool(index, ts_ms, body)
-            batches: tuple[EffectBatch, ...] = ()
+            applied = Applied(record, (), error)
         else:
             applied = self.ledger.apply(LedgerEntry(index, ts_ms, body))
             if isinstance(applied.error, OutOfOrder):
                 raise LocalProtocolError("index", f"out of order: {applied.error.reason}")
-            record, batches, error = applied.record, applied.effects, applied.error
         self.last = index
-        return record, batches, error
+        return applied
 
     def _apply_pool(self, index: int, ts_ms: int, op: PoolOp
                     ) -> tuple[AuditRecord, ProtocolError | None]:
@@ -836,7 +880,8 @@ class BucketMachine:
                                               f"{exc.field}: {exc.reason}"), None)
         # A ledger envelope's key is its operation's id (`command_key` would decode the
         # envelope once more to find it).
-        key = command_key(value) if isinstance(body, EffectBatch | EffectAck) else body.op_id
+        key = (command_key(value) if isinstance(body, EffectBatch | EffectAck | Tick)
+               else body.op_id)
         try:
             return self._apply_chain_body(index, key, body)
         except _NOT_REPEATABLE as exc:
@@ -858,7 +903,9 @@ class BucketMachine:
         RemoteProtocolError (the entry is then a rejection that decides nothing)."""
         if op == "ledger":
             env = decode_envelope(value["env"], swarm=self.swarm_id)
-            return op_from_envelope(env)
+            return op_from_envelope(env, self.params)
+        if op == "tick":
+            return Tick()
         if op == "effects":
             batch = body_from_value(value["batch"], "entry.batch")
             assert isinstance(batch, EffectBatch)
@@ -892,7 +939,8 @@ class BucketMachine:
 
     def _apply_chain_body(self, index: int, key: bytes, body: ChainBody) -> LedgerApplied:
         prev, ts = self.part.last, self.clock_ms
-        record, batches, error = self.part.apply_body(index, ts, body)
+        applied = self.part.apply_body(index, ts, body)
+        record, batches, error = applied.record, applied.effects, applied.error
         home = record.account
         view = (self.part.ledger.account(home)
                 if home and self.part.ledger.owns(home) else None)
@@ -904,7 +952,7 @@ class BucketMachine:
         applied_below = (self.part.ledger.applied_seq(body.source_bucket)
                          if isinstance(body, EffectBatch) else None)
         return LedgerApplied(out, ChainEntry(index, prev, ts, body, emitted, applied_below),
-                             batches)
+                             batches, applied.tasks)
 
     def _remember(self, out: LedgerOutcome) -> None:
         had = self.outcomes.get(out.key)

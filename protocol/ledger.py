@@ -72,21 +72,28 @@ from .ledger_ops import (
     EffectAck,
     EffectBatch,
     Escrow,
+    Fund,
     LedgerEntry,
     Op,
+    PostNeed,
     Release,
     Share,
     Slash,
     SlashOrder,
     Stake,
+    TaskStep,
+    Tick,
     Transfer,
     Unstake,
     body_from_value,
     body_value,
 )
 from .schema import INT_MAX
+from .task import Step, TaskBook, TaskError, need_of
+from .task import restore as restore_tasks
 
 BP = 10_000  # basis points in a whole
+TICK_DOMAIN = b"can-swarm/tick/v1\x00"
 # A snapshot holds a whole bucket: far beyond an envelope's bounds, still bounded.
 SNAPSHOT_LIMITS = cbor.Limits(size_bytes_max=1 << 30, depth_max=8, items_max=1 << 28)
 # The audit trail is history, not state: each bucket keeps its entries of the last
@@ -315,7 +322,8 @@ class AuditRecord:
 class Applied:
     record: AuditRecord
     effects: tuple[EffectBatch, ...]
-    error: LedgerError | None = None
+    error: ProtocolError | None = None
+    tasks: tuple[Step, ...] = ()  # what the entry did to the bucket's tasks, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +338,7 @@ class Totals:
     burned: int = 0
     credits_out: int = 0
     credits_in: int = 0
+    tasks: int = 0  # budgets held by funded tasks, not yet paid out or refunded
 
     @property
     def in_flight(self) -> int:
@@ -338,22 +347,23 @@ class Totals:
     @property
     def held(self) -> int:
         return (self.balances + self.locked + self.unbonding + self.escrowed + self.burned
-                + self.in_flight)
+                + self.in_flight + self.tasks)
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(*(a + b for a, b in zip(self._tuple(), other._tuple(), strict=True)))
 
     def _tuple(self) -> tuple[int, ...]:
         return (self.balances, self.locked, self.unbonding, self.escrowed, self.burned,
-                self.credits_out, self.credits_in)
+                self.credits_out, self.credits_in, self.tasks)
 
     def supply(self) -> dict[str, int]:
         """`ledger supply --json`: total = circulating + locked + escrowed; total + burned
         is the genesis supply. Credits in flight between buckets count as circulating."""
         circulating = self.balances + self.in_flight
         locked = self.locked + self.unbonding
-        return {"total": circulating + locked + self.escrowed, "circulating": circulating,
-                "locked": locked, "escrowed": self.escrowed, "burned": self.burned}
+        escrowed = self.escrowed + self.tasks
+        return {"total": circulating + locked + escrowed, "circulating": circulating,
+                "locked": locked, "escrowed": escrowed, "burned": self.burned}
 
 
 def genesis_supply(genesis: Genesis) -> int:
@@ -376,12 +386,14 @@ class _Tx:
     rule), `rollback` puts back the state the entry found, so no replica ever keeps half
     an entry."""
 
-    __slots__ = ("_attrs", "_items", "_saved", "changes", "ledger", "outbound", "popped")
+    __slots__ = ("_attrs", "_items", "_saved", "changes", "ledger", "outbound", "popped",
+                 "steps")
 
     def __init__(self, ledger: BucketLedger) -> None:
         self.ledger = ledger
         self.changes: list[Change] = []
         self.outbound: dict[int, list[Effect]] = {}
+        self.steps: list[Step] = []  # what the entry did to the bucket's tasks
         self._saved: dict[bytes, _Account | None] = {}  # account -> before (None: absent)
         self._items: list[tuple[dict[Any, Any], Any, Any]] = []  # (mapping, key, before)
         self._attrs: dict[str, Any] = {}
@@ -460,6 +472,17 @@ class _Tx:
         target = bucket_of(order.account, self.ledger.bucket_count)
         self.outbound.setdefault(target, []).append(order)
 
+    def held_by_tasks(self, delta: int) -> None:
+        if delta:
+            self.save_attr("_task_escrow")
+            self.ledger._task_escrow += delta
+            assert self.ledger._task_escrow >= 0, "tasks paid out more than they held"
+            self.changes.append(Change(b"", "tasks", delta))
+
+    def size(self) -> int:
+        """How much this entry has changed so far (to tell a rule's refusal from a bug)."""
+        return len(self.changes) + sum(len(v) for v in self.outbound.values())
+
 
 # --- the state machine --------------------------------------------------------------
 
@@ -497,6 +520,10 @@ class BucketLedger:
         self._last_index = 0
         self._last_ts_ms = 0
         self._audit: deque[AuditRecord] = deque(maxlen=AUDIT_RECORDS_MAX)
+        # The tasks whose NEED this bucket owns (protocol/task.py), and the budgets they
+        # hold: credits received by funding and not yet paid out or refunded.
+        self.tasks = TaskBook(self.params)
+        self._task_escrow = 0
 
     @classmethod
     def from_genesis(cls, genesis: Genesis, bucket: int) -> BucketLedger:
@@ -571,7 +598,8 @@ class BucketLedger:
             locked += a.locked
             unb += a.unbonding_total
             esc += a.escrowed
-        return Totals(bal, locked, unb, esc, self._burned, self._credits_out, self._credits_in)
+        return Totals(bal, locked, unb, esc, self._burned, self._credits_out, self._credits_in,
+                      self._task_escrow)
 
     def state_value(self) -> dict[str, Any]:
         """Canonical value of the whole state (the audit trail excepted)."""
@@ -596,7 +624,16 @@ class BucketLedger:
             "ops": ops,
             "outbox": [[t, sorted(batches)] for t, batches in sorted(self._outbox.items())],
             "last": [self._last_index, self._last_ts_ms],
+            **self._tasks_value(digest=True),
         }
+
+    def _tasks_value(self, *, digest: bool) -> dict[str, Any]:
+        """The tasks' part of the state, absent while there are none (so a bucket that
+        never held a task keeps the root and snapshot it always had)."""
+        if not self.tasks.tasks and not self._task_escrow:
+            return {}
+        book = self.tasks.root() if digest else self.tasks.state_value()
+        return {"tasks": [self._task_escrow, book]}
 
     def root(self) -> bytes:
         """sha256 over the canonical state: equal on every replica that applied the same log."""
@@ -611,6 +648,7 @@ class BucketLedger:
         value["v"] = 1
         value["ops"] = [[op, exp] for op, exp in sorted(self._seen_ops.items())]
         value["outbox"] = [body_value(b) for b in self.outbox()]
+        value.update(self._tasks_value(digest=False))
         return cbor.encode(value)
 
     @classmethod
@@ -644,6 +682,9 @@ class BucketLedger:
                     raise DecodeError("snapshot.outbox", "holds something else than a batch")
                 led._outbox.setdefault(batch.target_bucket, {})[batch.seq] = batch
             led._last_index, led._last_ts_ms = v["last"]
+            if "tasks" in v:
+                led._task_escrow, book = v["tasks"]
+                led.tasks = restore_tasks(params, book, led._last_ts_ms)
         except (KeyError, TypeError, ValueError, AttributeError, SchemaError) as exc:
             raise DecodeError("snapshot", f"not a ledger snapshot: {exc}") from None
         if led.snapshot() != bytes(data):
@@ -722,6 +763,10 @@ class BucketLedger:
             op_id, home = body.source_op_id, b""
         elif isinstance(body, EffectAck):
             op_id, home = b"", b""
+        elif isinstance(body, Tick):
+            # What its batches (payouts, refunds, slashes) name as their source operation.
+            op_id, home = hashlib.sha256(TICK_DOMAIN + self.bucket.to_bytes(2, "big")
+                                         + entry.index.to_bytes(8, "big")).digest(), b""
         else:
             op_id, home = body.op_id, body.home
         kind = KIND_OF[type(body)]
@@ -737,7 +782,8 @@ class BucketLedger:
                                        error_code=exc.code, error=exc.reason), (), exc)
         tx = _Tx(self)
         try:
-            return self._apply(entry, tx, op_id, home, kind)
+            with self.tasks.transaction():
+                return self._apply(entry, tx, op_id, home, kind)
         except BaseException:
             tx.rollback()  # a bug, not a rule: the entry never happened here
             raise
@@ -750,22 +796,33 @@ class BucketLedger:
         self._last_index = entry.index
         self._last_ts_ms = entry.ts_ms
         self.forget_expired(entry.ts_ms, tx)
+        # Task timers due by this entry's stamp fire before the entry is judged.
+        self._settle(self.tasks.advance(entry.ts_ms, entry.index), tx)
+        before = tx.size()
         cause = _cause(body)
-        error: LedgerError | None = None
+        error: LedgerError | TaskError | None = None
         try:
             if isinstance(body, EffectBatch):
-                self._apply_batch(body, entry.ts_ms, tx)
+                self._apply_batch(body, entry.index, entry.ts_ms, tx)
             elif isinstance(body, EffectAck):
                 self._apply_ack(body, tx)
+            elif isinstance(body, Tick):
+                pass  # its stamp has fired the timers
+            elif isinstance(body, TaskStep):
+                self._validate_task(body, entry.ts_ms)
+                self._decide(body.op_id, body.expires_ms, tx)
+                self._settle(self.tasks.submit(
+                    body.envelope, entry.index, entry.ts_ms,
+                    reputation_bp=self.params["reputation_initial_bp"]), tx)
             else:
                 self._validate(body, entry.ts_ms)
                 self._decide(body.op_id, body.expires_ms, tx)
-                self._mutate(body, entry.ts_ms, tx)
-        except LedgerError as exc:
-            if tx.changes or tx.outbound:
+                self._mutate(body, entry.index, entry.ts_ms, tx)
+        except (LedgerError, TaskError) as exc:
+            if tx.size() != before:
                 raise AssertionError("rules must be checked before mutating") from exc
             error = exc
-            if not isinstance(body, EffectBatch | EffectAck) and not isinstance(
+            if not isinstance(body, EffectBatch | EffectAck | Tick) and not isinstance(
                     exc, _NOT_DECIDED):
                 self._decide(body.op_id, body.expires_ms, tx)  # decided once: applied or refused
         batches = self._emit(tx, entry.index, op_id)
@@ -776,7 +833,7 @@ class BucketLedger:
                              error.code if error else "", error.reason if error else "",
                              counterparty, memo)
         self._remember(record)
-        return Applied(record, batches, error)
+        return Applied(record, batches, error, tuple(tx.steps))
 
     # -- internals
 
@@ -816,14 +873,15 @@ class BucketLedger:
         out = []
         for target in sorted(tx.outbound):
             effects = tx.outbound[target]
-            # Credits first, then slashes: the canonical encoding keeps them apart.
+            # Credits, then slashes, then funds: the canonical encoding keeps them apart.
             effects = ([e for e in effects if isinstance(e, Credit)]
-                       + [e for e in effects if isinstance(e, SlashOrder)])
+                       + [e for e in effects if isinstance(e, SlashOrder)]
+                       + [e for e in effects if isinstance(e, Fund)])
             seq = self._out_seq.get(target, 0)
             tx.save_item(self._out_seq, target)
             self._out_seq[target] = seq + 1
             tx.save_attr("_credits_out")
-            self._credits_out += sum(e.amount for e in effects if isinstance(e, Credit))
+            self._credits_out += sum(e.amount for e in effects if isinstance(e, Credit | Fund))
             batch = EffectBatch(self.bucket, index, seq, target, op_id, tuple(effects))
             tx.save_item(self._outbox, target)
             self._outbox.setdefault(target, {})[seq] = batch
@@ -905,8 +963,48 @@ class BucketLedger:
                     raise UnbondingPending("account", first.complete_ms - ts_ms, first.amount)
             case Slash():
                 self._check_order(op.order, "slash")
+            case PostNeed():
+                t = op.terms
+                self._positive(t.budget, "budget")
+                if t.verify_bounty > t.budget:
+                    raise InvalidOp("verify_bounty", "the verify bounty is part of the "
+                                                     "budget and cannot exceed it")
+                cap = self.params[f"bounty_cap_{t.task_class}"]
+                if t.verify_bounty > cap:
+                    raise OverCap("verify_bounty", f"verify bounty "
+                                  f"{format_credits(t.verify_bounty, unit)} is over the "
+                                  f"{t.task_class} cap of {format_credits(cap, unit)}")
+                have = self._view(t.poster).balance
+                if have < t.budget:
+                    raise InsufficientBalance("budget", have, t.budget, unit)
             case _:
                 raise InvalidOp("op", f"not a ledger operation: {type(op).__name__}")
+
+    def _validate_task(self, step: TaskStep, ts_ms: int) -> None:
+        """A lifecycle envelope belongs to its NEED's bucket, once, within its window."""
+        need = need_of(step.envelope)
+        home = bucket_of(need.raw, self.bucket_count)
+        if home != self.bucket:
+            raise WrongBucket("payload", f"NEED {need} belongs to bucket {home}, "
+                                         f"not {self.bucket}")
+        self.check_window(step.op_id, step.expires_ms, ts_ms)
+
+    def _settle(self, step: Step, tx: _Tx) -> None:
+        """Carry out what a task step caused: payments out of the tasks' escrow, and
+        missed-heartbeat slashes, here or by effects to other buckets."""
+        if not (step.transitions or step.payments or step.slashes or step.outage_ms):
+            return
+        tx.steps.append(step)
+        for p in step.payments:
+            tx.held_by_tasks(-p.amount)
+            tx.credit(p.account, p.amount, p.kind, p.payer)
+        for cause in step.slashes:
+            order = SlashOrder(cause.account, "missed_heartbeat", cause.lease_id,
+                               min(cause.misses, MISSES_MAX))
+            if self.owns(order.account):
+                self._slash(order, tx)
+            else:
+                tx.slash_remote(order)
 
     def _check_order(self, order: SlashOrder, path: str) -> None:
         if order.reason not in SLASH_REASONS:
@@ -930,7 +1028,7 @@ class BucketLedger:
                                              f"of {payer.hex()[:16]}")
         return esc
 
-    def _mutate(self, op: Op, ts_ms: int, tx: _Tx) -> None:
+    def _mutate(self, op: Op, index: int, ts_ms: int, tx: _Tx) -> None:
         match op:
             case Transfer():
                 tx.move(op.sender, "balance", -op.amount)
@@ -980,6 +1078,15 @@ class BucketLedger:
                 tx.move(op.account, "balance", total)
             case Slash():
                 self._slash(op.order, tx)
+            case PostNeed():
+                t = op.terms
+                tx.move(t.poster, "balance", -t.budget)
+                target = bucket_of(t.need.raw, self.bucket_count)
+                if target == self.bucket:
+                    tx.held_by_tasks(t.budget)
+                    self._settle(self.tasks.fund(t, index, ts_ms), tx)
+                else:
+                    tx.outbound.setdefault(target, []).append(Fund(t))
 
     def slash_amount(self, order: SlashOrder) -> int:
         """What `order` would take from its account now (stake and unbonding both count:
@@ -1033,7 +1140,7 @@ class BucketLedger:
         if not pending:
             self._outbox.pop(ack.target_bucket, None)
 
-    def _apply_batch(self, batch: EffectBatch, ts_ms: int, tx: _Tx) -> None:
+    def _apply_batch(self, batch: EffectBatch, index: int, ts_ms: int, tx: _Tx) -> None:
         if batch.target_bucket != self.bucket:
             raise WrongBucket("target_bucket", f"effects for bucket {batch.target_bucket} "
                                                f"delivered to {self.bucket}")
@@ -1044,6 +1151,11 @@ class BucketLedger:
             raise DuplicateEffect("seq", f"effects {seq} from bucket {src} (entry "
                                          f"{batch.source_index}) were already applied")
         for i, e in enumerate(batch.effects):
+            if isinstance(e, Fund):
+                if bucket_of(e.terms.need.raw, self.bucket_count) != self.bucket:
+                    raise WrongBucket(f"effects[{i}].need", f"NEED {e.terms.need} is not "
+                                                            f"in bucket {self.bucket}")
+                continue
             if not self.owns(e.account):
                 raise WrongBucket(f"effects[{i}].account", f"account {e.account.hex()[:16]} "
                                                            f"is not in bucket {self.bucket}")
@@ -1070,8 +1182,12 @@ class BucketLedger:
             if isinstance(e, Credit):
                 self._credits_in += e.amount
                 tx.move(e.account, "balance", e.amount)
-            else:
+            elif isinstance(e, SlashOrder):
                 self._slash(e, tx)
+            else:
+                self._credits_in += e.amount
+                tx.held_by_tasks(e.amount)
+                self._settle(self.tasks.fund(e.terms, index, ts_ms), tx)
 
 
 _NOT_DECIDED = (DuplicateOp, Expired, ValidityTooLong)
@@ -1098,6 +1214,13 @@ def _cause(body: Body) -> str:
                     f"{body.applied_seq}")
         case Slash():
             return f"slash for {body.order.reason}, evidence {body.order.evidence}"
+        case PostNeed():
+            return (f"NEED {body.terms.need} posted by {body.terms.poster.hex()[:16]} with "
+                    f"budget {body.terms.budget}")
+        case TaskStep():
+            return f"{body.envelope.kind} by {body.envelope.sender.hex()[:16]}"
+        case Tick():
+            return "timer tick"
         case Release() if body.slashes:
             reasons = ", ".join(f"{s.reason} of {s.account.hex()[:16]} evidence {s.evidence}"
                                 for s in body.slashes)

@@ -1,8 +1,10 @@
 """The ledger's operations and effects: what a bucket's Raft log carries, and its codec.
 
 Owns the operation types (`Transfer`, `Escrow`, `Bounty`, `Release`, `Cancel`, `Stake`,
-`Unstake`, `CompleteUnbonding`, `Slash`), the effects one bucket sends another
-(`EffectBatch` of `Credit`s and `SlashOrder`s, acknowledged by `EffectAck`), the
+`Unstake`, `CompleteUnbonding`, `Slash`, `PostNeed`), the task entries (`TaskStep`, a
+signed lifecycle envelope, and `Tick`, the leader's timer entry), the effects one
+bucket sends another (`EffectBatch` of `Credit`s, `SlashOrder`s and `Fund`s,
+acknowledged by `EffectAck`), the
 committed `LedgerEntry`, and their one canonical DAG-CBOR encoding with its schema
 (`encode_body`/`decode_body`, `encode_entry`/`decode_entry`, `entry_hash`). Decoding
 checks shape only (SchemaError naming the field); the rules that may refuse an
@@ -18,7 +20,10 @@ from typing import Any
 
 from . import cbor
 from .cid import Cid
-from .schema import INT_MAX, Bytes, Enum, Int, Link, List, Obj, OneOf, Text, obj
+from .envelope import ENVELOPE_BYTES_MAX, Envelope, decode_envelope
+from .errors import RemoteProtocolError, SchemaError
+from .schema import INT_MAX, Bytes, Enum, FieldType, Int, Link, List, Obj, OneOf, Text, obj
+from .task import TASK_VERBS, Terms
 
 SLASH_REASONS: tuple[str, ...] = ("failed_challenge", "missed_heartbeat", "policy_violation")
 TASK_CLASSES: tuple[str, ...] = ("simple", "complex", "critical")
@@ -189,7 +194,52 @@ class Credit:
     memo: str = ""
 
 
-Effect = Credit | SlashOrder
+@dataclass(frozen=True, slots=True)
+class Fund:
+    """Effect: open the task `terms` describe in its NEED's bucket, holding the budget
+    (already taken from the poster in the poster's bucket) as its escrow."""
+
+    terms: Terms
+
+    @property
+    def amount(self) -> int:
+        return self.terms.budget
+
+
+@dataclass(frozen=True, slots=True)
+class PostNeed:
+    """A poster's NEED, ordered in the poster's bucket: the budget leaves the poster's
+    balance and funds the task in the NEED's bucket (a `Fund` effect)."""
+
+    op_id: bytes
+    terms: Terms
+    expires_ms: int = NO_EXPIRY
+
+    @property
+    def home(self) -> bytes:
+        return self.terms.poster
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStep:
+    """A signed lifecycle envelope (PROPOSE, CLAIM, ...) for its NEED's bucket."""
+
+    op_id: bytes
+    envelope: Envelope
+    expires_ms: int = NO_EXPIRY
+
+    @property
+    def home(self) -> bytes:
+        return self.envelope.sender
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The leader's timer entry: it only moves the bucket's clock, so that the task
+    timers due by its stamp fire."""
+
+
+Effect = Credit | SlashOrder | Fund
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +268,9 @@ class EffectAck:
     applied_seq: int
 
 
-Op = Transfer | Escrow | Bounty | Release | Cancel | Stake | Unstake | CompleteUnbonding | Slash
-Body = Op | EffectBatch | EffectAck
+Op = (Transfer | Escrow | Bounty | Release | Cancel | Stake | Unstake | CompleteUnbonding
+      | Slash | PostNeed)
+Body = Op | EffectBatch | EffectAck | TaskStep | Tick
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +294,28 @@ _SLASH = obj(
 )
 _SHARE = obj({"account": _ACCOUNT, "amount": _AMOUNT})
 _MEMO = Text(min_bytes=1, max_bytes=256)  # absent when empty: one encoding per value
-_CREDIT = obj({"account": _ACCOUNT, "amount": _AMOUNT, "kind": Enum(
-    ("transfer", "payout", "slash_share"))}, {"from": _ACCOUNT, "memo": _MEMO})
+CREDIT_KINDS = ("transfer", "payout", "slash_share", "bounty", "refund")
+_CREDIT = obj({"account": _ACCOUNT, "amount": _AMOUNT, "kind": Enum(CREDIT_KINDS)},
+              {"from": _ACCOUNT, "memo": _MEMO})
+# A task's terms as a NEED fixes them; `window` 0 is the genesis bid window.
+_TERMS = obj({"need": Link(), "poster": _ACCOUNT, "budget": _AMOUNT,
+              "class": Enum(TASK_CLASSES), "bounty": Int(min=0), "window": Int(min=0),
+              "k": Int(min=1, max=64)},
+             {"caps": List(Text(max_bytes=64, min_bytes=1), max_items=32, min_items=1,
+                           sorted_unique=True)})
+
+
+class _Wire(FieldType):
+    """A signed envelope's bytes."""
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, bytes) or not 0 < len(value) <= ENVELOPE_BYTES_MAX:
+            raise SchemaError(path, f"must be an envelope's bytes (at most "
+                                    f"{ENVELOPE_BYTES_MAX})")
+
+    def describe(self) -> str:
+        return "envelope bytes"
+
 # Every operation's optional validity limit; absent means NO_EXPIRY.
 _EXP = {"exp": Int(min=0, max=NO_EXPIRY - 1)}
 
@@ -268,10 +339,15 @@ _OPS: dict[str, Obj] = {
     "unstake": _op({"id": _ID, "account": _ACCOUNT, "amount": _AMOUNT}),
     "complete_unbonding": _op({"id": _ID, "account": _ACCOUNT}),
     "slash": _op({"id": _ID, "slash": _SLASH}),
+    "post_need": _op({"id": _ID, "terms": _TERMS}),
+    "task": _op({"id": _ID, "env": _Wire()}),
+    "tick": obj({}),
     "effects": obj({"source_bucket": Int(max=65535), "source_index": Int(min=1),
                     "seq": Int(), "target_bucket": Int(max=65535), "source_op": _ID,
                     "credits": List(_CREDIT, max_items=512),
-                    "slashes": List(_SLASH, max_items=64)}),
+                    "slashes": List(_SLASH, max_items=64)},
+                   # absent when empty, so batches without funds encode as before
+                   {"funds": List(_TERMS, max_items=64, min_items=1)}),
     "effect_ack": obj({"target_bucket": Int(max=65535), "applied_seq": Int()}),
 }
 BODY_SCHEMA = OneOf("op", {
@@ -281,7 +357,7 @@ KIND_OF: dict[type, str] = {  # a body's "op" in the encoding
     Transfer: "transfer", Escrow: "escrow", Bounty: "bounty", Release: "release",
     Cancel: "cancel", Stake: "stake", Unstake: "unstake",
     CompleteUnbonding: "complete_unbonding", Slash: "slash", EffectBatch: "effects",
-    EffectAck: "effect_ack",
+    EffectAck: "effect_ack", PostNeed: "post_need", TaskStep: "task", Tick: "tick",
 }
 ENTRY_SCHEMA = obj({"index": Int(min=1), "ts_ms": Int(min=0), "body": BODY_SCHEMA})
 
@@ -299,6 +375,20 @@ def _slash_value(s: SlashOrder) -> dict[str, Any]:
 def _slash_from(v: Mapping[str, Any]) -> SlashOrder:
     return SlashOrder(v["account"], v["reason"], v["evidence"], v["misses"],
                       v.get("challenger"), tuple(v.get("honest", ())))
+
+
+def _terms_value(t: Terms) -> dict[str, Any]:
+    v: dict[str, Any] = {"need": t.need, "poster": t.poster, "budget": t.budget,
+                         "class": t.task_class, "bounty": t.verify_bounty,
+                         "window": t.bid_window_ms, "k": t.k_result}
+    if t.capabilities:
+        v["caps"] = list(t.capabilities)
+    return v
+
+
+def _terms_from(v: Mapping[str, Any]) -> Terms:
+    return Terms(v["need"], v["poster"], v["budget"], v["class"], v["bounty"], v["window"],
+                 v["k"], tuple(v.get("caps", ())))
 
 
 def body_value(body: Body) -> dict[str, Any]:
@@ -348,14 +438,24 @@ def _body_value(body: Body) -> dict[str, Any]:
             return {"op": "complete_unbonding", "id": body.op_id, "account": body.account}
         case Slash():
             return {"op": "slash", "id": body.op_id, "slash": _slash_value(body.order)}
+        case PostNeed():
+            return {"op": "post_need", "id": body.op_id, "terms": _terms_value(body.terms)}
+        case TaskStep():
+            return {"op": "task", "id": body.op_id, "env": body.envelope.wire}
+        case Tick():
+            return {"op": "tick"}
         case EffectBatch():
-            return {"op": "effects", "source_bucket": body.source_bucket,
-                    "source_index": body.source_index, "seq": body.seq,
-                    "target_bucket": body.target_bucket, "source_op": body.source_op_id,
-                    "credits": [_credit_value(e) for e in body.effects
-                                if isinstance(e, Credit)],
-                    "slashes": [_slash_value(e) for e in body.effects
-                                if isinstance(e, SlashOrder)]}
+            v = {"op": "effects", "source_bucket": body.source_bucket,
+                 "source_index": body.source_index, "seq": body.seq,
+                 "target_bucket": body.target_bucket, "source_op": body.source_op_id,
+                 "credits": [_credit_value(e) for e in body.effects
+                             if isinstance(e, Credit)],
+                 "slashes": [_slash_value(e) for e in body.effects
+                             if isinstance(e, SlashOrder)]}
+            funds = [_terms_value(e.terms) for e in body.effects if isinstance(e, Fund)]
+            if funds:
+                v["funds"] = funds
+            return v
         case EffectAck():
             return {"op": "effect_ack", "target_bucket": body.target_bucket,
                     "applied_seq": body.applied_seq}
@@ -389,10 +489,23 @@ def body_from_value(v: Any, path: str = "body") -> Body:
         return Slash(v["id"], _slash_from(v["slash"]), exp)
     if kind == "effect_ack":
         return EffectAck(v["target_bucket"], v["applied_seq"])
-    # Credits first, then slashes: the order `_emit` builds them in.
+    if kind == "post_need":
+        return PostNeed(v["id"], _terms_from(v["terms"]), exp)
+    if kind == "tick":
+        return Tick()
+    if kind == "task":
+        try:
+            env = decode_envelope(v["env"])
+        except RemoteProtocolError as exc:
+            raise SchemaError(f"{path}.env.{exc.field}", exc.reason) from None
+        if env.kind not in TASK_VERBS:
+            raise SchemaError(f"{path}.env.kind", f"{env.kind} is not a lifecycle verb")
+        return TaskStep(v["id"], env, exp)
+    # Credits, then slashes, then funds: the order `_emit` builds them in.
     effects: list[Effect] = [Credit(c["account"], c["amount"], c["kind"], c.get("from", b""),
                                     c.get("memo", "")) for c in v["credits"]]
     effects += [_slash_from(s) for s in v["slashes"]]
+    effects += [Fund(_terms_from(t)) for t in v.get("funds", ())]
     return EffectBatch(v["source_bucket"], v["source_index"], v["seq"], v["target_bucket"],
                        v["source_op"], tuple(effects))
 

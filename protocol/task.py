@@ -172,9 +172,12 @@ class Task:
                                        heartbeat_due_ms=self.lease.heartbeat_due_ms + delta)
         commit = self.commit and (replace(self.commit, attest_by_ms=self.commit.attest_by_ms
                                           + delta) if self.commit.committee else self.commit)
-        return replace(self, close_ms=self.close_ms + delta,
-                       claim_by_ms=self.claim_by_ms + delta, lease=lease, commit=commit,
-                       finalize_ms=self.finalize_ms + delta, pay_ms=self.pay_ms + delta)
+        def later(ms: int) -> int:
+            return ms + delta if ms else 0  # 0: not set in this state
+
+        return replace(self, close_ms=later(self.close_ms), claim_by_ms=later(self.claim_by_ms),
+                       lease=lease, commit=commit, finalize_ms=later(self.finalize_ms),
+                       pay_ms=later(self.pay_ms))
 
 
 # --- what a step causes ---------------------------------------------------------------
@@ -189,6 +192,7 @@ class Payment:
     account: bytes
     amount: int
     kind: str
+    payer: bytes  # the poster, whose escrow pays
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +262,8 @@ class TaskBook:
         self.clock_ms = 0
         self._timers: list[tuple[int, bytes]] = []  # (due, need raw), lazily deleted
         self._ends: list[tuple[int, bytes]] = []  # (ended, need raw), lazily deleted
-        self._saved: dict[Cid, Task | None] | None = None  # the running step's journal
+        # One journal per open transaction (innermost last): what each task held before.
+        self._journals: list[dict[Cid, Task | None]] = []
 
     # -- queries
 
@@ -293,7 +298,8 @@ class TaskBook:
         elif not 1 <= terms.k_result <= 64:
             problem = "k_result out of range"
         if problem:
-            step.payments.append(Payment(terms.need, terms.poster, terms.budget, "refund"))
+            step.payments.append(Payment(terms.need, terms.poster, terms.budget, "refund",
+                                         terms.poster))
             step.transitions.append(Transition(terms.need, 0, "", CANCELLED, problem))
             return step
         window = terms.bid_window_ms or p["bid_window_ms"]
@@ -681,24 +687,24 @@ class TaskBook:
         attesters = sorted(m for m, v in c.verdicts if v)
         pays: list[Payment] = []
         if d.cost:
-            pays.append(Payment(t.need, d.winner, d.cost, "payout"))
+            pays.append(Payment(t.need, d.winner, d.cost, "payout", t.poster))
         if t.verify_bounty and attesters:
             each, rest = divmod(t.verify_bounty, len(attesters))
             for i, m in enumerate(attesters):
                 amount = each + (1 if i < rest else 0)
                 if amount:
-                    pays.append(Payment(t.need, m, amount, "bounty"))
+                    pays.append(Payment(t.need, m, amount, "bounty", t.poster))
         refund = t.budget - sum(x.amount for x in pays)
         assert refund >= 0, "a bid plus the bounty never exceeds the budget"
         if refund:
-            pays.append(Payment(t.need, t.poster, refund, "refund"))
+            pays.append(Payment(t.need, t.poster, refund, "refund", t.poster))
         step.payments.extend(pays)
         self._put(replace(task, paid=True, ended_ms=ts_ms))
         step.transitions.append(Transition(t.need, task.epoch, FINALIZED, FINALIZED, "paid"))
 
     def _cancel(self, task: Task, ts_ms: int, step: Step, why: str) -> None:
         step.payments.append(Payment(task.terms.need, task.terms.poster, task.terms.budget,
-                                     "refund"))
+                                     "refund", task.terms.poster))
         self._put(replace(task, state=CANCELLED, lease=None, ended_ms=ts_ms))
         step.transitions.append(Transition(task.terms.need, task.epoch, task.state,
                                            CANCELLED, why))
@@ -715,8 +721,7 @@ class TaskBook:
             task = self.tasks.get(need)
             if task is None or task.ended_ms != ended:
                 continue
-            if self._saved is not None and need not in self._saved:
-                self._saved[need] = task
+            self._save(need)
             del self.tasks[need]
 
     # -- state
@@ -728,17 +733,18 @@ class TaskBook:
         return task
 
     @contextmanager
-    def _atomic(self) -> Iterator[None]:
-        """Run one step: on any exception every task it changed, and the clock, are
-        put back (the timer heap needs nothing: stale timers are skipped)."""
-        if self._saved is not None:
-            yield
-            return
-        self._saved, clock = {}, self.clock_ms
+    def transaction(self) -> Iterator[None]:
+        """All or nothing: on any exception every task changed inside, and the clock,
+        are put back (stale timers need nothing: they are skipped). Nests: an inner
+        transaction that fails undoes only its own changes, so a caller can wrap several
+        steps of one entry and still have a refused step leave no trace."""
+        journal: dict[Cid, Task | None] = {}
+        self._journals.append(journal)
+        clock = self.clock_ms
         try:
             yield
         except BaseException:
-            for need, old in self._saved.items():
+            for need, old in journal.items():
                 if old is None:
                     self.tasks.pop(need, None)
                 else:
@@ -746,8 +752,19 @@ class TaskBook:
                     self._push(old)
             self.clock_ms = clock
             raise
+        else:
+            if len(self._journals) > 1:
+                outer = self._journals[-2]
+                for need, old in journal.items():
+                    outer.setdefault(need, old)
         finally:
-            self._saved = None
+            self._journals.pop()
+
+    _atomic = transaction
+
+    def _save(self, need: Cid) -> None:
+        if self._journals and need not in self._journals[-1]:
+            self._journals[-1][need] = self.tasks.get(need)
 
     def _push(self, task: Task) -> None:
         due = task.due_ms(self.params["lease_grace_ms"])
@@ -758,8 +775,7 @@ class TaskBook:
 
     def _put(self, task: Task) -> None:
         need = task.terms.need
-        if self._saved is not None and need not in self._saved:
-            self._saved[need] = self.tasks.get(need)
+        self._save(need)
         self.tasks[need] = task
         self._push(task)
 

@@ -130,6 +130,9 @@ PAYLOADS: Mapping[str, Obj] = {
             "bid_window_ms": DURATION_MS,
             "k_result": Int(min=1, max=64),
             "capabilities": CAPABILITIES,
+            # Part of the budget, shared by the committee that accepts the result;
+            # within the class's bounty cap.
+            "verify_bounty": AMOUNT_OR_ZERO,
         },
     ),
     "PROPOSE": obj(

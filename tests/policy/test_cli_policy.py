@@ -74,7 +74,7 @@ def test_policy_eval_accepts_and_denies_envelope_files(run: Any, home: Path) -> 
     assert (doc["verdict"], doc["reason"], doc["kind"]) == ("accept", "ok", "ATTEST")
     assert doc["fuel"] > 0 and doc["sender_stake"] == 1000 * 10**6
 
-    too_big = '{"class": "simple", "budget": 10000001}'
+    too_big = '{"class": "simple", "budget": 10000001, "verify_bounty": 10000001}'
     assert run("envelope", "make", "NEED", "--payload", too_big, "-o", "n.env").exit_code == 0
     denied = run("policy", "eval", "n.env", "--json")
     assert denied.exit_code == 1

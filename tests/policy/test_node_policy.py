@@ -25,7 +25,8 @@ async def test_own_envelopes_are_checked_before_they_are_published(tmp_path: Pat
         node = await Swarmlet(nursery, homes, gen).start(0)
         assert node.status()["policy_cid"] == str(committed_cid())
         with pytest.raises(LocalProtocolError) as info:
-            await node.publish("NEED", {"class": "simple", "budget": 10**9}, "", [])
+            await node.publish("NEED", {"class": "simple", "budget": 10**9,
+                                        "verify_bounty": 10**9}, "", [])
         assert info.value.code == "bounty_over_cap" and info.value.field == "policy"
         attest = {k: str(v) for k, v in example_payloads()["ATTEST"].items()}
         with pytest.raises(LocalProtocolError, match="stake_required"):

@@ -45,7 +45,8 @@ def denials(metrics: Metrics, sender: str, reason: str) -> float:
 def test_a_policy_denied_envelope_is_rejected_and_counted(
         wired: tuple[Pipeline, PolicyKit, Metrics]) -> None:
     pipeline, kit, metrics = wired
-    over = kit.envelope("NEED", {"class": "simple", "budget": 10**9})
+    over = kit.envelope("NEED", {"class": "simple", "budget": 10**9,
+                                 "verify_bounty": 10**9})
     outcome = pipeline.judge(over.wire)
     assert (outcome.verdict, outcome.reason) == (Verdict.REJECT, "bounty_over_cap")
     assert over.id not in pipeline.ids and pipeline.store.count == 0

@@ -127,19 +127,23 @@ def test_bounty_cap_by_class_from_genesis(make_kit: Callable[..., PolicyKit],
                                           task_class: str) -> None:
     kit = make_kit(bounty_cap_simple=7, bounty_cap_complex=70, bounty_cap_critical=700)
     cap = kit.genesis.params[f"bounty_cap_{task_class}"]
-    at = kit.policy.run(kit.envelope("NEED", {"class": task_class, "budget": cap}))
+    budget = 10 * cap  # the budget is escrowed by the ledger, not capped
+    at = kit.policy.run(kit.envelope("NEED", {"class": task_class, "budget": budget,
+                                              "verify_bounty": cap}))
     assert at.allowed
-    over = kit.policy.run(kit.envelope("NEED", {"class": task_class, "budget": cap + 1}))
+    over = kit.policy.run(kit.envelope("NEED", {"class": task_class, "budget": budget,
+                                                "verify_bounty": cap + 1}))
     assert (over.verdict, over.reason) == ("reject", "bounty_over_cap")
 
 
 def test_default_bounty_caps_are_10_100_1000_credits(kit: PolicyKit) -> None:
     unit = kit.genesis.params["unit_per_credit"]
     for task_class, credits in (("simple", 10), ("complex", 100), ("critical", 1000)):
-        assert kit.policy.run(kit.envelope("NEED", {"class": task_class,
-                                                    "budget": credits * unit})).allowed
-        assert not kit.policy.run(kit.envelope("NEED", {"class": task_class,
-                                                        "budget": credits * unit + 1})).allowed
+        big = {"class": task_class, "budget": 10**15}
+        assert kit.policy.run(kit.envelope("NEED", {**big, "verify_bounty": credits * unit})
+                              ).allowed
+        assert not kit.policy.run(kit.envelope("NEED", {**big, "verify_bounty":
+                                                        credits * unit + 1})).allowed
 
 
 @pytest.mark.parametrize("code", [0, 4, 2**62])
@@ -206,7 +210,8 @@ def test_rate_is_checked_after_every_other_rule(make_kit: Callable[..., PolicyKi
     """An invalid envelope from a flooding sender is rejected (the peer is penalised),
     not merely ignored."""
     kit = make_kit(sender_rate_per_s=0)
-    result = kit.policy.run(kit.envelope("NEED", {"class": "simple", "budget": 10**12}))
+    result = kit.policy.run(kit.envelope("NEED", {"class": "simple", "budget": 10**12,
+                                                  "verify_bounty": 10**12}))
     assert (result.verdict, result.reason) == ("reject", "bounty_over_cap")
     assert kit.policy.run(kit.envelope("STAKE", {"amount": 1, **LEDGER})).reason == "rate_limited"
 
@@ -227,10 +232,15 @@ def test_view_fields_for_a_need(kit: PolicyKit) -> None:
     env = kit.envelope("NEED", {**EXAMPLES["NEED"], "input": fake_cid("x")})
     slots = dict(zip(abi.VIEW_SLOTS, abi.VIEW.unpack(
         abi.envelope_view(env, sender_stake=5, sender_rate=2)), strict=True))
-    assert slots["kind"] == 1 and slots["task_class"] == 2 and slots["bounty"] == 50
+    assert slots["kind"] == 1 and slots["task_class"] == 2 and slots["bounty"] == 0
     assert slots["fields"] == 0b1111111 and slots["items"] == 2
     assert slots["wire_bytes"] == len(env.wire)
     assert (slots["sender_stake"], slots["sender_rate"]) == (5, 2)
+    # The bounty slot is the verify bounty: the budget is escrowed, not capped.
+    env = kit.envelope("NEED", {**EXAMPLES["NEED"], "verify_bounty": 7})
+    slots = dict(zip(abi.VIEW_SLOTS, abi.VIEW.unpack(
+        abi.envelope_view(env, sender_stake=5, sender_rate=2)), strict=True))
+    assert slots["bounty"] == 7 and slots["fields"] == 0b11111111
 
 
 def test_payload_size_of_a_non_canonical_wire_is_measured_by_encoding(kit: PolicyKit) -> None:

@@ -181,8 +181,9 @@ def test_bad_envelopes_are_rejected_without_deciding_their_id() -> None:
     assert real.ok and b0.machine.outcome(real.key) == real
     other_swarm = envelope(A0, "TRANSFER", {"to": B0.public_key, "amount": U}, swarm=b"\1" * 32)
     assert b0.submit(other_swarm).code == "wrong_swarm"
-    need = envelope(A0, "NEED", {"class": "simple", "budget": 5})
-    assert b0.submit(need).code == "not_ledger_verb"
+    plan = envelope(A0, "UPDATE_PLAN", {"ops": [{"op": "ADD_TASK", "task_id": "t"}],
+                                        "base_lamport": 0})
+    assert b0.submit(plan).code == "not_ledger_verb"
     garbage = b0.submit(b"\x00garbage")
     assert garbage.kind == "envelope" and not garbage.ok
 

@@ -490,3 +490,22 @@ def test_p1_one_decision_per_need_and_epoch() -> None:
     epochs = [d.epoch for s in b.steps for d in s.decisions]
     assert epochs == sorted(set(epochs)) == [0, 1, 2]
     assert OPEN  # the states are plain names
+
+
+def test_transactions_nest_an_inner_refusal_undoes_only_itself() -> None:
+    b = Book()
+    claimed(b)
+    book = b.book
+    before = book.state_value()
+    with pytest.raises(RuntimeError), book.transaction():
+        book.advance(b.ts + 2_000, 99)  # heartbeats missed: the lease is released
+        assert book.get(NEED).state != CLAIMED
+        with pytest.raises(TaskError):
+            book.submit(claim(CAROL), 100, b.ts)  # refused inside: nothing of it stays
+        raise RuntimeError("the entry fails later")
+    assert book.state_value() == before
+    with book.transaction():
+        book.advance(b.ts + 2_000, 99)
+        with pytest.raises(TaskError):
+            book.submit(claim(CAROL), 100, b.ts)
+    assert book.get(NEED).epoch == 1
