@@ -15,7 +15,10 @@ bucket's leader with its clock (``"ts"``, ms) when it proposed it:
 ====================  =====================================  =========================
 ``decide``            need, proposal, k_plan, epoch, ts      `DecideMachine`
 ``ledger``            env (a signed envelope's wire), ts     verified here, then the
-                                                             ledger or the pool
+                                                             ledger, the pool or the
+                                                             task book (a NEED, a
+                                                             lifecycle verb)
+``tick``              ts                                     fires the task timers
 ``effects``           batch (an `EffectBatch` value),        the ledger, once the proof
                       proof, ts                              checks
 ``effect_ack``        ack (an `EffectAck` value), proof, ts  the ledger, likewise
@@ -25,10 +28,12 @@ Anything else (the leader's empty no-op, garbage) is skipped alike on every repl
 
 A ``ledger`` entry is checked when it is applied, not trusted because a leader proposed
 it: the envelope must decode, be for this swarm, carry a valid signature, and be one of
-the ledger verbs (`LEDGER_VERBS`). It then becomes the ledger operation (or pool
-operation) its verb names, with the envelope's signer as the account and
-`ledger_op_id(signer, payload.op_id, payload.valid_until_ms)` as the operation id, so a
-retry that reuses the client's op id and validity limit is the same operation. An
+the verbs a bucket orders (`SUBMITTED_KINDS`: the ledger verbs, NEED and the lifecycle
+verbs). It then becomes the ledger operation, pool operation, `PostNeed` or `TaskStep`
+its verb names, with the envelope's signer as the account and
+`ledger_op_id(signer, payload.op_id, payload.valid_until_ms)` as the operation id (for
+a NEED or lifecycle verb, the envelope's own id: `op_id_of`), so a retry that reuses the
+client's op id and validity limit is the same operation. An
 envelope that fails is a rejection recorded in `rejections` that changes nothing; in
 particular its id is *not* decided, or anyone could block a real envelope by
 submitting a copy with a broken signature.
