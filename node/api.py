@@ -37,6 +37,8 @@ from .evidence_store import EvidenceStore
 from .home import identity_proof
 from .ledger_api import ledger_router
 from .ledger_service import LedgerRefused, LedgerService
+from .market_api import market_router
+from .market_service import MarketService
 from .raft_kinds import SubmitError
 
 # The status of a verdict other than ACCEPT: a REJECT is the client's envelope's fault
@@ -60,6 +62,7 @@ class NodeControl(Protocol):
     evidence: EvidenceStore
     decider: DecideService
     ledger: LedgerService
+    market: MarketService
 
 
 class ConnectRequest(StrictBody):
@@ -212,6 +215,7 @@ def build_app(node: NodeControl, token: str, peer_id: str) -> ApiGuard:
     app.include_router(evidence_router(lambda: node.evidence, auth, lambda: node.bitswap))
     app.include_router(decide_router(lambda: node.decider, auth))
     app.include_router(ledger_router(lambda: node.ledger, auth))
+    app.include_router(market_router(lambda: node.market, auth))
 
     @app.get("/debug/deliveries", dependencies=auth,
              description="This node's recent publishes and acceptances (envelope id, "

@@ -16,6 +16,10 @@ Owns what `MultiRaft` hands to its `ledger_hook` and the periodic work around it
   only delays this: the next leader of the source finds the batches still in its
   outbox and their certificates in its store (or fetches them from another replica),
   and a batch applied already is applied as a duplicate and acknowledged again.
+* **Task timers.** The leader of a bucket whose earliest task deadline its clock has
+  passed proposes a tick entry (`tick_tasks`), at most once per `tick_interval_ms`;
+  applying it fires the timers due by its stamp (docs/MARKET.md). A bucket with no
+  pending deadline proposes nothing.
 * **The certified chain.** When a quorum of a bucket's replicas have signed a chain
   entry (`MultiRaft` collects the signatures), each replica that holds the quorum
   stores the certified entry (RocksDB key ``c`` + bucket + index), and the bucket's
@@ -51,6 +55,7 @@ from swarm.protocol.bucket_machine import (
     ack_command,
     chain_digest,
     effects_command,
+    tick_command,
 )
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.committee import Verifier
@@ -124,6 +129,7 @@ class LedgerRaft(LedgerHook):
         # once the round after their certificate writes).
         self.proofs: OrderedDict[tuple[int, int], Proof] = OrderedDict()
         self.stats: dict[str, int] = defaultdict(int)
+        self.ticked: dict[int, int] = {}  # bucket -> our clock when we last proposed a tick
         self._sync_turn = 0
         raft.ledger_hook = self
         self._load()
@@ -313,6 +319,27 @@ class LedgerRaft(LedgerHook):
 
     # -- effects --
 
+    def tick_tasks(self) -> None:
+        """Lead the task timers: in each bucket we lead whose earliest task deadline our
+        clock has passed, propose a tick entry, at most once per `tick_interval_ms` of
+        our clock. Quiet buckets propose nothing."""
+        raft = self.raft
+        now_ms = raft.clock_ms()
+        interval = self.genesis.params["tick_interval_ms"]
+        for g in raft.groups.values():
+            if g.raw.raft.role != Role.LEADER:
+                continue
+            due = g.machine.ledger.tasks.next_due_ms()
+            if due is None or due > now_ms:
+                continue
+            last = self.ticked.get(g.bucket)
+            if last is not None and now_ms - last < interval:
+                continue
+            if raft.propose(g, tick_command(g.bucket).stamp(max(now_ms,
+                                                                g.machine.clock_ms))):
+                self.ticked[g.bucket] = now_ms
+                self.stats["task_ticks"] += 1
+
     def deliver(self) -> None:
         """Send the acknowledgements due, and every outbox batch not sent lately."""
         raft = self.raft
@@ -350,6 +377,7 @@ class LedgerRaft(LedgerHook):
             await trio.sleep(EFFECT_TICKS * TICK_MS / 1000)
             tick += EFFECT_TICKS
             self.deliver()
+            self.tick_tasks()
             if tick % SYNC_TICKS == 0:
                 self.request_missing()
             self.raft.wake.set()

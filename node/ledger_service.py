@@ -31,6 +31,7 @@ from swarm.protocol.bucket_machine import (
     LEDGER_SUBMISSION_BYTES_MAX,
     LEDGER_SUBMISSION_TIMEOUT_MS_MAX,
     LedgerOutcome,
+    bucket_for,
     decode_ledger_answer,
     decode_ledger_submission,
     encode_ledger_answer,
@@ -144,8 +145,19 @@ class LedgerService:
                                      f"{decision.reason}", code=decision.reason)
         return await self._submit(env, timeout_s)
 
+    async def submit_own(self, env: Envelope,
+                         timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        """An envelope this node signed (a NEED, a bid, a claim, ...): checked against
+        the policy as before publishing, then submitted to the bucket that orders it."""
+        with self.policy.rate_exempt():  # our own pace is the other nodes' business
+            checked = self.policy.run(env)
+        if not checked.allowed:
+            raise LocalProtocolError("policy", f"the swarm's policy denies this {env.kind}: "
+                                     f"{checked.reason}", code=checked.reason)
+        return await self._submit(env, timeout_s)
+
     async def _submit(self, env: Envelope, timeout_s: float) -> dict[str, Any]:
-        bucket = bucket_of(env.sender, self.bucket_count)
+        bucket = bucket_for(env, self.bucket_count)
         if self.raft.id == NONE:
             outcome = await self._submit_through_validator(bucket, env.wire, timeout_s)
         else:
@@ -153,9 +165,11 @@ class LedgerService:
                                              timeout_s=timeout_s)
         if not outcome.ok:
             raise LedgerRefused(outcome)
-        return {**outcome.to_json(), "envelope": str(env.id), "unit_per_credit": self.unit,
-                "client_op_id": env.payload["op_id"].hex(),
-                "valid_until_ms": env.payload["valid_until_ms"]}
+        answer = {**outcome.to_json(), "envelope": str(env.id), "unit_per_credit": self.unit}
+        if "op_id" in env.payload:
+            answer["client_op_id"] = env.payload["op_id"].hex()
+            answer["valid_until_ms"] = env.payload["valid_until_ms"]
+        return answer
 
     async def _submit_through_validator(self, bucket: int, wire: bytes,
                                         timeout_s: float) -> LedgerOutcome:

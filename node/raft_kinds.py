@@ -20,10 +20,12 @@ import trio
 
 from swarm.protocol import cbor
 from swarm.protocol.bucket_machine import (
-    LEDGER_VERBS,
     REJECTION_KINDS,
+    SUBMITTED_KINDS,
     Command,
     LedgerOutcome,
+    bucket_for,
+    expiry_of,
 )
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.decide import Decision, TryDecide, encode_command
@@ -38,6 +40,7 @@ from swarm.protocol.raftwire import (
     SubmitRequest,
     SubmitResponse,
 )
+from swarm.protocol.task import TASK_VERBS
 
 from .raft_group import Group
 from .raft_outbox import Outbox, PeerQueue
@@ -312,17 +315,21 @@ def _door_envelope(shell: Shell, g: Group, cmd: Command) -> ProtocolError | None
         env = decode_envelope(cmd.value["env"], swarm=g.machine.swarm_id)
     except RemoteProtocolError as exc:
         return exc
-    if env.kind not in LEDGER_VERBS:
-        return LocalProtocolError("kind", f"{env.kind} is not a ledger verb",
+    if env.kind not in SUBMITTED_KINDS:
+        return LocalProtocolError("kind", f"{env.kind} is not a ledger or market verb",
                                   code="not_ledger_verb")
-    home = bucket_of(env.sender, shell.placement.bucket_count)
+    try:
+        home = bucket_for(env, shell.placement.bucket_count)
+    except ProtocolError as exc:
+        return exc
     if home != g.bucket:
-        return LocalProtocolError("bucket", f"the signer's account belongs to bucket "
-                                            f"{home}, not {g.bucket}", code="wrong_bucket")
+        whose = "its NEED" if env.kind in TASK_VERBS else "the signer's account"
+        return LocalProtocolError("bucket", f"{whose} belongs to bucket {home}, not "
+                                            f"{g.bucket}", code="wrong_bucket")
     # The bucket's clock when it applies, at the earliest: the stamp we would give.
     now = max(g.machine.clock_ms, shell.clock_ms())
     try:
-        g.machine.ledger.check_window(cmd.key, env.payload["valid_until_ms"], now)
+        g.machine.ledger.check_window(cmd.key, expiry_of(env, g.machine.params), now)
     except LedgerError as exc:
         return exc
     return None

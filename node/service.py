@@ -63,6 +63,7 @@ from .home import (
     write_atomic,
 )
 from .ledger_service import LedgerService
+from .market_service import MarketService
 from .mdns import MdnsDiscovery
 from .metrics import Metrics
 from .pipeline import (
@@ -157,6 +158,8 @@ class Node:
                 decide_unknown_needs=self.settings.decide_unknown_needs)
             self.ledger = LedgerService(self.decider.raft, self.decider.store, self.genesis,
                                         self.identity.public_key, self.policy, self.sign)
+            self.market = MarketService(self.ledger, self.genesis, self.sign,
+                                        self.submit_wire)
         except StoreError:
             self.blockstore.close()
             self.store.close()

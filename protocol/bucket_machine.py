@@ -141,7 +141,7 @@ from .ledger_ops import (
 )
 from .placement import Placement
 from .schema import INT_MAX, Bytes, Enum, FieldType, Int, List, OneOf, obj
-from .task import TASK_VERBS, Step, Terms
+from .task import TASK_VERBS, Step, Terms, need_of
 from .verbs import LEDGER_KINDS
 
 LEDGER_VERBS: tuple[str, ...] = LEDGER_KINDS
@@ -241,6 +241,15 @@ def op_id_of(envelope: Envelope) -> bytes:
         return hashlib.sha256(ENVELOPE_OP_DOMAIN + envelope.id.raw).digest()
     p = envelope.payload
     return ledger_op_id(envelope.sender, p["op_id"], p["valid_until_ms"])
+
+
+def bucket_for(envelope: Envelope, bucket_count: int) -> int:
+    """The bucket that orders a submitted envelope: a lifecycle verb's NEED's bucket,
+    else the signer's (a ledger verb, a NEED). Raises TaskError for a lifecycle
+    envelope that names no NEED."""
+    if envelope.kind in TASK_VERBS:
+        return bucket_of(need_of(envelope).raw, bucket_count)
+    return bucket_of(envelope.sender, bucket_count)
 
 
 def expiry_of(envelope: Envelope, params: Mapping[str, int]) -> int:

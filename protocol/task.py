@@ -859,3 +859,40 @@ def restore(params: Mapping[str, int], value: Any, clock_ms: int) -> TaskBook:
         book.tasks[task.terms.need] = task
         book._push(task)
     return book
+
+
+def task_json(t: Task, *, brief: bool = False) -> dict[str, Any]:
+    """A task as JSON (bytes as hex, CIDs as text): what the control API answers."""
+    d, le, c = t.decision, t.lease, t.commit
+    out: dict[str, Any] = {
+        "need_id": str(t.terms.need), "state": t.state, "epoch": t.epoch,
+        "poster": t.terms.poster.hex(), "budget": t.terms.budget,
+        "task_class": t.terms.task_class, "winner": d.winner.hex() if d else None,
+        "paid": t.paid, "created_ms": t.created_ms}
+    if brief:
+        return out
+    out.update({
+        "verify_bounty": t.terms.verify_bounty, "k_result": t.terms.k_result,
+        "capabilities": list(t.terms.capabilities), "round": t.round,
+        "close_ms": t.close_ms if t.state == OPEN else None, "reopens": t.reopens,
+        "excluded": [x.hex() for x in t.excluded],
+        "bids": [{"proposal": str(Cid(b.proposal)), "bidder": b.bidder.hex(),
+                  "proposal_id": b.proposal_id, "cost": b.cost, "eta_ms": b.eta_ms,
+                  "round": b.round} for b in t.bids],
+        "decision": None if d is None else {
+            "epoch": d.epoch, "proposal": str(d.proposal), "winner": d.winner.hex(),
+            "cost": d.cost, "index": d.index, "ts_ms": d.ts_ms, "memo": str(d.memo)},
+        "claim_by_ms": t.claim_by_ms or None,
+        "lease": None if le is None else {
+            "lease_id": str(le.lease_id), "worker": le.worker.hex(),
+            "claimed_ms": le.claimed_ms, "expires_ms": le.expires_ms,
+            "heartbeat_interval_ms": le.heartbeat_interval_ms,
+            "heartbeat_due_ms": le.heartbeat_due_ms, "misses": le.misses,
+            "progress": le.progress},
+        "commit": None if c is None else {
+            "commit_id": str(c.commit_id), "worker": c.worker.hex(), "result": str(c.result),
+            "committee": [m.hex() for m in c.committee], "attest_by_ms": c.attest_by_ms or None,
+            "verdicts": [{"member": m.hex(), "valid": ok} for m, ok in c.verdicts]},
+        "finalize_ms": t.finalize_ms or None, "pay_ms": t.pay_ms or None,
+        "ended_ms": t.ended_ms or None})
+    return out

@@ -209,7 +209,11 @@ def prepare(directory: Path, n: int, hosts: list[str] | None = None,
                                                                strict=True))],
         accounts=[{"account": ident.public_key, "balance": 10_000 * unit}
                   for ident in identities],
-        params={"replicas": min(3, n), "unbonding_ms": 10_000, "challenge_window_ms": 10_000},
+        # Windows in seconds, so a whole task lifecycle runs while you watch.
+        params={"replicas": min(3, n), "unbonding_ms": 10_000, "challenge_window_ms": 10_000,
+                "bid_window_ms": 3_000, "claim_window_ms": 15_000, "lease_grace_ms": 2_000,
+                "heartbeat_interval_min_ms": 500, "attest_window_ms": 30_000,
+                "outage_gap_ms": 10_000, "escrow_hold_factor": 1},
     )
     # Pin the committed policy module, as `swarm-node genesis new` does: every node then
     # refuses to run any other.

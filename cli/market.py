@@ -1,0 +1,269 @@
+"""`swarm-node task ...` and the lifecycle commands (`bid`, `claim`, `heartbeat`, `yield`,
+`commit`, `attest`): the task market through a running node, for an agent driven by
+hand. The node signs with its own identity: its account posts and pays, bids, works and
+attests.
+
+Amounts are credits, decimals allowed ("12.5"); durations take a unit ("500ms", "5s",
+"2m", "1h"). Every refusal prints the rule that refused it (`bid_window_closed`,
+`not_winner`, `not_lease_holder`, `not_in_committee`, `insufficient_balance`, ...) and
+exits 1. These commands are not retried on their own: each signs a new envelope, and a
+second NEED would be a second task (check `task list` before posting again).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Annotated, Any
+
+import typer
+
+from swarm.node.client import OUTCOME_MARGIN_S, OUTCOME_WAIT_S_DEFAULT, OUTCOME_WAIT_S_MAX
+from swarm.protocol.amounts import format_credits, format_duration
+
+from .common import (
+    OUTCOME_WAIT_S_MIN,
+    HomeOpt,
+    JsonOpt,
+    add_row,
+    call,
+    client,
+    emit_json,
+    fail,
+    new_table,
+    say,
+)
+
+task_app = typer.Typer(help="The task market: post and fund a NEED, list and show tasks.",
+                       no_args_is_help=True)
+
+NeedArg = Annotated[str, typer.Argument(help="The NEED's id (its CID).", show_default=False)]
+TimeoutOpt = Annotated[float, typer.Option(
+    "--timeout", help="Seconds to wait for the bucket's outcome.", min=OUTCOME_WAIT_S_MIN,
+    max=OUTCOME_WAIT_S_MAX)]
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h)\s*$")
+
+
+def duration_ms(text: str, option: str) -> int:
+    """"500ms", "5s", "2m", "1h" as milliseconds; a clean error otherwise."""
+    m = _DURATION.match(text)
+    if m is None or int(m.group(1)) == 0:
+        raise typer.BadParameter(f"{text!r} is not a duration such as 500ms, 5s, 2m or 1h",
+                                 param_hint=option)
+    return int(m.group(1)) * _UNITS_MS[m.group(2)]
+
+
+def _post(path: str, body: dict[str, Any], home: Any, as_json: bool,
+          timeout_s: float) -> dict[str, Any]:
+    c = client(home, as_json, timeout_s=timeout_s + OUTCOME_MARGIN_S)
+    doc: dict[str, Any] = call(lambda: c.post(path, {**body, "timeout_s": timeout_s}),
+                               as_json)
+    return doc
+
+
+def _c(units: int, doc: dict[str, Any]) -> str:
+    return format_credits(units, int(doc.get("unit_per_credit", 1_000_000)))
+
+
+def _where(doc: dict[str, Any]) -> str:
+    return f"(bucket {doc['bucket']}, index {doc['index']})"
+
+
+@task_app.command("post")
+def post(
+    budget: Annotated[str, typer.Option("--budget", help="Credits escrowed for the task "
+                                                         "(the bid plus the bounty come "
+                                                         "from it; the rest is refunded).")],
+    task_class: Annotated[str, typer.Option(
+        "--class", help="simple | complex | critical (caps the verify bounty).")] = "simple",
+    title: Annotated[str, typer.Option("--title")] = "",
+    bounty: Annotated[str, typer.Option("--bounty", help="Verify bounty in credits, part "
+                                                         "of the budget.")] = "0",
+    window: Annotated[str | None, typer.Option("--window", help="Bid window, e.g. 5s "
+                                                                "(default: the swarm's).")] = None,
+    k_result: Annotated[int | None, typer.Option("--k", min=1, max=64,
+                                                 help="Committee size.")] = None,
+    caps: Annotated[list[str] | None, typer.Option("--cap", help="A wanted capability "
+                                                                 "(repeatable).")] = None,
+    timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Post a NEED and escrow its budget from this node's account."""
+    body: dict[str, Any] = {"class": task_class, "budget": budget, "title": title,
+                            "verify_bounty": bounty, "capabilities": caps or []}
+    if window is not None:
+        body["bid_window_ms"] = duration_ms(window, "--window")
+    if k_result is not None:
+        body["k_result"] = k_result
+    doc = _post("/tasks", body, home, as_json, timeout_s)
+    if as_json:
+        emit_json(doc)
+        return
+    say(f"posted NEED {doc['need_id']}: {budget} credits escrowed, the task lives in "
+        f"bucket {doc['task_bucket']} {_where(doc)}")
+
+
+@task_app.command("list")
+def list_tasks(
+    state: Annotated[str | None, typer.Option("--state", help="Only tasks in this state "
+                                                              "(OPEN, DECIDED, ...).")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The tasks this node knows, newest first."""
+    c = client(home, as_json)
+    path = "/tasks" + (f"?state={state}" if state else "")
+    doc: dict[str, Any] = call(lambda: c.get(path), as_json)
+    if as_json:
+        emit_json(doc)
+        return
+    table = new_table(title="tasks")
+    for name in ("NEED", "state", "epoch", "budget", "winner", "paid"):
+        table.add_column(name)
+    for t in doc["tasks"]:
+        add_row(table, t["need_id"], t["state"], t["epoch"], _c(t["budget"], doc),
+                (t["winner"] or "")[:16], "yes" if t["paid"] else "")
+    say(table) if doc["tasks"] else say("no tasks known here")
+
+
+@task_app.command("show")
+def show(need: NeedArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """A task: its state, bids, decision, lease, commit and deadlines."""
+    c = client(home, as_json)
+    doc: dict[str, Any] = call(lambda: c.get(f"/tasks/{need}"), as_json)
+    if as_json:
+        emit_json(doc)
+        return
+    now = time.time_ns() // 1_000_000
+    say(f"task {doc['need_id']} (bucket {doc['bucket']}, {doc['source']})")
+    say(f"  state      {doc['state']} (epoch {doc['epoch']}, round {doc['round']})")
+    say(f"  budget     {_c(doc['budget'], doc)} credits ({doc['task_class']}, verify "
+        f"bounty {_c(doc['verify_bounty'], doc)}, k {doc['k_result']})")
+    say(f"  poster     {doc['poster']}")
+    for name in ("close_ms", "claim_by_ms", "finalize_ms", "pay_ms"):
+        if doc.get(name) and doc[name] > now:
+            say(f"  {name[:-3]:<10} in {format_duration(doc[name] - now)}")
+    for b in doc["bids"]:
+        say(f"  bid        {_c(b['cost'], doc)} credits, eta {format_duration(b['eta_ms'])} "
+            f"by {b['bidder'][:16]} (round {b['round']})")
+    if doc["decision"]:
+        d = doc["decision"]
+        say(f"  decided    {d['winner'][:16]} for {_c(d['cost'], doc)} credits; memo "
+            f"{d['memo']}")
+    if doc["lease"]:
+        le = doc["lease"]
+        say(f"  lease      {le['lease_id']} by {le['worker'][:16]}, progress "
+            f"{le['progress']}%, {le['misses']} missed heartbeats")
+    if doc["commit"]:
+        cm = doc["commit"]
+        say(f"  commit     {cm['result']}; committee {len(cm['committee'])}, verdicts "
+            f"{len(cm['verdicts'])}")
+
+
+def _step(path: str, body: dict[str, Any], home: Any, as_json: bool, timeout_s: float,
+          done: str) -> None:
+    doc = _post(path, body, home, as_json, timeout_s)
+    if as_json:
+        emit_json(doc)
+        return
+    say(f"{done} {_where(doc)}")
+
+
+def bid(
+    need: NeedArg,
+    cost: Annotated[str, typer.Argument(help="Credits asked (at most the budget less the "
+                                             "verify bounty).")],
+    eta: Annotated[str, typer.Option("--eta", help="When it will be done, e.g. 30s.")] = "60s",
+    caps: Annotated[list[str] | None, typer.Option("--cap", help="A capability "
+                                                                 "(repeatable).")] = None,
+    timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bid on a NEED while its bid window is open."""
+    _step(f"/tasks/{need}/bid", {"cost": cost, "eta_ms": duration_ms(eta, "--eta"),
+                                 "capabilities": caps or []},
+          home, as_json, timeout_s, f"bid {cost} credits on {need}")
+
+
+def claim(
+    need: NeedArg,
+    ttl: Annotated[str, typer.Option("--ttl", help="Lease time to live.")] = "10m",
+    heartbeat_every: Annotated[str, typer.Option("--heartbeat", help="Heartbeat "
+                                                                      "interval.")] = "10s",
+    timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Claim a task this node's bid won: a lease, kept alive by heartbeats."""
+    _step(f"/tasks/{need}/claim", {"lease_ttl_ms": duration_ms(ttl, "--ttl"),
+                                   "heartbeat_interval_ms": duration_ms(heartbeat_every,
+                                                                        "--heartbeat")},
+          home, as_json, timeout_s, f"claimed {need}")
+
+
+def heartbeat(
+    need: NeedArg,
+    progress: Annotated[int, typer.Option("--progress", min=0, max=100)] = 0,
+    lease: Annotated[str | None, typer.Option("--lease", help="The lease's id (default: "
+                                                              "the task's, as known "
+                                                              "here).")] = None,
+    timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tell the task's bucket this node's lease is alive."""
+    _step(f"/tasks/{need}/heartbeat", {"progress": progress, "lease": lease},
+          home, as_json, timeout_s, f"heartbeat {progress}% on {need}")
+
+
+def yield_task(
+    need: NeedArg,
+    reason: Annotated[str, typer.Option("--reason")] = "yielded",
+    timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give a claimed task back: the next-best bid wins, or a new auction opens."""
+    _step(f"/tasks/{need}/yield", {"reason": reason}, home, as_json, timeout_s,
+          f"yielded {need}")
+
+
+def commit(
+    need: NeedArg,
+    result: Annotated[str, typer.Argument(help="The result's evidence CID.")],
+    lease: Annotated[str | None, typer.Option("--lease")] = None,
+    timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Commit a result for a task this node holds the lease of."""
+    _step(f"/tasks/{need}/commit", {"result": result, "lease": lease}, home, as_json,
+          timeout_s, f"committed {result} for {need}")
+
+
+def attest(
+    need: NeedArg,
+    verdict: Annotated[str, typer.Argument(help="valid | invalid")],
+    timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Attest a committed result, as a member of its committee."""
+    if verdict not in ("valid", "invalid"):
+        fail("the verdict is valid or invalid", as_json=as_json)
+    _step(f"/tasks/{need}/attest", {"verdict": verdict}, home, as_json, timeout_s,
+          f"attested {verdict} on {need}")
+
+
+def register(app: typer.Typer) -> None:
+    """The lifecycle commands sit at the top level, as an agent uses them."""
+    app.add_typer(task_app, name="task")
+    app.command("bid")(bid)
+    app.command("claim")(claim)
+    app.command("heartbeat")(heartbeat)
+    app.command("yield")(yield_task)
+    app.command("commit")(commit)
+    app.command("attest")(attest)

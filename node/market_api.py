@@ -1,0 +1,147 @@
+"""Control-API routes for the task market.
+
+Owns the routes' shapes only; `MarketService` (node/market_service.py) does the work.
+Amounts sent to the node (budget, bounty, cost) are credits as text ("12.5"); amounts
+it answers are integers in the smallest unit, with `unit_per_credit` alongside.
+
+Errors as the ledger's routes: 400 for bad input (detail names the field), 409 when the
+bucket refused the step as it applied it (detail: the rule's `code`, such as
+`bid_window_closed`, `not_winner`, `not_lease_holder`, `not_in_committee`,
+`insufficient_balance`, its `reason`, and the full `outcome`), 503 when no quorum of
+the bucket answered in time, 404 for a task this node does not know.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException
+from pydantic import Field
+
+from swarm.protocol.errors import ProtocolError
+
+from .api_guard import StrictBody
+from .client import OUTCOME_WAIT_S_DEFAULT, OUTCOME_WAIT_S_MAX
+from .ledger_service import LedgerRefused
+from .market_service import MarketService
+from .raft_kinds import SubmitError
+
+CREDITS = "Credits as text, decimals allowed (\"12.5\"); exact to the smallest unit."
+CID_CHARS_MAX = 128
+MS_MAX = 2**63 - 1
+
+
+class StepBody(StrictBody):
+    timeout_s: float = Field(default=OUTCOME_WAIT_S_DEFAULT, gt=0, le=OUTCOME_WAIT_S_MAX)
+
+
+class PostBody(StepBody):
+    task_class: Literal["simple", "complex", "critical"] = Field(alias="class")
+    budget: str = Field(description=CREDITS, max_length=40)
+    title: str = Field(default="", max_length=200)
+    verify_bounty: str = Field(default="0", description=CREDITS, max_length=40)
+    bid_window_ms: int | None = Field(default=None, ge=1, le=MS_MAX)
+    k_result: int | None = Field(default=None, ge=1, le=64)
+    capabilities: list[str] = Field(default_factory=list, max_length=32)
+
+
+class BidBody(StepBody):
+    cost: str = Field(description=CREDITS, max_length=40)
+    eta_ms: int = Field(ge=0, le=MS_MAX)
+    capabilities: list[str] = Field(default_factory=list, max_length=32)
+    proposal_id: str = Field(default="", max_length=128)
+    ballot: str = Field(default="", max_length=128)
+
+
+class ClaimBody(StepBody):
+    lease_ttl_ms: int = Field(ge=1, le=MS_MAX)
+    heartbeat_interval_ms: int = Field(ge=1, le=MS_MAX)
+
+
+class HeartbeatBody(StepBody):
+    progress: int = Field(ge=0, le=100)
+    lease: str | None = Field(default=None, max_length=CID_CHARS_MAX)
+
+
+class YieldBody(StepBody):
+    reason: str = Field(default="yielded", max_length=256)
+
+
+class CommitBody(StepBody):
+    result: str = Field(description="The result's evidence CID.", max_length=CID_CHARS_MAX)
+    lease: str | None = Field(default=None, max_length=CID_CHARS_MAX)
+
+
+class AttestBody(StepBody):
+    verdict: Literal["valid", "invalid"]
+
+
+def market_router(service: Callable[[], MarketService], dependencies: list[Any]) -> APIRouter:
+    router = APIRouter(dependencies=dependencies, tags=["market"])
+
+    async def write(fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        try:
+            return await fn()
+        except LedgerRefused as exc:
+            raise HTTPException(status_code=409, detail={
+                "code": exc.code, "reason": exc.reason,
+                "outcome": exc.outcome.to_json()}) from None
+        except SubmitError as exc:
+            status = 503 if exc.code == "submit_failed" else 400
+            raise HTTPException(status_code=status, detail=exc.to_dict()) from None
+        except ProtocolError as exc:
+            raise HTTPException(status_code=400, detail=exc.to_dict()) from None
+
+    @router.post("/tasks")
+    async def post(body: PostBody) -> dict[str, Any]:
+        """Post a NEED and escrow its budget from this node's account."""
+        return await write(lambda: service().post(
+            body.task_class, body.budget, title=body.title, verify_bounty=body.verify_bounty,
+            bid_window_ms=body.bid_window_ms, k_result=body.k_result,
+            capabilities=body.capabilities, timeout_s=body.timeout_s))
+
+    @router.get("/tasks")
+    async def tasks(state: str | None = None) -> dict[str, Any]:
+        return service().tasks(state)
+
+    @router.get("/tasks/{need}")
+    async def task(need: str) -> dict[str, Any]:
+        try:
+            return service().task(need)
+        except ProtocolError as exc:
+            status = 404 if exc.code == "unknown_task" else 400
+            raise HTTPException(status_code=status, detail=exc.to_dict()) from None
+
+    @router.post("/tasks/{need}/bid")
+    async def bid(need: str, body: BidBody) -> dict[str, Any]:
+        return await write(lambda: service().bid(
+            need, body.cost, body.eta_ms, capabilities=body.capabilities,
+            proposal_id=body.proposal_id, ballot=body.ballot, timeout_s=body.timeout_s))
+
+    @router.post("/tasks/{need}/claim")
+    async def claim(need: str, body: ClaimBody) -> dict[str, Any]:
+        return await write(lambda: service().claim(
+            need, body.lease_ttl_ms, body.heartbeat_interval_ms, timeout_s=body.timeout_s))
+
+    @router.post("/tasks/{need}/heartbeat")
+    async def heartbeat(need: str, body: HeartbeatBody) -> dict[str, Any]:
+        return await write(lambda: service().heartbeat(
+            need, body.progress, lease=body.lease, timeout_s=body.timeout_s))
+
+    @router.post("/tasks/{need}/yield")
+    async def yield_task(need: str, body: YieldBody) -> dict[str, Any]:
+        return await write(lambda: service().yield_task(need, body.reason,
+                                                        timeout_s=body.timeout_s))
+
+    @router.post("/tasks/{need}/commit")
+    async def commit(need: str, body: CommitBody) -> dict[str, Any]:
+        return await write(lambda: service().commit(need, body.result, lease=body.lease,
+                                                    timeout_s=body.timeout_s))
+
+    @router.post("/tasks/{need}/attest")
+    async def attest(need: str, body: AttestBody) -> dict[str, Any]:
+        return await write(lambda: service().attest(need, body.verdict,
+                                                    timeout_s=body.timeout_s))
+
+    return router

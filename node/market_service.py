@@ -1,0 +1,174 @@
+"""The task market in the node: what the control API's task routes do.
+
+Owns turning a user's request into a signed market envelope and its outcome: the node
+signs a NEED (posting and funding a task), PROPOSE (a bid), CLAIM, HEARTBEAT, YIELD,
+COMMIT or ATTEST with its identity, and submits it through the ledger's request path
+(`LedgerService.submit_own`) to the bucket that orders it: a NEED to the poster's
+bucket, which debits the budget and funds the task in the NEED's bucket; the others to
+the NEED's bucket, whose task book applies them (docs/MARKET.md). A refusal by a rule
+(`bid_window_closed`, `not_winner`, `insufficient_balance`, ...) is an outcome
+(`LedgerRefused`, its code the rule's). A funded NEED is then also gossiped, so that the
+plan's DAG has it.
+
+Reads come from this node's own state, as the ledger's do: the task book of a bucket it
+replicates, or of its certified read replica of the others.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from swarm.protocol.buckets import bucket_of
+from swarm.protocol.cid import Cid
+from swarm.protocol.envelope import Envelope
+from swarm.protocol.errors import DecodeError, LocalProtocolError
+from swarm.protocol.genesis import Genesis
+from swarm.protocol.task import Task, task_json
+
+from .client import OUTCOME_WAIT_S_DEFAULT
+from .ledger_service import LedgerService
+
+TASKS_LISTED_MAX = 1000
+BALLOT_BYTES = 8  # a fresh ballot per bid, as 16 hex digits
+
+
+class MarketService:
+    """`ledger` routes and reads; `sign` makes an envelope signed by this node with
+    `ts_ms`; `gossip` publishes an envelope's bytes as the gossip path judges them."""
+
+    def __init__(self, ledger: LedgerService, genesis: Genesis,
+                 sign: Callable[[str, dict[str, Any], int], Envelope],
+                 gossip: Callable[[bytes], Awaitable[dict[str, Any]]]) -> None:
+        self.ledger = ledger
+        self.genesis = genesis
+        self.sign = sign
+        self.gossip = gossip
+        self.unit = genesis.params["unit_per_credit"]
+
+    # -- writes --
+
+    async def post(self, task_class: str, budget: str | int, *, title: str = "",
+                   verify_bounty: str | int = 0, bid_window_ms: int | None = None,
+                   k_result: int | None = None, capabilities: Sequence[str] = (),
+                   timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        """Post a NEED and escrow its budget from this node's account."""
+        payload: dict[str, Any] = {"class": task_class, "budget": self.ledger.amount(budget)}
+        bounty = self.ledger.amount(verify_bounty) if verify_bounty not in (0, "0", "") else 0
+        for name, value in (("title", title), ("verify_bounty", bounty),
+                            ("bid_window_ms", bid_window_ms), ("k_result", k_result),
+                            ("capabilities", sorted(set(capabilities)))):
+            if value:
+                payload[name] = value
+        env = self._sign("NEED", payload)
+        outcome = await self.ledger.submit_own(env, timeout_s)
+        await self.gossip(env.wire)  # the plan's DAG; the task itself lives in its bucket
+        return {**outcome, "need_id": str(env.id),
+                "task_bucket": bucket_of(env.id.raw, self.ledger.bucket_count)}
+
+    async def bid(self, need: str, cost: str | int, eta_ms: int, *,
+                  capabilities: Sequence[str] = (), proposal_id: str = "",
+                  ballot: str = "",
+                  timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        need_id = parse_need(need)
+        payload: dict[str, Any] = {
+            "need_id": need_id, "proposal_id": proposal_id or f"bid-{os.urandom(4).hex()}",
+            "cost": self.ledger.amount(cost) if cost not in (0, "0") else 0,
+            "eta_ms": eta_ms, "ballot": ballot or os.urandom(BALLOT_BYTES).hex()}
+        if capabilities:
+            payload["capabilities"] = sorted(set(capabilities))
+        return await self._step("PROPOSE", payload, timeout_s)
+
+    async def claim(self, need: str, lease_ttl_ms: int, heartbeat_interval_ms: int, *,
+                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        return await self._step("CLAIM", {"task_id": str(parse_need(need)),
+                                          "lease_ttl_ms": lease_ttl_ms,
+                                          "heartbeat_interval_ms": heartbeat_interval_ms},
+                                timeout_s)
+
+    async def heartbeat(self, need: str, progress: int, *, lease: str | None = None,
+                        timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        need_id = parse_need(need)
+        return await self._step("HEARTBEAT", {"task_id": str(need_id),
+                                              "lease_id": self._lease(need_id, lease),
+                                              "progress": progress}, timeout_s)
+
+    async def yield_task(self, need: str, reason: str, *,
+                         timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        return await self._step("YIELD", {"task_id": str(parse_need(need)),
+                                          "reason": reason}, timeout_s)
+
+    async def commit(self, need: str, result: str, *, lease: str | None = None,
+                     timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        need_id = parse_need(need)
+        return await self._step("COMMIT", {"task_id": str(need_id),
+                                           "lease_id": self._lease(need_id, lease),
+                                           "result": parse_cid(result, "result")}, timeout_s)
+
+    async def attest(self, need: str, verdict: str, *,
+                     timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        need_id = parse_need(need)
+        task = self._task(need_id)
+        if task is None or task.commit is None:
+            raise LocalProtocolError("need", f"task {need_id} has no commit to attest "
+                                             f"here yet", code="wrong_state")
+        return await self._step("ATTEST", {"task_id": str(need_id),
+                                           "commit_id": task.commit.commit_id,
+                                           "verdict": verdict}, timeout_s)
+
+    async def _step(self, kind: str, payload: dict[str, Any],
+                    timeout_s: float) -> dict[str, Any]:
+        return await self.ledger.submit_own(self._sign(kind, payload), timeout_s)
+
+    def _sign(self, kind: str, payload: dict[str, Any]) -> Envelope:
+        return self.sign(kind, payload, time.time_ns() // 1_000_000)
+
+    def _lease(self, need: Cid, given: str | None) -> Cid:
+        if given:
+            return parse_cid(given, "lease")
+        task = self._task(need)
+        if task is None or task.lease is None:
+            raise LocalProtocolError("lease", f"task {need} has no lease here; name it "
+                                              f"(`lease`)", code="not_lease_holder")
+        return task.lease.lease_id
+
+    # -- reads --
+
+    def _task(self, need: Cid) -> Task | None:
+        part = self.ledger.net.part(bucket_of(need.raw, self.ledger.bucket_count))
+        return part.ledger.tasks.get(need)
+
+    def task(self, need: str) -> dict[str, Any]:
+        need_id = parse_need(need)
+        bucket = bucket_of(need_id.raw, self.ledger.bucket_count)
+        task = self._task(need_id)
+        if task is None:
+            raise LocalProtocolError("need", f"no funded task {need_id} is known here "
+                                             f"(bucket {bucket})", code="unknown_task")
+        part = self.ledger.net.part(bucket)
+        return {**task_json(task), "bucket": bucket, "as_of_index": part.last,
+                "source": "replica" if self.ledger.net.replicated(bucket) else "read_replica",
+                "unit_per_credit": self.unit}
+
+    def tasks(self, state: str | None = None) -> dict[str, Any]:
+        """The tasks this node knows of, newest first."""
+        found: list[Task] = []
+        for bucket in range(self.ledger.bucket_count):
+            book = self.ledger.net.part(bucket).ledger.tasks
+            found.extend(t for t in book.tasks.values() if state in (None, t.state))
+        found.sort(key=lambda t: (-t.created_ms, t.terms.need.raw))
+        return {"unit_per_credit": self.unit, "tasks": [
+            task_json(t, brief=True) for t in found[:TASKS_LISTED_MAX]]}
+
+
+def parse_cid(text: str, field: str) -> Cid:
+    try:
+        return Cid.parse(text, field)
+    except DecodeError as exc:
+        raise LocalProtocolError(field, exc.reason) from None
+
+
+def parse_need(text: str) -> Cid:
+    return parse_cid(text, "need")

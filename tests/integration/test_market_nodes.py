@@ -1,0 +1,126 @@
+"""The task market on four real `swarm-node` processes, driven from the CLI.
+
+Goal: a NEED posted on one node escrows its budget from the poster's bucket and opens a
+task in its NEED's bucket; bids from two other nodes; the bucket's leader ticks the
+auction closed on bucket time and decides the cheaper bid; the loser's claim is refused
+with its reason, the winner claims, heartbeats and commits; every node shows the same
+task state and ledger root (the replicas and the certified read replicas alike), and
+the supply is conserved on every node. Method: `swarm-testnet up -n 4` (three replicas a
+bucket, so some node reads each bucket from certified chain entries only); the
+testnet's genesis has a 3 s bid window.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarm.node.client import Client
+
+BIN = Path(sys.executable).parent
+WAIT_S = 90.0  # generous: a shared 2-core machine
+
+
+def run_testnet(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "swarm-testnet"), *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "swarm-node"), *args, "--home", str(home)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def ok_json(home: Path, *args: str) -> Any:
+    result = cli(home, *args, "--json")
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+def refused(home: Path, *args: str) -> str:
+    """The rule's code of a refused command (exit 1, the detail on stderr)."""
+    result = cli(home, *args, "--json")
+    assert result.returncode == 1, (args, result.stdout, result.stderr)
+    detail = json.loads(result.stderr.strip().splitlines()[-1])["detail"]
+    code: str = detail["code"]
+    return code
+
+
+def until(what: str, check: Any) -> Any:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def task_on(home: Path, need: str) -> dict[str, Any] | None:
+    result = cli(home, "task", "show", need, "--json")
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Any:
+    directory = tmp_path / "tn"
+    result = run_testnet("up", "-n", "4", "--dir", str(directory), "--json")
+    assert result.returncode == 0, result.stderr
+    yield directory
+    run_testnet("down", "--dir", str(directory))
+
+
+def test_a_task_is_posted_funded_auctioned_claimed_and_committed(net: Path) -> None:
+    homes = [net / f"node{i}" for i in range(4)]
+    poster, cheap, dear, watcher = homes
+    before = ok_json(poster, "ledger", "balance")["balance"]
+    posted = ok_json(poster, "task", "post", "--budget", "5", "--bounty", "1",
+                     "--window", "5s", "--title", "count the words")
+    need = posted["need_id"]
+    assert ok_json(poster, "ledger", "balance")["balance"] == before - 5_000_000
+    assert refused(poster, "bid", need, "1") == "own_need"
+    ok_json(cheap, "bid", need, "2", "--eta", "10s")
+    ok_json(dear, "bid", need, "3", "--eta", "10s")
+    assert refused(cheap, "bid", need, "1.5") == "already_bid"
+
+    decided = until("the auction to close on every node", lambda: all(
+        (t := task_on(h, need)) is not None and t["state"] == "DECIDED" for h in homes))
+    assert decided
+    task = ok_json(watcher, "task", "show", need)
+    cheap_account = ok_json(cheap, "status")["account"]
+    assert task["decision"]["winner"] == cheap_account
+    assert [b["cost"] for b in sorted(task["bids"], key=lambda b: b["cost"])] == [
+        2_000_000, 3_000_000]
+
+    assert refused(dear, "claim", need, "--ttl", "60s", "--heartbeat", "5s") == "not_winner"
+    ok_json(cheap, "claim", need, "--ttl", "60s", "--heartbeat", "5s")
+    ok_json(cheap, "heartbeat", need, "--progress", "50")
+    assert refused(dear, "heartbeat", need, "--progress", "60",
+                   "--lease", task_on_lease(cheap, need)) == "not_lease_holder"
+    result_cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    ok_json(cheap, "commit", need, result_cid)
+
+    def same_everywhere() -> bool:
+        tasks = [task_on(h, need) for h in homes]
+        roots = {ok_json(h, "status")["ledger_root"] for h in homes}
+        return all(t is not None and t["state"] == "COMMITTED" for t in tasks) \
+            and len(roots) == 1
+    until("every node to show the commit and one ledger root", same_everywhere)
+    for h in homes:
+        assert Client(h).get("/ledger/supply")["conserved"]
+        t = task_on(h, need)
+        assert t is not None and t["commit"]["result"] == result_cid
+
+
+def task_on_lease(home: Path, need: str) -> str:
+    task = task_on(home, need)
+    assert task is not None and task["lease"] is not None
+    lease: str = task["lease"]["lease_id"]
+    return lease
