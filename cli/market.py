@@ -162,6 +162,79 @@ def show(need: NeedArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
             f"{len(cm['verdicts'])}")
 
 
+@task_app.command("explain")
+def explain(need: NeedArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Why the task's decision went as it did: every bid, its score and its parts."""
+    c = client(home, as_json)
+    doc: dict[str, Any] = call(lambda: c.get(f"/tasks/{need}/explain"), as_json)
+    if as_json:
+        emit_json(doc)
+        return
+    e = doc["explanation"]
+    say(f"decision memo {doc['memo']} (epoch {e['epoch']}, round {e['round']}): {e['why']}")
+    say(f"rule: {e['rule']}")
+    w = e["weights"]
+    say(f"score = {w['score_cost_bp']}*cost + {w['score_eta_bp']}*eta + "
+        f"{w['score_reputation_bp']}*reputation + {w['score_capability_bp']}*capability "
+        f"(parts in basis points; ETA half at {format_duration(w['eta_ref_ms'])})")
+    table = new_table(title=f"bids, budget {_c(e['budget'], doc)} credits")
+    for name in ("", "bidder", "cost", "eta", "cost", "eta", "rep", "caps", "score"):
+        table.add_column(name)
+    for i, b in enumerate(e["bids"]):
+        add_row(table, "winner" if i == 0 else i + 1, b["bidder"][:16], _c(b["cost"], doc),
+                format_duration(b["eta_ms"]), b["cost_bp"], b["eta_bp"], b["reputation_bp"],
+                b["capability_bp"], b["score"])
+    say(table)
+
+
+TERMINAL = ("CANCELLED",)
+
+
+@task_app.command("watch")
+def watch(
+    need: NeedArg,
+    timeout_s: Annotated[float, typer.Option("--timeout", min=1.0,
+                                             help="Give up after this many seconds.")] = 600.0,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Follow a task live through its states, as this node applies them; ends when
+    the task is paid or cancelled (or after --timeout)."""
+    c = client(home, as_json, timeout_s=30.0)  # longer than the stream's keep-alive
+    deadline = time.monotonic() + timeout_s
+
+    def follow() -> None:
+        for event in c.events("/tasks/events", {"need": need}):
+            if as_json:
+                emit_json(event)
+            else:
+                say(_event_line(event))
+            done = event.get("kind") == "transition" and (
+                event["after"] in TERMINAL or event["cause"] == "paid")
+            if done or time.monotonic() > deadline:
+                return
+
+    call(follow, as_json)
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    match e.get("kind"):
+        case "transition":
+            arrow = e["after"] if e["before"] in ("", e["after"]) else \
+                f"{e['before']} -> {e['after']}"
+            return f"#{e['seq']} epoch {e['epoch']}: {arrow}: {e['cause']}"
+        case "decision":
+            return (f"#{e['seq']} decided: {e['winner'][:16]} for {e['cost']} units "
+                    f"(memo {e['memo']})")
+        case "payment":
+            return f"#{e['seq']} paid {e['amount']} units to {e['account'][:16]} ({e['why']})"
+        case "slash":
+            return f"#{e['seq']} slashed {e['account'][:16]}: {e['misses']} heartbeats missed"
+        case "gap":
+            return f"(missed {e['missed']} events: this node keeps the latest only)"
+    return str(e)
+
+
 def _step(path: str, body: dict[str, Any], home: Any, as_json: bool, timeout_s: float,
           done: str) -> None:
     doc = _post(path, body, home, as_json, timeout_s)

@@ -105,6 +105,16 @@ class Client:
     def get(self, path: str) -> Any:
         return self._call("GET", path)
 
+    def get_text(self, path: str) -> str:
+        """GET a route that answers text (`/metrics`)."""
+        self.verify()
+        try:
+            response = self._http.get(self.url + path)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        _raise_for(response)
+        return response.text
+
     def post(self, path: str, body: Any) -> Any:
         return self._call("POST", path, body)
 
@@ -146,6 +156,22 @@ class Client:
         except httpx.HTTPError as exc:
             raise self._unreachable(exc, f"transfer from the node at {self.url} failed") \
                 from None
+
+    def events(self, path: str, params: dict[str, Any] | None = None
+               ) -> Iterator[dict[str, Any]]:
+        """GET a server-sent event stream; yields each event's JSON data."""
+        self.verify()
+        try:
+            with self._http.stream("GET", self.url + path, params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        yield json.loads(line[len("data: "):])
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc, f"the event stream of the node at {self.url} "
+                                         f"broke") from None
 
     @contextmanager
     def stream_get(self, path: str, params: dict[str, Any] | None = None

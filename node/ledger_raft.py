@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import trio
@@ -66,6 +66,7 @@ from swarm.protocol.ledger_ops import EffectBatch
 from swarm.protocol.plan import merkle_root
 from swarm.protocol.raft import Role
 from swarm.protocol.raftwire import CertifiedEntry, Frame
+from swarm.protocol.task import Step
 
 from .multiraft import LedgerHook, MultiRaft
 from .raft_group import TICK_MS, Group
@@ -130,6 +131,8 @@ class LedgerRaft(LedgerHook):
         self.proofs: OrderedDict[tuple[int, int], Proof] = OrderedDict()
         self.stats: dict[str, int] = defaultdict(int)
         self.ticked: dict[int, int] = {}  # bucket -> our clock when we last proposed a tick
+        # Told what each applied entry did to a bucket's tasks (replica or read replica).
+        self.listeners: list[Callable[[int, tuple[Step, ...]], None]] = []
         self._sync_turn = 0
         raft.ledger_hook = self
         self._load()
@@ -146,6 +149,12 @@ class LedgerRaft(LedgerHook):
         if loaded:
             log.info("read replica rebuilt from %d stored certified entries", loaded)
 
+    def stored_after(self, bucket: int, after: int) -> Iterator[CertifiedEntry]:
+        """The certified entries of `bucket` this node stored after index `after`, in
+        order (what chain sync serves)."""
+        for key, value in self._stored(bucket, after):
+            yield _decode_cert(key, value)
+
     def _stored(self, bucket: int, after: int) -> Iterator[tuple[bytes, bytes]]:
         """The stored certified entries of `bucket` after index `after`, in order."""
         stop = _cert_key(bucket + 1, 0) if bucket < 0xFFFF else b"d"
@@ -158,7 +167,14 @@ class LedgerRaft(LedgerHook):
     # -- hooks from MultiRaft --
 
     def applied(self, g: Group, result: LedgerApplied) -> None:
-        """Batches wait for their entry's certificate (`certified`), their proof."""
+        """Batches wait for their entry's certificate (`certified`), their proof. What
+        the entry did to the bucket's tasks goes to the listeners."""
+        if result.tasks:
+            self._tell(g.bucket, result.tasks)
+
+    def _tell(self, bucket: int, steps: tuple[Step, ...]) -> None:
+        for listener in self.listeners:
+            listener(bucket, steps)
 
     def certified(self, g: Group, cert: CertifiedEntry) -> None:
         self.store.pending.put(_cert_key(cert.bucket, cert.index), _encode_cert(cert))
@@ -279,11 +295,15 @@ class LedgerRaft(LedgerHook):
             if entry.prev > part.last and len(ahead) < AHEAD_MAX:
                 ahead[entry.prev] = entry
             return
-        part.apply_chain(entry)
+        applied = part.apply_chain(entry)
         self.stats["chain_applied"] += 1
+        if applied.tasks:
+            self._tell(bucket, applied.tasks)
         while part.last in ahead:
-            part.apply_chain(ahead.pop(part.last))
+            applied = part.apply_chain(ahead.pop(part.last))
             self.stats["chain_applied"] += 1
+            if applied.tasks:
+                self._tell(bucket, applied.tasks)
         for prev in [p for p in ahead if p < part.last]:
             del ahead[prev]
 

@@ -11,7 +11,8 @@ computed -- a refusal by the ledger's
 rules ("insufficient balance: have 40, need 55") is an outcome too (`LedgerRefused`).
 
 Reads come from this node's own state: its replicas' machines for buckets it
-replicates, its certified read replica (node/ledger_raft.py) for the others. A read
+replicates, its certified read replica (node/ledger_raft.py) for the others, which a
+node that is not a validator keeps by chain sync (node/chain_sync.py). A read
 right after a write of another bucket may lag by a certification round trip.
 """
 
@@ -48,6 +49,7 @@ from swarm.protocol.raft import NONE
 from swarm.protocol.verbs import OP_ID_BYTES
 
 from . import relay
+from .chain_sync import ChainSync
 from .client import OUTCOME_WAIT_S_DEFAULT
 from .ledger_raft import LedgerRaft
 from .multiraft import MultiRaft
@@ -90,6 +92,7 @@ class LedgerService:
         self.sign = sign
         self.host: IHost | None = None
         self.net = LedgerRaft(raft, store, genesis)
+        self.sync = ChainSync(self.net, genesis)  # a plain node follows the chains so
         self.unit = genesis.params["unit_per_credit"]
         self.bucket_count = raft.placement.bucket_count
         self.account_id = account
@@ -103,6 +106,7 @@ class LedgerService:
             host.set_stream_handler(self.submission_protocol, self.submissions)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.net.run)
+            await nursery.start(self.sync.run, host)
             task_status.started()
 
     # -- writes --
@@ -294,7 +298,8 @@ class LedgerService:
 
     def status(self) -> dict[str, Any]:
         return {"ledger_root": self.root_hex(), **self.net.lag(),
-                "stats": {**dict(self.net.stats)}}
+                "stats": {**dict(self.net.stats)},
+                "chain_sync": dict(self.sync.stats)}
 
 
 def record_json(r: AuditRecord) -> dict[str, Any]:

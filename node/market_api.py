@@ -13,10 +13,13 @@ the bucket answered in time, 404 for a task this node does not know.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
+from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from swarm.protocol.errors import ProtocolError
@@ -24,6 +27,7 @@ from swarm.protocol.errors import ProtocolError
 from .api_guard import StrictBody
 from .client import OUTCOME_WAIT_S_DEFAULT, OUTCOME_WAIT_S_MAX
 from .ledger_service import LedgerRefused
+from .market_events import FOLLOWERS_MAX
 from .market_service import MarketService
 from .raft_kinds import SubmitError
 
@@ -105,12 +109,45 @@ def market_router(service: Callable[[], MarketService], dependencies: list[Any])
     async def tasks(state: str | None = None) -> dict[str, Any]:
         return service().tasks(state)
 
+    @router.get("/tasks/events")
+    async def events(after: int = 0, need: str | None = None) -> StreamingResponse:
+        """Server-sent events (`text/event-stream`), one per task event this node
+        applies, numbered (`id:`); `after` resumes after a number, `need` keeps one
+        task's. A comment line every few seconds of silence keeps the stream open."""
+        events = service().events
+        if events.followers >= FOLLOWERS_MAX:
+            raise HTTPException(status_code=503, detail={
+                "code": "too_many_streams",
+                "reason": f"{FOLLOWERS_MAX} event streams are open on this node"})
+
+        async def body() -> AsyncIterator[bytes]:
+            # Closed with the response, so a client that goes away frees its slot.
+            async with aclosing(events.follow(after, need)) as stream:
+                async for event in stream:
+                    if event is None:
+                        yield b": keep-alive\n\n"
+                    else:
+                        yield (f"id: {event['seq']}\nevent: {event['kind']}\n"
+                               f"data: {json.dumps(event, sort_keys=True)}\n\n").encode()
+
+        return StreamingResponse(body(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-store"})
+
     @router.get("/tasks/{need}")
     async def task(need: str) -> dict[str, Any]:
         try:
             return service().task(need)
         except ProtocolError as exc:
             status = 404 if exc.code == "unknown_task" else 400
+            raise HTTPException(status_code=status, detail=exc.to_dict()) from None
+
+    @router.get("/tasks/{need}/explain")
+    async def explain(need: str) -> dict[str, Any]:
+        """The decision's explanation memo: every bid, its score and parts, the rule."""
+        try:
+            return service().explain(need)
+        except ProtocolError as exc:
+            status = 404 if exc.code in ("unknown_task", "memo_unknown") else 400
             raise HTTPException(status_code=status, detail=exc.to_dict()) from None
 
     @router.post("/tasks/{need}/bid")

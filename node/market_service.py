@@ -18,20 +18,28 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as PromCounter
+
+from swarm.protocol import cbor
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.cid import Cid
 from swarm.protocol.envelope import Envelope
 from swarm.protocol.errors import DecodeError, LocalProtocolError
 from swarm.protocol.genesis import Genesis
-from swarm.protocol.task import Task, task_json
+from swarm.protocol.schema import to_json
+from swarm.protocol.task import Step, Task, task_json
 
 from .client import OUTCOME_WAIT_S_DEFAULT
-from .ledger_service import LedgerService
+from .ledger_service import LedgerRefused, LedgerService
+from .market_events import TaskEvents
 
 TASKS_LISTED_MAX = 1000
+MEMOS_KEPT = 4096
 BALLOT_BYTES = 8  # a fresh ballot per bid, as 16 hex digits
 
 
@@ -41,12 +49,22 @@ class MarketService:
 
     def __init__(self, ledger: LedgerService, genesis: Genesis,
                  sign: Callable[[str, dict[str, Any], int], Envelope],
-                 gossip: Callable[[bytes], Awaitable[dict[str, Any]]]) -> None:
+                 gossip: Callable[[bytes], Awaitable[dict[str, Any]]],
+                 registry: CollectorRegistry) -> None:
         self.ledger = ledger
         self.genesis = genesis
         self.sign = sign
         self.gossip = gossip
         self.unit = genesis.params["unit_per_credit"]
+        self.events = TaskEvents(registry)
+        ledger.net.listeners.append(self.events.publish)
+        # Explanation memos of the decisions this node applied, by CID (the decision
+        # names it; the bytes are the same on every node).
+        self.memos: OrderedDict[Cid, bytes] = OrderedDict()
+        ledger.net.listeners.append(self._keep_memos)
+        self.refusals = PromCounter("swarm_task_refusals", "Market commands of this node "
+                                    "the bucket refused, by rule", ["code"],
+                                    registry=registry)
 
     # -- writes --
 
@@ -63,7 +81,7 @@ class MarketService:
             if value:
                 payload[name] = value
         env = self._sign("NEED", payload)
-        outcome = await self.ledger.submit_own(env, timeout_s)
+        outcome = await self._submit(env, timeout_s)
         await self.gossip(env.wire)  # the plan's DAG; the task itself lives in its bucket
         return {**outcome, "need_id": str(env.id),
                 "task_bucket": bucket_of(env.id.raw, self.ledger.bucket_count)}
@@ -120,7 +138,14 @@ class MarketService:
 
     async def _step(self, kind: str, payload: dict[str, Any],
                     timeout_s: float) -> dict[str, Any]:
-        return await self.ledger.submit_own(self._sign(kind, payload), timeout_s)
+        return await self._submit(self._sign(kind, payload), timeout_s)
+
+    async def _submit(self, env: Envelope, timeout_s: float) -> dict[str, Any]:
+        try:
+            return await self.ledger.submit_own(env, timeout_s)
+        except LedgerRefused as exc:
+            self.refusals.labels(exc.code).inc()
+            raise
 
     def _sign(self, kind: str, payload: dict[str, Any]) -> Envelope:
         return self.sign(kind, payload, time.time_ns() // 1_000_000)
@@ -134,7 +159,32 @@ class MarketService:
                                               f"(`lease`)", code="not_lease_holder")
         return task.lease.lease_id
 
+    def _keep_memos(self, bucket: int, steps: Sequence[Step]) -> None:
+        for step in steps:
+            for cid, data in step.memos:
+                self.memos[cid] = data
+                self.memos.move_to_end(cid)
+        while len(self.memos) > MEMOS_KEPT:
+            self.memos.popitem(last=False)
+
     # -- reads --
+
+    def explain(self, need: str) -> dict[str, Any]:
+        """Why the task's current decision went as it did: its explanation memo (every
+        bid with its score and parts, the weights, the rule)."""
+        need_id = parse_need(need)
+        task = self._task(need_id)
+        if task is None or task.decision is None:
+            raise LocalProtocolError("need", f"task {need_id} has no decision known here",
+                                     code="unknown_task")
+        memo = task.decision.memo
+        data = self.memos.get(memo)
+        if data is None:
+            raise LocalProtocolError("memo", f"the memo {memo} was applied before this "
+                                             f"node last started; its bytes are not kept "
+                                             f"here", code="memo_unknown")
+        return {"memo": str(memo), "unit_per_credit": self.unit,
+                "explanation": to_json(cbor.decode(data))}
 
     def _task(self, need: Cid) -> Task | None:
         part = self.ledger.net.part(bucket_of(need.raw, self.ledger.bucket_count))

@@ -271,6 +271,8 @@ class LedgerKind(Kind[Command, LedgerOutcome]):
         envelope that could only be rejected (bad signature, another swarm, not a ledger
         verb, another bucket's signer, a validity limit passed or too far ahead) is
         refused. The state machine checks all of it again when applying."""
+        if cmd.value["op"] == "tick":  # the leader's own entry, never a request
+            return Refused("not_requestable", "only a bucket's leader proposes ticks", "op")
         if cmd.value["op"] != "ledger":
             return None
         if g.machine.ledger.is_decided(cmd.key):

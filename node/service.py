@@ -159,7 +159,7 @@ class Node:
             self.ledger = LedgerService(self.decider.raft, self.decider.store, self.genesis,
                                         self.identity.public_key, self.policy, self.sign)
             self.market = MarketService(self.ledger, self.genesis, self.sign,
-                                        self.submit_wire)
+                                        self.submit_wire, self.metrics.registry)
         except StoreError:
             self.blockstore.close()
             self.store.close()

@@ -732,13 +732,12 @@ class LedgerPart:
         return hashlib.sha256(PART_DOMAIN + self.ledger.root() + self.pool.root()
                               + self.last.to_bytes(8, "big")).digest()
 
-    def apply_chain(self, entry: ChainEntry) -> tuple[AuditRecord, tuple[EffectBatch, ...]]:
+    def apply_chain(self, entry: ChainEntry) -> Applied:
         """Apply a certified chain entry (a read replica): it must follow the last."""
         if entry.prev != self.last or entry.index <= self.last:
             raise ChainGap("prev", f"bucket {self.bucket}: entry {entry.index} follows "
                                    f"{entry.prev}, the last applied is {self.last}")
-        applied = self.apply_body(entry.index, entry.ts_ms, entry.body)
-        return applied.record, applied.effects
+        return self.apply_body(entry.index, entry.ts_ms, entry.body)
 
     def apply_body(self, index: int, ts_ms: int, body: ChainBody) -> Applied:
         """Apply one chain body, all or nothing: an exception leaves the part as it was

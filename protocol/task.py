@@ -197,11 +197,13 @@ class Payment:
 
 @dataclass(frozen=True, slots=True)
 class SlashCause:
-    """Slash `account` for `misses` missed heartbeats on the lease `lease_id`."""
+    """Slash `account` for `misses` missed heartbeats on the lease `lease_id` of the
+    task `need`."""
 
     account: bytes
     lease_id: Cid
     misses: int
+    need: Cid
 
 
 @dataclass(frozen=True, slots=True)
@@ -656,7 +658,8 @@ class TaskBook:
                 late = ts_ms - (lease.heartbeat_due_ms + grace)
                 misses = lease.misses + 1 + late // lease.heartbeat_interval_ms
                 if misses >= p["heartbeat_misses_max"]:
-                    step.slashes.append(SlashCause(lease.worker, lease.lease_id, misses))
+                    step.slashes.append(SlashCause(lease.worker, lease.lease_id, misses,
+                                                  task.terms.need))
                     self._reopen(task, ts_ms, index, step,
                                  f"released: {misses} heartbeats missed", lease.worker)
                     return

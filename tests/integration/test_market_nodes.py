@@ -7,7 +7,8 @@ with its reason, the winner claims, heartbeats and commits; every node shows the
 task state and ledger root (the replicas and the certified read replicas alike), and
 the supply is conserved on every node. Method: `swarm-testnet up -n 4` (three replicas a
 bucket, so some node reads each bucket from certified chain entries only); the
-testnet's genesis has a 3 s bid window.
+testnet's genesis has a 3 s bid window; the NEED asks for 30 s, ample
+for the bids on a slow machine.
 """
 
 from __future__ import annotations
@@ -82,10 +83,14 @@ def test_a_task_is_posted_funded_auctioned_claimed_and_committed(net: Path) -> N
     poster, cheap, dear, watcher = homes
     before = ok_json(poster, "ledger", "balance")["balance"]
     posted = ok_json(poster, "task", "post", "--budget", "5", "--bounty", "1",
-                     "--window", "5s", "--title", "count the words")
+                     "--window", "30s", "--title", "count the words")
     need = posted["need_id"]
     assert ok_json(poster, "ledger", "balance")["balance"] == before - 5_000_000
     assert refused(poster, "bid", need, "1") == "own_need"
+    # A watcher follows the task's events from another node as they are applied there.
+    watch = subprocess.Popen([str(BIN / "swarm-node"), "task", "watch", need, "--json",
+                              "--home", str(watcher)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     ok_json(cheap, "bid", need, "2", "--eta", "10s")
     ok_json(dear, "bid", need, "3", "--eta", "10s")
     assert refused(cheap, "bid", need, "1.5") == "already_bid"
@@ -98,6 +103,12 @@ def test_a_task_is_posted_funded_auctioned_claimed_and_committed(net: Path) -> N
     assert task["decision"]["winner"] == cheap_account
     assert [b["cost"] for b in sorted(task["bids"], key=lambda b: b["cost"])] == [
         2_000_000, 3_000_000]
+
+    explained = ok_json(watcher, "task", "explain", need)
+    assert explained["memo"] == task["decision"]["memo"]
+    assert explained["explanation"]["bids"][0]["bidder"] == cheap_account
+    assert explained["explanation"]["bids"][0]["score"] > \
+        explained["explanation"]["bids"][1]["score"]
 
     assert refused(dear, "claim", need, "--ttl", "60s", "--heartbeat", "5s") == "not_winner"
     ok_json(cheap, "claim", need, "--ttl", "60s", "--heartbeat", "5s")
@@ -113,10 +124,31 @@ def test_a_task_is_posted_funded_auctioned_claimed_and_committed(net: Path) -> N
         return all(t is not None and t["state"] == "COMMITTED" for t in tasks) \
             and len(roots) == 1
     until("every node to show the commit and one ledger root", same_everywhere)
+    watch.terminate()
+    seen = [e for e in json_docs(watch.communicate(timeout=30)[0])
+            if e["kind"] == "transition"]
+    assert [(e["before"], e["after"]) for e in seen if e["before"] != e["after"]] == [
+        ("", "OPEN"), ("OPEN", "DECIDED"), ("DECIDED", "CLAIMED"),
+        ("CLAIMED", "COMMITTED")], seen
+    metrics = Client(cheap).get_text("/metrics")
+    assert 'swarm_task_transitions_total{state="COMMITTED"} 1.0' in metrics
+    assert 'swarm_task_refusals_total{code="already_bid"} 1.0' in metrics
     for h in homes:
         assert Client(h).get("/ledger/supply")["conserved"]
         t = task_on(h, need)
         assert t is not None and t["commit"]["result"] == result_cid
+
+
+def json_docs(text: str) -> list[dict[str, Any]]:
+    """Consecutive JSON documents (what `--json` prints, one per event)."""
+    decoder, docs, pos = json.JSONDecoder(), [], 0
+    text = text.strip()
+    while pos < len(text):
+        doc, pos = decoder.raw_decode(text, pos)
+        docs.append(doc)
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return docs
 
 
 def task_on_lease(home: Path, need: str) -> str:

@@ -11,7 +11,12 @@ from typing import Any
 
 from test_bucket_machine import GENESIS, Bucket, U, identity_in
 
-from swarm.protocol.bucket_machine import LedgerApplied, effects_command, tick_command
+from swarm.protocol.bucket_machine import (
+    BucketMachine,
+    LedgerApplied,
+    effects_command,
+    tick_command,
+)
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.envelope import Envelope, Identity, make_envelope
 from swarm.protocol.ledger import genesis_supply
@@ -149,6 +154,12 @@ def test_an_auction_in_the_needs_bucket_decides_and_the_winner_claims() -> None:
     assert s.submit(3, commit).ok
     assert s.task(need).state == COMMITTED
     s.conserved()
+    # A replica restored from the bucket's snapshot holds the same tasks.
+    machine = s.b[3].machine
+    again = BucketMachine.restore(machine.snapshot(), 3, GENESIS.swarm_id, GENESIS.params,
+                                  GENESIS)
+    assert again.part.root() == machine.part.root()
+    assert again.ledger.tasks.get(need.id) == s.task(need)
 
 
 def test_lifecycle_envelopes_only_in_their_needs_bucket() -> None:
