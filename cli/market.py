@@ -31,6 +31,7 @@ from .common import (
     emit_json,
     fail,
     new_table,
+    out,
     say,
 )
 
@@ -125,7 +126,10 @@ def list_tasks(
     for t in doc["tasks"]:
         add_row(table, t["need_id"], t["state"], t["epoch"], _c(t["budget"], doc),
                 (t["winner"] or "")[:16], "yes" if t["paid"] else "")
-    say(table) if doc["tasks"] else say("no tasks known here")
+    if doc["tasks"]:
+        out.print(table)
+    else:
+        say("no tasks known here")
 
 
 @task_app.command("show")
@@ -178,13 +182,14 @@ def explain(need: NeedArg, home: HomeOpt = None, as_json: JsonOpt = False) -> No
         f"{w['score_reputation_bp']}*reputation + {w['score_capability_bp']}*capability "
         f"(parts in basis points; ETA half at {format_duration(w['eta_ref_ms'])})")
     table = new_table(title=f"bids, budget {_c(e['budget'], doc)} credits")
-    for name in ("", "bidder", "cost", "eta", "cost", "eta", "rep", "caps", "score"):
+    for name in ("", "bidder", "cost", "eta", "cost bp", "eta bp", "rep bp", "caps bp",
+                 "score"):
         table.add_column(name)
     for i, b in enumerate(e["bids"]):
         add_row(table, "winner" if i == 0 else i + 1, b["bidder"][:16], _c(b["cost"], doc),
                 format_duration(b["eta_ms"]), b["cost_bp"], b["eta_bp"], b["reputation_bp"],
                 b["capability_bp"], b["score"])
-    say(table)
+    out.print(table)
 
 
 TERMINAL = ("CANCELLED",)

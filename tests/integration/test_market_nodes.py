@@ -109,6 +109,10 @@ def test_a_task_is_posted_funded_auctioned_claimed_and_committed(net: Path) -> N
     assert explained["explanation"]["bids"][0]["bidder"] == cheap_account
     assert explained["explanation"]["bids"][0]["score"] > \
         explained["explanation"]["bids"][1]["score"]
+    for args in (("task", "explain", need), ("task", "list"), ("task", "show", need)):
+        shown = cli(watcher, *args)  # the tables people read, not only --json
+        assert shown.returncode == 0 and "object at 0x" not in shown.stdout, shown
+    assert "winner" in cli(watcher, "task", "explain", need).stdout
 
     assert refused(dear, "claim", need, "--ttl", "60s", "--heartbeat", "5s") == "not_winner"
     ok_json(cheap, "claim", need, "--ttl", "60s", "--heartbeat", "5s")
