@@ -14,6 +14,8 @@ for the bids on a slow machine.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ from typing import Any
 import pytest
 
 from swarm.node.client import Client
+from swarm.testnet import cluster
 
 BIN = Path(sys.executable).parent
 WAIT_S = 90.0  # generous: a shared 2-core machine
@@ -160,3 +163,32 @@ def task_on_lease(home: Path, need: str) -> str:
     assert task is not None and task["lease"] is not None
     lease: str = task["lease"]["lease_id"]
     return lease
+
+
+def test_a_worker_killed_mid_lease_loses_the_task_to_the_next_bid(net: Path) -> None:
+    """kill -9 of the worker's node while it holds the lease: its heartbeats stop, the
+    bucket releases the lease on bucket time, slashes the missed heartbeats, and the
+    next-best bid wins the task's next epoch; that worker claims and commits it."""
+    members = cluster.load_state(net)
+    poster, doomed, backup, _ = (m.home for m in members)
+    need = ok_json(poster, "task", "post", "--budget", "5", "--window", "20s")["need_id"]
+    ok_json(doomed, "bid", need, "1")
+    ok_json(backup, "bid", need, "2")
+    until("the auction to close", lambda: (t := task_on(poster, need)) is not None
+          and t["state"] == "DECIDED")
+    ok_json(doomed, "claim", need, "--ttl", "10m", "--heartbeat", "1s")
+    doomed_account = ok_json(doomed, "status")["account"]
+    locked_before = ok_json(poster, "ledger", "balance", doomed_account)["locked"]
+    os.kill(members[1].pid, signal.SIGKILL)
+
+    reopened = until("the lease to be released and the next bid to win", lambda: (
+        (t := task_on(poster, need)) is not None and t["epoch"] == 1
+        and t["state"] == "DECIDED" and t["decision"]["winner"] != doomed_account and t))
+    assert doomed_account in reopened["excluded"]
+    until("the missed heartbeats to be slashed", lambda: ok_json(
+        poster, "ledger", "balance", doomed_account)["locked"] < locked_before)
+    ok_json(backup, "claim", need, "--ttl", "10m", "--heartbeat", "5s")
+    ok_json(backup, "commit", need,
+            "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")
+    until("the backup's commit", lambda: (t := task_on(poster, need)) is not None
+          and t["state"] == "COMMITTED" and t["commit"]["worker"] != doomed_account)
