@@ -102,8 +102,8 @@ def post(
     if as_json:
         emit_json(doc)
         return
-    say(f"posted NEED {doc['need_id']}: {budget} credits escrowed, the task lives in "
-        f"bucket {doc['task_bucket']} {_where(doc)}")
+    say(f"posted NEED {doc['need_id']}: {budget} credits escrowed from this node's "
+        f"account {_where(doc)}; the task lives in bucket {doc['task_bucket']}")
 
 
 @task_app.command("list")
