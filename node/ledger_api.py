@@ -86,22 +86,25 @@ class PoolRegisterBody(OperationBody):
     capabilities: list[str] = Field(default_factory=list, max_length=32)
 
 
+async def write(fn: Callable[[], Any]) -> dict[str, Any]:
+    """Run a bucket write and map its failures: 409 when the bucket refused it as it
+    applied it, 503 when no quorum answered in time, 400 for bad input."""
+    try:
+        result: dict[str, Any] = await fn()
+        return result
+    except LedgerRefused as exc:
+        raise HTTPException(status_code=409, detail={
+            "code": exc.code, "reason": exc.reason,
+            "outcome": exc.outcome.to_json()}) from None
+    except SubmitError as exc:
+        status = 503 if exc.code == "submit_failed" else 400
+        raise HTTPException(status_code=status, detail=exc.to_dict()) from None
+    except ProtocolError as exc:
+        raise HTTPException(status_code=400, detail=exc.to_dict()) from None
+
+
 def ledger_router(service: Callable[[], LedgerService], dependencies: list[Any]) -> APIRouter:
     router = APIRouter(dependencies=dependencies, tags=["ledger"])
-
-    async def write(fn: Callable[[], Any]) -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = await fn()
-            return result
-        except LedgerRefused as exc:
-            raise HTTPException(status_code=409, detail={
-                "code": exc.code, "reason": exc.reason,
-                "outcome": exc.outcome.to_json()}) from None
-        except SubmitError as exc:
-            status = 503 if exc.code == "submit_failed" else 400
-            raise HTTPException(status_code=status, detail=exc.to_dict()) from None
-        except ProtocolError as exc:
-            raise HTTPException(status_code=400, detail=exc.to_dict()) from None
 
     def read(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         try:

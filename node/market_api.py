@@ -14,7 +14,7 @@ the bucket answered in time, 404 for a task this node does not know.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any, Literal
 
@@ -26,10 +26,9 @@ from swarm.protocol.errors import ProtocolError
 
 from .api_guard import StrictBody
 from .client import OUTCOME_WAIT_S_DEFAULT, OUTCOME_WAIT_S_MAX
-from .ledger_service import LedgerRefused
+from .ledger_api import write
 from .market_events import FOLLOWERS_MAX
 from .market_service import MarketService
-from .raft_kinds import SubmitError
 
 CREDITS = "Credits as text, decimals allowed (\"12.5\"); exact to the smallest unit."
 CID_CHARS_MAX = 128
@@ -83,19 +82,6 @@ class AttestBody(StepBody):
 
 def market_router(service: Callable[[], MarketService], dependencies: list[Any]) -> APIRouter:
     router = APIRouter(dependencies=dependencies, tags=["market"])
-
-    async def write(fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-        try:
-            return await fn()
-        except LedgerRefused as exc:
-            raise HTTPException(status_code=409, detail={
-                "code": exc.code, "reason": exc.reason,
-                "outcome": exc.outcome.to_json()}) from None
-        except SubmitError as exc:
-            status = 503 if exc.code == "submit_failed" else 400
-            raise HTTPException(status_code=status, detail=exc.to_dict()) from None
-        except ProtocolError as exc:
-            raise HTTPException(status_code=400, detail=exc.to_dict()) from None
 
     @router.post("/tasks")
     async def post(body: PostBody) -> dict[str, Any]:

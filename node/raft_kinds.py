@@ -13,6 +13,7 @@ only place that text is written or read), and the errors a caller sees (`DecideE
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -149,24 +150,26 @@ class Shell(Protocol):
 # -- kinds of command ---------------------------------------------------------------------
 
 
-class Kind(Generic[C, T]):
+class Kind(ABC, Generic[C, T]):
     """What one kind of bucket command is and how it travels (see the module docstring).
     `once`: a leader proposes a given command at most once an attempt (a second caller
-    waits on the first proposal)."""
+    waits on the first proposal). Each kind says what the abstract methods are."""
 
     name = ""
     once = False
     stat = ""  # the stats counter of proposals
 
+    @abstractmethod
     def bucket(self, cmd: C, placement: Placement) -> int:
-        raise NotImplementedError
+        """The bucket that orders `cmd`."""
 
+    @abstractmethod
     def key(self, cmd: C) -> bytes:
-        raise NotImplementedError
+        """What makes `cmd` one command however often it is sent (its dedupe key)."""
 
+    @abstractmethod
     def known(self, g: Group, cmd: C) -> T | None:
         """What this replica can answer without proposing (it applied the command)."""
-        raise NotImplementedError
 
     def known_to_peer(self, g: Group, cmd: C) -> T | None:
         """What this replica answers a peer's request with at once."""
@@ -181,19 +184,21 @@ class Kind(Generic[C, T]):
         already, a refusal, or None to propose."""
         return None
 
+    @abstractmethod
     def entry(self, cmd: C, ts_ms: int) -> bytes:
         """The Raft entry's data: the command stamped with the leader's clock."""
-        raise NotImplementedError
 
+    @abstractmethod
     def request(self, q: PeerQueue, req_id: int, bucket: int, cmd: C) -> None:
-        raise NotImplementedError
+        """Queue `cmd` for a peer (the leader we know) in the next frame to it."""
 
+    @abstractmethod
     def answer(self, q: PeerQueue, req_id: int, answer: T | Reason) -> None:
-        raise NotImplementedError
+        """Queue the answer to a peer's request `req_id` in the next frame to it."""
 
+    @abstractmethod
     def read(self, cmd: C, resp: Any) -> T | Reason:
         """A replica's answer to `cmd`: the outcome, or why there is none."""
-        raise NotImplementedError
 
     def refusal(self, r: Refused) -> Exception:
         """The caller's error for a refusal at the door."""
