@@ -144,34 +144,29 @@ class Client:
     def stream_lines(self, path: str, params: dict[str, Any] | None = None
                      ) -> Iterator[dict[str, Any]]:
         """POST to a route that answers JSON lines (progress reports); yields each."""
-        self.verify()
-        try:
-            with self._http.stream("POST", self.url + path, params=params) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    _raise_for(response)
-                for line in response.iter_lines():
-                    if line.strip():
-                        yield json.loads(line)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc, f"transfer from the node at {self.url} failed") \
-                from None
+        for line in self._lines("POST", path, params, "transfer from the node at {} failed"):
+            if line.strip():
+                yield json.loads(line)
 
     def events(self, path: str, params: dict[str, Any] | None = None
                ) -> Iterator[dict[str, Any]]:
         """GET a server-sent event stream; yields each event's JSON data."""
+        for line in self._lines("GET", path, params,
+                                "the event stream of the node at {} broke"):
+            if line.startswith("data: "):
+                yield json.loads(line[len("data: "):])
+
+    def _lines(self, method: str, path: str, params: dict[str, Any] | None,
+               broke: str) -> Iterator[str]:
         self.verify()
         try:
-            with self._http.stream("GET", self.url + path, params=params) as response:
+            with self._http.stream(method, self.url + path, params=params) as response:
                 if response.status_code >= 400:
                     response.read()
                     _raise_for(response)
-                for line in response.iter_lines():
-                    if line.startswith("data: "):
-                        yield json.loads(line[len("data: "):])
+                yield from response.iter_lines()
         except httpx.HTTPError as exc:
-            raise self._unreachable(exc, f"the event stream of the node at {self.url} "
-                                         f"broke") from None
+            raise self._unreachable(exc, broke.format(self.url)) from None
 
     @contextmanager
     def stream_get(self, path: str, params: dict[str, Any] | None = None

@@ -917,11 +917,7 @@ class BucketLedger:
                     if op.task_class not in TASK_CLASSES:
                         raise InvalidOp("task_class", f"must be one of {', '.join(TASK_CLASSES)}"
                                                       f" (got {op.task_class!r})")
-                    cap = self.params[f"bounty_cap_{op.task_class}"]
-                    if op.amount > cap:
-                        raise OverCap("amount", f"bounty {format_credits(op.amount, unit)} is "
-                                                f"over the {op.task_class} cap of "
-                                                f"{format_credits(cap, unit)}")
+                    self._within_cap(op.amount, op.task_class, "amount", "bounty")
                 have = self._view(op.payer).balance
                 if have < op.amount:
                     raise InsufficientBalance("amount", have, op.amount, unit)
@@ -969,16 +965,20 @@ class BucketLedger:
                 if t.verify_bounty > t.budget:
                     raise InvalidOp("verify_bounty", "the verify bounty is part of the "
                                                      "budget and cannot exceed it")
-                cap = self.params[f"bounty_cap_{t.task_class}"]
-                if t.verify_bounty > cap:
-                    raise OverCap("verify_bounty", f"verify bounty "
-                                  f"{format_credits(t.verify_bounty, unit)} is over the "
-                                  f"{t.task_class} cap of {format_credits(cap, unit)}")
+                self._within_cap(t.verify_bounty, t.task_class, "verify_bounty",
+                                 "verify bounty")
                 have = self._view(t.poster).balance
                 if have < t.budget:
                     raise InsufficientBalance("budget", have, t.budget, unit)
             case _:
                 raise InvalidOp("op", f"not a ledger operation: {type(op).__name__}")
+
+    def _within_cap(self, amount: int, task_class: str, fld: str, what: str) -> None:
+        """P6: a bounty stays within its task class's cap (genesis `bounty_cap_*`)."""
+        cap = self.params[f"bounty_cap_{task_class}"]
+        if amount > cap:
+            raise OverCap(fld, f"{what} {format_credits(amount, self.unit)} is over the "
+                               f"{task_class} cap of {format_credits(cap, self.unit)}")
 
     def _validate_task(self, step: TaskStep, ts_ms: int) -> None:
         """A lifecycle envelope belongs to its NEED's bucket, once, within its window."""
