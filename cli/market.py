@@ -162,8 +162,14 @@ def show(need: NeedArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
             f"{le['progress']}%, {le['misses']} missed heartbeats")
     if doc["commit"]:
         cm = doc["commit"]
-        say(f"  commit     {cm['result']}; committee {len(cm['committee'])}, verdicts "
-            f"{len(cm['verdicts'])}")
+        say(f"  commit     {cm['result']} by {cm['worker'][:16]}")
+        verdicts = {v["member"]: v["valid"] for v in cm["verdicts"]}
+        for m in cm["committee"]:
+            said = verdicts.get(m)
+            say(f"  member     {m[:16]}: "
+                f"{'not yet' if said is None else 'valid' if said else 'invalid'}")
+    for p in doc.get("payouts", ()):
+        say(f"  {p['kind']:<10} {_c(p['amount'], doc)} credits to {p['account'][:16]}")
 
 
 @task_app.command("explain")

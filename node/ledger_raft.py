@@ -20,6 +20,13 @@ Owns what `MultiRaft` hands to its `ledger_hook` and the periodic work around it
   passed proposes a tick entry (`tick_tasks`), at most once per `tick_interval_ms`;
   applying it fires the timers due by its stamp (docs/MARKET.md). A bucket with no
   pending deadline proposes nothing.
+* **Committee draws.** The leader of a bucket holding a committed result that awaits
+  its committee (`draw_committees`) first brings the bucket's views of other buckets'
+  verifiers up to what this node holds (a `pool_view` entry per bucket whose verifiers
+  differ, proven by that bucket's latest certified chain entry, or by the genesis),
+  then proposes the `draw` entry with the certificate of the COMMIT entry, whose
+  signatures seed the draw. A view whose certificate is still on its way holds the
+  draw back for at most `VIEW_WAIT_TICKS`. Every replica draws the committee itself.
 * **The certified chain.** When a quorum of a bucket's replicas have signed a chain
   entry (`MultiRaft` collects the signatures), each replica that holds the quorum
   stores the certified entry (RocksDB key ``c`` + bucket + index), and the bucket's
@@ -54,15 +61,17 @@ from swarm.protocol.bucket_machine import (
     Proof,
     ack_command,
     chain_digest,
+    draw_command,
     effects_command,
+    pool_view_command,
     tick_command,
 )
 from swarm.protocol.buckets import bucket_of
-from swarm.protocol.committee import Verifier
+from swarm.protocol.committee import Verifier, view_digest
 from swarm.protocol.errors import RemoteProtocolError
 from swarm.protocol.genesis import Genesis
 from swarm.protocol.ledger import AccountView, AuditRecord, Totals, genesis_supply
-from swarm.protocol.ledger_ops import EffectBatch
+from swarm.protocol.ledger_ops import EffectBatch, PoolRow
 from swarm.protocol.plan import merkle_root
 from swarm.protocol.raft import Role
 from swarm.protocol.raftwire import CertifiedEntry, Frame
@@ -84,6 +93,10 @@ FETCH_ENTRIES_MAX = 512  # chain entries in one answer to a fetch
 AHEAD_MAX = 4096  # chain entries held past a gap, per bucket
 OUTBOX_SEND_MAX = 256  # batches sent per bucket per round
 PROOFS_KEPT_MAX = 4096  # recent proofs of entries that emitted batches, kept in memory
+DRAWS_PER_ROUND = 16  # draws proposed per bucket per round
+# A draw waits this long (2 s) for views of other buckets whose certificates have not
+# reached this node yet, then goes ahead with the views the bucket holds.
+VIEW_WAIT_TICKS = 40
 # A certified chain entry as this node stored it: far below it (an entry is bounded by
 # the envelope it carries, its signatures by the replica count).
 CERT_LIMITS = cbor.Limits(size_bytes_max=1 << 20)
@@ -131,6 +144,12 @@ class LedgerRaft(LedgerHook):
         self.proofs: OrderedDict[tuple[int, int], Proof] = OrderedDict()
         self.stats: dict[str, int] = defaultdict(int)
         self.ticked: dict[int, int] = {}  # bucket -> our clock when we last proposed a tick
+        # Draws: (bucket, commit index) -> tick first seen waiting, tick last proposed;
+        # views: (bucket, viewed bucket, its index) -> tick proposed.
+        self.draw_waiting: dict[tuple[int, int], int] = {}
+        self.draw_sent: dict[tuple[int, int], int] = {}
+        self.view_sent: dict[tuple[int, int, int], int] = {}
+        self._rows: dict[int, tuple[int, tuple[PoolRow, ...], bytes | None]] = {}
         # Told what each applied entry did to a bucket's tasks (replica or read replica).
         self.listeners: list[Callable[[int, tuple[Step, ...]], None]] = []
         self._sync_turn = 0
@@ -360,6 +379,95 @@ class LedgerRaft(LedgerHook):
                 self.ticked[g.bucket] = now_ms
                 self.stats["task_ticks"] += 1
 
+    def draw_committees(self) -> None:
+        """In each bucket we lead, seat the committees its committed results wait for
+        (see the module docstring)."""
+        raft = self.raft
+        now = raft.now_tick
+        live: set[tuple[int, int]] = set()
+        for g in raft.groups.values():
+            if g.raw.raft.role != Role.LEADER:
+                continue
+            waiting = g.machine.ledger.tasks.awaiting_draw()[:DRAWS_PER_ROUND]
+            if not waiting:
+                continue
+            ts = max(raft.clock_ms(), g.machine.clock_ms)
+            views_ready = self._send_views(g, ts)
+            quorum = self.placement.quorum(g.bucket)
+            for task in waiting:
+                assert task.commit is not None
+                key = (g.bucket, task.commit.index)
+                live.add(key)
+                first = self.draw_waiting.setdefault(key, now)
+                sent = self.draw_sent.get(key)
+                if sent is not None and now - sent < EFFECT_RESEND_TICKS:
+                    continue
+                if not views_ready and now - first < VIEW_WAIT_TICKS:
+                    continue
+                proof = self._proof_for(g.bucket, task.commit.index)
+                if proof is None:
+                    continue  # the COMMIT's certificate is not complete yet
+                seeded = Proof(proof.bucket, proof.index, proof.term, proof.entry,
+                               tuple(sorted(proof.sigs))[:quorum])
+                if raft.propose(g, draw_command(g.bucket, task.terms.need,
+                                                seeded).stamp(ts)):
+                    self.draw_sent[key] = now
+                    self.stats["draws_proposed"] += 1
+        for stale in [k for k in self.draw_waiting if k not in live]:
+            self.draw_waiting.pop(stale, None)
+            self.draw_sent.pop(stale, None)
+        for k in [k for k, t in self.view_sent.items() if now - t > FETCH_FORGET_TICKS]:
+            del self.view_sent[k]
+
+    def _send_views(self, g: Group, ts: int) -> bool:
+        """Propose a view of every other bucket whose verifiers this node sees otherwise
+        than `g`'s bucket does; False while one of them lacks its certificate here."""
+        raft = self.raft
+        now = raft.now_tick
+        views = g.machine.ledger.views()
+        ready = True
+        for b in range(self.bucket_count):
+            if b == g.bucket:
+                continue
+            index, rows, digest = self._view_of(b)
+            had = views.get(b)
+            if had is None and digest is None:
+                continue
+            if had is not None and (had[0] >= index or view_digest(had[1]) == digest):
+                continue
+            key = (g.bucket, b, index)
+            if key in self.view_sent:
+                continue
+            proof = None
+            if index:
+                proof = self._stored_proof(b, index)
+                if proof is None:
+                    ready = False
+                    continue
+            if raft.propose(g, pool_view_command(g.bucket, b, rows, proof).stamp(ts)):
+                self.view_sent[key] = now
+                self.stats["pool_views_proposed"] += 1
+        return ready
+
+    def _view_of(self, bucket: int) -> tuple[int, tuple[PoolRow, ...], bytes | None]:
+        """The bucket's verifiers as this node holds them: (chain index, rows, digest)."""
+        part = self.part(bucket)
+        cached = self._rows.get(bucket)
+        if cached is None or cached[0] != part.last:
+            rows = part.rows()
+            cached = (part.last, rows, view_digest(rows))
+            self._rows[bucket] = cached
+        return cached
+
+    def _stored_proof(self, bucket: int, index: int) -> Proof | None:
+        kept = self.proofs.get((bucket, index))
+        if kept is not None:
+            return kept
+        value = self.store.db.get(_cert_key(bucket, index))
+        if isinstance(value, bytes):
+            return _proof(_decode_cert(_cert_key(bucket, index), value))
+        return None
+
     def deliver(self) -> None:
         """Send the acknowledgements due, and every outbox batch not sent lately."""
         raft = self.raft
@@ -398,6 +506,7 @@ class LedgerRaft(LedgerHook):
             tick += EFFECT_TICKS
             self.deliver()
             self.tick_tasks()
+            self.draw_committees()
             if tick % SYNC_TICKS == 0:
                 self.request_missing()
             self.raft.wake.set()

@@ -22,6 +22,10 @@ bucket's leader with its clock (``"ts"``, ms) when it proposed it:
 ``effects``           batch (an `EffectBatch` value),        the ledger, once the proof
                       proof, ts                              checks
 ``effect_ack``        ack (an `EffectAck` value), proof, ts  the ledger, likewise
+``pool_view``         bucket, rows, proof (absent: genesis)  the ledger's pool views,
+                                                             once the proof checks
+``draw``              need, proof (the COMMIT's              seats the committee the
+                      certificate), ts                       draw gives (`committee`)
 ====================  =====================================  =========================
 
 Anything else (the leader's empty no-op, garbage) is skipped alike on every replica.
@@ -51,6 +55,12 @@ decides nothing, so a rogue validator can neither credit an account nor drop a b
 from an outbox. The rule is the same for every body a chain entry can carry, so any
 entry that emits effects (transfers, payouts, slashes, ...) is covered.
 
+A ``pool_view`` entry brings another bucket's verifiers (with their stakes), proven by
+that bucket's certified chain entry whose `pv` is their `view_digest`, or equal to that
+bucket's verifiers at genesis. A ``draw`` entry carries the certificate of this bucket's
+own COMMIT entry: its signatures seed the draw, and every replica draws the committee
+from its own pool and the views it holds, so the leader proposes when, never who.
+
 All or nothing
 --------------
 Applying an entry either completes or leaves no trace: the ledger journals every write
@@ -68,14 +78,16 @@ cannot move the bucket's time back). Ledger entries are applied at that clock.
 The chain
 ---------
 Entries that change the ledger part (ledger and pool operations, effect batches and
-acknowledgements) form a chain: each becomes a `ChainEntry(index, prev, ts_ms, body,
-out, applied_below)` where `prev` is the index of the chain entry before it in this
-bucket (0 for the first), `out` the (target, seq, digest) of each batch it emitted and,
-for an effect batch, `applied_below` the source's batches applied here in order after
-it. Replicas certify chain entries (`ChainEntry.digest`); a node that does not
-replicate the bucket rebuilds the same `LedgerPart` from certified chain entries alone,
-in order (`LedgerPart.apply_chain`), and knows it missed one when `prev` is not the last
-it applied. DECIDE entries are not in the chain (their certificates travel in DECIDE
+acknowledgements, pool views and draws) form a chain: each becomes a
+`ChainEntry(index, prev, ts_ms, body, out, applied_below, pv)` where `prev` is the
+index of the chain entry before it in this bucket (0 for the first), `out` the
+(target, seq, digest) of each batch it emitted, for an effect batch `applied_below`
+the source's batches applied here in order after it, and `pv` the `view_digest` of
+the bucket's verifiers after it (absent when it has none). Replicas certify chain
+entries (`ChainEntry.digest`); a node that does not replicate the bucket rebuilds the
+same `LedgerPart` from certified chain entries alone, in order
+(`LedgerPart.apply_chain`), and knows it missed one when `prev` is not the last it
+applied. DECIDE entries are not in the chain (their certificates travel in DECIDE
 envelopes).
 """
 
@@ -83,22 +95,29 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import cbor, certificate
 from .buckets import bucket_of
+from .cid import Cid
 from .committee import (
     POOL_OP_SCHEMA,
     PoolError,
+    PoolFull,
     PoolLeave,
     PoolOp,
     PoolRegister,
     ReputationEvent,
     VerifierPool,
+    decayed,
+    draw,
+    party_of,
     pool_op_from_value,
     pool_op_value,
+    pool_rows,
+    view_digest,
 )
 from .decide import DecideMachine, Decision
 from .envelope import ENVELOPE_BYTES_MAX, Envelope, decode_envelope
@@ -123,12 +142,16 @@ from .ledger import (
 )
 from .ledger_ops import (
     BODY_SCHEMA,
+    POOL_VIEW_ROWS_MAX,
     Body,
     CompleteUnbonding,
+    Draw,
     EffectAck,
     EffectBatch,
     LedgerEntry,
     Op,
+    PoolRow,
+    PoolView,
     PostNeed,
     Stake,
     TaskStep,
@@ -139,9 +162,10 @@ from .ledger_ops import (
     body_value,
     encode_body,
 )
+from .payout import related
 from .placement import Placement
-from .schema import INT_MAX, Bytes, Enum, FieldType, Int, List, OneOf, obj
-from .task import TASK_VERBS, Step, Terms, need_of
+from .schema import INT_MAX, Bytes, Enum, FieldType, Int, Link, List, OneOf, obj
+from .task import COMMITTED, TASK_VERBS, Step, Task, Terms, need_of
 from .verbs import LEDGER_KINDS
 
 LEDGER_VERBS: tuple[str, ...] = LEDGER_KINDS
@@ -151,6 +175,7 @@ CHAIN_DOMAIN = b"can-swarm/ledger-chain/v1\x00"
 PART_DOMAIN = b"can-swarm/ledger-part/v1\x00"
 BATCH_DOMAIN = b"can-swarm/effect-batch/v1\x00"
 OP_DOMAIN = b"can-swarm/ledger-op/v1\x00"
+SEED_DOMAIN = b"can-swarm/committee-seed/v1\x00"
 OUTCOMES_MAX = 65_536  # answers kept for callers that retry (not state: rebuilt by applying)
 REJECTIONS_MAX = 1024
 # An entry holds one envelope, or a batch with the chain entry that proves it.
@@ -163,7 +188,8 @@ OUT_MAX = 256  # batches one entry may emit (one per target bucket)
 _OUT = obj({"to": Int(max=65535), "seq": Int(), "digest": Bytes(32)})
 _CHAIN_SCHEMA = obj({"index": Int(min=1), "prev": Int(min=0), "ts": Int(min=0),
                      "body": _CHAIN_BODY},
-                    {"out": List(_OUT, max_items=OUT_MAX, min_items=1), "in": Int()})
+                    {"out": List(_OUT, max_items=OUT_MAX, min_items=1), "in": Int(),
+                     "pv": Bytes(32)})
 
 
 # --- commands: what a node submits and the leader stamps ---------------------------
@@ -192,10 +218,19 @@ _COMMAND_FIELDS: dict[str, dict[str, FieldType]] = {
     "tick": {},
     "effects": {"batch": BODY_SCHEMA.variants["effects"], "proof": PROOF_SCHEMA},
     "effect_ack": {"ack": BODY_SCHEMA.variants["effect_ack"], "proof": PROOF_SCHEMA},
+    # Another bucket's verifiers, proven by its certified chain entry (no proof: as
+    # genesis made them).
+    "pool_view": {"bucket": Int(max=65535),
+                  "rows": BODY_SCHEMA.variants["pool_view"].fields["rows"]},
+    # Seat the committee of the result this bucket committed at the proof's entry.
+    "draw": {"need": Link(), "proof": PROOF_SCHEMA},
 }
-COMMAND_SCHEMA = OneOf("op", {op: obj({"op": Enum((op,)), **fields})
+_COMMAND_OPTIONAL: dict[str, dict[str, FieldType]] = {"pool_view": {"proof": PROOF_SCHEMA}}
+COMMAND_SCHEMA = OneOf("op", {op: obj({"op": Enum((op,)), **fields},
+                                      _COMMAND_OPTIONAL.get(op))
                               for op, fields in _COMMAND_FIELDS.items()})
-ENTRY_SCHEMA = OneOf("op", {op: obj({"op": Enum((op,)), **fields, "ts": Int()})
+ENTRY_SCHEMA = OneOf("op", {op: obj({"op": Enum((op,)), **fields, "ts": Int()},
+                                    _COMMAND_OPTIONAL.get(op))
                             for op, fields in _COMMAND_FIELDS.items()})
 
 
@@ -285,6 +320,12 @@ def command_key(value: Mapping[str, Any]) -> bytes:
         return envelope_key(value["env"])
     if op == "tick":
         return b"tk\x00\x00" + int(value.get("ts", 0)).to_bytes(8, "big")
+    if op == "pool_view":
+        index = value["proof"]["index"] if "proof" in value else 0
+        bucket: int = value["bucket"]
+        return b"pv" + bucket.to_bytes(2, "big") + int(index).to_bytes(8, "big")
+    if op == "draw":
+        return b"dr\x00\x00" + int(value["proof"]["index"]).to_bytes(8, "big")
     if op == "effects":
         b = value["batch"]
         source: int = b["source_bucket"]
@@ -388,6 +429,32 @@ def effects_command(batch: EffectBatch, proof: Proof) -> Command:
     entry that emitted it."""
     value = {"op": "effects", "batch": body_value(batch), "proof": proof.value()}
     return Command(batch.target_bucket, command_key(value), value)
+
+
+def pool_view_command(target_bucket: int, source_bucket: int, rows: Iterable[PoolRow],
+                      proof: Proof | None) -> Command:
+    """Tell `target_bucket` what `source_bucket`'s verifiers are, as the certified chain
+    entry `proof` left them (None: as genesis made them)."""
+    value: dict[str, Any] = {"op": "pool_view", "bucket": source_bucket,
+                             "rows": [r.value() for r in rows]}
+    if proof is not None:
+        value["proof"] = proof.value()
+    return Command(target_bucket, command_key(value), value)
+
+
+def draw_command(bucket: int, need: Cid, proof: Proof) -> Command:
+    """Ask `bucket` to seat the committee of the result its certified chain entry
+    `proof` committed (the certificate seeds the draw)."""
+    value = {"op": "draw", "need": need, "proof": proof.value()}
+    return Command(bucket, command_key(value), value)
+
+
+def draw_seed(sigs: Iterable[Mapping[str, bytes]]) -> bytes:
+    """A committee's seed: the hash of a quorum's signatures over its COMMIT entry, in
+    signer order. Ed25519 signatures are deterministic but unknown before the replicas
+    sign, so neither the worker (who wrote the COMMIT) nor anyone else chose it."""
+    return hashlib.sha256(SEED_DOMAIN + b"".join(
+        s["sig"] for s in sorted(sigs, key=lambda s: s["signer"]))).digest()
 
 
 def ack_command(source_bucket: int, target_bucket: int, proof: Proof,
@@ -511,6 +578,7 @@ class ChainEntry:
     body: ChainBody
     out: tuple[Emitted, ...] = ()
     applied_below: int | None = None
+    pv: bytes | None = None  # view_digest of the bucket's verifiers after this entry
 
     def encode(self) -> bytes:
         v: dict[str, Any] = {"index": self.index, "prev": self.prev, "ts": self.ts_ms,
@@ -520,6 +588,8 @@ class ChainEntry:
                         for e in self.out]
         if self.applied_below is not None:
             v["in"] = self.applied_below
+        if self.pv is not None:
+            v["pv"] = self.pv
         return cbor.encode(v)
 
     def emitted(self, target_bucket: int, seq: int) -> Emitted | None:
@@ -544,7 +614,7 @@ class ChainEntry:
         if ("in" in v) != isinstance(body, EffectBatch):
             raise SchemaError("chain.in", "an effect batch's entry, and only it, says `in`")
         out = tuple(Emitted(o["to"], o["seq"], o["digest"]) for o in v.get("out", ()))
-        return cls(v["index"], v["prev"], v["ts"], body, out, v.get("in"))
+        return cls(v["index"], v["prev"], v["ts"], body, out, v.get("in"), v.get("pv"))
 
 
 # --- outcomes: what a caller is told -----------------------------------------------
@@ -710,6 +780,30 @@ class LedgerPart:
         self.ledger = ledger
         self.pool = pool
         self.last = last  # index of the last chain entry applied; 0 at genesis
+        ledger.bid_facts = self.bid_facts
+
+    def row(self, account: bytes) -> PoolRow | None:
+        """A verifier as this bucket knows it: from its own pool, or from the latest
+        view it holds of the verifier's bucket."""
+        home = bucket_of(account, self.ledger.bucket_count)
+        if home == self.bucket:
+            v = self.pool.member(account)
+            if v is None:
+                return None
+            return next(r for r in pool_rows(self.pool.subset(lambda a: a == account),
+                                              lambda a: self.ledger.account(a).locked))
+        view = self.ledger.view(home)
+        return None if view is None else next(
+            (r for r in view[1] if r.account == account), None)
+
+    def bid_facts(self, bidder: bytes, poster: bytes, ts_ms: int) -> tuple[int, bool]:
+        """A bidder's reputation at `ts_ms` (the initial one for a bidder that is not a
+        verifier) and whether it is related to the poster (same org or ASN)."""
+        b, p = self.row(bidder), self.row(poster)
+        params = self.ledger.params
+        rep = (params["reputation_initial_bp"] if b is None
+               else decayed(b.reputation_bp, b.reputation_ms, ts_ms, params))
+        return rep, related(party_of(bidder, b), party_of(poster, p))
 
     @classmethod
     def from_genesis(cls, genesis: Genesis, bucket: int) -> LedgerPart:
@@ -726,6 +820,10 @@ class LedgerPart:
     @property
     def bucket(self) -> int:
         return self.ledger.bucket
+
+    def rows(self) -> tuple[PoolRow, ...]:
+        """The bucket's verifiers with their stake now (what other buckets draw from)."""
+        return pool_rows(self.pool, lambda a: self.ledger.account(a).locked)
 
     def root(self) -> bytes:
         """sha256 over the ledger root, the pool root and the chain position."""
@@ -768,6 +866,11 @@ class LedgerPart:
                     raise WrongBucket("account", f"account {op.account.hex()[:16]} belongs "
                                                  f"to bucket {home}, not {self.bucket}")
                 self.ledger.check_window(op.op_id, op.expires_ms, ts_ms)
+                if isinstance(op, PoolRegister) and member is None \
+                        and len(self.pool.members()) >= POOL_VIEW_ROWS_MAX:
+                    raise PoolFull("account", f"bucket {self.bucket} holds the most "
+                                              f"verifiers a bucket may "
+                                              f"({POOL_VIEW_ROWS_MAX})")
                 self.pool.apply(op, ts_ms=ts_ms,
                                 stake=self.ledger.account(op.account).locked)
             except (PoolError, LedgerError) as exc:
@@ -811,8 +914,10 @@ class BucketMachine:
 
     def __init__(self, bucket: int, swarm_id: bytes, params: Mapping[str, int],
                  part: LedgerPart, decide: DecideMachine | None = None,
-                 placement: Placement | None = None) -> None:
+                 placement: Placement | None = None, genesis: Genesis | None = None) -> None:
         self.bucket = bucket
+        self.genesis = genesis  # to check a view of another bucket at genesis
+        self._genesis_rows: dict[int, tuple[PoolRow, ...]] = {}
         self.swarm_id = swarm_id
         self.params = dict(params)
         self.part = part
@@ -831,7 +936,7 @@ class BucketMachine:
                 else LedgerPart.empty(params, bucket))
         if placement is None and genesis is not None:
             placement = Placement.from_genesis(genesis)
-        return cls(bucket, swarm_id, params, part, placement=placement)
+        return cls(bucket, swarm_id, params, part, placement=placement, genesis=genesis)
 
     # -- the DecideMachine surface
 
@@ -893,7 +998,8 @@ class BucketMachine:
                                               f"{exc.field}: {exc.reason}"), None)
         # A ledger envelope's key is its operation's id (`command_key` would decode the
         # envelope once more to find it).
-        key = (command_key(value) if isinstance(body, EffectBatch | EffectAck | Tick)
+        key = (command_key(value)
+               if isinstance(body, EffectBatch | EffectAck | Tick | PoolView | Draw)
                else body.op_id)
         try:
             return self._apply_chain_body(index, key, body)
@@ -919,6 +1025,10 @@ class BucketMachine:
             return op_from_envelope(env, self.params)
         if op == "tick":
             return Tick()
+        if op == "pool_view":
+            return self._pool_view(value)
+        if op == "draw":
+            return self._draw(value)
         if op == "effects":
             batch = body_from_value(value["batch"], "entry.batch")
             assert isinstance(batch, EffectBatch)
@@ -942,6 +1052,78 @@ class BucketMachine:
                                                f"{entry.index} does not say so")
         return ack
 
+    def _pool_view(self, value: Mapping[str, Any]) -> PoolView:
+        """Another bucket's verifiers, once its certified chain entry (or the genesis)
+        shows they are exactly these."""
+        source: int = value["bucket"]
+        n = self.params["bucket_count"]
+        if source == self.bucket or source >= n:
+            raise Unauthenticated("entry.bucket", f"not another bucket of 0..{n - 1}")
+        view = body_from_value({"op": "pool_view", "bucket": source, "index": 0,
+                                "rows": value["rows"]}, "entry")
+        assert isinstance(view, PoolView)
+        if any(bucket_of(r.account, n) != source for r in view.rows):
+            raise Unauthenticated("entry.rows", f"a verifier of another bucket than {source}")
+        if "proof" not in value:
+            if view.rows != self.genesis_rows(source):
+                raise Unauthenticated("entry.rows", f"not bucket {source}'s verifiers at "
+                                                    f"genesis")
+            return view
+        entry = check_proof(value["proof"], source, self.swarm_id, self.placement,
+                            "entry.proof")
+        if entry.pv != view_digest(view.rows):
+            raise Unauthenticated("entry.rows", f"bucket {source}'s entry {entry.index} "
+                                                f"holds other verifiers")
+        return PoolView(source, entry.index, view.rows)
+
+    def genesis_rows(self, bucket: int) -> tuple[PoolRow, ...]:
+        """Bucket `bucket`'s verifiers as genesis made them (none without a genesis)."""
+        rows = self._genesis_rows.get(bucket)
+        if rows is None:
+            rows = (LedgerPart.from_genesis(self.genesis, bucket).rows()
+                    if self.genesis is not None else ())
+            self._genesis_rows[bucket] = rows
+        return rows
+
+    def _draw(self, value: Mapping[str, Any]) -> Draw:
+        """The committee for the result this bucket committed at the proof's entry:
+        seeded by that entry's certificate, drawn here from what this bucket holds."""
+        need: Cid = value["need"]
+        proof = value["proof"]
+        entry = check_proof(proof, self.bucket, self.swarm_id, self.placement, "entry.proof")
+        assert self.placement is not None  # check_proof refuses without one
+        quorum = self.placement.quorum(self.bucket)
+        if len(proof["sigs"]) != quorum:
+            raise Unauthenticated("entry.proof.sigs", f"a draw is seeded by exactly a quorum "
+                                                      f"({quorum}) of signatures")
+        body = entry.body
+        if not isinstance(body, TaskStep) or body.envelope.kind != "COMMIT" \
+                or need_of(body.envelope) != need:
+            raise Unauthenticated("entry.proof", f"entry {entry.index} is not a COMMIT "
+                                                 f"for {need}")
+        seed = draw_seed(proof["sigs"])
+        task = self.ledger.tasks.get(need)
+        if task is None or task.state != COMMITTED or task.commit is None \
+                or task.commit.committee or task.commit.index != entry.index:
+            # Nothing to seat: the task book refuses it and says why.
+            return Draw(need, entry.index, seed, (), "none")
+        committee, rule = self.committee(task, seed)
+        return Draw(need, entry.index, seed, committee, rule)
+
+    def committee(self, task: Task, seed: bytes) -> tuple[tuple[bytes, ...], str]:
+        """Draw `task`'s committee from this bucket's verifiers and every view it holds
+        of another bucket's, excluding (and unrelated to) its worker and poster."""
+        assert task.commit is not None
+        rows = list(self.part.rows())
+        for b, (_, view) in self.ledger.views().items():
+            if b != self.bucket:
+                rows.extend(view)
+        by_account = {r.account: r for r in rows}
+        judged = [task.commit.worker, task.terms.poster]
+        return draw(rows, k=task.terms.k_result, seed=seed, now_ms=self.clock_ms,
+                    params=self.params, exclude=judged,
+                    unrelated_to=[party_of(a, by_account.get(a)) for a in judged])
+
     def _reject(self, key: bytes, kind: str, index: int, code: str,
                 reason: str) -> LedgerOutcome:
         out = LedgerOutcome(key, kind, key, self.bucket, index, self.clock_ms, code, reason)
@@ -964,8 +1146,9 @@ class BucketMachine:
         emitted = tuple(Emitted(b.target_bucket, b.seq, batch_digest(b)) for b in batches)
         applied_below = (self.part.ledger.applied_seq(body.source_bucket)
                          if isinstance(body, EffectBatch) else None)
-        return LedgerApplied(out, ChainEntry(index, prev, ts, body, emitted, applied_below),
-                             batches, applied.tasks)
+        entry = ChainEntry(index, prev, ts, body, emitted, applied_below,
+                           view_digest(self.part.rows()))
+        return LedgerApplied(out, entry, batches, applied.tasks)
 
     def _remember(self, out: LedgerOutcome) -> None:
         had = self.outcomes.get(out.key)
@@ -1007,4 +1190,4 @@ class BucketMachine:
         if part.bucket != bucket:
             raise DecodeError("snapshot", f"a snapshot of bucket {part.bucket}, not {bucket}")
         return cls(bucket, swarm_id, params, part, DecideMachine.restore(v["decide"], bucket),
-                   placement)
+                   placement, genesis)

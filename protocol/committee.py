@@ -25,7 +25,12 @@ Every decision is integer arithmetic, so every node computes the same committee:
   region within its cap (at most max(1, k x cap / 10000) members sharing one), which
   is a weighted draw among the eligible at every seat; if that leaves a seat empty, a
   bounded depth-first search over the same order finds the first choice that fits.
-  The seed is the hash of the committed entry that asks for the committee.
+  The seed is the hash of the certificate of the COMMIT entry the committee judges.
+* **Pool views**: a bucket draws from every bucket's verifiers, but owns only its own.
+  The others enter as `PoolRow`s (verifier and stake) proven by their bucket's
+  certified chain entry, whose `pv` is `view_digest` of that bucket's rows after it
+  (`pool_rows`). `draw` relaxes the caps in `DRAW_RULES` order when a committee cannot
+  be filled within them.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from .amounts import format_credits
 from .errors import DecodeError, LocalProtocolError, SchemaError
 from .genesis import Genesis
 from .ledger import BP
-from .ledger_ops import NO_EXPIRY
+from .ledger_ops import DRAW_RULES, NO_EXPIRY, PoolRow
 from .payout import Party, related
 from .schema import Bytes, Enum, Int, List, OneOf, Text, obj
 
@@ -50,6 +55,7 @@ CAPABILITIES_MAX = 32
 COMMITTEE_MAX = 64
 DECAY_STEPS_MAX = 1000  # after this many periods any reputation has decayed to 0
 SELECT_STEPS_MAX = 100_000  # bounds the committee search when caps make seats scarce
+VIEW_DOMAIN = b"can-swarm/pool-view/v1\x00"
 
 
 class PoolError(LocalProtocolError):
@@ -73,6 +79,10 @@ class AlreadyRegistered(PoolError):
 
 class CommitteeUnfillable(PoolError):
     code = "committee_unfillable"
+
+
+class PoolFull(PoolError):
+    code = "pool_full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,3 +462,56 @@ class VerifierPool:
 
     def root(self) -> bytes:
         return hashlib.sha256(b"swarm-pool\x00" + cbor.encode(self.state_value())).digest()
+
+
+# --- pool views: the verifiers of other buckets ------------------------------------
+
+
+def pool_rows(pool: VerifierPool, locked: Callable[[bytes], int]) -> tuple[PoolRow, ...]:
+    """A bucket's verifiers with their stake now, in account order."""
+    return tuple(PoolRow(v.account, locked(v.account), v.capabilities, v.org, v.asn,
+                         v.region, v.registered_ms, v.reputation_bp, v.reputation_ms,
+                         v.active_ms) for v in pool.members())
+
+
+def view_digest(rows: Iterable[PoolRow]) -> bytes | None:
+    """What a chain entry's `pv` commits to; None for a bucket without verifiers."""
+    values = [r.value() for r in rows]
+    if not values:
+        return None
+    return hashlib.sha256(VIEW_DOMAIN + cbor.encode(values)).digest()
+
+
+def party_of(account: bytes, row: PoolRow | None) -> Party:
+    """An account as the relatedness rules see it: org and ASN when it is a verifier."""
+    return Party(account) if row is None else Party(account, row.org, row.asn)
+
+
+def draw(rows: Iterable[PoolRow], *, k: int, seed: bytes, now_ms: int,
+         params: Mapping[str, int], exclude: Collection[bytes] = (),
+         unrelated_to: Iterable[Party] = ()) -> tuple[tuple[bytes, ...], str]:
+    """Seat a committee of `k` from `rows` (`VerifierPool.select`): within the caps if
+    it can be, else with the region cap lifted, then the ASN's, then the org's. Returns
+    the members in account order and the rule that filled it (`DRAW_RULES`), or no
+    members and "none"."""
+    members: dict[bytes, Verifier] = {}
+    stakes: dict[bytes, int] = {}
+    for r in rows:
+        members[r.account] = Verifier(r.account, r.capabilities, r.org, r.asn, r.region,
+                                      r.registered_ms, r.reputation_bp, r.reputation_ms,
+                                      r.active_ms)
+        stakes[r.account] = r.stake
+    judged = list(unrelated_to)
+    relaxed = dict(params)
+    for rule, lift in zip(DRAW_RULES[:-1], (None, "region", "asn", "org"), strict=True):
+        if lift is not None:
+            relaxed[f"cap_{lift}_bp"] = BP
+        pool = VerifierPool(relaxed)
+        pool._members = members
+        try:
+            picked = pool.select(k, seed=seed, stakes=stakes, now_ms=now_ms,
+                                 exclude=exclude, unrelated_to=judged)
+        except CommitteeUnfillable:
+            continue
+        return tuple(sorted(picked)), rule
+    return (), "none"

@@ -47,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,7 @@ from .ledger_ops import (
     Cancel,
     CompleteUnbonding,
     Credit,
+    Draw,
     Effect,
     EffectAck,
     EffectBatch,
@@ -75,6 +76,8 @@ from .ledger_ops import (
     Fund,
     LedgerEntry,
     Op,
+    PoolRow,
+    PoolView,
     PostNeed,
     Release,
     Share,
@@ -116,6 +119,10 @@ class LedgerError(LocalProtocolError):
 
 class InvalidOp(LedgerError):
     code = "invalid_op"
+
+
+class StaleView(LedgerError):
+    code = "stale_view"
 
 
 class InsufficientBalance(LedgerError):
@@ -524,6 +531,14 @@ class BucketLedger:
         # hold: credits received by funding and not yet paid out or refunded.
         self.tasks = TaskBook(self.params)
         self._task_escrow = 0
+        # Other buckets' verifiers, as the latest certified view of each that reached
+        # this bucket left them: bucket -> (chain index, rows). The committees of this
+        # bucket's tasks are drawn from these and from the bucket's own pool.
+        self._views: dict[int, tuple[int, tuple[PoolRow, ...]]] = {}
+        # (bidder, poster, ts) -> (the bidder's reputation then, whether the two are
+        # related): answered by the bucket's pool and views (`LedgerPart` sets it).
+        self.bid_facts: Callable[[bytes, bytes, int], tuple[int, bool]] = \
+            lambda bidder, poster, ts: (self.params["reputation_initial_bp"], False)
 
     @classmethod
     def from_genesis(cls, genesis: Genesis, bucket: int) -> BucketLedger:
@@ -625,7 +640,15 @@ class BucketLedger:
             "outbox": [[t, sorted(batches)] for t, batches in sorted(self._outbox.items())],
             "last": [self._last_index, self._last_ts_ms],
             **self._tasks_value(digest=True),
+            **self._views_value(),
         }
+
+    def _views_value(self) -> dict[str, Any]:
+        """The pool views held, absent while there are none."""
+        if not self._views:
+            return {}
+        return {"views": [[b, i, [r.value() for r in rows]]
+                          for b, (i, rows) in sorted(self._views.items())]}
 
     def _tasks_value(self, *, digest: bool) -> dict[str, Any]:
         """The tasks' part of the state, absent while there are none (so a bucket that
@@ -685,6 +708,11 @@ class BucketLedger:
             if "tasks" in v:
                 led._task_escrow, book = v["tasks"]
                 led.tasks = restore_tasks(params, book, led._last_ts_ms)
+            for b, i, rows in v.get("views", ()):
+                view = body_from_value({"op": "pool_view", "bucket": b, "index": i,
+                                        "rows": rows}, "snapshot.views")
+                assert isinstance(view, PoolView)
+                led._views[b] = (i, view.rows)
         except (KeyError, TypeError, ValueError, AttributeError, SchemaError) as exc:
             raise DecodeError("snapshot", f"not a ledger snapshot: {exc}") from None
         if led.snapshot() != bytes(data):
@@ -763,7 +791,7 @@ class BucketLedger:
             op_id, home = body.source_op_id, b""
         elif isinstance(body, EffectAck):
             op_id, home = b"", b""
-        elif isinstance(body, Tick):
+        elif isinstance(body, Tick | PoolView | Draw):
             # What its batches (payouts, refunds, slashes) name as their source operation.
             op_id, home = hashlib.sha256(TICK_DOMAIN + self.bucket.to_bytes(2, "big")
                                          + entry.index.to_bytes(8, "big")).digest(), b""
@@ -808,12 +836,22 @@ class BucketLedger:
                 self._apply_ack(body, tx)
             elif isinstance(body, Tick):
                 pass  # its stamp has fired the timers
+            elif isinstance(body, PoolView):
+                self._apply_view(body, tx)
+            elif isinstance(body, Draw):
+                self._settle(self.tasks.draw(body.need, body.committee, entry.ts_ms,
+                                             commit_index=body.commit_index,
+                                             rule=body.rule), tx)
             elif isinstance(body, TaskStep):
                 self._validate_task(body, entry.ts_ms)
                 self._decide(body.op_id, body.expires_ms, tx)
-                self._settle(self.tasks.submit(
-                    body.envelope, entry.index, entry.ts_ms,
-                    reputation_bp=self.params["reputation_initial_bp"]), tx)
+                rep, related = self.params["reputation_initial_bp"], False
+                task = self.tasks.get(need_of(body.envelope))
+                if body.envelope.kind == "PROPOSE" and task is not None:
+                    rep, related = self.bid_facts(body.envelope.sender, task.terms.poster,
+                                                  entry.ts_ms)
+                self._settle(self.tasks.submit(body.envelope, entry.index, entry.ts_ms,
+                                               reputation_bp=rep, related=related), tx)
             else:
                 self._validate(body, entry.ts_ms)
                 self._decide(body.op_id, body.expires_ms, tx)
@@ -822,8 +860,8 @@ class BucketLedger:
             if tx.size() != before:
                 raise AssertionError("rules must be checked before mutating") from exc
             error = exc
-            if not isinstance(body, EffectBatch | EffectAck | Tick) and not isinstance(
-                    exc, _NOT_DECIDED):
+            if not isinstance(body, EffectBatch | EffectAck | Tick | PoolView | Draw) \
+                    and not isinstance(exc, _NOT_DECIDED):
                 self._decide(body.op_id, body.expires_ms, tx)  # decided once: applied or refused
         batches = self._emit(tx, entry.index, op_id)
         self._prune(tx)
@@ -834,6 +872,25 @@ class BucketLedger:
                              counterparty, memo)
         self._remember(record)
         return Applied(record, batches, error, tuple(tx.steps))
+
+    # -- pool views
+
+    def view(self, bucket: int) -> tuple[int, tuple[PoolRow, ...]] | None:
+        """Another bucket's verifiers as this bucket last saw them: (chain index, rows)."""
+        return self._views.get(bucket)
+
+    def views(self) -> dict[int, tuple[int, tuple[PoolRow, ...]]]:
+        return dict(self._views)
+
+    def _apply_view(self, view: PoolView, tx: _Tx) -> None:
+        if view.bucket == self.bucket:
+            raise InvalidOp("bucket", "a bucket's own verifiers are its pool, not a view")
+        had = self._views.get(view.bucket)
+        if had is not None and had[0] >= view.index:
+            raise StaleView("index", f"bucket {view.bucket}'s view at entry {had[0]} is "
+                                     f"not older than {view.index}")
+        tx.save_item(self._views, view.bucket)
+        self._views[view.bucket] = (view.index, view.rows)
 
     # -- internals
 
@@ -1221,6 +1278,12 @@ def _cause(body: Body) -> str:
             return f"{body.envelope.kind} by {body.envelope.sender.hex()[:16]}"
         case Tick():
             return "timer tick"
+        case PoolView():
+            return (f"verifiers of bucket {body.bucket} as of its entry {body.index}: "
+                    f"{len(body.rows)}")
+        case Draw():
+            return (f"committee for NEED {body.need} ({len(body.committee)} drawn, "
+                    f"{body.rule})")
         case Release() if body.slashes:
             reasons = ", ".join(f"{s.reason} of {s.account.hex()[:16]} evidence {s.evidence}"
                                 for s in body.slashes)

@@ -2,7 +2,9 @@
 
 Owns the operation types (`Transfer`, `Escrow`, `Bounty`, `Release`, `Cancel`, `Stake`,
 `Unstake`, `CompleteUnbonding`, `Slash`, `PostNeed`), the task entries (`TaskStep`, a
-signed lifecycle envelope, and `Tick`, the leader's timer entry), the effects one
+signed lifecycle envelope; `Tick`, the leader's timer entry; `PoolView`, another
+bucket's verifiers as its certified chain left them; `Draw`, a committee seated), the
+effects one
 bucket sends another (`EffectBatch` of `Credit`s, `SlashOrder`s and `Fund`s,
 acknowledged by `EffectAck`), the
 committed `LedgerEntry`, and their one canonical DAG-CBOR encoding with its schema
@@ -239,6 +241,60 @@ class Tick:
     timers due by its stamp fire."""
 
 
+POOL_VIEW_ROWS_MAX = 256  # verifiers one bucket may hold (so its view fits one entry)
+# How a committee was filled: within the org/ASN/region caps, or with caps lifted in
+# this order; "none" when no committee could be drawn at all.
+DRAW_RULES: tuple[str, ...] = ("caps", "region_cap_lifted", "asn_cap_lifted",
+                               "org_cap_lifted", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRow:
+    """One registered verifier as its own bucket holds it, with its stake (`locked`)
+    there: what another bucket needs to draw it into a committee."""
+
+    account: bytes
+    stake: int
+    capabilities: tuple[str, ...]
+    org: str
+    asn: int
+    region: str
+    registered_ms: int
+    reputation_bp: int
+    reputation_ms: int
+    active_ms: int
+
+    def value(self) -> list[Any]:
+        return [self.account, self.stake, list(self.capabilities), self.org, self.asn,
+                self.region, self.registered_ms, self.reputation_bp, self.reputation_ms,
+                self.active_ms]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolView:
+    """Bucket `bucket`'s verifiers as its certified chain entry `index` left them (0: as
+    genesis made them). The leader proposes it; every replica checked the certificate
+    (or the genesis) before the view became this chain body."""
+
+    bucket: int
+    index: int
+    rows: tuple[PoolRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Draw:
+    """A committee drawn for the result committed at `commit_index`: `seed` is the hash
+    of that COMMIT entry's certificate (decided after the commit, so its worker cannot
+    choose it), `committee` what the draw gave on the replicas that ordered it, `rule`
+    how it was filled (`DRAW_RULES`)."""
+
+    need: Cid
+    commit_index: int
+    seed: bytes
+    committee: tuple[bytes, ...]
+    rule: str
+
+
 Effect = Credit | SlashOrder | Fund
 
 
@@ -270,7 +326,7 @@ class EffectAck:
 
 Op = (Transfer | Escrow | Bounty | Release | Cancel | Stake | Unstake | CompleteUnbonding
       | Slash | PostNeed)
-Body = Op | EffectBatch | EffectAck | TaskStep | Tick
+Body = Op | EffectBatch | EffectAck | TaskStep | Tick | PoolView | Draw
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +353,26 @@ _MEMO = Text(min_bytes=1, max_bytes=256)  # absent when empty: one encoding per 
 CREDIT_KINDS = ("transfer", "payout", "slash_share", "bounty", "refund")
 _CREDIT = obj({"account": _ACCOUNT, "amount": _AMOUNT, "kind": Enum(CREDIT_KINDS)},
               {"from": _ACCOUNT, "memo": _MEMO})
+
+
+class _Row(FieldType):
+    """A `PoolRow` as its array of fields."""
+
+    FIELDS = (Bytes(32), Int(), List(Text(max_bytes=64, min_bytes=1), max_items=32,
+                                     sorted_unique=True),
+              Text(max_bytes=64, min_bytes=1), Int(max=2**32 - 1),
+              Text(max_bytes=64, min_bytes=1), Int(), Int(max=10_000), Int(), Int())
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, list) or len(value) != len(self.FIELDS):
+            raise SchemaError(path, f"a pool row is an array of {len(self.FIELDS)} fields")
+        for i, (ftype, v) in enumerate(zip(self.FIELDS, value, strict=True)):
+            ftype.check(v, f"{path}[{i}]")
+
+    def describe(self) -> str:
+        return "pool row"
+
+
 # A task's terms as a NEED fixes them; `window` 0 is the genesis bid window.
 _TERMS = obj({"need": Link(), "poster": _ACCOUNT, "budget": _AMOUNT,
               "class": Enum(TASK_CLASSES), "bounty": Int(min=0), "window": Int(min=0),
@@ -342,6 +418,11 @@ _OPS: dict[str, Obj] = {
     "post_need": _op({"id": _ID, "terms": _TERMS}),
     "task": _op({"id": _ID, "env": _Wire()}),
     "tick": obj({}),
+    "pool_view": obj({"bucket": Int(max=65535), "index": Int(),
+                      "rows": List(_Row(), max_items=POOL_VIEW_ROWS_MAX)}),
+    "draw": obj({"need": Link(), "commit": Int(min=1), "seed": Bytes(32),
+                 "committee": List(_ACCOUNT, max_items=64, sorted_unique=True),
+                 "rule": Enum(DRAW_RULES)}),
     "effects": obj({"source_bucket": Int(max=65535), "source_index": Int(min=1),
                     "seq": Int(), "target_bucket": Int(max=65535), "source_op": _ID,
                     "credits": List(_CREDIT, max_items=512),
@@ -358,6 +439,7 @@ KIND_OF: dict[type, str] = {  # a body's "op" in the encoding
     Cancel: "cancel", Stake: "stake", Unstake: "unstake",
     CompleteUnbonding: "complete_unbonding", Slash: "slash", EffectBatch: "effects",
     EffectAck: "effect_ack", PostNeed: "post_need", TaskStep: "task", Tick: "tick",
+    PoolView: "pool_view", Draw: "draw",
 }
 ENTRY_SCHEMA = obj({"index": Int(min=1), "ts_ms": Int(min=0), "body": BODY_SCHEMA})
 
@@ -444,6 +526,12 @@ def _body_value(body: Body) -> dict[str, Any]:
             return {"op": "task", "id": body.op_id, "env": body.envelope.wire}
         case Tick():
             return {"op": "tick"}
+        case PoolView():
+            return {"op": "pool_view", "bucket": body.bucket, "index": body.index,
+                    "rows": [r.value() for r in body.rows]}
+        case Draw():
+            return {"op": "draw", "need": body.need, "commit": body.commit_index,
+                    "seed": body.seed, "committee": list(body.committee), "rule": body.rule}
         case EffectBatch():
             v = {"op": "effects", "source_bucket": body.source_bucket,
                  "source_index": body.source_index, "seq": body.seq,
@@ -493,6 +581,13 @@ def body_from_value(v: Any, path: str = "body") -> Body:
         return PostNeed(v["id"], _terms_from(v["terms"]), exp)
     if kind == "tick":
         return Tick()
+    if kind == "pool_view":
+        rows = tuple(PoolRow(r[0], r[1], tuple(r[2]), *r[3:]) for r in v["rows"])
+        if [r.account for r in rows] != sorted({r.account for r in rows}):
+            raise SchemaError(f"{path}.rows", "rows are sorted by account, once each")
+        return PoolView(v["bucket"], v["index"], rows)
+    if kind == "draw":
+        return Draw(v["need"], v["commit"], v["seed"], tuple(v["committee"]), v["rule"])
     if kind == "task":
         try:
             env = decode_envelope(v["env"])

@@ -311,10 +311,11 @@ class TaskBook:
         return step
 
     def submit(self, env: Envelope, index: int, ts_ms: int, *,
-               reputation_bp: int = 0) -> Step:
+               reputation_bp: int = 0, related: bool = False) -> Step:
         """Judge one verified lifecycle envelope. Raises TaskError (nothing changed)
-        when a rule refuses it. `reputation_bp` is a bidder's reputation as its home
-        bucket certified it (PROPOSE only)."""
+        when a rule refuses it. For a PROPOSE, `reputation_bp` is the bidder's
+        reputation as its home bucket certified it, and `related` whether it shares an
+        org or ASN with the poster (the caller knows both from the pool views)."""
         if env.kind not in TASK_VERBS:
             raise _refuse("not_task_verb", "kind", f"{env.kind} is not a lifecycle verb "
                                                    f"({', '.join(TASK_VERBS)})")
@@ -322,7 +323,7 @@ class TaskBook:
         with self._atomic():
             match env.kind:
                 case "PROPOSE":
-                    return self._propose(env, need, index, ts_ms, reputation_bp)
+                    return self._propose(env, need, index, ts_ms, reputation_bp, related)
                 case "CLAIM":
                     return self._claim(env, need, ts_ms)
                 case "HEARTBEAT":
@@ -334,14 +335,20 @@ class TaskBook:
                 case _:
                     return self._attest(env, need, index, ts_ms)
 
-    def draw(self, need: Cid, committee: Iterable[bytes], ts_ms: int) -> Step:
-        """Seat the committee drawn for a committed result (the caller drew it from the
-        verifier pool, seeded by an entry decided after the COMMIT). An empty committee
-        (the pool cannot fill one) cancels the task and refunds the poster."""
+    def draw(self, need: Cid, committee: Iterable[bytes], ts_ms: int, *,
+             commit_index: int, rule: str = "caps") -> Step:
+        """Seat the committee drawn for the result committed at `commit_index` (the
+        caller drew it from the verifier pool, seeded by the certificate of that COMMIT
+        entry; `rule` says how the caps were met). An empty committee (the pool cannot
+        fill one) cancels the task and refunds the poster."""
         task = self._task(need)
         if task.state != COMMITTED or task.commit is None or task.commit.committee:
             raise _refuse("wrong_state", "need", f"task is {task.state}, not awaiting "
                                                  f"a committee")
+        if task.commit.index != commit_index:
+            raise _refuse("wrong_commit", "commit", f"the task's result was committed at "
+                                                    f"entry {task.commit.index}, not "
+                                                    f"{commit_index}")
         members = tuple(sorted(set(committee)))
         step = Step()
         if task.commit.worker in members or task.terms.poster in members:
@@ -354,9 +361,15 @@ class TaskBook:
             commit = replace(task.commit, committee=members,
                              attest_by_ms=ts_ms + self.params["attest_window_ms"])
             self._put(replace(task, commit=commit))
+        how = "" if rule == "caps" else f" ({rule.replace('_', ' ')})"
         step.transitions.append(Transition(need, task.epoch, COMMITTED, COMMITTED,
-                                           f"committee of {len(members)} drawn"))
+                                           f"committee of {len(members)} drawn{how}"))
         return step
+
+    def awaiting_draw(self) -> list[Task]:
+        """Tasks whose committed result waits for its committee, in NEED order."""
+        return [t for _, t in sorted(self.tasks.items(), key=lambda kv: kv[0].raw)
+                if t.state == COMMITTED and t.commit is not None and not t.commit.committee]
 
     def advance(self, ts_ms: int, index: int) -> Step:
         """Move the clock to `ts_ms` (never back) and fire every timer due by then.
@@ -391,7 +404,7 @@ class TaskBook:
     # -- the auction
 
     def _propose(self, env: Envelope, need: Cid, index: int, ts_ms: int,
-                 reputation_bp: int) -> Step:
+                 reputation_bp: int, related: bool) -> Step:
         task = self._task(need)
         p, bidder = env.payload, env.sender
         if task.state != OPEN or ts_ms >= task.close_ms:
@@ -400,6 +413,9 @@ class TaskBook:
                           else "the bid window closed")
         if bidder == task.terms.poster:
             raise _refuse("own_need", "sender", "a poster cannot bid on its own NEED")
+        if related:
+            raise _refuse("related_party", "sender", "the bidder shares an org or ASN "
+                                                     "with the poster")
         if bidder in task.excluded:
             raise _refuse("excluded", "sender", "this bidder's lease on the task ended "
                                                 "without a commit")
@@ -682,28 +698,11 @@ class TaskBook:
                 self._pay(task, ts_ms, step)
 
     def _pay(self, task: Task, ts_ms: int, step: Step) -> None:
-        """The escrow's end: the winner its bid, the members who attested valid the
-        verify bounty (split equally, the remainder to the first in byte order), the
-        poster the rest. Every unit of the budget goes somewhere, once."""
-        t, d, c = task.terms, task.decision, task.commit
-        assert d is not None and c is not None
-        attesters = sorted(m for m, v in c.verdicts if v)
-        pays: list[Payment] = []
-        if d.cost:
-            pays.append(Payment(t.need, d.winner, d.cost, "payout", t.poster))
-        if t.verify_bounty and attesters:
-            each, rest = divmod(t.verify_bounty, len(attesters))
-            for i, m in enumerate(attesters):
-                amount = each + (1 if i < rest else 0)
-                if amount:
-                    pays.append(Payment(t.need, m, amount, "bounty", t.poster))
-        refund = t.budget - sum(x.amount for x in pays)
-        assert refund >= 0, "a bid plus the bounty never exceeds the budget"
-        if refund:
-            pays.append(Payment(t.need, t.poster, refund, "refund", t.poster))
-        step.payments.extend(pays)
+        """The escrow's end (`payouts`): each unit of the budget goes somewhere, once."""
+        step.payments.extend(payouts(task))
         self._put(replace(task, paid=True, ended_ms=ts_ms))
-        step.transitions.append(Transition(t.need, task.epoch, FINALIZED, FINALIZED, "paid"))
+        step.transitions.append(Transition(task.terms.need, task.epoch, FINALIZED, FINALIZED,
+                                           "paid"))
 
     def _cancel(self, task: Task, ts_ms: int, step: Step, why: str) -> None:
         step.payments.append(Payment(task.terms.need, task.terms.poster, task.terms.budget,
@@ -864,6 +863,29 @@ def restore(params: Mapping[str, int], value: Any, clock_ms: int) -> TaskBook:
     return book
 
 
+def payouts(task: Task) -> list[Payment]:
+    """What a finalized task's escrow pays: the winner its bid, the members who attested
+    valid the verify bounty (split equally, the remainder to the first in byte order),
+    the poster the rest."""
+    t, d, c = task.terms, task.decision, task.commit
+    assert d is not None and c is not None
+    attesters = sorted(m for m, v in c.verdicts if v)
+    pays: list[Payment] = []
+    if d.cost:
+        pays.append(Payment(t.need, d.winner, d.cost, "payout", t.poster))
+    if t.verify_bounty and attesters:
+        each, rest = divmod(t.verify_bounty, len(attesters))
+        for i, m in enumerate(attesters):
+            amount = each + (1 if i < rest else 0)
+            if amount:
+                pays.append(Payment(t.need, m, amount, "bounty", t.poster))
+    refund = t.budget - sum(x.amount for x in pays)
+    assert refund >= 0, "a bid plus the bounty never exceeds the budget"
+    if refund:
+        pays.append(Payment(t.need, t.poster, refund, "refund", t.poster))
+    return pays
+
+
 def task_json(t: Task, *, brief: bool = False) -> dict[str, Any]:
     """A task as JSON (bytes as hex, CIDs as text): what the control API answers."""
     d, le, c = t.decision, t.lease, t.commit
@@ -897,5 +919,9 @@ def task_json(t: Task, *, brief: bool = False) -> dict[str, Any]:
             "committee": [m.hex() for m in c.committee], "attest_by_ms": c.attest_by_ms or None,
             "verdicts": [{"member": m.hex(), "valid": ok} for m, ok in c.verdicts]},
         "finalize_ms": t.finalize_ms or None, "pay_ms": t.pay_ms or None,
-        "ended_ms": t.ended_ms or None})
+        "ended_ms": t.ended_ms or None, "payouts": [
+            {"account": p.account.hex(), "amount": p.amount, "kind": p.kind}
+            for p in (payouts(t) if t.paid else [Payment(
+                t.terms.need, t.terms.poster, t.terms.budget, "refund", t.terms.poster)]
+                if t.state == CANCELLED else [])]})
     return out

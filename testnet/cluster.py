@@ -213,7 +213,10 @@ def prepare(directory: Path, n: int, hosts: list[str] | None = None,
         params={"replicas": min(3, n), "unbonding_ms": 10_000, "challenge_window_ms": 10_000,
                 "bid_window_ms": 3_000, "claim_window_ms": 15_000, "lease_grace_ms": 2_000,
                 "heartbeat_interval_min_ms": 500, "attest_window_ms": 30_000,
-                "outage_gap_ms": 10_000, "escrow_hold_factor": 1},
+                "outage_gap_ms": 10_000, "escrow_hold_factor": 1,
+                # No reputation decay: the genesis is dated 0, and weeks of decay since
+                # then would leave its validators no weight in a committee draw.
+                "reputation_decay_weekly_bp": 0},
     )
     # Pin the committed policy module, as `swarm-node genesis new` does: every node then
     # refuses to run any other.

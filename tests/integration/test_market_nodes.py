@@ -3,7 +3,10 @@
 Goal: a NEED posted on one node escrows its budget from the poster's bucket and opens a
 task in its NEED's bucket; bids from two other nodes; the bucket's leader ticks the
 auction closed on bucket time and decides the cheaper bid; the loser's claim is refused
-with its reason, the winner claims, heartbeats and commits; every node shows the same
+with its reason, the winner claims, heartbeats and commits; the bucket draws a committee
+from the verifier pool (neither the worker nor the poster), whose members attest; the
+challenge window passes, the task finalizes and the escrow pays the worker its bid,
+the members the verify bounty and the poster the rest, once; every node shows the same
 task state and ledger root (the replicas and the certified read replicas alike), and
 the supply is conserved on every node. Method: `swarm-testnet up -n 4` (three replicas a
 bucket, so some node reads each bucket from certified chain entries only); the
@@ -81,11 +84,11 @@ def net(tmp_path: Path) -> Any:
     run_testnet("down", "--dir", str(directory))
 
 
-def test_a_task_is_posted_funded_auctioned_claimed_and_committed(net: Path) -> None:
+def test_a_task_goes_from_post_to_payout(net: Path) -> None:
     homes = [net / f"node{i}" for i in range(4)]
     poster, cheap, dear, watcher = homes
     before = ok_json(poster, "ledger", "balance")["balance"]
-    posted = ok_json(poster, "task", "post", "--budget", "5", "--bounty", "1",
+    posted = ok_json(poster, "task", "post", "--budget", "5", "--bounty", "1", "--k", "2",
                      "--window", "30s", "--title", "count the words")
     need = posted["need_id"]
     assert ok_json(poster, "ledger", "balance")["balance"] == before - 5_000_000
@@ -125,20 +128,42 @@ def test_a_task_is_posted_funded_auctioned_claimed_and_committed(net: Path) -> N
     result_cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
     ok_json(cheap, "commit", need, result_cid)
 
-    def same_everywhere() -> bool:
+    committee = until("the committee to be drawn", lambda: (
+        (t := task_on(poster, need)) is not None and t["commit"]["committee"]))
+    accounts = {ok_json(h, "status")["account"]: h for h in homes}
+    assert sorted(committee) == sorted(ok_json(h, "status")["account"] for h in (dear, watcher))
+    assert refused(cheap, "attest", need, "valid") == "not_in_committee"
+    balances = {a: ok_json(poster, "ledger", "balance", a)["balance"] for a in accounts}
+    ok_json(accounts[committee[0]], "attest", need, "valid")
+    assert refused(accounts[committee[0]], "attest", need, "valid") == "already_attested"
+    ok_json(accounts[committee[1]], "attest", need, "valid")
+
+    def paid_everywhere() -> bool:
         tasks = [task_on(h, need) for h in homes]
         roots = {ok_json(h, "status")["ledger_root"] for h in homes}
-        return all(t is not None and t["state"] == "COMMITTED" for t in tasks) \
+        return all(t is not None and t["state"] == "FINALIZED" and t["paid"] for t in tasks) \
             and len(roots) == 1
-    until("every node to show the commit and one ledger root", same_everywhere)
+    until("every node to show the task paid and one ledger root", paid_everywhere)
+    poster_account = ok_json(poster, "status")["account"]
+    cheap_account = ok_json(cheap, "status")["account"]
+
+    def credited() -> dict[str, int]:
+        return {a: ok_json(poster, "ledger", "balance", a)["balance"] - balances[a]
+                for a in accounts}
+    # Credits to other buckets arrive as effects: wait for the last of them.
+    paid = until("the payouts to arrive", lambda: (c := credited())[poster_account] > 0
+                 and all(c[m] > 0 for m in committee) and c[cheap_account] > 0 and c)
+    assert paid == {poster_account: 2_000_000, cheap_account: 2_000_000,
+                    committee[0]: 500_000, committee[1]: 500_000}, paid
     watch.terminate()
     seen = [e for e in json_docs(watch.communicate(timeout=30)[0])
             if e["kind"] == "transition"]
     assert [(e["before"], e["after"]) for e in seen if e["before"] != e["after"]] == [
         ("", "OPEN"), ("OPEN", "DECIDED"), ("DECIDED", "CLAIMED"),
-        ("CLAIMED", "COMMITTED")], seen
+        ("CLAIMED", "COMMITTED"), ("COMMITTED", "ATTESTED"), ("ATTESTED", "FINALIZED")], seen
+    assert any(e["cause"].startswith("committee of 2 drawn") for e in seen), seen
     metrics = Client(cheap).get_text("/metrics")
-    assert 'swarm_task_transitions_total{state="COMMITTED"} 1.0' in metrics
+    assert 'swarm_task_transitions_total{state="ATTESTED"} 1.0' in metrics
     assert 'swarm_task_refusals_total{code="already_bid"} 1.0' in metrics
     for h in homes:
         assert Client(h).get("/ledger/supply")["conserved"]
@@ -190,5 +215,10 @@ def test_a_worker_killed_mid_lease_loses_the_task_to_the_next_bid(net: Path) -> 
     ok_json(backup, "claim", need, "--ttl", "10m", "--heartbeat", "5s")
     ok_json(backup, "commit", need,
             "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")
-    until("the backup's commit", lambda: (t := task_on(poster, need)) is not None
-          and t["state"] == "COMMITTED" and t["commit"]["worker"] != doomed_account)
+    # Three seats, and only two verifiers are neither the worker nor the poster, even
+    # with every cap lifted: the task is cancelled and its whole budget refunded.
+    ended = until("the backup's commit, then the committee found unfillable", lambda: (
+        (t := task_on(poster, need)) is not None and t["state"] == "CANCELLED" and t))
+    assert ended["commit"]["worker"] != doomed_account
+    until("the refund", lambda: ok_json(poster, "ledger", "balance")["escrowed"] == 0
+          and Client(poster).get("/ledger/supply")["conserved"])

@@ -159,7 +159,8 @@ class TaskMachine(RuleBasedStateMachine):
                 banned = {c.worker, task.terms.poster}
                 members = [p.public_key for p in PEOPLE if p.public_key not in banned]
                 self._next()
-                self._try(lambda: self.book.draw(need, members[:pick % 4], self.ts))
+                self._try(lambda: self.book.draw(need, members[:pick % 4], self.ts,
+                                                commit_index=c.index))
                 return
             member = c.committee[pick % len(c.committee)]
             e = _env(by_key[member], "ATTEST", {"task_id": n, "commit_id": c.commit_id,
@@ -176,7 +177,10 @@ class TaskMachine(RuleBasedStateMachine):
     @rule(need=st.sampled_from(NEEDS), members=st.sets(st.sampled_from(PEOPLE), max_size=4))
     def draw(self, need: Cid, members: set[Identity]) -> None:
         self._next()
-        self._try(lambda: self.book.draw(need, [m.public_key for m in members], self.ts))
+        task = self.book.get(need)
+        at = task.commit.index if task is not None and task.commit is not None else 1
+        self._try(lambda: self.book.draw(need, [m.public_key for m in members], self.ts,
+                                         commit_index=at))
 
     @rule()
     def snapshot(self) -> None:

@@ -7,24 +7,39 @@ read replica fed only certified chain entries holds the same tasks."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import Any
 
-from test_bucket_machine import GENESIS, Bucket, U, identity_in
+import pytest
+from test_bucket_machine import GENESIS, V2, Bucket, U, envelope, identity_in
 
+from swarm.protocol import bucket_machine as bm
 from swarm.protocol.bucket_machine import (
     BucketMachine,
     LedgerApplied,
+    LedgerOutcome,
+    draw_command,
     effects_command,
+    pool_view_command,
     tick_command,
 )
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.envelope import Envelope, Identity, make_envelope
 from swarm.protocol.ledger import genesis_supply
-from swarm.protocol.task import CANCELLED, CLAIMED, COMMITTED, DECIDED, OPEN
+from swarm.protocol.task import (
+    ATTESTED,
+    CANCELLED,
+    CLAIMED,
+    COMMITTED,
+    DECIDED,
+    FINALIZED,
+    OPEN,
+)
 
 N = 4
 A0, B0 = identity_in(0), identity_in(0, 1)
 A1, C3 = identity_in(1), identity_in(3)
+X1 = identity_in(1, 1)  # a verifier that joins the pool in bucket 1
 _lamport = itertools.count(10)
 
 
@@ -77,6 +92,12 @@ class Swarm:
                     assert dst.machine.ledger.has_applied(batch.source_bucket, batch.seq), \
                         f"batch {batch} was not applied"
                     moved = True
+
+    def command(self, bucket: int, data: bytes) -> LedgerOutcome:
+        result = self.b[bucket].commit(data)
+        assert isinstance(result, LedgerApplied)
+        self.deliver()
+        return result.outcome
 
     def task(self, need: Envelope) -> Any:
         return self.b[bucket_of(need.id.raw, N)].machine.ledger.tasks.get(need.id)
@@ -193,3 +214,144 @@ def test_an_old_or_far_future_envelope_is_refused() -> None:
     assert s.submit(0, old).code == "expired"
     ahead = signed(A0, "NEED", {"class": "simple", "budget": U}, ts=s.ts + 3 * half)
     assert s.submit(0, ahead).code == "validity_too_long"
+
+
+def committed_in_bucket_3(s: Swarm, k: int) -> tuple[Envelope, Envelope]:
+    """X1 joins the pool in bucket 1 (V2 is a genesis validator in bucket 2); a NEED in
+    bucket 3 asking for `k` verifiers is won, claimed and committed by A1. Returns the
+    NEED and the COMMIT."""
+    assert s.b[1].submit(envelope(A1, "TRANSFER", {"to": X1.public_key, "amount": 80 * U}),
+                         ts=s.ts).ok
+    for lamport, kind, payload in (
+            (1, "STAKE", {"amount": 60 * U}),
+            (2, "POOL_REGISTER", {"capabilities": [], "org": "o2", "asn": 2, "region": "r"})):
+        assert s.b[1].submit(envelope(X1, kind, payload, lamport=lamport), ts=s.ts).ok
+    need = need_in(3, verify_bounty=2 * U, k_result=k)
+    assert s.submit(0, need).ok
+    assert s.submit(3, signed(A1, "PROPOSE", {
+        "need_id": need.id, "proposal_id": "p", "cost": 4 * U, "eta_ms": 1_000,
+        "ballot": "b"})).ok
+    s.tick(3, s.task(need).close_ms)
+    claim = signed(A1, "CLAIM", {"task_id": str(need.id), "lease_ttl_ms": 60_000,
+                                 "heartbeat_interval_ms": 5_000})
+    assert s.submit(3, claim).ok
+    commit = signed(A1, "COMMIT", {"task_id": str(need.id), "lease_id": claim.id,
+                                   "result": need.id})
+    assert s.submit(3, commit).ok
+    assert s.task(need).state == COMMITTED and not s.task(need).commit.committee
+    return need, commit
+
+
+def test_a_committee_is_drawn_from_certified_pool_views_and_the_escrow_pays_once() -> None:
+    s = Swarm()
+    need, _ = committed_in_bucket_3(s, k=2)
+    b1, b2 = s.b[1], s.b[2]
+    # Bucket 1's verifiers, proven by its certified chain entry; bucket 2's, as genesis
+    # made them. Forged, stale or misdirected views change nothing.
+    forged = [replace(r, stake=r.stake * 10) for r in b1.machine.part.rows()]
+    assert s.command(3, pool_view_command(3, 1, forged, b1.last_entry_proof()).stamp(
+        s.ts)).code == "unauthenticated"
+    assert s.command(3, pool_view_command(3, 1, b1.machine.part.rows(), None).stamp(
+        s.ts)).code == "unauthenticated", "bucket 1's verifiers are not its genesis ones"
+    assert s.command(3, pool_view_command(3, 3, [], None).stamp(s.ts)).code == \
+        "unauthenticated"
+    view = pool_view_command(3, 1, b1.machine.part.rows(), b1.last_entry_proof())
+    assert s.command(3, view.stamp(s.ts)).ok
+    assert s.command(3, view.stamp(s.ts)).code == "stale_view"
+    assert s.command(3, pool_view_command(3, 2, b2.machine.part.rows(), None).stamp(
+        s.ts)).ok
+    assert sorted(s.b[3].machine.ledger.views()) == [1, 2]
+
+    b3 = s.b[3]
+    task = s.task(need)
+    claim_entry = [e for e in b3.chain if e.index < task.commit.index][-1]
+    assert s.command(3, draw_command(3, need.id, b3.proof(claim_entry.index)).stamp(
+        s.ts)).code == "unauthenticated", "a draw is seeded by the COMMIT's certificate"
+    drawn = b3.commit(draw_command(3, need.id, b3.proof(task.commit.index)).stamp(s.ts))
+    assert isinstance(drawn, LedgerApplied) and drawn.outcome.ok, drawn
+    members = {V2.public_key, X1.public_key}
+    assert set(s.task(need).commit.committee) == members
+    # Both share region "r": with two seats the region cap (one each) had to be lifted.
+    [why] = [t.cause for st in drawn.tasks for t in st.transitions]
+    assert why == "committee of 2 drawn (region cap lifted)"
+    again = s.command(3, draw_command(3, need.id, b3.proof(task.commit.index)).stamp(s.ts))
+    assert again.code == "wrong_state", "one committee per commit"
+
+    commit_id = s.task(need).commit.commit_id
+    for who in (V2, X1):
+        assert s.submit(3, signed(who, "ATTEST", {"task_id": str(need.id),
+                                                  "commit_id": commit_id,
+                                                  "verdict": "valid"})).ok
+    assert s.task(need).state == ATTESTED
+    s.tick(3, s.task(need).finalize_ms)
+    assert s.task(need).state == FINALIZED
+    s.tick(3, s.task(need).pay_ms)
+    assert s.task(need).paid
+    assert s.balance(A1) == 100 * U - 80 * U + 4 * U
+    assert s.balance(V2) == 100 * U + U and s.balance(X1) == 80 * U - 60 * U + U
+    assert s.balance(A0) == 100 * U - 10 * U + 4 * U
+    s.conserved()  # and every read replica, fed the chain, holds the same views and tasks
+    machine = b3.machine
+    restored = BucketMachine.restore(machine.snapshot(), 3, GENESIS.swarm_id,
+                                     GENESIS.params, GENESIS)
+    assert restored.part.root() == machine.part.root()
+    assert restored.ledger.views() == machine.ledger.views()
+
+
+def test_a_committee_that_cannot_be_filled_cancels_and_refunds() -> None:
+    s = Swarm()
+    need, _ = committed_in_bucket_3(s, k=3)
+    b1 = s.b[1]
+    assert s.command(3, pool_view_command(3, 1, b1.machine.part.rows(),
+                                          b1.last_entry_proof()).stamp(s.ts)).ok
+    b3 = s.b[3]
+    drawn = b3.commit(draw_command(3, need.id, b3.proof(s.task(need).commit.index)).stamp(
+        s.ts))
+    assert isinstance(drawn, LedgerApplied) and drawn.outcome.ok
+    s.deliver()
+    assert s.task(need).state == CANCELLED
+    assert s.balance(A0) == 100 * U
+    s.conserved()
+
+
+def test_a_bidder_related_to_the_poster_is_refused_and_reputation_comes_from_views() -> None:
+    s = Swarm()
+    assert s.b[1].submit(envelope(A1, "TRANSFER", {"to": X1.public_key, "amount": 80 * U}),
+                         ts=s.ts).ok
+    for lamport, kind, payload in (  # X1 shares V2's ASN
+            (1, "STAKE", {"amount": 60 * U}),
+            (2, "POOL_REGISTER", {"capabilities": [], "org": "o2", "asn": 1, "region": "r"})):
+        assert s.b[1].submit(envelope(X1, kind, payload, lamport=lamport), ts=s.ts).ok
+    need = signed(V2, "NEED", {"class": "simple", "budget": 10 * U, "title": "x"})
+    for i in range(1_000):
+        if bucket_of(need.id.raw, N) == 3:
+            break
+        need = signed(V2, "NEED", {"class": "simple", "budget": 10 * U, "title": f"x{i}"})
+    assert s.submit(2, need).ok
+    bid = signed(X1, "PROPOSE", {"need_id": need.id, "proposal_id": "p", "cost": U,
+                                 "eta_ms": 1_000, "ballot": "b"})
+    # Bucket 3 does not know yet that X1 is a verifier: the bid stands, at the initial
+    # reputation. Once it holds both views, a related bid is refused.
+    assert s.submit(3, bid).ok
+    for source, proof in ((1, s.b[1].last_entry_proof()), (2, None)):
+        assert s.command(3, pool_view_command(3, source, s.b[source].machine.part.rows(),
+                                              proof).stamp(s.ts)).ok
+    again = signed(X1, "PROPOSE", {"need_id": need.id, "proposal_id": "p2", "cost": U // 2,
+                                   "eta_ms": 1_000, "ballot": "c"})
+    assert s.submit(3, again).code == "related_party"
+    assert s.b[3].machine.part.bid_facts(A1.public_key, V2.public_key, s.ts) == (
+        GENESIS.params["reputation_initial_bp"], False)
+    s.conserved()
+
+
+def test_a_bucket_holds_at_most_a_views_worth_of_verifiers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bm, "POOL_VIEW_ROWS_MAX", 1)  # bucket 2 holds V2 already
+    s = Swarm()
+    joiner = identity_in(2, 1)
+    assert s.b[2].submit(envelope(V2, "TRANSFER", {"to": joiner.public_key, "amount": 80 * U}),
+                         ts=s.ts).ok
+    assert s.b[2].submit(envelope(joiner, "STAKE", {"amount": 60 * U}), ts=s.ts).ok
+    out = s.b[2].submit(envelope(joiner, "POOL_REGISTER", {
+        "capabilities": [], "org": "o3", "asn": 3, "region": "r"}, lamport=2), ts=s.ts)
+    assert out.code == "pool_full"

@@ -86,7 +86,8 @@ class Book:
 
     def draw(self, members: list[Identity]) -> Step:
         self._entry()
-        step = self.book.draw(NEED, [m.public_key for m in members], self.ts)
+        step = self.book.draw(NEED, [m.public_key for m in members], self.ts,
+                              commit_index=self.task.commit.index)
         self.steps.append(step)
         return step
 
@@ -350,7 +351,8 @@ def test_the_committee_attests_once_each_then_finalize_and_pay_once() -> None:
     b = Book()
     commit_id = committed(b, [V1, V2, V3])
     with pytest.raises(TaskError):
-        b.book.draw(NEED, [V4.public_key], b.ts)  # seated already
+        b.book.draw(NEED, [V4.public_key], b.ts,
+                    commit_index=b.task.commit.index)  # seated already
     b.refused(attest(V4, commit_id), "not_in_committee")
     b.refused(attest(V1, cid("other commit")), "wrong_commit")
     b.send(attest(V1, commit_id))
@@ -375,7 +377,8 @@ def test_the_worker_and_poster_never_sit_on_the_committee() -> None:
     lease = claimed(b)
     b.send(commit(ALICE, lease))
     with pytest.raises(TaskError) as info:
-        b.book.draw(NEED, [V1.public_key, ALICE.public_key], b.ts)
+        b.book.draw(NEED, [V1.public_key, ALICE.public_key], b.ts,
+                    commit_index=b.task.commit.index)
     assert info.value.code == "related_member"
 
 
