@@ -781,6 +781,15 @@ class LedgerPart:
         self.pool = pool
         self.last = last  # index of the last chain entry applied; 0 at genesis
         ledger.bid_facts = self.bid_facts
+        ledger.repute = self._repute
+
+    def _repute(self, account: bytes, failed: bool, ts_ms: int, tx: Any) -> None:
+        """A judged attestation of a member of this bucket's pool (one that left the pool
+        since keeps nothing); journaled in the entry's transaction."""
+        if self.pool.member(account) is None:
+            return
+        tx.save_item(self.pool.by_account, account)
+        self.pool.record_attestation(account, failed=failed, ts_ms=ts_ms)
 
     def row(self, account: bytes) -> PoolRow | None:
         """A verifier as this bucket knows it: from its own pool, or from the latest

@@ -327,6 +327,11 @@ class VerifierPool:
         else:
             self._members[account] = before
 
+    @property
+    def by_account(self) -> dict[bytes, Verifier]:
+        """The live members by account: a caller journals an entry's change in it."""
+        return self._members
+
     def members(self) -> list[Verifier]:
         return [self._members[k] for k in sorted(self._members)]
 

@@ -80,6 +80,7 @@ from .ledger_ops import (
     PoolView,
     PostNeed,
     Release,
+    Repute,
     Share,
     Slash,
     SlashOrder,
@@ -475,6 +476,10 @@ class _Tx:
             self.outbound.setdefault(target, []).append(
                 Credit(account, amount, kind, source, memo))
 
+    def repute_remote(self, effect: Repute) -> None:
+        target = bucket_of(effect.account, self.ledger.bucket_count)
+        self.outbound.setdefault(target, []).append(effect)
+
     def slash_remote(self, order: SlashOrder) -> None:
         target = bucket_of(order.account, self.ledger.bucket_count)
         self.outbound.setdefault(target, []).append(order)
@@ -539,6 +544,9 @@ class BucketLedger:
         # related): answered by the bucket's pool and views (`LedgerPart` sets it).
         self.bid_facts: Callable[[bytes, bytes, int], tuple[int, bool]] = \
             lambda bidder, poster, ts: (self.params["reputation_initial_bp"], False)
+        # (member, failed, ts, tx): move a member's reputation in the bucket's pool,
+        # journaled in `tx` (`LedgerPart` sets it; a bare ledger has no pool).
+        self.repute: Callable[[bytes, bool, int, _Tx], None] = lambda *_: None
 
     @classmethod
     def from_genesis(cls, genesis: Genesis, bucket: int) -> BucketLedger:
@@ -930,10 +938,11 @@ class BucketLedger:
         out = []
         for target in sorted(tx.outbound):
             effects = tx.outbound[target]
-            # Credits, then slashes, then funds: the canonical encoding keeps them apart.
+            # Credits, slashes, funds, reputation: the canonical encoding keeps them apart.
             effects = ([e for e in effects if isinstance(e, Credit)]
                        + [e for e in effects if isinstance(e, SlashOrder)]
-                       + [e for e in effects if isinstance(e, Fund)])
+                       + [e for e in effects if isinstance(e, Fund)]
+                       + [e for e in effects if isinstance(e, Repute)])
             seq = self._out_seq.get(target, 0)
             tx.save_item(self._out_seq, target)
             self._out_seq[target] = seq + 1
@@ -1049,9 +1058,15 @@ class BucketLedger:
     def _settle(self, step: Step, tx: _Tx) -> None:
         """Carry out what a task step caused: payments out of the tasks' escrow, and
         missed-heartbeat slashes, here or by effects to other buckets."""
-        if not (step.transitions or step.payments or step.slashes or step.outage_ms):
+        if not (step.transitions or step.payments or step.slashes or step.outage_ms
+                or step.reputation):
             return
         tx.steps.append(step)
+        for r in step.reputation:
+            if self.owns(r.account):
+                self.repute(r.account, r.failed, self._last_ts_ms, tx)
+            else:
+                tx.repute_remote(Repute(r.account, r.failed))
         for p in step.payments:
             tx.held_by_tasks(-p.amount)
             tx.credit(p.account, p.amount, p.kind, p.payer)
@@ -1218,7 +1233,7 @@ class BucketLedger:
                                                            f"is not in bucket {self.bucket}")
             if isinstance(e, SlashOrder):
                 self._check_order(e, f"effects[{i}]")
-            elif e.amount <= 0:
+            elif isinstance(e, Credit) and e.amount <= 0:
                 raise InvalidOp(f"effects[{i}].amount", "a credit must be positive")
         tx.save_item(self._in_next, src)
         tx.save_item(self._in_ahead, src)
@@ -1241,6 +1256,8 @@ class BucketLedger:
                 tx.move(e.account, "balance", e.amount)
             elif isinstance(e, SlashOrder):
                 self._slash(e, tx)
+            elif isinstance(e, Repute):
+                self.repute(e.account, e.failed, ts_ms, tx)
             else:
                 self._credits_in += e.amount
                 tx.held_by_tasks(e.amount)

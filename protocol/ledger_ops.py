@@ -5,7 +5,7 @@ Owns the operation types (`Transfer`, `Escrow`, `Bounty`, `Release`, `Cancel`, `
 signed lifecycle envelope; `Tick`, the leader's timer entry; `PoolView`, another
 bucket's verifiers as its certified chain left them; `Draw`, a committee seated), the
 effects one
-bucket sends another (`EffectBatch` of `Credit`s, `SlashOrder`s and `Fund`s,
+bucket sends another (`EffectBatch` of `Credit`s, `SlashOrder`s, `Fund`s and `Repute`s,
 acknowledged by `EffectAck`), the
 committed `LedgerEntry`, and their one canonical DAG-CBOR encoding with its schema
 (`encode_body`/`decode_body`, `encode_entry`/`decode_entry`, `entry_hash`). Decoding
@@ -295,7 +295,16 @@ class Draw:
     rule: str
 
 
-Effect = Credit | SlashOrder | Fund
+@dataclass(frozen=True, slots=True)
+class Repute:
+    """Effect: a committee member's attestation was judged (`failed`: it was silent or
+    on the losing side); its bucket moves the member's reputation and recency."""
+
+    account: bytes
+    failed: bool
+
+
+Effect = Credit | SlashOrder | Fund | Repute
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,8 +436,12 @@ _OPS: dict[str, Obj] = {
                     "seq": Int(), "target_bucket": Int(max=65535), "source_op": _ID,
                     "credits": List(_CREDIT, max_items=512),
                     "slashes": List(_SLASH, max_items=64)},
-                   # absent when empty, so batches without funds encode as before
-                   {"funds": List(_TERMS, max_items=64, min_items=1)}),
+                   # absent when empty, so batches without them encode as before
+                   {"funds": List(_TERMS, max_items=64, min_items=1),
+                    "reputation": List(obj({"account": _ACCOUNT,
+                                            "event": Enum(("attested",
+                                                           "failed_attestation"))}),
+                                       max_items=64, min_items=1)}),
     "effect_ack": obj({"target_bucket": Int(max=65535), "applied_seq": Int()}),
 }
 BODY_SCHEMA = OneOf("op", {
@@ -543,6 +556,11 @@ def _body_value(body: Body) -> dict[str, Any]:
             funds = [_terms_value(e.terms) for e in body.effects if isinstance(e, Fund)]
             if funds:
                 v["funds"] = funds
+            reps = [{"account": e.account,
+                     "event": "failed_attestation" if e.failed else "attested"}
+                    for e in body.effects if isinstance(e, Repute)]
+            if reps:
+                v["reputation"] = reps
             return v
         case EffectAck():
             return {"op": "effect_ack", "target_bucket": body.target_bucket,
@@ -596,11 +614,13 @@ def body_from_value(v: Any, path: str = "body") -> Body:
         if env.kind not in TASK_VERBS:
             raise SchemaError(f"{path}.env.kind", f"{env.kind} is not a lifecycle verb")
         return TaskStep(v["id"], env, exp)
-    # Credits, then slashes, then funds: the order `_emit` builds them in.
+    # Credits, slashes, funds, then reputation: the order `_emit` builds them in.
     effects: list[Effect] = [Credit(c["account"], c["amount"], c["kind"], c.get("from", b""),
                                     c.get("memo", "")) for c in v["credits"]]
     effects += [_slash_from(s) for s in v["slashes"]]
     effects += [Fund(_terms_from(t)) for t in v.get("funds", ())]
+    effects += [Repute(r["account"], r["event"] == "failed_attestation")
+                for r in v.get("reputation", ())]
     return EffectBatch(v["source_bucket"], v["source_index"], v["seq"], v["target_bucket"],
                        v["source_op"], tuple(effects))
 

@@ -355,3 +355,29 @@ def test_a_bucket_holds_at_most_a_views_worth_of_verifiers(
     out = s.b[2].submit(envelope(joiner, "POOL_REGISTER", {
         "capabilities": [], "org": "o3", "asn": 3, "region": "r"}, lamport=2), ts=s.ts)
     assert out.code == "pool_full"
+
+
+def test_judged_members_reputation_moves_in_their_own_buckets() -> None:
+    s = Swarm()
+    need, _ = committed_in_bucket_3(s, k=2)
+    for source, proof in ((1, s.b[1].last_entry_proof()), (2, None)):
+        assert s.command(3, pool_view_command(3, source, s.b[source].machine.part.rows(),
+                                              proof).stamp(s.ts)).ok
+    b3 = s.b[3]
+    assert s.command(3, draw_command(3, need.id, b3.proof(s.task(need).commit.index)).stamp(
+        s.ts)).ok
+    commit_id = s.task(need).commit.commit_id
+    s.ts += 1_000
+    assert s.submit(3, signed(V2, "ATTEST", {"task_id": str(need.id), "commit_id": commit_id,
+                                             "verdict": "valid"})).ok
+    # X1 stays silent: the attest window closes, the task reopens, and each member's
+    # bucket hears how it was judged.
+    s.tick(3, s.task(need).commit.attest_by_ms)
+    assert s.task(need).epoch == 1
+    initial = GENESIS.params["reputation_initial_bp"]
+    v2 = s.b[2].machine.part.pool.member(V2.public_key)
+    x1 = s.b[1].machine.part.pool.member(X1.public_key)
+    assert v2 is not None and x1 is not None
+    assert v2.reputation_bp == initial and v2.active_ms == s.ts
+    assert x1.reputation_bp == initial - GENESIS.params["reputation_failed_attestation_bp"]
+    s.conserved()
