@@ -40,6 +40,7 @@ from .market_events import TaskEvents
 
 TASKS_LISTED_MAX = 1000
 MEMOS_KEPT = 4096
+LEASES_KEPT = 4096
 BALLOT_BYTES = 8  # a fresh ballot per bid, as 16 hex digits
 
 
@@ -62,6 +63,10 @@ class MarketService:
         # names it; the bytes are the same on every node).
         self.memos: OrderedDict[Cid, bytes] = OrderedDict()
         ledger.net.listeners.append(self._keep_memos)
+        # The leases this node's claims opened (a lease's id is its CLAIM's), so that a
+        # heartbeat or commit right after a claim need not wait for this node's view of
+        # the bucket to show the lease.
+        self.leases: OrderedDict[Cid, Cid] = OrderedDict()
         self.refusals = PromCounter("swarm_task_refusals", "Market commands of this node "
                                     "the bucket refused, by rule", ["code"],
                                     registry=registry)
@@ -101,10 +106,15 @@ class MarketService:
 
     async def claim(self, need: str, lease_ttl_ms: int, heartbeat_interval_ms: int, *,
                     timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
-        return await self._step("CLAIM", {"task_id": str(parse_need(need)),
-                                          "lease_ttl_ms": lease_ttl_ms,
-                                          "heartbeat_interval_ms": heartbeat_interval_ms},
-                                timeout_s)
+        need_id = parse_need(need)
+        env = self._sign("CLAIM", {"task_id": str(need_id), "lease_ttl_ms": lease_ttl_ms,
+                                   "heartbeat_interval_ms": heartbeat_interval_ms})
+        out = await self._submit(env, timeout_s)
+        self.leases[need_id] = env.id
+        self.leases.move_to_end(need_id)
+        while len(self.leases) > LEASES_KEPT:
+            self.leases.popitem(last=False)
+        return out
 
     async def heartbeat(self, need: str, progress: int, *, lease: str | None = None,
                         timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
@@ -154,6 +164,10 @@ class MarketService:
         if given:
             return parse_cid(given, "lease")
         task = self._task(need)
+        ours = self.leases.get(need)
+        if ours is not None and (task is None or task.lease is None
+                                 or task.lease.lease_id != ours):
+            return ours  # our view of the bucket has not caught up with our claim
         if task is None or task.lease is None:
             raise LocalProtocolError("lease", f"task {need} has no lease here; name it "
                                               f"(`lease`)", code="not_lease_holder")
