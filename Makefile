@@ -60,14 +60,17 @@ testnet-down: install
 	$(BIN)/swarm-testnet down --dir $(DIR)
 
 # The deterministic simulations: 500 seeded fault schedules of a Raft group deciding
-# NEEDs (SEEDS=N START=S to change), 500 of the multi-raft shell (SHELL_SEEDS=N), then
-# plan replicas over a lossy gossip network.
+# NEEDs (SEEDS=N START=S to change), 500 of the multi-raft shell (SHELL_SEEDS=N), 100
+# of the task market on the shell (MARKET_SEEDS=N), then plan replicas over a lossy
+# gossip network.
 SEEDS ?= 500
 SHELL_SEEDS ?= 500
+MARKET_SEEDS ?= 100
 START ?= 0
 sim: install
 	$(BIN)/swarm-testnet sim --seeds $(SEEDS) --start $(START)
 	$(BIN)/swarm-testnet sim --shell --seeds $(SHELL_SEEDS) --start $(START)
+	$(BIN)/swarm-testnet sim --market --seeds $(MARKET_SEEDS) --start $(START)
 	$(BIN)/swarm-testnet gossip-sim -n 5 --dir $(DIR)/sim
 
 # The chaos soak (not part of `make test`): 5 real nodes, agents' workload, a seeded

@@ -298,11 +298,16 @@ class LedgerRaft(LedgerHook):
         now = self.raft.now_tick
         asked = self.fetching.get((bucket, index))
         if asked is None or now - asked >= EFFECT_RESEND_TICKS:
-            peers = [p for p in self.placement.replicas(bucket)
+            # Co-replicas first, then every other node: a read replica stores each
+            # certified entry it receives, and may be the only one left holding it
+            # when the replicas that certified it have compacted or crashed since.
+            replicas = self.placement.replicas(bucket)
+            peers = [p for p in (*replicas, *range(1, len(self.placement.accounts) + 1))
                      if p != self.raft.id and self.raft.alive(p)]
+            peers = list(dict.fromkeys(peers))
             if peers:
                 self.fetching[(bucket, index)] = now
-                peer = peers[now % len(peers)]
+                peer = peers[self.stats["proofs_asked"] % len(peers)]
                 self.raft.outbox.to(peer).fetch.append((bucket, index - 1))
                 self.stats["proofs_asked"] += 1
         return None
@@ -329,8 +334,8 @@ class LedgerRaft(LedgerHook):
     def _serve_fetch(self, sender: int, wanted: tuple[tuple[int, int], ...]) -> None:
         budget = FETCH_ENTRIES_MAX
         for bucket, after in wanted:
-            # A co-replica asks for one entry's certificate (`_proof_for`); a read
-            # replica for everything after its last entry.
+            # A replica of the bucket asks for one entry's certificate (`_proof_for`);
+            # a read replica for everything after its last entry.
             one = sender in self.placement.replicas(bucket)
             for key, value in self._stored(bucket, after):
                 if budget == 0:

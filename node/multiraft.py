@@ -145,7 +145,8 @@ class MultiRaft:
         self.outbox = Outbox()  # what the next frame to each peer carries
         self.certs = Certifier(identity, swarm_id, placement, self.id, self.outbox,
                                self.stats, announced,
-                               lambda g, cert: self.ledger_hook.certified(g, cert))
+                               lambda g, cert: self.ledger_hook.certified(g, cert),
+                               store)
         rng_seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
         # Request ids start anywhere, so that an answer to a request of this node's
         # previous life (a replica answers once the NEED is decided, which may be after
@@ -178,6 +179,7 @@ class MultiRaft:
                              if self.send_snapshot is not None else None), storage)
         machine = self._machine(snap.data, bucket)
         self.groups[bucket] = Group(bucket, raw, storage, machine)
+        self.certs.reload_signed(self.groups[bucket])
 
     def _machine(self, data: bytes, bucket: int) -> BucketMachine:
         return BucketMachine.restore(data, bucket, self.swarm_id, self.params, self.genesis,
@@ -503,7 +505,7 @@ class MultiRaft:
         snap = g.storage.snapshot()
         if applied - snap.index < self.snapshot_every or g.machine.applied < snap.index:
             return
-        if self.certs.unannounced_above(g, snap.index):
+        if self.certs.uncertified_above(g, snap.index):
             return  # re-applying a decision signs it again; inside a snapshot, never
         g.storage.create_snapshot(applied, sorted(g.raw.raft.voters), g.machine.snapshot())
         g.storage.compact(max(applied - self.log_tail_keep, g.storage.first_index() - 1))

@@ -15,18 +15,24 @@ not announce, the replicas share their signatures with every replica and publish
 themselves (`sweep`). For a chain entry every replica sends its signature to every
 other, and a replica short of a quorum sends its own again, every second at first, then
 every 5 s, for up to an hour: a replica back from a crash that applies the entry then
-completes the quorum.
+completes the quorum. A replica also writes its own signature and the chain entry to its
+store with the round that applied it (key ``w`` + bucket + index, gone once certified or
+given up), and reloads them when it opens the group: a replica that restarts from a
+snapshot past the entry never applies it again, and without this an entry whose
+replicas all restarted so would never be certified (found by the market simulation,
+testnet/market_sim.py).
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from swarm.protocol import certificate
-from swarm.protocol.bucket_machine import chain_digest
+from swarm.protocol import cbor, certificate
+from swarm.protocol.bucket_machine import ChainEntry, chain_digest
 from swarm.protocol.decide import Decision, TryDecide, encode_command
 from swarm.protocol.decide import decode_command as decode_decide
 from swarm.protocol.envelope import Identity
@@ -39,9 +45,8 @@ from swarm.protocol.raftwire import Announcement, CertifiedEntry, SigNote
 from .raft_outbox import Outbox
 
 if TYPE_CHECKING:
-    from swarm.protocol.bucket_machine import ChainEntry
-
     from .raft_group import Group
+    from .raftstore import RaftStore
 
 log = logging.getLogger("swarm.raft")
 
@@ -56,6 +61,11 @@ SHARE_LATE_AFTER_SWEEPS = 20
 SHARE_LATE_SWEEPS = 10
 # A settled decision's (or early) signatures are forgotten after this many sweeps.
 SETTLED_KEEP_SWEEPS = 2 * PUBLISH_FALLBACK_SWEEPS
+_SIGNED_KEY = struct.Struct(">cHQ")  # b"w", bucket, index: our signature, not certified
+
+
+def _signed_key(bucket: int, index: int) -> bytes:
+    return _SIGNED_KEY.pack(b"w", bucket, index)
 # A ledger-chain entry short of a quorum (the other replicas down, or a note lost) keeps
 # its signatures for up to an hour, and we send ours again: every CHAIN_RESEND_SWEEPS
 # sweeps (1 s) at first, every CHAIN_RESEND_LATE_SWEEPS (5 s) after
@@ -111,8 +121,10 @@ class Certifier:
     def __init__(self, identity: Identity, swarm_id: bytes, placement: Placement,
                  node_id: int, outbox: Outbox, stats: dict[str, int],
                  announced: Callable[[bytes], bool],
-                 chain_certified: Callable[[Group, CertifiedEntry], None]) -> None:
+                 chain_certified: Callable[[Group, CertifiedEntry], None],
+                 store: RaftStore | None = None) -> None:
         self.identity = identity
+        self.store = store
         self.swarm_id = swarm_id
         self.placement = placement
         self.id = node_id
@@ -174,11 +186,40 @@ class Certifier:
         g.certs[index] = state
         state.sigs[note.signer] = note.sig
         self.with_certs.add(g.bucket)
+        if self.store is not None:
+            self.store.pending.put(_signed_key(g.bucket, index),
+                                   cbor.encode([term, data, note.sig]))
         for peer in g.raw.raft.voters:
             if peer != self.id:
                 self.outbox.to(peer).sigs.append(SigNote(g.bucket, index, term, digest,
                                                          entry.ts_ms, note.sig))
         self._maybe_certified(g, index)
+
+    def _forget_signed(self, bucket: int, index: int) -> None:
+        if self.store is not None:
+            self.store.pending.delete(_signed_key(bucket, index))
+
+    def reload_signed(self, g: Group) -> None:
+        """The chain entries of `g` this replica signed in an earlier life that were not
+        certified then: waiting for a quorum again, our signature sent on each sweep."""
+        if self.store is None:
+            return
+        start, stop = _signed_key(g.bucket, 0), _signed_key(g.bucket + 1, 0) \
+            if g.bucket < 0xFFFF else b"x"
+        for key, value in self.store.db.items(from_key=start):
+            if not isinstance(key, bytes) or key >= stop or not isinstance(value, bytes):
+                break
+            _, _, index = _SIGNED_KEY.unpack(key)
+            if self.store.db.get(_SIGNED_KEY.pack(b"c", g.bucket, index)) is not None:
+                self._forget_signed(g.bucket, index)  # certified: the ledger stored it
+                continue
+            term, data, sig = cbor.decode(value)
+            entry = ChainEntry.decode(data)  # our own disk
+            state = ChainCert(chain_digest(data), term, entry.ts_ms, chain=data)
+            state.sigs[self.identity.public_key] = sig
+            g.certs[index] = state
+            self.with_certs.add(g.bucket)
+            self.stats["chain_sigs_reloaded"] += 1
 
     # -- what other replicas signed --
 
@@ -252,6 +293,7 @@ class Certifier:
             if not state.done and len(state.sigs) >= self.placement.quorum(g.bucket):
                 state.done = True
                 self.stats["chain_certified"] += 1
+                self._forget_signed(g.bucket, index)
                 self.chain_certified(g, CertifiedEntry(
                     g.bucket, index, state.term, state.chain, tuple(sorted(state.sigs.items()))))
             return
@@ -332,6 +374,7 @@ class Certifier:
                 and state.age_sweeps > CHAIN_CROWDED_SWEEPS):
             self.stats["chain_uncertified"] += 1
             del g.certs[index]
+            self._forget_signed(g.bucket, index)
             return
         self.chain_pending += 1
         mine = state.sigs.get(self.identity.public_key)
@@ -344,14 +387,16 @@ class Certifier:
                     self.outbox.to(peer).sigs.append(SigNote(g.bucket, index, state.term,
                                                              state.digest, state.ts_ms, mine))
 
-    def unannounced_above(self, g: Group, index: int) -> bool:
-        """Whether a decision applied after `index` is not announced yet (compaction
-        waits for it: should every replica restart before a quorum signs it, or before
-        the certificate reaches the gossip, re-applying it signs it again; inside a
-        snapshot it would never be; a regression seed of the shell simulation,
-        testnet/simkit.py)."""
-        return any(i > index and isinstance(st, DecisionCert) and not self.announced(
-            st.need_id) for i, st in g.certs.items())
+    def uncertified_above(self, g: Group, index: int) -> bool:
+        """Whether a decision applied after `index` is not announced yet, or a chain
+        entry not certified (compaction waits for them: should every replica restart
+        before a quorum signs it, or before the certificate reaches the gossip,
+        re-applying it signs it again; inside a snapshot it would never be, and a
+        follower caught up by a snapshot past it never signs it: a regression seed of
+        the shell simulation, testnet/simkit.py, and the market simulation)."""
+        return any(i > index and (
+            (isinstance(st, DecisionCert) and not self.announced(st.need_id))
+            or (isinstance(st, ChainCert) and not st.done)) for i, st in g.certs.items())
 
     def forward_announcement(self, peer: int, d: Decision, cert: dict[str, Any]) -> None:
         """Send a certified decision to `peer` (the announcer) with the next frame to it

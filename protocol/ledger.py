@@ -797,10 +797,10 @@ class BucketLedger:
         body = entry.body
         if isinstance(body, EffectBatch):
             op_id, home = body.source_op_id, b""
-        elif isinstance(body, EffectAck):
-            op_id, home = b"", b""
-        elif isinstance(body, Tick | PoolView | Draw):
-            # What its batches (payouts, refunds, slashes) name as their source operation.
+        elif isinstance(body, EffectAck | Tick | PoolView | Draw):
+            # What its batches name as their source operation: none of these is an
+            # operation of its own, yet timers firing at its stamp may pay, refund or
+            # slash (an acknowledgement too).
             op_id, home = hashlib.sha256(TICK_DOMAIN + self.bucket.to_bytes(2, "big")
                                          + entry.index.to_bytes(8, "big")).digest(), b""
         else:

@@ -19,7 +19,7 @@ from swarm.node.client import ApiError
 from swarm.node.home import HomeError
 
 from . import bench as benchmarks
-from . import benchrecord, cluster, multiraft_sim, raftsim, sim, simkit
+from . import benchrecord, cluster, market_sim, multiraft_sim, raftsim, sim, simkit
 
 app = typer.Typer(name="swarm-testnet", help="Local testnets and benchmarks.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -60,24 +60,32 @@ def raft_sim_cmd(
     shell: Annotated[bool, typer.Option(
         "--shell", help="Simulate the multi-raft shell (N nodes, many buckets, real "
                         "stores) instead of one bare Raft group.")] = False,
+    market: Annotated[bool, typer.Option(
+        "--market", help="Simulate the task market on the shell: agents posting, "
+                         "bidding, working and attesting, money moving between "
+                         "buckets.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run seeded fault schedules of a Raft group deciding NEEDs; check safety after every
     step and liveness after healing. A failing seed replays exactly with --start SEED
-    --seeds 1 (and --shell if it was one)."""
+    --seeds 1 (and --shell or --market if it was one)."""
     failures: list[dict[str, Any]] = []
     totals: dict[str, int] = {}
-    keys = (("steps", "decided", "certified", "elections", "crashes", "crashes_in_round",
+    keys = (("steps", "posted", "finalized", "cancelled", "reopens", "crashes",
+             "partitions", "worker_crashes", "silent", "envelopes") if market else
+            ("steps", "decided", "certified", "elections", "crashes", "crashes_in_round",
              "partitions", "breaks", "takeovers", "transfers", "garbage", "frames",
              "dropped") if shell else
             ("steps", "decided", "elections", "crashes", "partitions", "conf_changes",
              "transfers", "snapshots_sent", "messages", "dropped"))
+    run: Callable[[int], Any] = (market_sim.run_market_seed if market
+                                 else multiraft_sim.run_seed if shell else raftsim.run_seed)
     with Progress(console=err, transient=True, disable=as_json) as bar:
-        task = bar.add_task("shell schedules" if shell else "schedules", total=seeds)
+        task = bar.add_task("market schedules" if market else "shell schedules" if shell
+                            else "schedules", total=seeds)
         for seed in range(start, start + seeds):
             try:
-                result: Any = (multiraft_sim.run_seed(seed) if shell
-                               else raftsim.run_seed(seed))
+                result: Any = run(seed)
             except simkit.Violation as exc:  # both simulations raise it
                 failures.append({"seed": seed, "violation": str(exc)})
             else:

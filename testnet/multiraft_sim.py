@@ -187,11 +187,7 @@ class ShellSim:
         self._own_root = root is None
         self.root = root or Path(tempfile.mkdtemp(prefix="mrsim-", dir=_tmp_base()))
         ids = [Identity(bytes([i + 1]) * 32) for i in range(c.nodes)]
-        self.genesis = genesis.new(
-            name="mrsim", created_ms=0,
-            validators=[{"account": i.public_key, "org": f"o{k}", "asn": k, "region": "r",
-                         "stake": 1} for k, i in enumerate(ids)],
-            params={"bucket_count": c.buckets, "replicas": c.replicas})
+        self.genesis = self._make_genesis(ids)
         self.swarm_id = self.genesis.swarm_id
         self.placement = Placement.from_genesis(self.genesis)
         self.nodes: dict[int, SimNode] = {}
@@ -224,6 +220,17 @@ class ShellSim:
         for n in self.nodes.values():
             self._boot(n)
 
+    def _make_genesis(self, ids: list[Identity]) -> genesis.Genesis:
+        c = self.cfg
+        return genesis.new(
+            name="mrsim", created_ms=0,
+            validators=[{"account": i.public_key, "org": f"o{k}", "asn": k, "region": "r",
+                         "stake": 1} for k, i in enumerate(ids)],
+            params={"bucket_count": c.buckets, "replicas": c.replicas})
+
+    def _booted(self, n: SimNode) -> None:
+        """Called once a node's shell is up (a subclass adds its own parts)."""
+
     # -- the world --
 
     def _boot(self, n: SimNode) -> None:
@@ -241,7 +248,12 @@ class ShellSim:
                          announced=n.heard.__contains__, clock_ms=self._clock(n),
                          send_snapshot=self._snapshot_sender(n),
                          compaction=(c.snapshot_every, 1) if c.snapshot_every else
-                         (SNAPSHOT_EVERY, LOG_TAIL_KEEP))
+                         (SNAPSHOT_EVERY, LOG_TAIL_KEEP), **self._shell_kwargs())
+        self._booted(n)
+
+    def _shell_kwargs(self) -> dict[str, Any]:
+        """More arguments for `MultiRaft` (none: DECIDE alone, its ledgers empty)."""
+        return {}
 
     def _clock(self, n: SimNode) -> Callable[[], int]:
         def clock_ms() -> int:

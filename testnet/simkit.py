@@ -121,7 +121,7 @@ def heal_steps(step: Callable[[bool], None], settled: Callable[[], bool],
 
 @dataclass(frozen=True)
 class RegressionSeed:
-    sim: str  # "raft": testnet/raftsim.py; "shell": testnet/multiraft_sim.py
+    sim: str  # "raft": testnet/raftsim.py; "shell": multiraft_sim.py; "market": market_sim.py
     seed: int
     reason: str
 
@@ -148,9 +148,16 @@ REGRESSION_SEEDS: tuple[RegressionSeed, ...] = (
                                 "the leader heartbeats a peer that comes back"),
     RegressionSeed("shell", 82, "a decision never certified: signature shares go again "
                                 "until a DECIDE is out"),
+    RegressionSeed("market", 2, "effects stuck for good: a timer firing on an "
+                                "acknowledgement's entry emitted batches naming no "
+                                "operation; such entries name the tick's operation id"),
+    RegressionSeed("market", 3, "a chain entry never certified (a COMMIT never drawn, a "
+                                "read replica stuck at the gap): compaction waits for "
+                                "chain certificates, and replicas keep their signatures "
+                                "on disk"),
 )
 
 
 def regression_seeds(sim: str) -> frozenset[int]:
-    """The regression seeds of one simulation ("raft" or "shell")."""
+    """The regression seeds of one simulation ("raft", "shell" or "market")."""
     return frozenset(r.seed for r in REGRESSION_SEEDS if r.sim == sim)

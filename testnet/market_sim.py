@@ -1,0 +1,350 @@
+"""Deterministic simulation of the task market on the multi-raft shell under seeded faults.
+
+Owns a market world on top of testnet/multiraft_sim.py's: the same validators running
+the real `MultiRaft` on real `RaftStore`s over a simulated network (loss, delay,
+duplication and reordering by profile, partitions that heal, kill -9 between rounds or
+inside one, clock skew, garbage frames), each node also running the real ledger shell
+(`LedgerRaft`: effects between bucket leaders, task ticks, pool views and committee
+draws, the certified chain and its read replica). Market agents drive tasks through it
+with signed envelopes submitted at a random live node (`MultiRaft.submit_nowait`, as a
+relay would): a poster posts NEEDs, three agents bid, the winner claims, heartbeats and
+commits, the validators (the verifier pool) attest when drawn. Agents act on what a
+random live node's replica or read replica shows, so they act on stale views too.
+Faults of their own: a worker that crashes mid-lease (never heartbeats again), a
+committee member that stays silent.
+
+Checked during the run: everything ShellSim checks, and P1 per round (one decision per
+(NEED, epoch), the same wherever it is seen). After healing (every node up, the network
+whole): every NEED funded ends FINALIZED and paid or CANCELLED and refunded; every
+replica of a bucket holds the same ledger part; every node, through its read replica,
+computes the same ledger root; no effect is left in flight; the supply is conserved
+(`genesis supply = balances + locked + unbonding + escrowed + burned + task escrow`).
+A failing seed replays exactly: every draw comes from the seed's `random.Random`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from swarm.node.ledger_raft import EFFECT_TICKS, SYNC_TICKS, LedgerRaft
+from swarm.node.multiraft import MultiRaft
+from swarm.node.raft_group import TICK_MS
+from swarm.protocol import genesis
+from swarm.protocol.bucket_machine import bucket_for, ledger_command
+from swarm.protocol.buckets import bucket_of
+from swarm.protocol.cid import Cid
+from swarm.protocol.envelope import Envelope, Identity, make_envelope
+from swarm.protocol.ledger import Totals, genesis_supply
+from swarm.protocol.task import CANCELLED, Task
+
+from .multiraft_sim import ShellSim, ShellSimConfig, SimNode
+from .simkit import PROFILES, Violation
+
+U = genesis.UNIT_PER_CREDIT
+AGENTS = 4  # one poster, three bidders and workers
+ACT_EVERY = 6  # steps between an agent's looks at the world (300 ms)
+BUDGET = 10 * U
+BOUNTY = 2 * U
+
+
+@dataclass(frozen=True)
+class MarketSimConfig:
+    seed: int = 1
+    heal_steps: int = 8000  # after the shell's own heal, for the tasks to end
+    needs: int = 6
+    post_p: float = 0.02  # per step, until `needs` are posted
+    worker_crash_p: float = 0.15  # per claim: the worker stops, mid-lease
+    silent_p: float = 0.15  # per committee member and task: it never attests
+    shell: ShellSimConfig = field(default_factory=ShellSimConfig)
+
+    @classmethod
+    def for_seed(cls, seed: int) -> MarketSimConfig:
+        """The shell's fault profile for the seed, without its DECIDE clients."""
+        shell = replace(ShellSimConfig.for_seed(seed), needs=0, submit_p=0.0,
+                        buckets=8)
+        return cls(seed=seed, shell=shell)
+
+
+@dataclass
+class MarketSimResult:
+    seed: int
+    steps: int
+    posted: int
+    finalized: int
+    cancelled: int
+    reopens: int
+    crashes: int
+    partitions: int
+    worker_crashes: int
+    silent: int
+    envelopes: int
+    digest: str  # the final ledger root: two runs of a seed must agree on it
+
+
+class MarketSim(ShellSim):
+    def __init__(self, config: MarketSimConfig) -> None:
+        self.mcfg = config
+        self.agents = [Identity(hashlib.sha256(b"market-sim agent %d" % i).digest())
+                       for i in range(AGENTS)]
+        self.ledgers: dict[int, LedgerRaft] = {}
+        super().__init__(config.shell)
+        self.lamport = 0
+        self.posted: list[Envelope] = []
+        self.crashed_workers: set[tuple[bytes, bytes]] = set()  # (need, worker)
+        self.silent: set[tuple[bytes, int, bytes]] = set()  # (need, epoch, member)
+        self.judged: set[tuple[bytes, int, bytes]] = set()  # members who decided
+        self.claimed: set[tuple[bytes, int]] = set()  # (need, epoch) claims decided on
+        self.decided: dict[tuple[bytes, int], tuple[bytes, bytes, int]] = {}
+        self.market_stats = {"worker_crashes": 0, "silent": 0, "envelopes": 0}
+
+    # -- the world: ShellSim's, with the ledger shell on every node --
+
+    def _make_genesis(self, ids: list[Identity]) -> genesis.Genesis:
+        c = self.cfg
+        return genesis.new(
+            name="marketsim", created_ms=0,
+            validators=[{"account": i.public_key, "org": f"o{k}", "asn": k,
+                         "region": f"r{k % 3}", "stake": 200 * U}
+                        for k, i in enumerate(ids)],
+            accounts=[{"account": a.public_key, "balance": 1_000 * U} for a in self.agents],
+            # Windows of seconds: the whole lifecycle runs within the schedule.
+            params={"bucket_count": c.buckets, "replicas": c.replicas,
+                    "bid_window_ms": 2_000, "claim_window_ms": 4_000,
+                    "lease_grace_ms": 1_000, "heartbeat_interval_min_ms": 500,
+                    "attest_window_ms": 6_000, "challenge_window_ms": 2_000,
+                    "escrow_hold_factor": 1, "tick_interval_ms": 500,
+                    "outage_gap_ms": 5_000, "reputation_decay_weekly_bp": 0,
+                    "unbonding_ms": 10_000})
+
+    def _shell_kwargs(self) -> dict[str, Any]:
+        return {"genesis": self.genesis}
+
+    def _booted(self, n: SimNode) -> None:
+        assert n.mr is not None and n.store is not None
+        self.ledgers[n.id] = LedgerRaft(n.mr, n.store, self.genesis)
+
+    def step(self, faults: bool) -> None:
+        super().step(faults)
+        for n in self._live():
+            led = self.ledgers[n.id]
+            if self.now % EFFECT_TICKS == 0:
+                self._run(n, "deliver", led.deliver)
+                self._run(n, "tick_tasks", led.tick_tasks)
+                self._run(n, "draw_committees", led.draw_committees)
+            if self.now % SYNC_TICKS == 0:
+                self._run(n, "request_missing", led.request_missing)
+        if faults and len(self.posted) < self.mcfg.needs \
+                and self.rng.random() < self.mcfg.post_p:
+            self._post()
+        if self.now % ACT_EVERY == 0:
+            self._act()
+        self._check_rounds()
+
+    def _run(self, n: SimNode, what: str, fn: Callable[[], None]) -> None:
+        self._call(n, what, lambda _mr: fn())
+
+    # -- agents --
+
+    def _sign(self, who: Identity, kind: str, payload: dict[str, Any]) -> Envelope:
+        self.lamport += 1
+        return make_envelope(who, kind=kind, swarm=self.swarm_id, lamport=self.lamport,
+                             ts=self.now * TICK_MS, payload=payload)
+
+    def _send_env(self, env: Envelope) -> None:
+        live = self._live()
+        if not live:
+            return
+        n = self.rng.choice(live)
+        cmd = ledger_command(bucket_for(env, self.cfg.buckets), env.wire)
+        self.market_stats["envelopes"] += 1
+        self._call(n, "submit_nowait", MultiRaft.submit_nowait, cmd)
+
+    def _post(self) -> None:
+        poster = self.agents[0]
+        env = self._sign(poster, "NEED", {"class": "simple", "budget": BUDGET,
+                                          "verify_bounty": BOUNTY, "k_result": 2,
+                                          "title": f"task {len(self.posted)}"})
+        self.posted.append(env)
+        self._send_env(env)
+
+    def _view(self, need: Cid) -> Task | None:
+        """The task as a random live node's replica or read replica shows it."""
+        live = self._live()
+        if not live:
+            return None
+        n = self.rng.choice(live)
+        led = self.ledgers[n.id]
+        return led.part(bucket_of(need.raw, self.cfg.buckets)).ledger.tasks.get(need)
+
+    def _act(self) -> None:
+        for env in self.posted:
+            task = self._view(env.id)
+            if task is None:
+                if self.rng.random() < 0.1:
+                    self._send_env(env)  # not funded yet as far as we see: again
+                continue
+            self._act_on(task)
+
+    def _act_on(self, task: Task) -> None:
+        need, rng, mc = task.terms.need, self.rng, self.mcfg
+        n_id = str(need)
+        if task.state == "OPEN":
+            for a in self.agents[1:]:
+                if a.public_key in task.excluded or any(
+                        b.bidder == a.public_key for b in task.bids):
+                    continue
+                cost = rng.randint(2, 7) * U
+                self._send_env(self._sign(a, "PROPOSE", {
+                    "need_id": need, "proposal_id": "p", "cost": cost,
+                    "eta_ms": rng.randint(1, 60) * 1_000, "ballot": rng.randbytes(4).hex()}))
+        elif task.state == "DECIDED" and task.decision is not None:
+            key = (need.raw, task.epoch)
+            worker = self._agent(task.decision.winner)
+            if worker is not None and (need.raw, worker.public_key) not in \
+                    self.crashed_workers:
+                if key not in self.claimed:
+                    self.claimed.add(key)
+                    if rng.random() < mc.worker_crash_p:
+                        # Claims, then crashes: never heartbeats or commits again.
+                        self.crashed_workers.add((need.raw, worker.public_key))
+                        self.market_stats["worker_crashes"] += 1
+                self._send_env(self._sign(worker, "CLAIM", {
+                    "task_id": n_id, "lease_ttl_ms": 20_000,
+                    "heartbeat_interval_ms": 1_000}))
+        elif task.state == "CLAIMED" and task.lease is not None:
+            worker = self._agent(task.lease.worker)
+            if worker is None or (need.raw, worker.public_key) in self.crashed_workers:
+                return
+            lease = task.lease
+            if lease.progress < 100:
+                self._send_env(self._sign(worker, "HEARTBEAT", {
+                    "task_id": n_id, "lease_id": lease.lease_id,
+                    "progress": min(100, lease.progress + 40)}))
+            else:
+                self._send_env(self._sign(worker, "COMMIT", {
+                    "task_id": n_id, "lease_id": lease.lease_id, "result": need}))
+        elif task.state == "COMMITTED" and task.commit is not None:
+            said = {m for m, _ in task.commit.verdicts}
+            for m in task.commit.committee:
+                if m in said:
+                    continue
+                key3 = (need.raw, task.epoch, m)
+                if key3 not in self.judged and key3 not in self.silent:
+                    if rng.random() < mc.silent_p:
+                        self.silent.add(key3)
+                        self.market_stats["silent"] += 1
+                    self.judged.add(key3)
+                if key3 in self.silent:
+                    continue
+                member = self._validator(m)
+                if member is not None:
+                    self._send_env(self._sign(member, "ATTEST", {
+                        "task_id": n_id, "commit_id": task.commit.commit_id,
+                        "verdict": "valid"}))
+
+    def _agent(self, account: bytes) -> Identity | None:
+        return next((a for a in self.agents if a.public_key == account), None)
+
+    def _validator(self, account: bytes) -> Identity | None:
+        return next((n.identity for n in self.nodes.values()
+                     if n.identity.public_key == account), None)
+
+    # -- checkers --
+
+    def _check_rounds(self) -> None:
+        """P1 per round: one decision per (NEED, epoch), the same on every replica and
+        read replica that shows it."""
+        if self.now % 10:
+            return
+        for n in self._live():
+            led = self.ledgers[n.id]
+            for b in range(self.cfg.buckets):
+                for need, task in led.part(b).ledger.tasks.tasks.items():
+                    d = task.decision
+                    if d is None:
+                        continue
+                    seen = (d.winner, d.proposal.raw, d.cost)
+                    first = self.decided.setdefault((need.raw, d.epoch), seen)
+                    if first != seen:
+                        raise Violation(f"P1: node {n.id} shows another decision for NEED "
+                                        f"{str(need)[:16]} epoch {d.epoch}")
+
+    def _heal(self) -> None:
+        super()._heal()
+        for _ in range(self.mcfg.heal_steps):
+            if not self._market_unsettled():
+                break
+            self.step(faults=False)
+        else:
+            raise Violation(f"liveness: after healing: {self._market_unsettled()}")
+        self._check_end()
+
+    def _market_unsettled(self) -> str:
+        """What keeps the market from its end state, as node 1 sees it once every node
+        agrees on the ledger root; "" when settled."""
+        roots = {self.ledgers[n.id].root() for n in self._live()}
+        if len(self._live()) != len(self.nodes) or len(roots) != 1:
+            return f"{len(roots)} ledger roots among {len(self._live())} nodes"
+        led = self.ledgers[1]
+        for b in range(self.cfg.buckets):
+            if led.part(b).ledger.outbox():
+                return f"bucket {b} has effects in flight"
+        for env in self.posted:
+            task = led.part(bucket_of(env.id.raw, self.cfg.buckets)).ledger.tasks.get(env.id)
+            if task is None:
+                if led.part(bucket_of(env.sender, self.cfg.buckets)).ledger.is_decided(
+                        self._op_id(env)):
+                    continue  # refused when posted: nothing was escrowed
+                return f"NEED {str(env.id)[:16]} not funded"
+            if not (task.state == CANCELLED or task.paid):
+                return f"NEED {str(env.id)[:16]} is {task.state}"
+        return ""
+
+    @staticmethod
+    def _op_id(env: Envelope) -> bytes:
+        from swarm.protocol.bucket_machine import op_id_of
+        return op_id_of(env)
+
+    def _check_end(self) -> None:
+        """Every replica of a bucket holds the same part; supply conserved."""
+        for b in range(self.cfg.buckets):
+            roots = {self.ledgers[n].part(b).root() for n in self.placement.replicas(b)}
+            if len(roots) != 1:
+                raise Violation(f"replicas of bucket {b} hold different ledger parts")
+        led = self.ledgers[1]
+        total = Totals()
+        for b in range(self.cfg.buckets):
+            total = total + led.part(b).ledger.totals()
+        if total.held != genesis_supply(self.genesis):
+            raise Violation(f"supply: {total.held} held, genesis made "
+                            f"{genesis_supply(self.genesis)}")
+
+    def market_run(self) -> MarketSimResult:
+        self.run()
+        led_tasks = []
+        # `run` closed the stores; the parts stay readable in memory.
+        led = self.ledgers[1]
+        for env in self.posted:
+            task = led.part(bucket_of(env.id.raw, self.cfg.buckets)).ledger.tasks.get(env.id)
+            if task is not None:
+                led_tasks.append(task)
+        return MarketSimResult(
+            seed=self.mcfg.seed, steps=self.now, posted=len(self.posted),
+            finalized=sum(1 for t in led_tasks if t.paid),
+            cancelled=sum(1 for t in led_tasks if t.state == CANCELLED),
+            reopens=sum(t.reopens for t in led_tasks), crashes=self.stats["crashes"],
+            partitions=self.stats["partitions"],
+            worker_crashes=self.market_stats["worker_crashes"],
+            silent=self.market_stats["silent"], envelopes=self.market_stats["envelopes"],
+            digest=led.root().hex()[:16])
+
+
+def run_market_seed(seed: int) -> MarketSimResult:
+    """Run one seed's market schedule; raises Violation naming the seed and step."""
+    return MarketSim(MarketSimConfig.for_seed(seed)).market_run()
+
+
+__all__ = ["PROFILES", "MarketSim", "MarketSimConfig", "MarketSimResult", "run_market_seed"]
