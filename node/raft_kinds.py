@@ -249,6 +249,12 @@ class DecideKind(Kind[TryDecide, Decision]):
         return DecideError(r.reason)
 
 
+# Entries a bucket's leader proposes itself: ticks, pool views, committee draws. A
+# draw's seed takes the quorum of signatures its proposer picks; from the leader only,
+# no other peer can race it with another choice.
+LEADER_OPS = frozenset({"tick", "pool_view", "draw"})
+
+
 class LedgerKind(Kind[Command, LedgerOutcome]):
     name, once, stat = "ledger", True, "ledger_proposals"
 
@@ -276,8 +282,9 @@ class LedgerKind(Kind[Command, LedgerOutcome]):
         envelope that could only be rejected (bad signature, another swarm, not a ledger
         verb, another bucket's signer, a validity limit passed or too far ahead) is
         refused. The state machine checks all of it again when applying."""
-        if cmd.value["op"] == "tick":  # the leader's own entry, never a request
-            return Refused("not_requestable", "only a bucket's leader proposes ticks", "op")
+        if cmd.value["op"] in LEADER_OPS:  # the leader's own entries, never a request
+            return Refused("not_requestable", f"only a bucket's leader proposes "
+                                              f"{cmd.value['op']} entries", "op")
         if cmd.value["op"] != "ledger":
             return None
         if g.machine.ledger.is_decided(cmd.key):

@@ -27,10 +27,12 @@ from swarm.node.raftstore import RaftStore
 from swarm.protocol import certificate, genesis
 from swarm.protocol.bucket_machine import (
     ChainEntry,
+    Command,
     Emitted,
     Proof,
     ack_command,
     batch_digest,
+    command_key,
     effects_command,
     ledger_command,
 )
@@ -275,6 +277,26 @@ async def test_a_forged_envelope_is_refused_at_the_leaders_door(
         assert err.value.code == "bad_signature"
     with trio.fail_after(60):  # the real one still goes through
         assert (await c.nodes[1].submit(ledger_command(bucket, wire), timeout_s=30)).ok
+
+
+async def test_leader_entries_cannot_be_requested(
+        cluster: tuple[LedgerCluster, trio.Nursery]) -> None:
+    """Ticks, pool views and committee draws are the bucket leader's own entries: a
+    peer's request for one is refused (a draw's seed is the quorum of signatures its
+    proposer picks, so no other peer may race the leader with another pick)."""
+    c, _ = cluster
+    bucket = 1
+    proof = {"index": 1, "term": 1, "entry": b"x", "sigs": [{"signer": bytes(32),
+                                                            "sig": bytes(64)}]}
+    need = make_envelope(c.users[0], kind="NEED", swarm=c.genesis.swarm_id, lamport=1,
+                         ts=0, payload={"class": "simple", "budget": U}).id
+    for value in ({"op": "tick"}, {"op": "pool_view", "bucket": 0, "rows": []},
+                  {"op": "draw", "need": need, "proof": proof}):
+        cmd = Command(bucket, command_key(value) if value["op"] != "tick" else b"t" * 12,
+                      value)
+        with trio.fail_after(60), pytest.raises(SubmitError) as err:
+            await c.nodes[1].submit(cmd, timeout_s=30)
+        assert err.value.code == "not_requestable", value["op"]
 
 
 async def test_a_read_replica_applies_only_entries_a_quorum_of_replicas_signed(
