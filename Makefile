@@ -79,7 +79,7 @@ sim: install
 MINUTES ?= 5
 SOAK_SEED ?= 1
 soak: install
-	$(BIN)/swarm-testnet soak --minutes $(MINUTES) --nodes 5 --seed $(SOAK_SEED)
+	$(BIN)/swarm-testnet soak --minutes $(MINUTES) --nodes 5 --seed $(SOAK_SEED) --market
 
 clean:
 	rm -rf $(VENV) $(DIR) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

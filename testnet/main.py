@@ -479,6 +479,10 @@ def soak_cmd(
     check_dir: Annotated[Path | None, typer.Option(
         "--check", metavar="RUN_DIR", help="Run nothing: judge the run saved in RUN_DIR "
         "(a soak's --dir) again from its files and print its report.")] = None,
+    market: Annotated[bool, typer.Option(
+        "--market", help="Agents also trade tasks: post funded NEEDs, bid, claim, "
+                         "commit and attest; the ledger check counts budgets and "
+                         "payouts.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Chaos soak: N real nodes, agents' workload (NEEDs, competing DECIDEs from every
@@ -492,7 +496,8 @@ def soak_cmd(
         code = soak.check_command(check_dir, as_json, out, err)
     else:
         code = soak.command(soak.SoakConfig(minutes=minutes, nodes=nodes, seed=seed,
-                                            directory=directory), as_json, out, err)
+                                            directory=directory, market=market),
+                            as_json, out, err)
     if code:
         raise typer.Exit(code)
 

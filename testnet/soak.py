@@ -68,6 +68,7 @@ class SoakConfig:
     seed: int = 1
     directory: Path | None = None
     converge_s: float = 180.0
+    market: bool = False  # agents also trade tasks (testnet/soak_workload.py)
 
 
 def run(config: SoakConfig, progress: Progress = lambda _m, _s: None) -> dict[str, Any]:
@@ -120,7 +121,7 @@ def _drive(config: SoakConfig, net: Nodes, directory: Path, progress: Progress) 
     rec = Recorder(t_start, files.history)
     try:
         stop = threading.Event()
-        work = Workload(net, rec, accounts, config.seed, stop)
+        work = Workload(net, rec, accounts, config.seed, stop, market=config.market)
         nemesis = Nemesis(net, rec, n, config.seed, stop)
         threads = [*work.threads(),
                    threading.Thread(target=nemesis.run, name="nemesis", daemon=True),

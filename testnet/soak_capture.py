@@ -180,6 +180,7 @@ def capture(net: Nodes, final_ops: list[Op], accounts: list[str], acked_needs: l
         again = campaigning(net)
     progress("reading the ledger and the plans")
     ledgers = [read_ledger(net, i, accounts) for i in range(net.n)]
+    tasks = [read_tasks(net, i) for i in range(net.n)]
     plans = lookup_needs(net, acked_needs)
     nodes = []
     for i in range(net.n):
@@ -193,8 +194,22 @@ def capture(net: Nodes, final_ops: list[Op], accounts: list[str], acked_needs: l
         nodes.append(NodeFinal(node=i, poll=polls[i], ledger=ledgers[i],
                                campaigning=first[i],
                                campaigning_again=None if again is None else again[i],
-                               plan_needs=plans[i], stats=stats))
+                               plan_needs=plans[i], stats=stats, tasks=tasks[i]))
     return nodes, converge_s
+
+
+def read_tasks(net: Nodes, i: int) -> dict[str, dict[str, Any]]:
+    """Every task node i knows, with what the ledger check needs of it (none when it
+    does not answer: the convergence check already says so)."""
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for brief in net.call(i, "GET", "/tasks")["tasks"]:
+            t = net.call(i, "GET", f"/tasks/{brief['need_id']}")
+            out[t["need_id"]] = {k: t[k] for k in ("state", "epoch", "paid", "poster",
+                                                   "budget", "payouts")}
+    except Answer:
+        return {}
+    return out
 
 
 # -- measurements ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ soak --check RUN_DIR`). The driver's convergence wait asks `convergence_violatio
 question the verdict asks, on the same data it then saves.
 
 What the history holds and what it does not: the workload's operations (NEEDs created,
-DECIDEs, ledger operations) with what each client was told, the DECIDEs after the heal
+DECIDEs, ledger operations, market steps) with what each client was told, the DECIDEs after the heal
 (a read of every NEED's decision, and one new NEED per bucket), the faults, and the
 incidents the driver saw. The workload reads nothing else while it runs; a node's
 balances and decisions are read from its local replica, which is not promised to be
@@ -58,6 +58,10 @@ VIOLATIONS = {
     "supply-not-conserved": "total + burned differs from the genesis supply",
     "ledger-unreadable": "a node's ledger could not be read after the heal",
     "balances-differ": "nodes disagree on an account's balance, stake, unbonding or escrow",
+    # the market (with `soak --market`)
+    "tasks-differ": "nodes know different tasks, or a task differently, after the heal",
+    "task-lost": "a task whose posting was acknowledged to a client is no task after the "
+                 "heal",
     "negative-amount": "an account holds a negative amount",
     "account-total-unexplained": "an account's total is not genesis plus the acknowledged "
                                  "transfers plus some of the unknown ones (a transfer "
@@ -218,6 +222,28 @@ def check(run: Run) -> Verdict:
         elif op.result == "info":
             unknown[src].append(-units)
             unknown[dst].append(units)
+    # The market moves credits too: a funded task's budget left its poster, and its
+    # payouts (a refund when cancelled) reached their accounts. Every node must know
+    # the same tasks (they live in the ledger) and every task a client was told it
+    # posted.
+    tasks_read = [n.tasks for n in final.nodes if n.ledger.error is None]
+    tasks = tasks_read[0] if tasks_read else {}
+    for n in final.nodes:
+        if n.ledger.error is None and n.tasks != tasks:
+            differ = sorted((set(n.tasks) ^ set(tasks))
+                            | {k for k in set(n.tasks) & set(tasks) if n.tasks[k] != tasks[k]})
+            v("tasks-differ", f"node{n.node}: its tasks differ from node"
+              f"{final.nodes[0].node}'s (e.g. {differ[:3]})")
+    for op in ops:
+        if op.kind == "task_post" and op.acknowledged and op.info.get("need") not in tasks:
+            v("task-lost", f"task {op.info.get('need')} acknowledged to node{op.node}'s "
+              f"client is not a task after the heal")
+    for t in tasks.values():
+        if t["poster"] in acked:
+            acked[t["poster"]] -= int(t["budget"])
+        for p in t["payouts"]:
+            if p["account"] in acked:
+                acked[p["account"]] += int(p["amount"])
     unchecked = 0
     for a in info.accounts:
         rows = views[a]
@@ -236,7 +262,8 @@ def check(run: Run) -> Verdict:
             unchecked += 1
         elif gap not in sums:
             v("account-total-unexplained", f"account {a[:12]}: holds {total} units; genesis "
-              f"{info.genesis_totals[a]} plus acknowledged transfers {acked[a]:+} leaves "
+              f"{info.genesis_totals[a]} plus acknowledged transfers and the market's "
+              f"budgets and payouts {acked[a]:+} leaves "
               f"{gap:+} unexplained by any subset of the {len(unknown[a])} transfers whose "
               f"outcome is unknown")
     # 5. Every acknowledged NEED in the plan (one root everywhere makes a lookup on one

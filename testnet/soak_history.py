@@ -21,7 +21,8 @@ Files in `RUN_DIR/soak/` (JSON; times in seconds since the run's start, monotoni
     `outcome` refines it (`RESULT_OF`). `kind` is a workload operation
     (`WORKLOAD_KINDS`) or a DECIDE after the heal (`FINAL_KINDS`); `info` holds the
     operation's arguments and answer (`title`, `need`; `need`, `proposal`, `answer`,
-    `index`; `from`, `to`, `units`, `op_id`; `bucket` for a probe).
+    `index`; `from`, `to`, `units`, `op_id`; `bucket` for a probe; `need`, `epoch` for
+    a market step, `title` and `need` for a task posted).
   - a fault, written when it ends: `{"event": "fault", "kind": "kill"|"stop", "node",
     "start_s", "end_s", "planned_s"}` (`end_s` 0 if it never ended).
   - an incident the driver saw, each a violation: `{"event": "incident", "kind", "node",
@@ -49,7 +50,9 @@ from pathlib import Path
 from typing import IO, Any
 
 FORMAT = 1
-WORKLOAD_KINDS = ("need", "decide", "transfer", "stake", "unstake", "complete_unbonding")
+MARKET_KINDS = ("task_post", "task_bid", "task_claim", "task_commit", "task_attest")
+WORKLOAD_KINDS = ("need", "decide", "transfer", "stake", "unstake", "complete_unbonding",
+                  *MARKET_KINDS)
 LEDGER_KINDS = ("transfer", "stake", "unstake", "complete_unbonding")
 FINAL_KINDS = ("final_read", "probe")  # DECIDEs after the heal: every NEED, every bucket
 # outcome -> result: `refused` is the ledger's answer no (409), `failed` a request that
@@ -162,6 +165,9 @@ class NodeFinal:
     campaigning_again: list[int] | None = None  # 3 s later; None if nothing to confirm
     plan_needs: dict[str, bool] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    # Every task the node knows after the heal: NEED -> state, epoch, paid, poster,
+    # budget and payouts (as GET /tasks/{need} answers them).
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -374,7 +380,8 @@ def read_final(files: RunFiles, nodes: int) -> FinalState:
                 campaigning_again=None if doc["campaigning_again"] is None
                 else [int(b) for b in doc["campaigning_again"]],
                 plan_needs={str(k): bool(v) for k, v in doc["plan_needs"].items()},
-                stats=dict(doc["stats"])))
+                stats=dict(doc["stats"]),
+                tasks={str(k): dict(v) for k, v in doc.get("tasks", {}).items()}))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HistoryError(f"{path}: bad field ({exc!r})") from None
         if out[-1].node != i:

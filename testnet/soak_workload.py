@@ -4,9 +4,11 @@ Owns the client threads and what each records. One thread creates NEEDs on rando
 nodes; one DECIDE thread per node bids that node's own proposal for every NEED (every
 NEED goes to every node's queue, so the bids compete); one ledger thread per node pays
 from that node's account (transfers to other genesis accounts, stake, unstake, complete
-unbonding). Every operation goes into the history (`Recorder.begin` when invoked,
-`Recorder.add` with what the client learnt); choices come from `random.Random` seeded
-per thread, the timing from the machine.
+unbonding). With the market on, one market thread per node posts funded tasks now and
+then and acts on what its node shows: bids on others' open tasks, claims what it won,
+commits what it holds, attests what it was drawn for. Every operation goes into the
+history (`Recorder.begin` when invoked, `Recorder.add` with what the client learnt);
+choices come from `random.Random` seeded per thread, the timing from the machine.
 """
 
 from __future__ import annotations
@@ -25,11 +27,19 @@ DECIDE_TIMEOUT_S = 8.0  # what each DECIDE / ledger request asks the node to wai
 DECIDE_RETRY_S = 25.0  # an agent retries a DECIDE (idempotent) for this long
 RETRY_PAUSE_S = 1.0
 SENDS_MAX = 3  # a request that surely never arrived is sent at most this many times
+# The market: a task of 3 credits with a verify bounty of 0.6 (within the simple cap),
+# posted by each node's thread with this chance every round of looking (~1 s); leases
+# long and heartbeats rare, so that no worker misses one within a soak.
+TASK_POST_P = 0.08
+TASK_BUDGET, TASK_BOUNTY = "3", "0.6"
+TASK_LEASE_MS, TASK_HEARTBEAT_MS = 30 * 60_000, 10 * 60_000
+TASK_RESULT = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 
 
 class Workload:
     def __init__(self, net: Nodes, rec: Recorder, accounts: list[str], seed: int,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, market: bool = False) -> None:
+        self.market = market
         self.net = net
         self.rec = rec
         self.accounts = accounts
@@ -45,6 +55,9 @@ class Workload:
                                 daemon=True) for i in range(self.n)]
         ts += [threading.Thread(target=self.ledger_loop, args=(i,), name=f"ledger{i}",
                                 daemon=True) for i in range(self.n)]
+        if self.market:
+            ts += [threading.Thread(target=self.market_loop, args=(i,), name=f"market{i}",
+                                    daemon=True) for i in range(self.n)]
         return ts
 
     def need_loop(self) -> None:
@@ -163,3 +176,74 @@ class Workload:
             op.end_s = self.rec.now()
             self.rec.add(op)
             self.stop.wait(rng.uniform(0.1, 0.4))
+
+    # -- the market --
+
+    def market_loop(self, i: int) -> None:
+        rng = random.Random(f"{self.seed}/market{i}")
+        me = self.accounts[i]
+        k = 0
+        while not self.stop.is_set():
+            if rng.random() < TASK_POST_P:
+                title = f"soak task {self.seed}/{i}/{k}"
+                k += 1
+                self._task_op(i, "task_post", "/tasks", {
+                    "class": "simple", "budget": TASK_BUDGET, "verify_bounty": TASK_BOUNTY,
+                    "bid_window_ms": 4_000, "title": title}, {"title": title})
+            try:
+                listed = self.net.call(i, "GET", "/tasks")["tasks"]
+            except Answer:
+                self.stop.wait(1.0)
+                continue
+            for brief in listed:
+                if self.stop.is_set():
+                    break
+                if brief["state"] in ("CANCELLED", "FINALIZED"):
+                    continue
+                try:
+                    t = self.net.call(i, "GET", f"/tasks/{brief['need_id']}")
+                except Answer:
+                    continue
+                self._act_on(i, me, t, rng)
+            self.stop.wait(rng.uniform(0.5, 1.0))
+
+    def _act_on(self, i: int, me: str, t: dict[str, Any], rng: random.Random) -> None:
+        need, state = t["need_id"], t["state"]
+        base = f"/tasks/{need}"
+        info = {"need": need, "epoch": t["epoch"]}
+        if state == "OPEN" and t["poster"] != me and me not in t["excluded"] \
+                and all(b["bidder"] != me for b in t["bids"]):
+            self._task_op(i, "task_bid", base + "/bid", {
+                "cost": f"{rng.randint(10, 24) / 10:.1f}", "eta_ms": rng.randint(1, 60) * 1000},
+                info)
+        elif state == "DECIDED" and t["winner"] == me:
+            self._task_op(i, "task_claim", base + "/claim", {
+                "lease_ttl_ms": TASK_LEASE_MS, "heartbeat_interval_ms": TASK_HEARTBEAT_MS},
+                info)
+        elif state == "CLAIMED" and t["lease"] and t["lease"]["worker"] == me:
+            self._task_op(i, "task_commit", base + "/commit", {"result": TASK_RESULT}, info)
+        elif state == "COMMITTED" and t["commit"] and me in t["commit"]["committee"] \
+                and all(v["member"] != me for v in t["commit"]["verdicts"]):
+            self._task_op(i, "task_attest", base + "/attest", {"verdict": "valid"}, info)
+
+    def _task_op(self, i: int, kind: str, path: str, body: dict[str, Any],
+                 info: dict[str, Any]) -> None:
+        """One market command, recorded: `ok` with what the node answered, `refused`
+        with the rule's code (409), `indeterminate` when it may still apply."""
+        op = self.rec.begin(kind, i, dict(info))
+        body = {**body, "timeout_s": DECIDE_TIMEOUT_S}
+        try:
+            doc = self.net.call(i, "POST", path, body)
+            op.outcome = "ok"
+            if kind == "task_post":
+                op.info["need"] = str(doc["need_id"])
+        except Answer as exc:
+            if exc.status == 409:
+                code = exc.detail.get("code", "") if isinstance(exc.detail, dict) else ""
+                op.outcome, op.reason = "refused", f"409 {code}"
+            elif exc.definite:
+                op.outcome, op.reason = "failed", exc.reason
+            else:
+                op.outcome, op.reason = "indeterminate", exc.reason
+        op.end_s = self.rec.now()
+        self.rec.add(op)

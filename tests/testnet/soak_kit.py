@@ -47,6 +47,7 @@ class Story:
                          for a in ACCOUNTS}
         self.plan: list[str] = []  # NEEDs every node's plan holds
         self.decisions: dict[str, str] = {}  # what every node holds certified
+        self.tasks: dict[str, dict[str, Any]] = {}  # what every node's ledger holds
 
     def _op(self, kind: str, node: int, outcome: str, **info: Any) -> Op:
         op = Op(kind, node, self.t, self.t + 0.05, outcome=outcome, info=info,
@@ -87,6 +88,23 @@ class Story:
         self.balances[ACCOUNTS[node]]["balance"] -= units
         self.balances[ACCOUNTS[node]]["locked"] += units
 
+    def task(self, k: int, poster: int, budget: int, payouts: list[tuple[int, int, str]],
+             outcome: str = "ok", state: str = "FINALIZED") -> str:
+        """A task posted by `poster` and known to every node after the heal with these
+        payouts (account, units, kind); the budget leaves the poster, the payouts
+        reach their accounts."""
+        need = need_id(1000 + k)
+        info = {"title": f"task {k}"} | ({"need": need} if outcome == "ok" else {})
+        self._op("task_post", poster, outcome, **info)
+        self.tasks[need] = {"state": state, "epoch": 0, "paid": bool(payouts),
+                            "poster": ACCOUNTS[poster], "budget": budget,
+                            "payouts": [{"account": ACCOUNTS[a], "amount": u, "kind": kind}
+                                        for a, u, kind in payouts]}
+        self.balances[ACCOUNTS[poster]]["balance"] -= budget
+        for a, units, _ in payouts:
+            self.balances[ACCOUNTS[a]]["balance"] += units
+        return need
+
     def heal_and_read(self, stuck: frozenset[int] = frozenset()) -> None:
         """The final DECIDEs: every NEED reads its decision (decided now if nobody's
         had committed), every bucket decides a probe unless stuck."""
@@ -111,6 +129,7 @@ class Story:
 
     def final_nodes(self) -> list[NodeFinal]:
         total = sum(sum(v.values()) for v in self.balances.values())
+        total += sum(t["budget"] for t in self.tasks.values() if not t["payouts"])  # held
         supply = {"total": total, "burned": 0, "genesis_supply": GENESIS_UNITS * 3,
                   "in_flight": 0, "conserved": total == GENESIS_UNITS * 3,
                   "unit_per_credit": 1_000_000}
@@ -124,7 +143,8 @@ class Story:
             plan_needs={need: need in self.plan for k, need in enumerate(acked)
                         if k % NODES == i},
             stats={"rss_start_mb": 130.0, "rss_end_mb": 150.0, "gc": None,
-                   "tracebacks": []}) for i in range(NODES)]
+                   "tracebacks": []},
+            tasks={k: dict(v) for k, v in self.tasks.items()}) for i in range(NODES)]
 
     def run(self, nodes: list[NodeFinal] | None = None) -> Run:
         info = RunInfo(seed=1, nodes=NODES, minutes=0.5, t0_unix=1.7e9, bucket_count=BUCKETS,

@@ -235,3 +235,30 @@ def test_subset_rule_explains_only_what_could_have_applied() -> None:
     # an acknowledged transfer lost (gap -acked) or one applied twice is not a subset sum
     assert 600 not in sums and -600 not in sums
     assert subset_sums(list(range(1, 40)), cap=100) is None
+
+
+def test_the_market_budgets_and_payouts_explain_the_accounts() -> None:
+    """A paid task (its budget out of the poster, payout, bounty and refund in), one
+    posted with an unknown outcome that was funded, one still open: the accounts add
+    up. A payout missing from the balances, a task a node lacks, an acknowledged post
+    that is no task: each caught by name."""
+    s = a_clean_story()
+    paid = s.task(1, poster=0, budget=3_000_000, payouts=[
+        (1, 2_000_000, "payout"), (2, 600_000, "bounty"), (0, 400_000, "refund")])
+    s.task(2, poster=1, budget=3_000_000, payouts=[], outcome="indeterminate",
+           state="OPEN")
+    s.task(3, poster=2, budget=3_000_000, payouts=[(2, 3_000_000, "refund")],
+           state="CANCELLED")
+    assert check(s.run()).violations == []
+
+    lost_payout = s.run()
+    for n in lost_payout.final.nodes:
+        n.ledger.balances[ACCOUNTS[1]]["balance"] -= 2_000_000
+    assert names(check(lost_payout)) == ["account-total-unexplained"]
+
+    nodes = s.final_nodes()
+    del nodes[2].tasks[paid]
+    assert names(check(s.run(nodes))) == ["tasks-differ"]
+
+    s.ops.append(dataclasses.replace(s.ops[-1], info={"title": "x", "need": need_id(9)}))
+    assert names(check(s.run())) == ["task-lost"]
