@@ -289,12 +289,9 @@ class LedgerRaft(LedgerHook):
         """The certificate of our bucket's chain entry at `index`, from memory or our
         store; if we lack it, ask a live co-replica (at most every EFFECT_RESEND_TICKS)
         and say None."""
-        kept = self.proofs.get((bucket, index))
-        if kept is not None:
-            return kept
-        value = self.store.db.get(_cert_key(bucket, index))
-        if isinstance(value, bytes):
-            return _proof(_decode_cert(_cert_key(bucket, index), value))
+        stored = self._stored_proof(bucket, index)
+        if stored is not None:
+            return stored
         now = self.raft.now_tick
         asked = self.fetching.get((bucket, index))
         if asked is None or now - asked >= EFFECT_RESEND_TICKS:
@@ -465,6 +462,8 @@ class LedgerRaft(LedgerHook):
         return cached
 
     def _stored_proof(self, bucket: int, index: int) -> Proof | None:
+        """The certificate of `bucket`'s chain entry at `index`, from memory or our
+        store (one we certified, or received as a read replica)."""
         kept = self.proofs.get((bucket, index))
         if kept is not None:
             return kept

@@ -33,7 +33,7 @@ from swarm.node.ledger_raft import EFFECT_TICKS, SYNC_TICKS, LedgerRaft
 from swarm.node.multiraft import MultiRaft
 from swarm.node.raft_group import TICK_MS
 from swarm.protocol import genesis
-from swarm.protocol.bucket_machine import bucket_for, ledger_command
+from swarm.protocol.bucket_machine import bucket_for, ledger_command, op_id_of
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.cid import Cid
 from swarm.protocol.envelope import Envelope, Identity, make_envelope
@@ -95,7 +95,7 @@ class MarketSim(ShellSim):
         self.posted: list[Envelope] = []
         self.crashed_workers: set[tuple[bytes, bytes]] = set()  # (need, worker)
         self.silent: set[tuple[bytes, int, bytes]] = set()  # (need, epoch, member)
-        self.judged: set[tuple[bytes, int, bytes]] = set()  # members who decided
+        self.judged: set[tuple[bytes, int, bytes]] = set()  # members whose silence is drawn
         self.claimed: set[tuple[bytes, int]] = set()  # (need, epoch) claims decided on
         self.decided: dict[tuple[bytes, int], tuple[bytes, bytes, int]] = {}
         self.market_stats = {"worker_crashes": 0, "silent": 0, "envelopes": 0}
@@ -296,17 +296,12 @@ class MarketSim(ShellSim):
             task = led.part(bucket_of(env.id.raw, self.cfg.buckets)).ledger.tasks.get(env.id)
             if task is None:
                 if led.part(bucket_of(env.sender, self.cfg.buckets)).ledger.is_decided(
-                        self._op_id(env)):
+                        op_id_of(env)):
                     continue  # refused when posted: nothing was escrowed
                 return f"NEED {str(env.id)[:16]} not funded"
             if not (task.state == CANCELLED or task.paid):
                 return f"NEED {str(env.id)[:16]} is {task.state}"
         return ""
-
-    @staticmethod
-    def _op_id(env: Envelope) -> bytes:
-        from swarm.protocol.bucket_machine import op_id_of
-        return op_id_of(env)
 
     def _check_end(self) -> None:
         """Every replica of a bucket holds the same part; supply conserved."""
@@ -324,13 +319,10 @@ class MarketSim(ShellSim):
 
     def market_run(self) -> MarketSimResult:
         self.run()
-        led_tasks = []
         # `run` closed the stores; the parts stay readable in memory.
         led = self.ledgers[1]
-        for env in self.posted:
-            task = led.part(bucket_of(env.id.raw, self.cfg.buckets)).ledger.tasks.get(env.id)
-            if task is not None:
-                led_tasks.append(task)
+        led_tasks = [t for env in self.posted if (t := led.part(
+            bucket_of(env.id.raw, self.cfg.buckets)).ledger.tasks.get(env.id)) is not None]
         return MarketSimResult(
             seed=self.mcfg.seed, steps=self.now, posted=len(self.posted),
             finalized=sum(1 for t in led_tasks if t.paid),
