@@ -29,6 +29,7 @@ from swarm.protocol.bucket_machine import (
     expiry_of,
 )
 from swarm.protocol.buckets import bucket_of
+from swarm.protocol.cid import Cid
 from swarm.protocol.decide import Decision, TryDecide, encode_command
 from swarm.protocol.envelope import decode_envelope
 from swarm.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -216,6 +217,14 @@ class DecideKind(Kind[TryDecide, Decision]):
 
     def known(self, g: Group, cmd: TryDecide) -> Decision | None:
         return g.machine.get(cmd.need_id)
+
+    def door(self, shell: Shell, g: Group, cmd: TryDecide) -> Decision | Refused | None:
+        """A NEED funded as a market task is decided by its auction in the task book,
+        never by a proposal: refused, so that no NEED has two decisions of two kinds."""
+        if g.machine.ledger.tasks.get(Cid(cmd.need_id)) is not None:
+            return Refused("market_task", "this NEED is a funded task: its auction "
+                                          "decides it (bid on it instead)", "need_id")
+        return None
 
     def entry(self, cmd: TryDecide, ts_ms: int) -> bytes:
         return encode_command(cmd, ts_ms)

@@ -22,7 +22,7 @@ from test_multiraft import BUCKETS, Cluster, N, running
 
 from swarm.node.ledger_raft import LedgerRaft
 from swarm.node.multiraft import MultiRaft
-from swarm.node.raft_kinds import SubmitError
+from swarm.node.raft_kinds import DecideError, SubmitError
 from swarm.node.raftstore import RaftStore
 from swarm.protocol import certificate, genesis
 from swarm.protocol.bucket_machine import (
@@ -37,6 +37,7 @@ from swarm.protocol.bucket_machine import (
     ledger_command,
 )
 from swarm.protocol.buckets import bucket_of
+from swarm.protocol.decide import TryDecide
 from swarm.protocol.envelope import Identity, make_envelope
 from swarm.protocol.ledger_ops import Credit, EffectBatch, Transfer
 from swarm.protocol.placement import Placement
@@ -277,6 +278,26 @@ async def test_a_forged_envelope_is_refused_at_the_leaders_door(
         assert err.value.code == "bad_signature"
     with trio.fail_after(60):  # the real one still goes through
         assert (await c.nodes[1].submit(ledger_command(bucket, wire), timeout_s=30)).ok
+
+
+async def test_a_funded_task_is_decided_by_its_auction_not_by_a_proposal(
+        cluster: tuple[LedgerCluster, trio.Nursery]) -> None:
+    """`decide NEED PROPOSAL` on a NEED that was posted and funded is refused at the
+    leader's door: its bucket's task book decides it."""
+    c, _ = cluster
+    poster = c.users[0]
+    need = make_envelope(poster, kind="NEED", swarm=c.genesis.swarm_id, lamport=99,
+                         ts=time.time_ns() // 1_000_000,
+                         payload={"class": "simple", "budget": U})
+    with trio.fail_after(60):
+        out = await c.nodes[1].submit(ledger_command(bucket_of(poster.public_key, BUCKETS),
+                                                     need.wire), timeout_s=30)
+        assert out.ok, out
+        home = bucket_of(need.id.raw, BUCKETS)
+        while c.ledgers[1].part(home).ledger.tasks.get(need.id) is None:
+            await trio.sleep(0.05)
+        with pytest.raises(DecideError, match="funded task"):
+            await c.nodes[1].try_decide(TryDecide(need.id.raw, b"p"), timeout_s=30)
 
 
 async def test_leader_entries_cannot_be_requested(
