@@ -667,15 +667,49 @@ def peers_connect(
 @need_app.command("create")
 def need_create(
     task_class: Annotated[str, typer.Option("--class", help="simple | complex | critical")],
-    budget: Annotated[int, typer.Option("--budget", help="Bounty in the smallest unit.")],
+    budget: Annotated[int, typer.Option("--budget", help="Escrowed from this node's "
+                                                         "account, in the smallest unit.")],
+    title: Annotated[str, typer.Option("--title")] = "",
+    window: Annotated[str | None, typer.Option("--window", help="Bid window, e.g. 5s "
+                                                                "(default: the swarm's).")] = None,
+    bounty: Annotated[int, typer.Option("--bounty", min=0, help="Verify bounty in the "
+                                                                "smallest unit, part of the "
+                                                                "budget.")] = 0,
+    timeout_s: Annotated[float, typer.Option(
+        "--timeout", help="Seconds to wait for the bucket's outcome.", min=OUTCOME_WAIT_S_MIN,
+        max=OUTCOME_WAIT_S_MAX)] = OUTCOME_WAIT_S_DEFAULT,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Post a NEED as a market task: its budget is escrowed from this node's account and
+    its bucket runs the auction (as `task post`, amounts in the smallest unit). Prints
+    its id. A task only for the plan's DAG, unfunded, is `plan add`."""
+    c = client(home, as_json, timeout_s=timeout_s + OUTCOME_MARGIN_S)
+    body: dict[str, Any] = {"class": task_class, "budget": budget, "title": title,
+                            "verify_bounty": bounty, "timeout_s": timeout_s}
+    if window is not None:
+        body["bid_window_ms"] = market.duration_ms(window, "--window")
+    doc = call(lambda: c.post("/needs", body), as_json)
+    if as_json:
+        emit_json(doc)
+    else:
+        say(doc["need_id"])
+
+
+@plan_app.command("add")
+def plan_add(
+    task_class: Annotated[str, typer.Option("--class", help="simple | complex | critical")],
+    budget: Annotated[int, typer.Option("--budget", help="The NEED's budget field, in the "
+                                                         "smallest unit (not escrowed).")],
     title: Annotated[str, typer.Option("--title")] = "",
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Post a NEED through the node; prints its id."""
+    """Add a task to the plan's DAG: a NEED gossiped to every node, funded by nobody (no
+    escrow, no auction; `decide` may commit a proposal for it). Prints its id."""
     c = client(home, as_json)
     body: dict[str, Any] = {"class": task_class, "budget": budget, "title": title}
-    doc = call(lambda: c.post("/needs", body), as_json)
+    doc = call(lambda: c.post("/plan/tasks", body), as_json)
     if as_json:
         emit_json({"need_id": doc["need_id"], "lamport": doc["lamport"]})
     else:
@@ -699,7 +733,8 @@ def plan_show(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """A task and everything it depends on, with states."""
+    """A task and everything it depends on; each task's state is its bucket's (none for
+    a task nobody funded)."""
     c = client(home, as_json)
     doc = call(lambda: c.get(f"/plan/threads/{thread}"), as_json)
     if as_json:
@@ -712,6 +747,29 @@ def plan_show(
         add_row(table, t["task_id"], t["title"], t["class"], str(t["state"]),
                 "\n".join(t["depends_on"]))
     out.print(table)
+
+
+@plan_app.command("attest")
+def plan_attest(
+    need: Annotated[str, typer.Argument(help="The NEED whose winning bid carries the patch.")],
+    proposal_id: Annotated[str, typer.Argument(help="The bid's proposal_id (`task show`).")],
+    verdict: Annotated[str, typer.Argument(help="approve | reject")] = "approve",
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send ATTEST_PLAN for a bid's plan patch: a NEED posted with `--k-plan K` takes the
+    winning patch into the plan once K staked verifiers other than the bidder approved."""
+    if verdict not in ("approve", "reject"):
+        raise typer.BadParameter("approve or reject", param_hint="VERDICT")
+    c = client(home, as_json)
+    doc = call(lambda: c.post("/envelopes", {
+        "kind": "ATTEST_PLAN", "payload": {"need_id": need, "proposal_id": proposal_id,
+                                           "verdict": verdict}}), as_json)
+    if as_json:
+        emit_json(doc)
+    else:
+        done = {"approve": "approved", "reject": "rejected"}[verdict]
+        say(f"{done} the plan patch of {proposal_id} on {need}: {doc['id']}")
 
 
 def main() -> None:

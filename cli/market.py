@@ -12,8 +12,10 @@ second NEED would be a second task (check `task list` before posting again).
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -55,6 +57,15 @@ def duration_ms(text: str, option: str) -> int:
     return int(m.group(1)) * _UNITS_MS[m.group(2)]
 
 
+def read_json_file(path: Path, option: str) -> Any:
+    """A JSON document from a file; a clean error if it is not one."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise typer.BadParameter(f"{path}: not a JSON document ({exc})",
+                                 param_hint=option) from None
+
+
 def _post(path: str, body: dict[str, Any], home: Any, as_json: bool,
           timeout_s: float) -> dict[str, Any]:
     c = client(home, as_json, timeout_s=timeout_s + OUTCOME_MARGIN_S)
@@ -87,6 +98,9 @@ def post(
                                                  help="Committee size.")] = None,
     caps: Annotated[list[str] | None, typer.Option("--cap", help="A wanted capability "
                                                                  "(repeatable).")] = None,
+    k_plan: Annotated[int | None, typer.Option(
+        "--k-plan", min=0, max=64, help="Approving ATTEST_PLANs the winning bid's plan "
+                                        "patch needs (default: the swarm's).")] = None,
     timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
@@ -98,6 +112,8 @@ def post(
         body["bid_window_ms"] = duration_ms(window, "--window")
     if k_result is not None:
         body["k_result"] = k_result
+    if k_plan is not None:
+        body["k_plan"] = k_plan
     doc = _post("/tasks", body, home, as_json, timeout_s)
     if as_json:
         emit_json(doc)
@@ -262,14 +278,21 @@ def bid(
     eta: Annotated[str, typer.Option("--eta", help="When it will be done, e.g. 30s.")] = "60s",
     caps: Annotated[list[str] | None, typer.Option("--cap", help="A capability "
                                                                  "(repeatable).")] = None,
+    patch: Annotated[Path | None, typer.Option(
+        "--patch", help="A JSON file of plan ops under the NEED ({\"base_lamport\": N, "
+                        "\"ops\": [...]}); they join the plan if this bid wins.",
+        exists=True, dir_okay=False)] = None,
     timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Bid on a NEED while its bid window is open."""
-    _step(f"/tasks/{need}/bid", {"cost": cost, "eta_ms": duration_ms(eta, "--eta"),
-                                 "capabilities": caps or []},
-          home, as_json, timeout_s, f"bid {cost} credits on {need}")
+    body: dict[str, Any] = {"cost": cost, "eta_ms": duration_ms(eta, "--eta"),
+                            "capabilities": caps or []}
+    if patch is not None:
+        body["patch"] = read_json_file(patch, "--patch")
+    _step(f"/tasks/{need}/bid", body, home, as_json, timeout_s,
+          f"bid {cost} credits on {need}")
 
 
 def claim(

@@ -35,7 +35,7 @@ from .decide_service import DecideService
 from .evidence_api import evidence_router
 from .evidence_store import EvidenceStore
 from .home import identity_proof
-from .ledger_api import ledger_router
+from .ledger_api import ledger_router, write
 from .ledger_service import LedgerRefused, LedgerService
 from .market_api import market_router
 from .market_service import MarketService
@@ -81,6 +81,17 @@ class EnvelopeRequest(StrictBody):
 class NeedRequest(StrictBody):
     task_class: str = Field(alias="class", description="simple | complex | critical")
     budget: int = Field(description="In the smallest credit unit.")
+    title: str = ""
+    verify_bounty: int = Field(default=0, ge=0, description="In the smallest credit unit; "
+                                                            "part of the budget.")
+    bid_window_ms: int | None = Field(default=None, ge=1)
+    k_result: int | None = Field(default=None, ge=1, le=64)
+    timeout_s: float = Field(default=OUTCOME_WAIT_S_DEFAULT, gt=0, le=OUTCOME_WAIT_S_MAX)
+
+
+class PlanTaskRequest(StrictBody):
+    task_class: str = Field(alias="class", description="simple | complex | critical")
+    budget: int = Field(description="In the smallest credit unit (not escrowed).")
     title: str = ""
 
 
@@ -193,8 +204,20 @@ def build_app(node: NodeControl, token: str, peer_id: str) -> ApiGuard:
         status = _VERDICT_STATUS.get(doc["code"], 409 if doc["verdict"] == "ignore" else 400)
         raise HTTPException(status_code=status, detail=doc)
 
-    @app.post("/needs", dependencies=auth)
+    @app.post("/needs", dependencies=auth,
+              description="Post a NEED and escrow its budget from this node's account "
+                          "(as `POST /tasks`, amounts in the smallest unit): a market task. "
+                          "409 names the rule that refused it (`insufficient_balance`, ...).")
     async def need(req: NeedRequest) -> dict[str, Any]:
+        return await write(lambda: node.market.post(
+            req.task_class, req.budget, title=req.title, verify_bounty=req.verify_bounty,
+            bid_window_ms=req.bid_window_ms, k_result=req.k_result, units=True,
+            timeout_s=req.timeout_s))
+
+    @app.post("/plan/tasks", dependencies=auth,
+              description="Add a task to the plan's DAG by gossiping a NEED nobody funds: "
+                          "no escrow, no auction (a market task is `POST /needs`).")
+    async def plan_task(req: PlanTaskRequest) -> dict[str, Any]:
         payload: dict[str, Any] = {"class": req.task_class, "budget": req.budget}
         if req.title:
             payload["title"] = req.title

@@ -8,8 +8,9 @@ API, the CLI and bitswap work the same with either store.
 outside 0.4.23-0.8 (`VersionMismatch`), and every Kubo since 2021 is newer; so the client
 is built with `Client(addr)`, which skips that check, and the daemon's version is read
 and reported instead. Only calls whose shape has not changed are used: `version`,
-`block/put` (`format`, `mhtype`, `version`), `block/get`, `block/stat`, `pin/add`,
-`pin/rm`, `pin/ls`, `repo/gc`, `repo/stat`, each with the daemon-side `timeout` option.
+`block/put` (`format`, `mhtype`, `version`), `block/get`, `block/stat`, `pin/add`
+(`recursive`), `pin/rm`, `pin/ls` (`type`; all pins, or one CID's), `repo/gc`,
+`repo/stat`, each with the daemon-side `timeout` option.
 Tested against js-ipfs 0.66.1 (ipfs-core 0.18.1, which serves the same RPC); Kubo serves
 these calls too, but no Kubo daemon installs from the package registries here, so it is
 not tested (docs/EVIDENCE.md).
@@ -18,6 +19,9 @@ not tested (docs/EVIDENCE.md).
 add`, whatever the daemon's own `add` defaults are: js-ipfs's differ from Kubo's in
 places), each block goes in with `block/put` under its codec, CID version and sha2-256,
 and the daemon's answer must name the same CID; the root is then pinned recursively.
+A one-block dag-cbor object (a decision's explanation memo) goes in the same way under
+codec dag-cbor and is pinned directly (`recursive=false`): its CBOR links name blocks
+that are not part of it, which a recursive pin would make the daemon search for.
 
 **Data out.** `block/get`, block by block, through our UnixFS reader: every block's hash
 and sizes are checked, so a daemon that returns wrong bytes yields an error, not a file.
@@ -35,6 +39,7 @@ are not listed or touched (but `gc` is the daemon's: it collects whatever nobody
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import warnings
@@ -45,7 +50,7 @@ from typing import Any
 import ipfshttpclient
 from ipfshttpclient import exceptions as ipfs_errors
 
-from swarm.protocol.cid import CODEC_DAG_PB, CODEC_RAW, Cid
+from swarm.protocol.cid import CODEC_DAG_CBOR, CODEC_DAG_PB, CODEC_RAW, Cid
 from swarm.protocol.errors import DecodeError
 from swarm.protocol.unixfs import (
     Block,
@@ -79,6 +84,12 @@ warnings.filterwarnings("ignore", message="The 'strict' parameter", category=Fut
 
 class IpfsApiError(BlockstoreError):
     """The daemon cannot be reached, or answered something we cannot use."""
+
+
+# block/put's `format` for each codec we store, and the pins that are a root's own
+# (not "indirect": a block under someone else's recursive pin).
+_CODEC_NAMES = {CODEC_DAG_PB: "dag-pb", CODEC_RAW: "raw", CODEC_DAG_CBOR: "dag-cbor"}
+_OWN_PIN_TYPES = ("recursive", "direct")
 
 
 def _opts(timeout_s: float, **extra: Any) -> dict[str, Any]:
@@ -144,10 +155,11 @@ class IpfsApiStore:
         return True
 
     def _put(self, block: Block) -> None:
-        if block.cid.codec not in (CODEC_DAG_PB, CODEC_RAW):
-            raise IpfsApiError(f"block {block.cid}: only dag-pb and raw blocks are stored")
-        opts = {"format": "dag-pb" if block.cid.codec == CODEC_DAG_PB else "raw",
-                "mhtype": "sha2-256", "version": block.cid.version}
+        codec = _CODEC_NAMES.get(block.cid.codec)
+        if codec is None:
+            raise IpfsApiError(f"block {block.cid}: only dag-pb, raw and dag-cbor blocks "
+                               "are stored")
+        opts = {"format": codec, "mhtype": "sha2-256", "version": block.cid.version}
         answer = self._call(lambda: self._client.block.put(io.BytesIO(block.data),
                                                            opts=opts), f"put block {block.cid}")
         try:
@@ -192,8 +204,11 @@ class IpfsApiStore:
         declared = file_size(root, root_block)
         if declared > self.limits[kind]:
             raise TooLarge("size", f"{root} is {declared} bytes, limit {self.limits[kind]}")
+        # A dag-cbor object is its one block: pinned directly, its CBOR links not followed.
+        recursive = root.codec != CODEC_DAG_CBOR
         try:
-            self._call(lambda: self._client.pin.add(str(root), opts=_opts(self.pin_timeout_s),
+            self._call(lambda: self._client.pin.add(str(root), recursive=recursive,
+                                                    opts=_opts(self.pin_timeout_s),
                                                     timeout=self.pin_timeout_s + MARGIN_S),
                        f"pin {root}", answers=True)
         except ipfs_errors.ErrorResponse as exc:
@@ -216,7 +231,7 @@ class IpfsApiStore:
             if cid in seen:
                 continue
             seen.add(cid)
-            if cid.codec != CODEC_RAW:
+            if cid.codec == CODEC_DAG_PB:  # raw and dag-cbor blocks link to nothing here
                 data = self.get(cid, self.read_timeout_s)
                 if data is None:
                     raise BlockMissing(cid)
@@ -236,7 +251,18 @@ class IpfsApiStore:
         return True
 
     def is_pinned(self, root: Cid) -> bool:
-        return str(root) in self._daemon_pins()
+        """Whether the daemon pins `root` itself (recursively or directly), asking about
+        that one CID."""
+        try:
+            answer = self._call(lambda: self._client.pin.ls(
+                str(root), type="all", opts=_opts(self.lookup_timeout_s),
+                timeout=self.lookup_timeout_s + MARGIN_S),
+                f"look up the pin of {root}", answers=True)
+        except ipfs_errors.ErrorResponse:
+            return False  # "not pinned"
+        keys = answer.get("Keys", {}) if hasattr(answer, "get") else {}
+        return any(Cid.parse(k) == root and hasattr(v, "get")
+                   and v.get("Type") in _OWN_PIN_TYPES for k, v in keys.items())
 
     def pins(self) -> list[Pin]:
         held = self._daemon_pins()
@@ -248,9 +274,14 @@ class IpfsApiStore:
         return out
 
     def _daemon_pins(self) -> set[str]:
-        answer = self._call(lambda: self._client.pin.ls(type="recursive"), "list pins")
-        keys = answer.get("Keys", {}) if hasattr(answer, "get") else {}
-        return {str(Cid.parse(k)) for k in keys}
+        """The roots the daemon pins recursively or directly (dag-cbor objects)."""
+        out: set[str] = set()
+        for kind in _OWN_PIN_TYPES:
+            answer = self._call(functools.partial(self._client.pin.ls, type=kind),
+                                "list pins")
+            keys = answer.get("Keys", {}) if hasattr(answer, "get") else {}
+            out.update(str(Cid.parse(k)) for k in keys)
+        return out
 
     def gc(self) -> GcResult:
         """The daemon's own garbage collection (all its unpinned blocks, not only ours)."""

@@ -149,6 +149,12 @@ class LedgerService:
                                      f"{decision.reason}", code=decision.reason)
         return await self._submit(env, timeout_s)
 
+    async def submit_judged(self, env: Envelope,
+                            timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        """An envelope signed elsewhere that the gossip path already judged, policy
+        included (a NEED or a bid that is also gossiped): submitted as it is."""
+        return await self._submit(env, timeout_s)
+
     async def submit_own(self, env: Envelope,
                          timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
         """An envelope this node signed (a NEED, a bid, a claim, ...): checked against

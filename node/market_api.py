@@ -46,6 +46,7 @@ class PostBody(StepBody):
     verify_bounty: str = Field(default="0", description=CREDITS, max_length=40)
     bid_window_ms: int | None = Field(default=None, ge=1, le=MS_MAX)
     k_result: int | None = Field(default=None, ge=1, le=64)
+    k_plan: int | None = Field(default=None, ge=0, le=64)
     capabilities: list[str] = Field(default_factory=list, max_length=32)
 
 
@@ -55,6 +56,10 @@ class BidBody(StepBody):
     capabilities: list[str] = Field(default_factory=list, max_length=32)
     proposal_id: str = Field(default="", max_length=128)
     ballot: str = Field(default="", max_length=128)
+    patch: dict[str, Any] | None = Field(
+        default=None, description="Plan ops under the NEED ({\"base_lamport\": N, "
+                                  "\"ops\": [...]}, as UPDATE_PLAN's payload in JSON form); "
+                                  "they join the plan if the bid wins.")
 
 
 class ClaimBody(StepBody):
@@ -89,7 +94,7 @@ def market_router(service: Callable[[], MarketService], dependencies: list[Any])
         return await write(lambda: service().post(
             body.task_class, body.budget, title=body.title, verify_bounty=body.verify_bounty,
             bid_window_ms=body.bid_window_ms, k_result=body.k_result,
-            capabilities=body.capabilities, timeout_s=body.timeout_s))
+            capabilities=body.capabilities, k_plan=body.k_plan, timeout_s=body.timeout_s))
 
     @router.get("/tasks")
     async def tasks(state: str | None = None) -> dict[str, Any]:
@@ -131,7 +136,7 @@ def market_router(service: Callable[[], MarketService], dependencies: list[Any])
     async def explain(need: str) -> dict[str, Any]:
         """The decision's explanation memo: every bid, its score and parts, the rule."""
         try:
-            return service().explain(need)
+            return await service().explain(need)
         except ProtocolError as exc:
             status = 404 if exc.code in ("unknown_task", "memo_unknown") else 400
             raise HTTPException(status_code=status, detail=exc.to_dict()) from None
@@ -140,7 +145,8 @@ def market_router(service: Callable[[], MarketService], dependencies: list[Any])
     async def bid(need: str, body: BidBody) -> dict[str, Any]:
         return await write(lambda: service().bid(
             need, body.cost, body.eta_ms, capabilities=body.capabilities,
-            proposal_id=body.proposal_id, ballot=body.ballot, timeout_s=body.timeout_s))
+            proposal_id=body.proposal_id, ballot=body.ballot, patch=body.patch,
+            timeout_s=body.timeout_s))
 
     @router.post("/tasks/{need}/claim")
     async def claim(need: str, body: ClaimBody) -> dict[str, Any]:

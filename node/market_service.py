@@ -11,7 +11,9 @@ the NEED's bucket, whose task book applies them (docs/MARKET.md). A refusal by a
 plan's DAG has it.
 
 Reads come from this node's own state, as the ledger's do: the task book of a bucket it
-replicates, or of its certified read replica of the others.
+replicates, or of its certified read replica of the others. A decision's explanation
+memo is read from the node's evidence store, where every applied memo is pinned, or
+fetched from peers (node/market_memos.py).
 """
 
 from __future__ import annotations
@@ -19,39 +21,43 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import trio
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 
-from swarm.protocol import cbor
+from swarm.protocol import cbor, verbs
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.cid import Cid
 from swarm.protocol.envelope import Envelope
 from swarm.protocol.errors import DecodeError, LocalProtocolError
 from swarm.protocol.genesis import Genesis
 from swarm.protocol.schema import to_json
-from swarm.protocol.task import Step, Task, task_json
+from swarm.protocol.task import Task, task_json
 
+from .bitswap import Bitswap
 from .client import OUTCOME_WAIT_S_DEFAULT
+from .evidence_store import EvidenceStore
 from .ledger_service import LedgerRefused, LedgerService
 from .market_events import TaskEvents
+from .market_memos import MarketMemos
 
 TASKS_LISTED_MAX = 1000
-MEMOS_KEPT = 4096
 LEASES_KEPT = 4096
 BALLOT_BYTES = 8  # a fresh ballot per bid, as 16 hex digits
 
 
 class MarketService:
     """`ledger` routes and reads; `sign` makes an envelope signed by this node with
-    `ts_ms`; `gossip` publishes an envelope's bytes as the gossip path judges them."""
+    `ts_ms`; `gossip` publishes an envelope's bytes as the gossip path judges them;
+    `evidence` keeps the decisions' explanation memos (`run` writes them there)."""
 
     def __init__(self, ledger: LedgerService, genesis: Genesis,
                  sign: Callable[[str, dict[str, Any], int], Envelope],
                  gossip: Callable[[bytes], Awaitable[dict[str, Any]]],
-                 registry: CollectorRegistry) -> None:
+                 registry: CollectorRegistry, evidence: EvidenceStore) -> None:
         self.ledger = ledger
         self.genesis = genesis
         self.sign = sign
@@ -59,10 +65,10 @@ class MarketService:
         self.unit = genesis.params["unit_per_credit"]
         self.events = TaskEvents(registry)
         ledger.net.listeners.append(self.events.publish)
-        # Explanation memos of the decisions this node applied, by CID (the decision
-        # names it; the bytes are the same on every node).
-        self.memos: OrderedDict[Cid, bytes] = OrderedDict()
-        ledger.net.listeners.append(self._keep_memos)
+        # Explanation memos of the decisions this node applies, pinned as evidence under
+        # the CID the decision names (the bytes are the same on every node).
+        self.memos = MarketMemos(evidence)
+        ledger.net.listeners.append(self.memos.keep)
         # The leases this node's claims opened (a lease's id is its CLAIM's), so that a
         # heartbeat or commit right after a claim need not wait for this node's view of
         # the bucket to show the lease.
@@ -71,30 +77,46 @@ class MarketService:
                                     "the bucket refused, by rule", ["code"],
                                     registry=registry)
 
+    async def run(self, bitswap: Bitswap | None = None, *,
+                  task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Store the applied decisions' memos until cancelled; `bitswap` fetches from
+        peers those `explain` does not find here."""
+        await self.memos.run(bitswap, task_status=task_status)
+
     # -- writes --
 
     async def post(self, task_class: str, budget: str | int, *, title: str = "",
                    verify_bounty: str | int = 0, bid_window_ms: int | None = None,
                    k_result: int | None = None, capabilities: Sequence[str] = (),
+                   k_plan: int | None = None, units: bool = False,
                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
-        """Post a NEED and escrow its budget from this node's account."""
-        payload: dict[str, Any] = {"class": task_class, "budget": self.ledger.amount(budget)}
-        bounty = self.ledger.amount(verify_bounty) if verify_bounty not in (0, "0", "") else 0
+        """Post a NEED and escrow its budget from this node's account. Amounts are
+        credits as text, or integers in the smallest unit with `units`."""
+        def amount(value: str | int) -> int:
+            return value if units and isinstance(value, int) else self.ledger.amount(value)
+
+        payload: dict[str, Any] = {"class": task_class, "budget": amount(budget)}
+        bounty = amount(verify_bounty) if verify_bounty not in (0, "0", "") else 0
         for name, value in (("title", title), ("verify_bounty", bounty),
                             ("bid_window_ms", bid_window_ms), ("k_result", k_result),
                             ("capabilities", sorted(set(capabilities)))):
             if value:
                 payload[name] = value
+        if k_plan is not None:
+            payload["k_plan"] = k_plan
         env = self._sign("NEED", payload)
         outcome = await self._submit(env, timeout_s)
         await self.gossip(env.wire)  # the plan's DAG; the task itself lives in its bucket
-        return {**outcome, "need_id": str(env.id),
+        return {**outcome, "need_id": str(env.id), "lamport": env.lamport,
                 "task_bucket": bucket_of(env.id.raw, self.ledger.bucket_count)}
 
     async def bid(self, need: str, cost: str | int, eta_ms: int, *,
                   capabilities: Sequence[str] = (), proposal_id: str = "",
-                  ballot: str = "",
+                  ballot: str = "", patch: Mapping[str, Any] | None = None,
                   timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        """Bid on a task. A `patch` (plan ops under the NEED, as an UPDATE_PLAN's
+        payload) joins the plan if the bid wins; the bid is then also gossiped, so every
+        node's plan holds the patch until then."""
         need_id = parse_need(need)
         payload: dict[str, Any] = {
             "need_id": need_id, "proposal_id": proposal_id or f"bid-{os.urandom(4).hex()}",
@@ -102,7 +124,13 @@ class MarketService:
             "eta_ms": eta_ms, "ballot": ballot or os.urandom(BALLOT_BYTES).hex()}
         if capabilities:
             payload["capabilities"] = sorted(set(capabilities))
-        return await self._step("PROPOSE", payload, timeout_s)
+        if patch is not None:
+            payload["patch"] = verbs.payload_from_json("UPDATE_PLAN", dict(patch))
+        env = self._sign("PROPOSE", payload)
+        outcome = await self._submit(env, timeout_s)
+        if patch is not None:
+            await self.gossip(env.wire)
+        return {**outcome, "proposal": str(env.id)}
 
     async def claim(self, need: str, lease_ttl_ms: int, heartbeat_interval_ms: int, *,
                     timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
@@ -173,36 +201,40 @@ class MarketService:
                                               f"(`lease`)", code="not_lease_holder")
         return task.lease.lease_id
 
-    def _keep_memos(self, bucket: int, steps: Sequence[Step]) -> None:
-        for step in steps:
-            for cid, data in step.memos:
-                self.memos[cid] = data
-                self.memos.move_to_end(cid)
-        while len(self.memos) > MEMOS_KEPT:
-            self.memos.popitem(last=False)
-
     # -- reads --
 
-    def explain(self, need: str) -> dict[str, Any]:
+    async def explain(self, need: str) -> dict[str, Any]:
         """Why the task's current decision went as it did: its explanation memo (every
-        bid with its score and parts, the weights, the rule)."""
+        bid with its score and parts, the weights, the rule), from the evidence store
+        or from peers."""
         need_id = parse_need(need)
         task = self._task(need_id)
         if task is None or task.decision is None:
             raise LocalProtocolError("need", f"task {need_id} has no decision known here",
                                      code="unknown_task")
         memo = task.decision.memo
-        data = self.memos.get(memo)
-        if data is None:
-            raise LocalProtocolError("memo", f"the memo {memo} was applied before this "
-                                             f"node last started; its bytes are not kept "
-                                             f"here", code="memo_unknown")
+        data = await self.memos.read(memo)
         return {"memo": str(memo), "unit_per_credit": self.unit,
                 "explanation": to_json(cbor.decode(data))}
 
     def _task(self, need: Cid) -> Task | None:
-        part = self.ledger.net.part(bucket_of(need.raw, self.ledger.bucket_count))
-        return part.ledger.tasks.get(need)
+        return self.task_in(bucket_of(need.raw, self.ledger.bucket_count), need)
+
+    def task_in(self, bucket: int, need: Cid) -> Task | None:
+        return self.ledger.net.part(bucket).ledger.tasks.get(need)
+
+    def task_named(self, task_id: str) -> Task | None:
+        """The funded task whose NEED id is `task_id` as text, if this node knows one."""
+        try:
+            return self._task(Cid.parse(task_id, "task_id"))
+        except DecodeError:
+            return None
+
+    def all_tasks(self) -> list[Task]:
+        found: list[Task] = []
+        for bucket in range(self.ledger.bucket_count):
+            found.extend(self.ledger.net.part(bucket).ledger.tasks.tasks.values())
+        return found
 
     def task(self, need: str) -> dict[str, Any]:
         need_id = parse_need(need)

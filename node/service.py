@@ -42,6 +42,7 @@ from swarm.protocol.errors import LocalProtocolError, RemoteProtocolError
 from swarm.protocol.genesis import Genesis
 from swarm.protocol.lamport import LamportClock, lamport_ceiling
 from swarm.protocol.plan import PlanVersion, thread_view
+from swarm.protocol.task import TASK_VERBS
 
 from . import p2p
 from .api import build_app, serve_api
@@ -77,6 +78,7 @@ from .pipeline import (
     fault_key,
     wall_ms,
 )
+from .plan_admissions import PlanAdmissions
 from .policy import WasmPolicy
 from .store import Store, StoreError
 
@@ -159,7 +161,8 @@ class Node:
             self.ledger = LedgerService(self.decider.raft, self.decider.store, self.genesis,
                                         self.identity.public_key, self.policy, self.sign)
             self.market = MarketService(self.ledger, self.genesis, self.sign,
-                                        self.submit_wire, self.metrics.registry)
+                                        self.submit_wire, self.metrics.registry,
+                                        self.evidence)
         except StoreError:
             self.blockstore.close()
             self.store.close()
@@ -172,6 +175,11 @@ class Node:
             self.pipeline.on_accept.append(self._accepted)
             self.pipeline.on_accept.append(self.decider.accepted)
             self.pipeline.on_late_reject = self._rejected_late
+            self.admissions = PlanAdmissions(
+                self.pipeline.replica, self.store, self.market.task_in,
+                self.market.all_tasks)
+            self.admissions.restore()
+            self.ledger.net.listeners.append(self.admissions.applied)
             self.wal = WalSyncer(self.store, self._storage_failed)
             self._observe(self.pipeline.replica.clock.time)
             await self._run_network(task_status)
@@ -212,6 +220,7 @@ class Node:
                                    remote=None if self.evidence is self.blockstore
                                    else self.evidence)
             await nursery.start(self.bitswap.run)
+            await nursery.start(self.market.run, self.bitswap)
             await self._start_api(nursery)
             nursery.start_soon(self._bootstrap)
             if self.settings.mdns:
@@ -439,24 +448,42 @@ class Node:
         """An envelope someone signed elsewhere, as its wire bytes: the road a client
         without a libp2p stack of its own takes into the swarm. It is judged exactly as
         one arriving by gossip (decode, signature, Lamport rules, certificate, the
-        policy counted against its sender's rate); a ledger envelope goes to its
-        signer's bucket instead (`LedgerService.submit_signed`). Answers the verdict
-        (`verdict`, `code`, `field`, `reason`) and, once accepted, what became of it: a
-        gossiped envelope is stored (synced) and published; a ledger envelope's outcome
-        as the bucket applied it (LedgerRefused when the ledger refused it)."""
+        policy counted against its sender's rate); a ledger envelope or a task's
+        lifecycle step goes to the bucket that orders it instead
+        (`LedgerService.submit_signed`), and a NEED or a bid with a plan patch to its
+        bucket first, then to gossip. Answers the verdict (`verdict`, `code`, `field`,
+        `reason`) and, once accepted, what became of it: a gossiped envelope is stored
+        (synced) and published; a bucket's outcome as the bucket applied it
+        (LedgerRefused when the bucket refused it)."""
         decoded = self.pipeline.decode(data)
         if isinstance(decoded, Outcome):
             self.metrics.envelopes.labels(decoded.verdict.value, decoded.reason).inc()
             return _verdict_json(decoded)
-        if decoded.kind in LEDGER_VERBS:
+        if decoded.kind in LEDGER_VERBS or (decoded.kind in TASK_VERBS
+                                            and not _also_gossiped(decoded)):
             outcome = await self.ledger.submit_signed(decoded, timeout_s)
             return {"verdict": Verdict.ACCEPT.value, "code": "ok", "field": "",
                     "reason": "", "id": str(decoded.id), "kind": decoded.kind,
                     "outcome": outcome}
         judged = self.pipeline.judge_envelope(decoded, self.wall_ms())
+        if _also_gossiped(decoded) and (judged.verdict is Verdict.ACCEPT
+                                        or judged.reason == "duplicate"):
+            # A NEED (posted and funded by its signer) or a bid with a plan patch: its
+            # bucket orders it first, as `task post` and `bid` do; it is gossiped only
+            # once the bucket took it, so a refused NEED never reaches the plan.
+            outcome = await self.ledger.submit_judged(decoded, timeout_s)
+            if judged.verdict is Verdict.ACCEPT:
+                await self._commit_and_publish(decoded)
+            return {"verdict": Verdict.ACCEPT.value, "code": "ok", "field": "",
+                    "reason": "", "id": str(decoded.id), "kind": decoded.kind,
+                    "lamport": decoded.lamport, "outcome": outcome}
         if judged.verdict is not Verdict.ACCEPT:
             self.metrics.envelopes.labels(judged.verdict.value, judged.reason).inc()
             return _verdict_json(judged)
+        await self._commit_and_publish(decoded)
+        return {**_verdict_json(judged), "lamport": decoded.lamport}
+
+    async def _commit_and_publish(self, decoded: Envelope) -> None:
         try:
             self._count_committed(self.pipeline.commit([decoded], sync=False))
         except StoreError as exc:
@@ -465,7 +492,6 @@ class Node:
         ticket = self.wal.note_write()
         await self.pubsub.publish(self.topics[TOPIC_OF_KIND[decoded.kind]], decoded.wire)
         await self.wal.wait_synced(ticket)
-        return {**_verdict_json(judged), "lamport": decoded.lamport}
 
     async def connect(self, addr: str) -> dict[str, Any]:
         """Dial a peer at exactly `addr` (`p2p.connect`)."""
@@ -560,7 +586,13 @@ class Node:
         return PlanVersion.of(self.pipeline.replica.plan, self.clock.time).to_json()
 
     def plan_thread(self, thread: str) -> dict[str, Any]:
-        return thread_view(self.pipeline.replica.plan, thread)
+        """The plan's thread, each task with its lifecycle state as its bucket has it
+        (None: no funded task of that id is known here)."""
+        view = thread_view(self.pipeline.replica.plan, thread)
+        for t in view["tasks"]:
+            task = self.market.task_named(t["task_id"])
+            t["state"] = task.state if task is not None else None
+        return view
 
     def metrics_text(self) -> bytes:
         version = PlanVersion.of(self.pipeline.replica.plan, self.clock.time)
@@ -570,6 +602,11 @@ class Node:
         self.metrics.peers.set(len(self.host.get_connected_peers()))
         self.metrics.lamport.set(self.clock.time)
         return self.metrics.render()
+
+
+def _also_gossiped(env: Envelope) -> bool:
+    """A market envelope that the plan's DAG needs too: a NEED, a bid with a patch."""
+    return env.kind == "NEED" or (env.kind == "PROPOSE" and "patch" in env.payload)
 
 
 def _verdict_json(outcome: Outcome) -> dict[str, Any]:

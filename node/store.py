@@ -121,8 +121,21 @@ class Store:
         value = self._db.get(b"m" + name.encode())
         return bytes(value) if value is not None else None
 
-    def put_meta(self, name: str, value: bytes) -> None:
-        self._db.put(b"m" + name.encode(), value, self._sync)
+    def put_meta(self, name: str, value: bytes, *, sync: bool = True) -> None:
+        """Set a named value; without `sync` it survives the process, not a power cut."""
+        self._db.put(b"m" + name.encode(), value, self._sync if sync else self._nosync)
+
+    def meta_items(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        """(name, value) of every named value whose name starts with `prefix`."""
+        start = b"m" + prefix.encode()
+        it = self._db.iter()
+        it.seek(start)
+        while it.valid():
+            key = bytes(it.key())
+            if not key.startswith(start):
+                break
+            yield key[1:].decode(), bytes(it.value())
+            it.next()
 
     def close(self) -> None:
         self._db.flush_wal(True)  # a clean stop leaves nothing unsynced

@@ -521,7 +521,8 @@ def op_from_envelope(env: Envelope, params: Mapping[str, int]) -> Op | PoolOp | 
             caps = tuple(p.get("capabilities", ()))
             return PostNeed(oid, Terms(env.id, who, p["budget"], p["class"],
                                        p.get("verify_bounty", 0), p.get("bid_window_ms", 0),
-                                       p.get("k_result", params["k_result_default"]), caps),
+                                       p.get("k_result", params["k_result_default"]), caps,
+                                       p.get("k_plan", params["k_plan_default"])),
                             exp)
         case "TRANSFER":
             return Transfer(oid, who, p["to"], p["amount"], p.get("memo", ""), exp)

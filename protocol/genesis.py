@@ -86,6 +86,9 @@ DEFAULT_PARAMS: dict[str, int] = {
     # partition): running leases and heartbeat deadlines are moved out by it.
     "outage_gap_ms": 10_000,
     "k_result_default": 3,
+    # Approving ATTEST_PLANs a winning bid's plan patch needs (0: it joins the plan
+    # once decided), for a NEED that names none.
+    "k_plan_default": 0,
     "attest_window_ms": 600_000,
     # The leader proposes a timer entry at most this often per bucket.
     "tick_interval_ms": 1_000,
@@ -182,6 +185,8 @@ def _check_consistency(value: Mapping[str, Any]) -> None:
         raise SchemaError("params.bid_improve_bp", f"must be below {BP}")
     if not 1 <= params["k_result_default"] <= 64:
         raise SchemaError("params.k_result_default", "must be 1..64")
+    if not 0 <= params["k_plan_default"] <= 64:
+        raise SchemaError("params.k_plan_default", "must be 0..64")
     if params["lease_ttl_max_ms"] < params["lease_ttl_min_ms"]:
         raise SchemaError("params.lease_ttl_max_ms", "must be at least lease_ttl_min_ms")
     for name in ("heartbeat_misses_max", "tick_interval_ms", "outage_gap_ms",

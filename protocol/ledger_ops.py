@@ -387,7 +387,8 @@ _TERMS = obj({"need": Link(), "poster": _ACCOUNT, "budget": _AMOUNT,
               "class": Enum(TASK_CLASSES), "bounty": Int(min=0), "window": Int(min=0),
               "k": Int(min=1, max=64)},
              {"caps": List(Text(max_bytes=64, min_bytes=1), max_items=32, min_items=1,
-                           sorted_unique=True)})
+                           sorted_unique=True),
+              "kp": Int(min=1, max=64)})
 
 
 class _Wire(FieldType):
@@ -478,12 +479,14 @@ def _terms_value(t: Terms) -> dict[str, Any]:
                          "window": t.bid_window_ms, "k": t.k_result}
     if t.capabilities:
         v["caps"] = list(t.capabilities)
+    if t.k_plan:
+        v["kp"] = t.k_plan
     return v
 
 
 def _terms_from(v: Mapping[str, Any]) -> Terms:
     return Terms(v["need"], v["poster"], v["budget"], v["class"], v["bounty"], v["window"],
-                 v["k"], tuple(v.get("caps", ())))
+                 v["k"], tuple(v.get("caps", ())), v.get("kp", 0))
 
 
 def body_value(body: Body) -> dict[str, Any]:

@@ -1,5 +1,7 @@
-"""The plan CRDT: tasks, their states and dependency links.
+"""The plan CRDT: tasks and their dependency links (the DAG), not their lifecycle.
 
+A task's lifecycle state lives in its NEED's bucket (`protocol/task.py`), decided by
+certified entries; the plan only says which tasks exist and what depends on what.
 Owns the merge rules, and nothing about envelopes or the network. Every op carries an
 `OpKey` (lamport, actor, origin envelope id, position in that envelope) that totally
 orders all ops, so the state is a function of the *set* of ops applied, whatever the
@@ -7,7 +9,6 @@ order or duplication of delivery:
 
 * ADD_TASK: grow-only set by task id. If two ADD_TASKs name the same id, the one with
   the smallest key supplies the attributes (first writer wins, deterministically).
-* STATE: last-writer-wins register per task, by key.
 * LINK(from, to) ("from depends on to"): the graph is built by taking links in key
   order and keeping each one that does not close a cycle. Every replica therefore ends
   with the same acyclic graph. A link arriving late (a smaller key than links already
@@ -60,20 +61,13 @@ class AddTask:
 
 
 @dataclass(frozen=True, slots=True)
-class SetState:
-    key: OpKey
-    task_id: str
-    state: str
-
-
-@dataclass(frozen=True, slots=True)
 class LinkOp:
     key: OpKey
     src: str
     dst: str
 
 
-PlanOp = AddTask | SetState | LinkOp
+PlanOp = AddTask | LinkOp
 
 
 def op_from_payload(
@@ -95,8 +89,6 @@ def op_from_payload(
             raw.get("class", ""),
             raw.get("parent", ""),
         )
-    if kind == "STATE":
-        return SetState(key, raw["task_id"], raw["state"])
     if raw["from"] == raw["to"]:
         raise SchemaError(f"{path}.to", "a task cannot depend on itself")
     return LinkOp(key, raw["from"], raw["to"])
@@ -112,23 +104,43 @@ def op_to_payload(op: PlanOp) -> dict[str, Any]:
         if op.parent:
             out["parent"] = op.parent
         return out
-    if isinstance(op, SetState):
-        return {"op": "STATE", "task_id": op.task_id, "state": op.state}
     return {"op": "LINK", "from": op.src, "to": op.dst}
+
+
+def patch_scope_error(need: str, ops: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a bid's patch (its `ops` as carried) reaches outside its NEED, or None.
+
+    A winning bid may only grow the plan under the task it won: every ADD_TASK names as
+    its parent the NEED or a task the patch added before it, and every LINK joins the
+    NEED and tasks the patch adds."""
+    inside = {need}
+    for i, raw in enumerate(ops):
+        if raw["op"] == "ADD_TASK":
+            if raw["task_id"] in inside:
+                return f"ops[{i}]: adds {raw['task_id']}, which exists under the NEED"
+            if raw.get("parent", "") not in inside:
+                return f"ops[{i}]: {raw['task_id']}'s parent is not the NEED or a task " \
+                       f"this patch added"
+            inside.add(raw["task_id"])
+        elif raw["op"] == "LINK":
+            for end in (raw["from"], raw["to"]):
+                if end not in inside:
+                    return f"ops[{i}]: links {end}, which is not the NEED or a task " \
+                           f"this patch added"
+        else:
+            return f"ops[{i}]: {raw['op']} is not a patch op"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class TaskView:
     task_id: str
-    added: bool
     title: str
     task_class: str
     parent: str
-    state: str | None
 
     def as_leaf(self) -> list[Any]:
-        return ["task", self.task_id, self.added, self.title, self.task_class, self.parent,
-                self.state]
+        return ["task", self.task_id, self.title, self.task_class, self.parent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +148,7 @@ class Conflict:
     """Why an op of a patch does not take effect as its author may have intended."""
 
     op: PlanOp
-    reason: str  # "concurrent_state" | "cycle" | "duplicate_task"
+    reason: str  # "cycle" | "duplicate_task"
     detail: str
 
 
@@ -144,14 +156,13 @@ class Conflict:
 class PlanDiff:
     tasks_added: tuple[str, ...] = ()
     tasks_removed: tuple[str, ...] = ()
-    states_changed: tuple[tuple[str, str | None, str | None], ...] = ()
     links_added: tuple[tuple[str, str], ...] = ()
     links_removed: tuple[tuple[str, str], ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (self.tasks_added or self.tasks_removed or self.states_changed
-                    or self.links_added or self.links_removed)
+        return not (self.tasks_added or self.tasks_removed or self.links_added
+                    or self.links_removed)
 
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -178,7 +189,7 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
 
 
 def leaf_hash(entry: list[Any]) -> bytes:
-    """sha256(0x00 || DAG-CBOR(entry)); entries hold only text, bools and null."""
+    """sha256(0x00 || DAG-CBOR(entry)); entries hold only text."""
     return hashlib.sha256(b"\x00" + cbor2.dumps(entry, canonical=True)).digest()
 
 
@@ -194,7 +205,6 @@ class Plan:
     def __init__(self) -> None:
         self._ops: dict[OpKey, PlanOp] = {}
         self._adds: dict[str, AddTask] = {}
-        self._states: dict[str, SetState] = {}
         self._links: list[_LinkRecord] = []  # sorted by key
         self._link_keys: list[OpKey] = []
         self._edges: dict[str, dict[str, int]] = {}  # src -> dst -> number of kept links
@@ -215,11 +225,6 @@ class Plan:
             cur = self._adds.get(op.task_id)
             if cur is None or op.key < cur.key:
                 self._adds[op.task_id] = op
-                self._leaf_cache.pop(op.task_id, None)
-        elif isinstance(op, SetState):
-            cur_s = self._states.get(op.task_id)
-            if cur_s is None or cur_s.key < op.key:
-                self._states[op.task_id] = op
                 self._leaf_cache.pop(op.task_id, None)
         else:
             self._insert_link(op)
@@ -293,24 +298,13 @@ class Plan:
             yield self._ops[key]
 
     def task_ids(self) -> list[str]:
-        return sorted(set(self._adds) | set(self._states))
+        return sorted(self._adds)
 
     def task(self, task_id: str) -> TaskView | None:
         add = self._adds.get(task_id)
-        st = self._states.get(task_id)
-        if add is None and st is None:
+        if add is None:
             return None
-        return TaskView(
-            task_id=task_id,
-            added=add is not None,
-            title=add.title if add else "",
-            task_class=add.task_class if add else "",
-            parent=add.parent if add else "",
-            state=st.state if st else None,
-        )
-
-    def state_of(self, task_id: str) -> SetState | None:
-        return self._states.get(task_id)
+        return TaskView(task_id, add.title, add.task_class, add.parent)
 
     def links(self) -> list[tuple[str, str]]:
         """The kept dependency edges, sorted."""
@@ -366,10 +360,10 @@ class Plan:
         Two replicas that applied the same set of ops produce identical bytes.
         """
         doc = {
-            "v": 1,
+            "v": 2,
             "root": self.root(),
             "tasks": [
-                [t.task_id, t.added, t.title, t.task_class, t.parent, t.state]
+                [t.task_id, t.title, t.task_class, t.parent]
                 for t in (self.task(i) for i in self.task_ids())
                 if t is not None
             ],
@@ -394,27 +388,13 @@ class Plan:
     def conflicts(self, ops: Sequence[PlanOp], base_lamport: int) -> list[Conflict]:
         """What in `ops` (a patch written against `base_lamport`) collides with this plan.
 
-        * concurrent_state: the task's state was written after `base_lamport` by
-          someone else, to a different value, so the author did not see it;
         * cycle: the link would close a cycle with links kept here;
         * duplicate_task: the task exists with different attributes.
         Reports only; merging is always `apply`, whose rules are deterministic.
         """
         out: list[Conflict] = []
         for op in ops:
-            if isinstance(op, SetState):
-                cur = self._states.get(op.task_id)
-                if (
-                    cur is not None
-                    and cur.key.lamport > base_lamport
-                    and cur.key.actor != op.key.actor
-                    and cur.state != op.state
-                ):
-                    wins = "loses to" if op.key < cur.key else "overrides"
-                    out.append(Conflict(op, "concurrent_state",
-                                        f"{op.task_id}: {op.state} {wins} concurrent "
-                                        f"{cur.state} at lamport {cur.key.lamport}"))
-            elif isinstance(op, LinkOp):
+            if isinstance(op, LinkOp):
                 if self._reaches(op.dst, op.src):
                     out.append(Conflict(op, "cycle",
                                         f"{op.src} -> {op.dst} closes a cycle"))
@@ -450,17 +430,10 @@ def merge_patches(
 
 def diff(old: Plan, new: Plan) -> PlanDiff:
     old_ids, new_ids = set(old.task_ids()), set(new.task_ids())
-    changed = []
-    for t in sorted(old_ids & new_ids):
-        a, b = old.task(t), new.task(t)
-        assert a is not None and b is not None
-        if a.state != b.state:
-            changed.append((t, a.state, b.state))
     old_links, new_links = set(old.links()), set(new.links())
     return PlanDiff(
         tasks_added=tuple(sorted(new_ids - old_ids)),
         tasks_removed=tuple(sorted(old_ids - new_ids)),
-        states_changed=tuple(changed),
         links_added=tuple(sorted(new_links - old_links)),
         links_removed=tuple(sorted(old_links - new_links)),
     )
@@ -470,9 +443,6 @@ def diff_to_json(d: PlanDiff) -> dict[str, Any]:
     return {
         "tasks_added": list(d.tasks_added),
         "tasks_removed": list(d.tasks_removed),
-        "states_changed": [
-            {"task_id": t, "from": a, "to": b} for t, a, b in d.states_changed
-        ],
         "links_added": [list(x) for x in d.links_added],
         "links_removed": [list(x) for x in d.links_removed],
     }
@@ -508,8 +478,8 @@ def version_of(plan: Plan, lamport: int | None = None) -> PlanVersion:
 
 def thread_view(plan: Plan, thread: str) -> dict[str, Any]:
     """A thread as `GET /plan/threads/{thread}` shows it: the task named `thread` and every
-    task reachable from it by links, breadth first, each with its state and the tasks
-    it depends on (a task the plan does not know yet is listed as unknown)."""
+    task reachable from it by links, breadth first, each with the tasks it depends on
+    (a task the plan does not know yet is listed as unknown)."""
     edges: dict[str, list[str]] = {}
     for src, dst in plan.links():
         edges.setdefault(src, []).append(dst)
@@ -527,6 +497,5 @@ def thread_view(plan: Plan, thread: str) -> dict[str, Any]:
         tasks.append({"task_id": task_id, "known": view is not None,
                       "title": view.title if view else "",
                       "class": view.task_class if view else "",
-                      "state": view.state if view else None,
                       "depends_on": sorted(edges.get(task_id, []))})
     return {"thread": thread, "tasks": tasks}

@@ -1,6 +1,7 @@
 """Applying envelopes to a plan replica, and replaying a log (P2: deterministic replay).
 
-Owns how each verb becomes plan ops, causal delivery (an envelope waits until every
+Owns how each verb becomes plan ops, when a winning bid's patch joins the plan, causal
+delivery (an envelope waits until every
 envelope it references has been applied, so the Lamport check of P3 gives the same
 answer in every delivery order), duplicate suppression, and the counts a replay reports.
 Same log in, same snapshot bytes and the same Merkle root out.
@@ -35,48 +36,46 @@ from .plan import (
     Plan,
     PlanOp,
     PlanVersion,
-    SetState,
     op_from_payload,
+    patch_scope_error,
 )
 
 PENDING_MAX = 10_000
 
-# What each verb does to the plan. Verbs not listed leave the plan unchanged.
-_STATE_FOR_KIND = {
-    "CLAIM": "CLAIMED",
-    "COMMIT": "COMMITTED",
-    "FINALIZE": "FINALIZED",
-    "YIELD": "OPEN",
-    "RELEASE": "OPEN",
-    "INVALIDATE": "OPEN",
-}
-
 
 def plan_ops(env: Envelope) -> list[PlanOp]:
-    """The plan ops an envelope carries or implies, keyed by (lamport, sender, id, i)."""
+    """The plan ops an envelope carries, keyed by (lamport, sender, id, i).
+
+    A NEED adds its task and an UPDATE_PLAN its ops. Lifecycle verbs change no plan
+    (a task's state is its bucket's); a PROPOSE's patch waits for `Replica.admit`."""
 
     def key(seq: int) -> OpKey:
         return OpKey(env.lamport, env.sender, env.id.raw, seq)
 
-    kind = env.kind
     p = env.payload
-    if kind == "NEED":
-        task_id = str(env.id)
-        return [
-            AddTask(key(0), task_id, p.get("title", ""), p["class"], ""),
-            SetState(key(1), task_id, "OPEN"),
-        ]
-    if kind == "UPDATE_PLAN":
+    if env.kind == "NEED":
+        return [AddTask(key(0), str(env.id), p.get("title", ""), p["class"], "")]
+    if env.kind == "UPDATE_PLAN":
         # decode_envelope enforced the payload schema, including LINK from != to.
         return [op_from_payload(raw, key(i), f"payload.ops[{i}]", checked=True)
                 for i, raw in enumerate(p["ops"])]
-    if kind == "DECIDE":  # its own decision, then each one it also states
-        needs = [p["need_id"], *(d["need_id"] for d in p.get("also", ()))]
-        return [SetState(key(i), str(n), "DECIDED") for i, n in enumerate(needs)]
-    state = _STATE_FOR_KIND.get(kind)
-    if state is None:
-        return []
-    return [SetState(key(0), p["task_id"], state)]
+    return []
+
+
+def patch_ops(env: Envelope) -> list[PlanOp]:
+    """A PROPOSE's patch as plan ops, keyed by the PROPOSE (lamport, sender, id, i)."""
+    return [op_from_payload(raw, OpKey(env.lamport, env.sender, env.id.raw, i),
+                            f"payload.patch.ops[{i}]", checked=True)
+            for i, raw in enumerate(env.payload["patch"]["ops"])]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A bucket decided for a PROPOSE (a certified decision): its patch joins the plan
+    once `k_plan` distinct senders approved it by ATTEST_PLAN."""
+
+    need: Cid
+    k_plan: int
 
 
 class Outcome(Enum):
@@ -101,6 +100,16 @@ class Replica:
     duplicates: int = 0
     received: int = 0
     dropped_pending: int = 0
+    # Patches of winning bids. A PROPOSE with a patch is held by id until its bucket
+    # decides for it (`admit`) and enough approving ATTEST_PLANs, keyed by (NEED,
+    # proposal id), arrived; every side is a set, so the plan stays a function of what
+    # was received, in any order.
+    proposals: dict[Cid, Envelope] = field(default_factory=dict)
+    admissions: dict[Cid, Admission] = field(default_factory=dict)
+    plan_votes: dict[tuple[bytes, str], set[bytes]] = field(default_factory=dict)
+    admitted_for: dict[bytes, list[Cid]] = field(default_factory=dict)  # by NEED
+    merged: set[Cid] = field(default_factory=set)
+    patches_refused: int = 0
     # Told of every envelope `_apply` rejects (it is never applied): the error is a
     # RemoteProtocolError for a broken rule, anything else for a fault of ours.
     on_reject: Callable[[Envelope, Exception], None] | None = None
@@ -169,6 +178,15 @@ class Replica:
             check_refs(env.lamport, (self.applied[r] for r in env.refs))
             ops = plan_ops(env)
             self.plan.apply_all(ops)
+            if env.kind == "PROPOSE" and "patch" in env.payload:
+                self.proposals[env.id] = env
+                self._try_merge(env.id)
+            elif env.kind == "ATTEST_PLAN" and env.payload["verdict"] == "approve":
+                p = env.payload
+                self.plan_votes.setdefault((p["need_id"].raw, p["proposal_id"]),
+                                           set()).add(env.sender)
+                for proposal in self.admitted_for.get(p["need_id"].raw, ()):
+                    self._try_merge(proposal)
         except RemoteProtocolError as exc:
             return self._reject(env, exc, exc.code)
         except Exception as exc:  # noqa: BLE001 - a bug costs this envelope, not the replica
@@ -177,6 +195,35 @@ class Replica:
         self.clock.observe(env.lamport)
         self.kinds[env.kind] += 1
         return Outcome.ACCEPTED, env
+
+    def admit(self, proposal: Cid, need: Cid, k_plan: int) -> bool:
+        """The NEED's bucket decided for the PROPOSE `proposal` (a certified decision,
+        which the caller checked). True if its patch is in the plan now."""
+        if proposal not in self.admissions:
+            self.admissions[proposal] = Admission(need, k_plan)
+            self.admitted_for.setdefault(need.raw, []).append(proposal)
+        return self._try_merge(proposal)
+
+    def _try_merge(self, proposal: Cid) -> bool:
+        if proposal in self.merged:
+            return True
+        adm, env = self.admissions.get(proposal), self.proposals.get(proposal)
+        if adm is None or env is None:
+            return False
+        p = env.payload
+        if p["need_id"] != adm.need:
+            return False  # the decision names another NEED's bid: never merged
+        votes = self.plan_votes.get((adm.need.raw, p["proposal_id"]), set())
+        if len(votes - {env.sender}) < adm.k_plan:
+            return False
+        self.merged.add(proposal)
+        # Its bucket refused an out-of-scope patch at the bid; a replica checks again
+        # rather than trust that every bucket ran these rules.
+        if patch_scope_error(str(adm.need), p["patch"]["ops"]) is not None:
+            self.patches_refused += 1
+            return False
+        self.plan.apply_all(patch_ops(env))
+        return True
 
     def _reject(self, env: Envelope, exc: Exception, code: str) -> tuple[Outcome, Any]:
         self.rejected[code] += 1
@@ -201,6 +248,7 @@ class Replica:
             "tasks": version.tasks,
             "links": version.links,
             "links_rejected": plan.rejected_links,
+            "patches_merged": len(self.merged) - self.patches_refused,
         }
 
 
@@ -212,4 +260,4 @@ def replay(wires: Iterable[bytes], *, swarm: bytes | None = None, verify: bool =
     return replica
 
 
-__all__ = ["LinkOp", "Outcome", "Replica", "plan_ops", "replay"]
+__all__ = ["Admission", "LinkOp", "Outcome", "Replica", "patch_ops", "plan_ops", "replay"]

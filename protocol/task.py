@@ -49,6 +49,7 @@ from .cid import Cid, dag_cbor_cid
 from .envelope import Envelope
 from .errors import DecodeError, LocalProtocolError
 from .genesis import BP
+from .plan import patch_scope_error
 
 TASK_DOMAIN = b"can-swarm/tasks/v1\x00"
 MEMO_DOMAIN = "can-swarm/decision-memo/v1"
@@ -86,6 +87,7 @@ class Terms:
     bid_window_ms: int
     k_result: int
     capabilities: tuple[str, ...] = ()
+    k_plan: int = 0  # approving ATTEST_PLANs the winning patch needs (docs/MARKET.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +301,8 @@ class TaskBook:
             problem = "the verify bounty is over the budget"
         elif not 1 <= terms.k_result <= 64:
             problem = "k_result out of range"
+        elif not 0 <= terms.k_plan <= 64:
+            problem = "k_plan out of range"
         if problem:
             step.payments.append(Payment(terms.need, terms.poster, terms.budget, "refund",
                                          terms.poster))
@@ -435,6 +439,10 @@ class TaskBook:
             raise _refuse("not_improved", "payload.cost",
                           f"a later bid must lower the earlier cost {earlier} by at "
                           f"least {self.params['bid_improve_bp'] / 100:g}%")
+        if "patch" in p:
+            problem = patch_scope_error(str(need), p["patch"]["ops"])
+            if problem is not None:
+                raise _refuse("patch_scope", "payload.patch", problem)
         if len(task.bids) >= self.params["bids_per_round_max"]:
             raise _refuse("bids_full", "payload.need_id", "this round holds the most bids "
                                                          "a round may")
@@ -795,7 +803,7 @@ def task_value(t: Task) -> dict[str, Any]:
     v: dict[str, Any] = {
         "terms": [t.terms.need, t.terms.poster, t.terms.budget, t.terms.task_class,
                   t.terms.verify_bounty, t.terms.bid_window_ms, t.terms.k_result,
-                  list(t.terms.capabilities)],
+                  list(t.terms.capabilities)] + ([t.terms.k_plan] if t.terms.k_plan else []),
         "state": t.state, "created": t.created_ms, "epoch": t.epoch, "round": t.round,
         "close": t.close_ms, "reopens": t.reopens, "claim_by": t.claim_by_ms,
         "finalize": t.finalize_ms, "pay": t.pay_ms, "paid": t.paid, "ended": t.ended_ms,
@@ -822,8 +830,11 @@ def task_value(t: Task) -> dict[str, Any]:
 def task_from_value(v: Any) -> Task:
     """The inverse of `task_value`; raises DecodeError for anything else."""
     try:
-        need, poster, budget, cls, bounty, window, k, caps = v["terms"]
-        terms = Terms(need, poster, budget, cls, bounty, window, k, tuple(caps))
+        need, poster, budget, cls, bounty, window, k, caps, *rest = v["terms"]
+        if len(rest) > 1 or rest == [0]:
+            raise ValueError("terms: one k_plan at most, absent when 0")
+        terms = Terms(need, poster, budget, cls, bounty, window, k, tuple(caps),
+                      *rest)
         decision = None
         if "decision" in v:
             ep, prop, winner, cost, idx, ts, memo = v["decision"]
@@ -890,7 +901,9 @@ def task_json(t: Task, *, brief: bool = False) -> dict[str, Any]:
     """A task as JSON (bytes as hex, CIDs as text): what the control API answers."""
     d, le, c = t.decision, t.lease, t.commit
     out: dict[str, Any] = {
-        "need_id": str(t.terms.need), "state": t.state, "epoch": t.epoch,
+        # A task's id is its NEED's: both names, for scripts that say either.
+        "need_id": str(t.terms.need), "task_id": str(t.terms.need), "state": t.state,
+        "epoch": t.epoch,
         "poster": t.terms.poster.hex(), "budget": t.terms.budget,
         "task_class": t.terms.task_class, "winner": d.winner.hex() if d else None,
         "paid": t.paid, "created_ms": t.created_ms}
@@ -898,6 +911,7 @@ def task_json(t: Task, *, brief: bool = False) -> dict[str, Any]:
         return out
     out.update({
         "verify_bounty": t.terms.verify_bounty, "k_result": t.terms.k_result,
+        "k_plan": t.terms.k_plan,
         "capabilities": list(t.terms.capabilities), "round": t.round,
         "close_ms": t.close_ms if t.state == OPEN else None, "reopens": t.reopens,
         "excluded": [x.hex() for x in t.excluded],

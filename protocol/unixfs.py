@@ -34,6 +34,14 @@ tree level. Blocks come out children first; the root is the last block. The read
 against its CID, the UnixFS structure, and that the sizes each parent declares are the
 sizes its children hold, so a peer cannot make it return bytes other than the file the
 root CID names.
+
+Besides UnixFS files the reader takes one other object: a single dag-cbor block (codec
+`CODEC_DAG_CBOR`, such as a decision's explanation memo) is a one-block object whose
+bytes are the block itself, as a raw leaf's are. Its CBOR links (tag 42) are not part
+of the object and are never followed: `block_links` gives none, and pinning, gc and
+fetching take the one block. The block is checked against its CID and its size limit
+like any other, not decoded. It is an object only as a root: a file's dag-pb node that
+links to a dag-cbor block is refused.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from . import protobuf
-from .cid import CODEC_DAG_PB, CODEC_RAW, Cid, block_cid
+from .cid import CODEC_DAG_CBOR, CODEC_DAG_PB, CODEC_RAW, Cid, block_cid
 from .errors import DecodeError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from .logformat import uvarint
 
@@ -373,8 +381,14 @@ def decode_unixfs(data: bytes) -> FileNode:
     return FileNode(kind, content, filesize, tuple(blocksizes))
 
 
+# Codecs whose block is a whole object by itself: its bytes are the object's bytes and
+# nothing under it is followed (a raw leaf; a dag-cbor block, its CBOR links ignored).
+ONE_BLOCK_CODECS = frozenset((CODEC_RAW, CODEC_DAG_CBOR))
+
+
 def block_links(cid: Cid, block: bytes) -> list[Cid]:
-    """CIDs a block links to (dag-pb links; raw and other codecs link to nothing here)."""
+    """CIDs a block links to: dag-pb links; raw, dag-cbor (whose CBOR links are not
+    followed) and other codecs link to nothing here."""
     if cid.codec != CODEC_DAG_PB:
         return []
     return [link.cid for link in decode_dag_pb(block).links]
@@ -395,14 +409,16 @@ def check_block(cid: Cid, block: bytes) -> None:
 
 
 def file_node(cid: Cid, block: bytes) -> tuple[bytes, tuple[Link, ...], tuple[int, ...], int]:
-    """(own data, links, blocksizes, filesize) of a UnixFS file block; checks the sizes.
+    """(own data, links, blocksizes, filesize) of a UnixFS file block, or of a one-block
+    object (raw or dag-cbor: the block itself, no links); checks the sizes.
 
     The block's hash is not checked here (see check_block); a fetcher that computed the
     CID from the bytes calls this directly."""
-    if cid.codec == CODEC_RAW:
+    if cid.codec in ONE_BLOCK_CODECS:
         return block, (), (), len(block)
     if cid.codec != CODEC_DAG_PB:
-        raise UnixfsError("cid", f"{cid}: codec 0x{cid.codec:x} is not a UnixFS file block")
+        raise UnixfsError("cid", f"{cid}: codec 0x{cid.codec:x} is neither a UnixFS file "
+                          "block nor a one-block object (raw, dag-cbor)")
     node = decode_dag_pb(block)
     if node.data is None:
         raise UnixfsError("dag-pb.data", f"{cid}: no UnixFS data")
@@ -422,7 +438,7 @@ def file_node(cid: Cid, block: bytes) -> tuple[bytes, tuple[Link, ...], tuple[in
 def first_missing(root: Cid, has: Callable[[Cid], bool],
                   get: Callable[[Cid], bytes | None]) -> Cid | None:
     """The first block of `root`'s DAG that a store lacks, or None if it has them all.
-    Raw leaves are only looked up; dag-pb nodes are read for their links."""
+    Raw and dag-cbor blocks are only looked up; dag-pb nodes are read for their links."""
     seen: set[Cid] = set()
     stack = [root]
     while stack:
@@ -430,7 +446,7 @@ def first_missing(root: Cid, has: Callable[[Cid], bool],
         if cid in seen:
             continue
         seen.add(cid)
-        if cid.codec == CODEC_RAW:
+        if cid.codec in ONE_BLOCK_CODECS:
             if not has(cid):
                 return cid
             continue
@@ -478,6 +494,9 @@ def read_file(root: Cid, get_block: Callable[[Cid], bytes | None],
     stack: list[tuple[Cid, int | None, int]] = [(root, None, 0)]
     while stack:
         cid, expected, depth = stack.pop()
+        if depth and cid.codec == CODEC_DAG_CBOR:
+            raise UnixfsError("dag-pb.link", f"{cid}: a dag-cbor block is an object by "
+                              "itself, not a block of a file")
         block = get_block(cid)
         if block is None:
             raise BlockMissing(cid)

@@ -52,20 +52,6 @@ LEDGER_KINDS = ("TRANSFER", "STAKE", "UNSTAKE", "COMPLETE_UNBONDING", "POOL_REGI
 TASK_CLASSES = ("simple", "complex", "critical")
 TASK_CLASS = Enum(TASK_CLASSES)
 
-# Task states the plan records. The lifecycle that constrains transitions between them
-# is a separate rule; the plan CRDT only records the last write.
-TASK_STATES = (
-    "DRAFT",
-    "OPEN",
-    "DECIDED",
-    "CLAIMED",
-    "COMMITTED",
-    "ATTESTED",
-    "FINALIZED",
-    "INVALIDATED",
-    "CANCELLED",
-)
-
 # --- plan operations (UPDATE_PLAN.ops, PROPOSE.patch.ops) ---------------------------
 
 PLAN_OP = OneOf(
@@ -74,9 +60,6 @@ PLAN_OP = OneOf(
         "ADD_TASK": obj(
             {"op": Enum(("ADD_TASK",)), "task_id": TASK_ID},
             {"title": Text(max_bytes=200), "class": TASK_CLASS, "parent": TASK_ID},
-        ),
-        "STATE": obj(
-            {"op": Enum(("STATE",)), "task_id": TASK_ID, "state": Enum(TASK_STATES)},
         ),
         # LINK from -> to: task `from` depends on task `to`.
         "LINK": obj({"op": Enum(("LINK",)), "from": TASK_ID, "to": TASK_ID}),
@@ -129,6 +112,9 @@ PAYLOADS: Mapping[str, Obj] = {
             "input": Link(),
             "bid_window_ms": DURATION_MS,
             "k_result": Int(min=1, max=64),
+            # Approving ATTEST_PLANs a winning bid's patch needs before the plan takes
+            # it; the genesis `k_plan` when absent.
+            "k_plan": Int(min=0, max=64),
             "capabilities": CAPABILITIES,
             # Part of the budget, shared by the committee that accepts the result;
             # within the class's bounty cap.

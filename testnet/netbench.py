@@ -125,7 +125,7 @@ def run(n: int, *, paced: int = 200, gap_s: float = 0.01, burst: int = 1000,
         t_paced = time.monotonic()
         ids = set()
         for k in range(paced):
-            ids.add(clients[0].post("/needs", {"class": "simple", "budget": k + 1})["need_id"])
+            ids.add(clients[0].post("/plan/tasks", {"class": "simple", "budget": k + 1})["need_id"])
             time.sleep(gap_s)
         cluster.wait_until(lambda: all((cluster.status_of(m) or {}).get("envelopes", 0) >= paced
                                        for m in members), 120, "paced delivery")
@@ -148,7 +148,7 @@ def run(n: int, *, paced: int = 200, gap_s: float = 0.01, burst: int = 1000,
         say(f"{n} nodes: burst of {burst} NEEDs round-robin")
         t0 = time.monotonic()
         for k in range(burst):
-            clients[k % n].post("/needs", {"class": "complex", "budget": k + 1})
+            clients[k % n].post("/plan/tasks", {"class": "complex", "budget": k + 1})
         posted_s = time.monotonic() - t0
         total = paced + burst
         cluster.wait_until(lambda: all((cluster.status_of(m) or {}).get("envelopes", 0) >= total

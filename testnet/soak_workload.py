@@ -74,7 +74,7 @@ class Workload:
                 for attempt in range(1, SENDS_MAX + 1):
                     op.attempts = attempt
                     try:
-                        doc = self.net.call(i, "POST", "/needs", body)
+                        doc = self.net.call(i, "POST", "/plan/tasks", body)
                         break
                     except Answer as exc:
                         if not exc.definite or attempt == SENDS_MAX:

@@ -45,8 +45,9 @@ def example_payloads() -> dict[str, dict[str, Any]]:
         "PROPOSE": {"need_id": need, "proposal_id": "p-1", "cost": 40, "eta_ms": 60_000,
                     "ballot": "b-1",
                     "patch": {"base_lamport": 3, "ops": [
-                        {"op": "ADD_TASK", "task_id": "t-read", "title": "read"},
-                        {"op": "LINK", "from": "t-write", "to": "t-read"}]}},
+                        {"op": "ADD_TASK", "task_id": "t-read", "title": "read",
+                         "parent": str(need)},
+                        {"op": "LINK", "from": str(need), "to": "t-read"}]}},
         "DECIDE": {"need_id": need, "proposal_id": "p-1", "k_plan": 2, "epoch": 1},
         "CLAIM": {"task_id": "t-read", "lease_ttl_ms": 60_000, "heartbeat_interval_ms": 10_000,
                   "need_id": need, "proposal_id": "p-1"},
@@ -59,7 +60,6 @@ def example_payloads() -> dict[str, dict[str, Any]]:
         "RELEASE": {"task_id": "t-read", "lease_id": lease, "reason": "timeout"},
         "UPDATE_PLAN": {"base_lamport": 4, "ops": [
             {"op": "ADD_TASK", "task_id": "t-write", "title": "write", "class": "simple"},
-            {"op": "STATE", "task_id": "t-write", "state": "OPEN"},
             {"op": "LINK", "from": "t-write", "to": "t-read"}]},
         "ATTEST_PLAN": {"need_id": need, "proposal_id": "p-1", "verdict": "approve"},
         "CHALLENGE": {"task_id": "t-read", "commit_id": commit, "proof_type": "output_mismatch",

@@ -156,7 +156,6 @@ def build_valid() -> tuple[list[dict[str, Any]], dict[str, Envelope]]:
                     "class": "complex",
                     "parent": "t1",
                 },
-                {"op": "STATE", "task_id": "t1", "state": "OPEN"},
                 {"op": "LINK", "from": "t2", "to": "t1"},
             ],
             "base_lamport": 2,

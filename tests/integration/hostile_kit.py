@@ -26,8 +26,9 @@ def ledger_roots(s: Swarmlet) -> set[str]:
 
 
 async def swarm_works(s: Swarmlet, *, timeout_s: float = 90.0) -> None:
-    """need create, ledger transfer and decide on every node; then one plan root and
-    one ledger root on every validator. Raises AssertionError naming what failed."""
+    """A plan task (a gossiped NEED), ledger transfer and decide on every node; then one
+    plan root and one ledger root on every validator. Raises AssertionError naming what
+    failed."""
     nodes = sorted(s.nodes.items())
     accounts = [n.identity.public_key.hex() for _, n in nodes]
     tasks_before = max(len(n.pipeline.replica.plan.task_ids()) for _, n in nodes)
@@ -58,7 +59,7 @@ async def swarm_works(s: Swarmlet, *, timeout_s: float = 90.0) -> None:
 
 def cli_swarm_works(homes: list[os.PathLike[str]], *, timeout_s: float = 180.0
                     ) -> None:
-    """`swarm_works` for process nodes, through the CLI: `need create`, `ledger transfer`
+    """`swarm_works` for process nodes, through the CLI: `plan add`, `ledger transfer`
     and `decide` on every node (its home in `homes`), then `status --json` until every
     node shows one plan root and one ledger root. Raises AssertionError naming what
     failed."""
@@ -80,7 +81,7 @@ def cli_swarm_works(homes: list[os.PathLike[str]], *, timeout_s: float = 180.0
     accounts = [str(cli(h, "status")["account"]) for h in homes]
     need_ids = []
     for k, home in enumerate(homes):
-        need_ids.append(str(cli(home, "need", "create", "--class", "simple", "--budget", "1",
+        need_ids.append(str(cli(home, "plan", "add", "--class", "simple", "--budget", "1",
                                 "--title", f"still working {k}")["need_id"]))
         to = accounts[(k + 1) % len(homes)]
         done = cli(home, "ledger", "transfer", to, TRANSFER_CREDITS, "--memo", "still working",

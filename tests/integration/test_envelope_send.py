@@ -4,7 +4,9 @@ Goal: a client without a libp2p stack of its own (a wallet, a script) reaches th
 through any node's control API (`POST /envelopes/wire`, `swarm-node envelope send`),
 and is answered with the pipeline's verdict, code and field: a gossiped verb is
 judged as gossip is and published; a ledger verb goes to its signer's bucket and
-answers the outcome, applied once however often it is sent; bad bytes are refused
+answers the outcome, applied once however often it is sent; a NEED is posted and funded
+by its signer's bucket before it is gossiped (refused, and not gossiped, when the
+signer cannot pay); bad bytes are refused
 naming the field, and nothing is stored for them.
 
 Method: three in-process nodes; envelopes signed with keys the nodes do not hold for
@@ -65,23 +67,45 @@ async def test_envelopes_signed_elsewhere_are_judged_and_answered(
     r = await post(poor.wire)
     assert r.status_code == 409 and detail(r)["code"] == "insufficient_balance", r.text
 
-    # A gossiped verb from a stranger: judged, stored, published to every node.
+    # A NEED is a market task: its signer's bucket escrows the budget first, then it
+    # is gossiped for the plan. A stranger without credits is refused and nothing is
+    # stored or gossiped.
     stranger = Identity(os.urandom(32))
-    need = make_envelope(stranger, kind="NEED", swarm=swarm, lamport=1, ts=now,
+    broke = make_envelope(stranger, kind="NEED", swarm=swarm, lamport=1, ts=now,
+                          payload={"class": "simple", "budget": 3, "title": "unpaid"})
+    r = await post(broke.wire)
+    assert r.status_code == 409 and detail(r)["code"] == "insufficient_balance", r.text
+    assert not entry.store.has(broke.id)
+    need = make_envelope(wallet.identity, kind="NEED", swarm=swarm, lamport=2, ts=now,
                          payload={"class": "simple", "budget": 3, "title": "from afar"})
     r = await post(need.wire)
+    assert r.status_code == 200 and r.json()["outcome"]["ok"], r.text
+    first = r.json()
+    await wait_for(lambda: all(need.id in n.pipeline.ids
+                               and n.market.task_named(str(need.id)) is not None
+                               for n in s.nodes.values()),
+                   "the NEED in every node's plan and task book")
+    r = await post(need.wire)  # again: the first outcome, one task
+    assert r.status_code == 200 and r.json()["outcome"]["index"] == first["outcome"]["index"]
+
+    # A gossiped verb from a stranger: judged, stored, published to every node.
+    plan = make_envelope(stranger, kind="UPDATE_PLAN", swarm=swarm, lamport=3, ts=now,
+                         payload={"base_lamport": 0, "ops": [
+                             {"op": "ADD_TASK", "task_id": "afar", "title": "from afar"}]})
+    r = await post(plan.wire)
     assert r.status_code == 200 and r.json()["verdict"] == "accept", r.text
-    await wait_for(lambda: all(need.id in n.pipeline.ids for n in s.nodes.values()),
-                   "the NEED on every node")
-    r = await post(need.wire)
+    await wait_for(lambda: all(plan.id in n.pipeline.ids for n in s.nodes.values()),
+                   "the UPDATE_PLAN on every node")
+    r = await post(plan.wire)
     assert r.status_code == 200 and r.json()["code"] == "duplicate"
 
     # Refusals name the code and field; nothing is stored for them.
     stored = entry.store.count
-    forged = bytearray(need.wire)
+    forged = bytearray(plan.wire)
     forged[9] ^= 1
-    future = make_envelope(stranger, kind="NEED", swarm=swarm, lamport=LAMPORT_MAX, ts=now,
-                           payload={"class": "simple", "budget": 3})
+    future = make_envelope(stranger, kind="UPDATE_PLAN", swarm=swarm, lamport=LAMPORT_MAX,
+                           ts=now, payload={"base_lamport": 0, "ops": [
+                               {"op": "ADD_TASK", "task_id": "later"}]})
     uncertified = make_envelope(stranger, kind="DECIDE", swarm=swarm, lamport=2, ts=now,
                                 payload={"need_id": need.id, "proposal_id": "p",
                                          "k_plan": 0, "epoch": 0})
@@ -99,8 +123,9 @@ async def test_envelopes_signed_elsewhere_are_judged_and_answered(
     assert entry.store.count == stored
 
     # The CLI: `swarm-node envelope send FILE`.
-    need2 = make_envelope(stranger, kind="NEED", swarm=swarm, lamport=3, ts=now,
-                          payload={"class": "simple", "budget": 5})
+    need2 = make_envelope(stranger, kind="UPDATE_PLAN", swarm=swarm, lamport=4, ts=now,
+                          payload={"base_lamport": 0, "ops": [
+                              {"op": "ADD_TASK", "task_id": "by file"}]})
     path = tmp_path / "need2.env"
     path.write_bytes(need2.wire)
 

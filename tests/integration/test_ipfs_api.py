@@ -35,7 +35,8 @@ from swarm.node.blockstore import Kind
 from swarm.node.client import Client
 from swarm.node.home import read_config, write_config
 from swarm.node.ipfs_api import IpfsApiError, IpfsApiStore
-from swarm.protocol.cid import Cid
+from swarm.protocol import cbor
+from swarm.protocol.cid import Cid, dag_cbor_cid
 from swarm.protocol.genesis import DEFAULT_PARAMS
 from swarm.protocol.unixfs import BlockMissing, TooLarge, add_bytes
 from swarm.testnet import cluster
@@ -201,6 +202,24 @@ def test_pins_kinds_limits_and_gc(store: IpfsApiStore) -> None:
     with pytest.raises(BlockMissing):
         store.pin(nowhere)
     assert store.missing(nowhere) == nowhere
+
+
+def test_a_dag_cbor_block_is_pinned_directly(store: IpfsApiStore) -> None:
+    # A decision memo's shape: one dag-cbor block linking (tag 42) to blocks that are
+    # not part of it and exist nowhere; a recursive pin would search for them.
+    nowhere = dag_cbor_cid(cbor.encode("a need in no daemon"))
+    memo = cbor.encode({"v": "memo", "need": nowhere, "bids": [{"cost": 7}]})
+    cid = dag_cbor_cid(memo)
+    assert not store.is_pinned(cid)
+    pin = store.put_dag(cid, Kind.EVIDENCE, {cid: memo}.get)
+    assert (pin.root, pin.kind, pin.size, pin.blocks) == (cid, Kind.EVIDENCE, len(memo), 1)
+    assert store.is_pinned(cid) and pin in store.pins()
+    assert b"".join(store.read(cid)) == memo and store.missing(cid) is None
+    store.gc()
+    assert store.get(cid) == memo
+    assert store.unpin(cid) and not store.is_pinned(cid)
+    store.gc()
+    assert not store.has(cid)
 
 
 def test_a_daemon_that_is_not_there_is_a_clear_error(tmp_path: Path) -> None:

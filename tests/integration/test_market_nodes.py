@@ -1,8 +1,10 @@
 """The task market on five real `swarm-node` processes, driven from the CLI.
 
 Goal: a NEED posted on one node escrows its budget from the poster's bucket and opens a
-task in its NEED's bucket; bids from three other nodes; the bucket's leader ticks the
-auction closed on bucket time and decides the cheapest bid; the losers' claims are
+task in its NEED's bucket; bids from three other nodes, two with plan patches (one
+reaching outside the NEED is refused); the bucket's leader ticks the auction closed on
+bucket time and decides the cheapest bid, whose patch alone joins every node's plan;
+the losers' claims are
 refused with their reason, the winner claims, heartbeats and commits; the bucket draws
 a committee of three from the verifier pool (neither the worker nor the poster), whose
 members attest; the challenge window passes, the task finalizes and the escrow pays the
@@ -98,8 +100,14 @@ def test_a_task_goes_from_post_to_payout(net: Path) -> None:
     watch = subprocess.Popen([str(BIN / "swarm-node"), "task", "watch", need, "--json",
                               "--home", str(watcher)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-    ok_json(cheap, "bid", need, "2", "--eta", "10s")
-    ok_json(dear, "bid", need, "3", "--eta", "10s")
+    # Bids may carry a plan patch under the NEED: only the winner's joins the plan.
+    patches = {name: patch_file(net, need, name) for name in ("cheap", "dear")}
+    outside = net / "outside.json"
+    outside.write_text(json.dumps({"base_lamport": 0, "ops": [
+        {"op": "ADD_TASK", "task_id": "stray", "parent": "not-the-need"}]}))
+    assert refused(watcher, "bid", need, "4", "--patch", str(outside)) == "patch_scope"
+    ok_json(cheap, "bid", need, "2", "--eta", "10s", "--patch", str(patches["cheap"]))
+    ok_json(dear, "bid", need, "3", "--eta", "10s", "--patch", str(patches["dear"]))
     ok_json(dearer, "bid", need, "3.5", "--eta", "5s")
     assert refused(cheap, "bid", need, "1.5") == "already_bid"
 
@@ -179,6 +187,19 @@ def test_a_task_goes_from_post_to_payout(net: Path) -> None:
         assert Client(h).get("/ledger/supply")["conserved"]
         t = task_on(h, need)
         assert t is not None and t["commit"]["result"] == result_cid
+        plan = {t["task_id"]: t for t in ok_json(h, "plan", "show", need)["tasks"]}
+        # The plan holds the DAG (the winner's subtask, not the loser's); the state
+        # shown is the bucket's.
+        assert sorted(plan) == sorted([need, "sub-cheap"]), plan
+        assert plan[need]["state"] == "FINALIZED" and plan["sub-cheap"]["state"] is None
+
+
+def patch_file(net: Path, need: str, name: str) -> Path:
+    path = net / f"patch-{name}.json"
+    path.write_text(json.dumps({"base_lamport": 0, "ops": [
+        {"op": "ADD_TASK", "task_id": f"sub-{name}", "parent": need, "title": name},
+        {"op": "LINK", "from": need, "to": f"sub-{name}"}]}))
+    return path
 
 
 def json_docs(text: str) -> list[dict[str, Any]]:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from swarm.node.blockstore import Blockstore, BlockstoreError, Kind, parse_kind
-from swarm.protocol.cid import CODEC_RAW, Cid, block_cid
+from swarm.protocol import cbor
+from swarm.protocol.cid import CODEC_RAW, Cid, block_cid, dag_cbor_cid
 from swarm.protocol.errors import LocalProtocolError
 from swarm.protocol.genesis import DEFAULT_PARAMS
 from swarm.protocol.unixfs import (
@@ -125,6 +126,31 @@ def test_pin_blocks_from_elsewhere(store: Blockstore) -> None:
     pin = store.pin(root)
     assert pin.size == len(data) and pin.blocks == len(blocks) and store.is_pinned(root)
     assert store.size_of(root) == len(data)
+
+
+def test_a_dag_cbor_block_is_pinned_as_one_block(store: Blockstore, tmp_path: Path) -> None:
+    # A decision memo's shape: one dag-cbor block whose CBOR link (tag 42) names a block
+    # that is not here and is not part of it.
+    elsewhere = dag_cbor_cid(cbor.encode("a need"))
+    memo = cbor.encode({"v": "memo", "need": elsewhere, "bids": [{"cost": 7}]})
+    cid = dag_cbor_cid(memo)
+    with pytest.raises(BlockMismatch):
+        store.put(cid, memo + b"\x00")
+    store.put(cid, memo)
+    pin = store.pin(cid, Kind.EVIDENCE)
+    assert (pin.root, pin.kind, pin.size, pin.blocks) == (cid, Kind.EVIDENCE, len(memo), 1)
+    assert store.missing(cid) is None and store.size_of(cid) == len(memo)
+    assert store.gc().kept == 1 and b"".join(store.read(cid)) == memo
+    # Its size is the block's: over a kind's limit, it is refused as any object is.
+    big = cbor.encode(bytes(PARAMS["proof_bytes_max"]))
+    big_cid = dag_cbor_cid(big)
+    with pytest.raises(TooLarge):
+        store.put_dag(big_cid, Kind.PROOF, {big_cid: big}.get)
+    assert not store.is_pinned(big_cid)
+    assert store.unpin(cid) and store.gc().removed >= 1 and not store.has(cid)
+    # put_dag: the same call takes it in either evidence store.
+    assert store.put_dag(cid, Kind.EVIDENCE, {cid: memo}.get) == pin
+    assert store.gc().kept == 1 and store.is_pinned(cid)
 
 
 def test_limits_per_kind(store: Blockstore) -> None:

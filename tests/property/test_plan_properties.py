@@ -16,8 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from swarm.protocol.plan import AddTask, LinkOp, OpKey, Plan, PlanOp, SetState
-from swarm.protocol.verbs import TASK_STATES
+from swarm.protocol.plan import AddTask, LinkOp, OpKey, Plan, PlanOp
 
 TASKS = ["a", "b", "c", "d", "e", "f"]
 ACTORS = [b"\x01" * 32, b"\x02" * 32, b"\x03" * 32]
@@ -26,7 +25,6 @@ keys = st.builds(OpKey, st.integers(1, 30), st.sampled_from(ACTORS), st.just(b""
                  st.integers(0, 3))
 ops = st.one_of(
     st.builds(AddTask, keys, st.sampled_from(TASKS), st.sampled_from(["", "x", "y"])),
-    st.builds(SetState, keys, st.sampled_from(TASKS), st.sampled_from(TASK_STATES)),
     st.builds(lambda key, pair: LinkOp(key, *pair), keys,
               st.permutations(TASKS).map(lambda p: (p[0], p[1]))),
 )
@@ -45,7 +43,6 @@ op_sets = st.lists(ops, max_size=40).map(unique_by_key)
 def model(all_ops: list[PlanOp]) -> dict[str, Any]:
     """The specification, computed from scratch in key order."""
     adds: dict[str, AddTask] = {}
-    states: dict[str, SetState] = {}
     edges: set[tuple[str, str]] = set()
 
     def reaches(a: str, b: str) -> bool:
@@ -63,14 +60,10 @@ def model(all_ops: list[PlanOp]) -> dict[str, Any]:
     for op in sorted(all_ops, key=lambda o: o.key):
         if isinstance(op, AddTask):
             adds.setdefault(op.task_id, op)
-        elif isinstance(op, SetState):
-            states[op.task_id] = op
         elif not reaches(op.dst, op.src):
             edges.add((op.src, op.dst))
     return {
-        "tasks": {t: (adds[t].title if t in adds else None,
-                      states[t].state if t in states else None)
-                  for t in set(adds) | set(states)},
+        "tasks": {t: add.title for t, add in adds.items()},
         "links": sorted(edges),
     }
 
@@ -78,7 +71,7 @@ def model(all_ops: list[PlanOp]) -> dict[str, Any]:
 def observed(plan: Plan) -> dict[str, Any]:
     views = {t: plan.task(t) for t in plan.task_ids()}
     return {
-        "tasks": {t: (v.title if v.added else None, v.state) for t, v in views.items() if v},
+        "tasks": {t: v.title for t, v in views.items() if v},
         "links": plan.links(),
     }
 
@@ -148,3 +141,69 @@ class PlanMachine(RuleBasedStateMachine):
 
 
 TestPlanMachine = PlanMachine.TestCase
+
+
+# --- winning bids' patches (Replica.admit) -------------------------------------------
+
+
+def _patch_world() -> tuple[list[Any], list[tuple[Any, int]]]:
+    """Envelopes (a NEED, three bids with patches, approving and rejecting ATTEST_PLANs)
+    and the admissions a bucket might certify, built once from fixed keys."""
+    import random
+
+    from swarm.protocol.envelope import Identity
+    from swarm.testnet.workload import TEST_SWARM, Agent
+
+    rng = random.Random(11)
+    poster, *others = (Agent(Identity(rng.randbytes(32)), TEST_SWARM) for _ in range(5))
+    need = poster.make("NEED", {"class": "simple", "budget": 9})
+    envs: list[Any] = [need]
+    bids = []
+    for i, bidder in enumerate(others[:3]):
+        sub = f"s{i}"
+        bid = bidder.make("PROPOSE", {
+            "need_id": need.id, "proposal_id": f"p{i}", "cost": 1, "eta_ms": 1,
+            "ballot": f"b{i}", "patch": {"base_lamport": 1, "ops": [
+                {"op": "ADD_TASK", "task_id": sub, "parent": str(need.id)},
+                {"op": "LINK", "from": str(need.id), "to": sub},
+                {"op": "LINK", "from": sub, "to": str(need.id)}]}}, [need])  # a cycle
+        bids.append(bid)
+        envs.append(bid)
+    for voter in others:
+        for i in range(3):
+            verdict = "approve" if (i + len(envs)) % 3 else "reject"
+            envs.append(voter.make("ATTEST_PLAN", {"need_id": need.id, "proposal_id": f"p{i}",
+                                                   "verdict": verdict}, [need]))
+    return envs, [(bids[0].id, 0), (bids[1].id, 2), (bids[2].id, 3)]
+
+
+_ENVS, _ADMISSIONS = _patch_world()
+
+
+@given(st.permutations(list(range(len(_ENVS) + len(_ADMISSIONS)))),
+       st.lists(st.integers(0, len(_ENVS) - 1), max_size=5))
+def test_admitted_patches_give_one_plan_in_any_order(order: list[int], dups: list[int]
+                                                      ) -> None:
+    """The plan is a function of the envelopes and admissions, in any order, with
+    redelivery; a patch joins only with its decision and its k_plan approvals."""
+    from swarm.protocol.replay import Replica
+
+    def run(sequence: list[int]) -> Replica:
+        r = Replica()
+        for k in sequence:
+            if k < len(_ENVS):
+                r.receive(_ENVS[k].wire)
+            else:
+                proposal, k_plan = _ADMISSIONS[k - len(_ENVS)]
+                r.admit(proposal, _ENVS[0].id, k_plan)
+        return r
+
+    reference = run(list(range(len(_ENVS) + len(_ADMISSIONS))))
+    shuffled = run(order + dups)
+    assert shuffled.plan.snapshot() == reference.plan.snapshot()
+    assert shuffled.merged == reference.merged
+    assert reference.plan.is_acyclic()
+    # p0 (k_plan 0) joins; p1 (k_plan 2) has only rejections; p2 (k_plan 3) has the
+    # approvals of the three voters that did not bid it. Each patch's LINK back to the
+    # NEED would close a cycle and is dropped.
+    assert sorted(t for t in reference.plan.task_ids() if t.startswith("s")) == ["s0", "s2"]

@@ -148,15 +148,16 @@ def test_also_is_bounded_and_each_entry_is_certified_by_schema() -> None:
         validate_payload("DECIDE", {**decision(1), "also": []})
 
 
-def test_every_decision_of_a_batch_becomes_decided_in_the_plan(agent: Agent) -> None:
+def test_a_batch_of_decisions_is_applied_and_leaves_the_plan_alone(agent: Agent) -> None:
+    # A task's lifecycle is its bucket's; the plan keeps the DAG only.
     needs = [agent.make("NEED", {"class": "simple", "budget": 1}) for _ in range(3)]
     ds = [dict(decision(i), need_id=n.id) for i, n in enumerate(needs)]
     env = agent.make("DECIDE", batch(*ds), needs)
-    assert [op.task_id for op in plan_ops(env)] == [str(n.id) for n in needs]  # type: ignore[attr-defined]
+    assert plan_ops(env) == []
     r = Replica()
-    for e in (*needs, env):
+    for e in needs:
         r.receive(e.wire)
-    for n in needs:
-        view = r.plan.task(str(n.id))
-        assert view is not None and view.state == "DECIDED"
+    before = r.plan.snapshot()
+    r.receive(env.wire)
+    assert env.id in r.applied and r.plan.snapshot() == before
 

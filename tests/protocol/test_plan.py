@@ -1,5 +1,5 @@
-"""The plan CRDT's rules, one at a time: G-Set tasks, LWW state, acyclic links,
-versions, diffs and patch conflicts."""
+"""The plan CRDT's rules, one at a time: G-Set tasks, acyclic links, versions, diffs,
+patch conflicts and the scope of a bid's patch."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from swarm.protocol.plan import (
     LinkOp,
     OpKey,
     Plan,
-    SetState,
     diff,
     merge_patches,
     merkle_root,
+    patch_scope_error,
     version_of,
 )
 
@@ -33,22 +33,29 @@ def test_add_task_is_a_grow_only_set_first_writer_wins() -> None:
     assert p.task_ids() == ["t"]
 
 
-def test_state_is_last_writer_wins_by_lamport_then_actor() -> None:
+def test_a_link_names_tasks_the_plan_may_not_know_yet() -> None:
     p = Plan()
-    p.apply(SetState(k(3, A), "t", "CLAIMED"))
-    p.apply(SetState(k(2, B), "t", "OPEN"))
-    assert p.task("t").state == "CLAIMED"  # type: ignore[union-attr]
-    p.apply(SetState(k(3, B), "t", "COMMITTED"))  # same lamport, larger actor wins
-    assert p.task("t").state == "COMMITTED"  # type: ignore[union-attr]
+    p.apply(LinkOp(k(1), "a", "b"))
+    assert p.links() == [("a", "b")] and p.task_ids() == [] and p.task("a") is None
+    p.apply(AddTask(k(2), "a"))
+    assert p.task_ids() == ["a"]
 
 
-def test_state_before_add_is_kept() -> None:
-    p = Plan()
-    p.apply(SetState(k(4), "t", "OPEN"))
-    view = p.task("t")
-    assert view is not None and not view.added and view.state == "OPEN"
-    p.apply(AddTask(k(1), "t"))
-    assert p.task("t").added  # type: ignore[union-attr]
+def test_patch_scope_keeps_a_bid_under_its_need() -> None:
+    need = "bafyneed"
+    inside = [{"op": "ADD_TASK", "task_id": "s1", "parent": need},
+              {"op": "ADD_TASK", "task_id": "s2", "parent": "s1"},
+              {"op": "LINK", "from": "s2", "to": need},
+              {"op": "LINK", "from": need, "to": "s1"}]
+    assert patch_scope_error(need, inside) is None
+    for bad in ([{"op": "ADD_TASK", "task_id": "s1"}],  # no parent
+                [{"op": "ADD_TASK", "task_id": "s1", "parent": "elsewhere"}],
+                [{"op": "ADD_TASK", "task_id": need, "parent": need}],  # the NEED again
+                [{"op": "LINK", "from": need, "to": "elsewhere"}],
+                [{"op": "LINK", "from": "s1", "to": need},  # s1 added only after
+                 {"op": "ADD_TASK", "task_id": "s1", "parent": need}],
+                [{"op": "STATE", "task_id": need, "state": "FINALIZED"}]):
+        assert patch_scope_error(need, bad) is not None, bad
 
 
 def test_link_that_closes_a_cycle_is_dropped_and_the_earlier_link_kept() -> None:
@@ -109,27 +116,24 @@ def test_merkle_root() -> None:
 
 def test_version_at_and_diff() -> None:
     p = Plan()
-    p.apply_all([AddTask(k(1), "a"), AddTask(k(2), "b"), SetState(k(3), "a", "OPEN"),
-                 LinkOp(k(4), "a", "b"), SetState(k(5), "a", "CLAIMED")])
+    p.apply_all([AddTask(k(1), "a"), AddTask(k(2), "b"), AddTask(k(3), "c"),
+                 LinkOp(k(4), "a", "b"), AddTask(k(5), "d")])
     v2 = p.version_at(2)
     assert v2.task_ids() == ["a", "b"] and v2.links() == []
     assert p.version_at(5).root() == p.root()
     d = diff(p.version_at(3), p)
     assert d.links_added == (("a", "b"),)
-    assert d.states_changed == (("a", "OPEN", "CLAIMED"),)
+    assert d.tasks_added == ("d",) and d.tasks_removed == ()
     assert diff(p, p).empty
     assert version_of(p, 2).root == v2.root()
 
 
 def test_patch_conflicts_and_deterministic_merge() -> None:
     base = Plan()
-    base.apply_all([AddTask(k(1), "a"), AddTask(k(1, B), "b"), SetState(k(2), "a", "OPEN")])
-    # B writes a's state at lamport 4 after the patch's base (2): a concurrent write.
-    base.apply(SetState(k(4, B), "a", "DECIDED"))
-    patch = [SetState(k(3), "a", "CANCELLED"), LinkOp(k(3, A, 1), "a", "b")]
+    base.apply_all([AddTask(k(1), "a"), AddTask(k(1, B), "b"), LinkOp(k(2), "b", "c")])
+    patch = [AddTask(k(3), "c"), LinkOp(k(3, A, 1), "c", "b")]
     conflicts = base.conflicts(patch, base_lamport=2)
-    assert [c.reason for c in conflicts] == ["concurrent_state"]
-    assert "loses to" in conflicts[0].detail
+    assert [c.reason for c in conflicts] == ["cycle"]
 
     p1 = [LinkOp(k(6), "a", "b")]
     p2 = [LinkOp(k(7, B), "b", "a"), AddTask(k(7, B, 1), "a", title="different")]

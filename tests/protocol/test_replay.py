@@ -22,18 +22,109 @@ def _stake() -> dict[str, Any]:
     return verbs.payload_from_json("STAKE", example_payloads()["STAKE"])
 
 
-def test_need_and_lifecycle_verbs_drive_task_state(agent: Agent) -> None:
+def test_a_need_adds_its_task_and_lifecycle_verbs_leave_the_plan_alone(agent: Agent) -> None:
     r = Replica(swarm=TEST_SWARM)
     need = agent.make("NEED", {"class": "simple", "budget": 5, "title": "x"})
+    assert r.receive(need.wire)[0] is Outcome.ACCEPTED
+    view = r.plan.task(str(need.id))
+    assert view is not None and view.title == "x" and view.task_class == "simple"
+    before = r.plan.snapshot()
     decide = agent.make("DECIDE", {"need_id": need.id, "proposal_id": "p", "k_plan": 1,
                                    "epoch": 0}, [need])
     claim = agent.make("CLAIM", {"task_id": str(need.id), "lease_ttl_ms": 1000,
                                  "heartbeat_interval_ms": 100}, [decide])
-    for env in (need, decide, claim):
+    for env in (decide, claim):
         assert r.receive(env.wire)[0] is Outcome.ACCEPTED
-    view = r.plan.task(str(need.id))
-    assert view is not None and view.title == "x" and view.state == "CLAIMED"
+    assert r.plan.snapshot() == before  # a task's state is its bucket's, not the plan's
     assert r.clock.time == claim.lamport
+
+
+def test_state_is_not_a_plan_op(agent: Agent) -> None:
+    with pytest.raises(RemoteProtocolError):
+        verbs.validate_payload("UPDATE_PLAN", {"base_lamport": 0, "ops": [
+            {"op": "STATE", "task_id": "t", "state": "FINALIZED"}]})
+
+
+def _bid(agent: Agent, need: Envelope, ops: list[dict[str, Any]], pid: str = "p1") -> Envelope:
+    return agent.make("PROPOSE", {"need_id": need.id, "proposal_id": pid, "cost": 1,
+                                  "eta_ms": 10, "ballot": pid,
+                                  "patch": {"base_lamport": need.lamport, "ops": ops}},
+                      [need])
+
+
+def _vote(agent: Agent, need: Envelope, pid: str = "p1", verdict: str = "approve") -> Envelope:
+    return agent.make("ATTEST_PLAN", {"need_id": need.id, "proposal_id": pid,
+                                      "verdict": verdict}, [need])
+
+
+def _sub_patch(need: Envelope) -> list[dict[str, Any]]:
+    return [{"op": "ADD_TASK", "task_id": "sub", "parent": str(need.id), "title": "s"},
+            {"op": "LINK", "from": str(need.id), "to": "sub"}]
+
+
+def test_a_bids_patch_joins_the_plan_only_once_its_bucket_decided_for_it(
+        agent: Agent) -> None:
+    need = agent.make("NEED", {"class": "simple", "budget": 5})
+    bid = _bid(agent, need, _sub_patch(need))
+    r = Replica()
+    for env in (need, bid):
+        assert r.receive(env.wire)[0] is Outcome.ACCEPTED
+    assert r.plan.task_ids() == [str(need.id)]  # a bid alone changes no plan
+    assert r.admit(bid.id, need.id, 0)
+    assert r.plan.task_ids() == sorted([str(need.id), "sub"])
+    assert r.plan.links() == [(str(need.id), "sub")]
+    assert r.admit(bid.id, need.id, 0)  # again: nothing more
+    # The decision first, the bid later: the same plan.
+    q = Replica()
+    q.receive(need.wire)
+    assert not q.admit(bid.id, need.id, 0)
+    q.receive(bid.wire)
+    assert q.plan.snapshot() == r.plan.snapshot()
+
+
+def test_k_plan_approvals_from_distinct_others_admit_a_patch(agent: Agent) -> None:
+    rng = random.Random(5)
+    need = agent.make("NEED", {"class": "simple", "budget": 5})
+    proposer, v1, v2 = (Agent(type(agent.identity)(rng.randbytes(32)), agent.swarm)
+                        for _ in range(3))
+    bid = _bid(proposer, need, _sub_patch(need))
+    own = _vote(proposer, need)  # the proposer's own approval does not count
+    twice = [_vote(v1, need), _vote(v1, need)]  # one sender counts once
+    reject = _vote(v2, need, verdict="reject")
+    other = _vote(v2, need, pid="p2")  # approves another proposal
+    approve = _vote(v2, need)
+    events = [need, bid, own, *twice, reject, other, approve]
+    snapshots = set()
+    for seed in range(6):
+        order = events[1:]
+        random.Random(seed).shuffle(order)
+        r = Replica()
+        r.receive(need.wire)
+        r.admit(bid.id, need.id, 2)
+        for env in order:
+            r.receive(env.wire)
+        assert "sub" in r.plan.task_ids()
+        snapshots.add(r.plan.snapshot())
+    assert len(snapshots) == 1
+    short = Replica()
+    for env in (need, bid, own, *twice, reject, other):
+        short.receive(env.wire)
+    short.admit(bid.id, need.id, 2)
+    assert short.plan.task_ids() == [str(need.id)]  # one approval of two
+
+
+def test_a_patch_outside_its_need_or_for_another_need_never_joins(agent: Agent) -> None:
+    need = agent.make("NEED", {"class": "simple", "budget": 5})
+    other = agent.make("NEED", {"class": "simple", "budget": 5})
+    wide = _bid(agent, need, [{"op": "ADD_TASK", "task_id": "sub", "parent": str(other.id)}])
+    r = Replica()
+    for env in (need, other, wide):
+        r.receive(env.wire)
+    assert not r.admit(wide.id, need.id, 0) and r.patches_refused == 1
+    fine = _bid(agent, need, _sub_patch(need), pid="p2")
+    r.receive(fine.wire)
+    assert not r.admit(fine.id, other.id, 0)  # a decision of another NEED names it
+    assert sorted(r.plan.task_ids()) == sorted([str(need.id), str(other.id)])
 
 
 def test_duplicates_are_ignored(agent: Agent) -> None:

@@ -21,8 +21,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarm.protocol.cid import CODEC_DAG_PB, CODEC_RAW, Cid, block_cid
+from swarm.protocol import cbor
+from swarm.protocol.cid import (
+    CODEC_DAG_CBOR,
+    CODEC_DAG_PB,
+    CODEC_RAW,
+    Cid,
+    block_cid,
+    dag_cbor_cid,
+)
 from swarm.protocol.errors import LocalProtocolError
+from swarm.protocol.logformat import uvarint
 from swarm.protocol.unixfs import (
     CHUNK_BYTES,
     LINKS_PER_NODE_MAX,
@@ -39,6 +48,7 @@ from swarm.protocol.unixfs import (
     decode_dag_pb,
     decode_unixfs,
     file_size,
+    first_missing,
     read_file,
 )
 
@@ -238,9 +248,44 @@ def test_not_a_file() -> None:
     cid = block_cid(directory, CODEC_DAG_PB, 0)
     with pytest.raises(UnixfsError, match="directory"):
         read_all(cid, {cid: directory})
-    cbor = block_cid(b"\xa0", 0x71, 1)
+    dag_json = Cid(b"\x01" + uvarint(0x0129) + b"\x12\x20" + hashlib.sha256(b"{}").digest())
     with pytest.raises(UnixfsError, match="codec"):
-        read_all(cbor, {cbor: b"\xa0"})
+        read_all(dag_json, {dag_json: b"{}"})
+
+
+# -- one dag-cbor block as an object ------------------------------------------------
+
+# A memo-like block that links to another block (tag 42), which is not part of it.
+LINKED = dag_cbor_cid(cbor.encode("elsewhere"))
+MEMO = cbor.encode({"v": "memo", "need": LINKED, "bids": [{"cost": 3}]})
+MEMO_CID = dag_cbor_cid(MEMO)
+
+
+def test_a_dag_cbor_block_reads_as_itself() -> None:
+    assert MEMO_CID.codec == CODEC_DAG_CBOR
+    assert read_all(MEMO_CID, {MEMO_CID: MEMO}) == MEMO
+    assert file_size(MEMO_CID, MEMO) == len(MEMO)
+    # Its CBOR link is not followed: the linked block is neither needed nor wanted.
+    assert block_links(MEMO_CID, MEMO) == []
+    assert first_missing(MEMO_CID, {MEMO_CID: MEMO}.__contains__, {}.get) is None
+    assert first_missing(MEMO_CID, {}.__contains__, {}.get) == MEMO_CID
+    with pytest.raises(BlockMissing):
+        read_all(MEMO_CID, {})
+
+
+def test_a_dag_cbor_block_that_does_not_match_is_refused() -> None:
+    other = cbor.encode({"v": "memo", "need": LINKED, "bids": [{"cost": 4}]})
+    with pytest.raises(BlockMismatch):
+        read_all(MEMO_CID, {MEMO_CID: other})
+    with pytest.raises(BlockMismatch):
+        file_size(MEMO_CID, other)
+    with pytest.raises(TooLarge):
+        read_all(MEMO_CID, {MEMO_CID: MEMO}, size_max=len(MEMO) - 1)
+    # An object by itself only: a file's node linking to it is not a file.
+    parent = _parent_node([(MEMO_CID.raw, len(MEMO), len(MEMO))])
+    parent_cid = block_cid(parent, CODEC_DAG_PB, 1)
+    with pytest.raises(UnixfsError, match="dag-cbor"):
+        read_all(parent_cid, {parent_cid: parent, MEMO_CID: MEMO})
 
 
 @pytest.mark.parametrize("block", [
