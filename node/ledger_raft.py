@@ -461,6 +461,10 @@ class LedgerRaft(LedgerHook):
             self._rows[bucket] = cached
         return cached
 
+    def proof_of(self, bucket: int, index: int) -> Proof | None:
+        """The certificate of `bucket`'s chain entry at `index`, if this node holds it."""
+        return self._stored_proof(bucket, index)
+
     def _stored_proof(self, bucket: int, index: int) -> Proof | None:
         """The certificate of `bucket`'s chain entry at `index`, from memory or our
         store (one we certified, or received as a read replica)."""

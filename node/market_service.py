@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 
 from swarm.protocol import cbor, verbs
+from swarm.protocol.bucket_machine import chain_digest
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.cid import Cid
 from swarm.protocol.envelope import Envelope
@@ -246,7 +247,20 @@ class MarketService:
         part = self.ledger.net.part(bucket)
         return {**task_json(task), "bucket": bucket, "as_of_index": part.last,
                 "source": "replica" if self.ledger.net.replicated(bucket) else "read_replica",
-                "unit_per_credit": self.unit}
+                "unit_per_credit": self.unit,
+                "transitions": [self._certified(bucket, index, state)
+                                for index, state in task.history]}
+
+    def _certified(self, bucket: int, index: int, state: str) -> dict[str, Any]:
+        """A state the task entered, at the chain entry `index`, with that entry's
+        certificate (None until a quorum's signatures reached this node): the
+        signatures over (swarm, bucket, index, term, `digest`), the entry's
+        `chain_digest` (docs/LEDGER.md), which anyone holding the entry can rebuild."""
+        proof = self.ledger.net.proof_of(bucket, index)
+        cert = None if proof is None else {
+            "term": proof.term, "digest": chain_digest(proof.entry).hex(),
+            "sigs": [{"signer": a.hex(), "sig": b.hex()} for a, b in sorted(proof.sigs)]}
+        return {"index": index, "state": state, "certificate": cert}
 
     def tasks(self, state: str | None = None) -> dict[str, Any]:
         """The tasks this node knows of, newest first."""

@@ -42,6 +42,7 @@ from swarm.protocol.bucket_machine import (
     Command,
     LedgerApplied,
     LedgerOutcome,
+    entry_stamp,
 )
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.decide import Decision, TryDecide
@@ -71,6 +72,15 @@ HEARTBEAT_TICKS = 2
 # peer is noticed at once anyway (its connection drops); beats only catch a hung or
 # cut-off one.
 BEAT_TICKS = 10
+# A node whose entries came stamped too far ahead of this node's clock is not followed,
+# voted for or listened to as a leader for this long (20 s): several election timeouts,
+# for the bucket to elect another leader and commit under it; short, because a
+# follower that shuns the leader of a bucket lags it meanwhile.
+SHUN_TICKS = 20_000 // TICK_MS
+# Messages a leader or a candidate sends; a shunned node's are dropped. Its answers
+# (APP_RESP, VOTE_RESP, ...) are not: it may still follow a leader here.
+_LEADING_TYPES = frozenset({MsgType.APP, MsgType.HEARTBEAT, MsgType.SNAP, MsgType.VOTE,
+                            MsgType.PRE_VOTE, MsgType.TIMEOUT_NOW})
 SNAPSHOT_EVERY = 1000
 # With streamed snapshots every transfer's outcome is reported (`snapshot_status`), so
 # the core's snapshot timeout is only a backstop against a report that never comes; a
@@ -125,6 +135,9 @@ class MultiRaft:
             **DEFAULT_PARAMS, "bucket_count": placement.bucket_count,
             "replicas": placement.replicas_per_bucket}
         self.ledger_hook = LedgerHook()
+        # The bound on a leader's stamps (docs/RAFT.md, "Stamps"): 0 switches it off.
+        self.stamp_ahead_max_ms = int(self.params.get("stamp_ahead_max_ms", 0))
+        self.shunned: dict[int, int] = {}  # node id -> the tick its shunning ends
         self.swarm_id = swarm_id
         self.placement = placement
         self.store = store
@@ -194,6 +207,8 @@ class MultiRaft:
     def tick(self) -> None:
         peers = self.peers
         dead = peers.tick()
+        if self.shunned:
+            self.shunned = {n: end for n, end in self.shunned.items() if end > self.now_tick}
         touched, self.touched = self.touched, set()
         for g in self.groups.values():
             r = g.raw.raft
@@ -215,10 +230,11 @@ class MultiRaft:
                     if peers.take_over(g, dead):
                         self.stats["takeovers"] += 1
                     self.dirty.add(g.bucket)
-                elif peers.beats_as_leader(r.lead, g.bucket):
+                elif peers.beats_as_leader(r.lead, g.bucket) and r.lead not in self.shunned:
                     continue  # the leader's node beats and still leads this bucket
             elif r.role == Role.FOLLOWER and any(
-                    peers.beats_as_leader(p, g.bucket) for p in r.voters if p not in dead):
+                    peers.beats_as_leader(p, g.bucket) for p in r.voters
+                    if p not in dead and p not in self.shunned):
                 # Back from a restart under a quiet leader: it beats, so wait for it
                 # rather than campaign against its lease.
                 continue
@@ -312,7 +328,12 @@ class MultiRaft:
             if g is None or m.frm != sender or m.to != self.id:
                 self.stats["msgs_misrouted"] += 1
                 continue
-            if m.type in (MsgType.PRE_VOTE, MsgType.VOTE) and g.raw.raft.lead in self.peers.down:
+            if m.type in _LEADING_TYPES and (sender in self.shunned
+                                             or self._stamped_ahead(sender, bucket, m)):
+                self.stats["msgs_from_shunned"] += 1
+                continue
+            if m.type in (MsgType.PRE_VOTE, MsgType.VOTE) and (
+                    g.raw.raft.lead in self.peers.down or g.raw.raft.lead in self.shunned):
                 # A replica taking over from a dead leader asks before our next tick
                 # has noticed: forget the leader now, or its lease refuses the vote and
                 # the takeover waits out an election timeout (1-2 s).
@@ -344,6 +365,29 @@ class MultiRaft:
             for a in frame.announce:
                 self.relayed(sender, a)
         self.wake.set()
+
+    def _stamped_ahead(self, sender: int, bucket: int, m: Message) -> bool:
+        """Whether `m` appends an entry stamped more than `stamp_ahead_max_ms` past this
+        node's clock; then `sender` is shunned. Its entries would commit with its
+        clock as the bucket's, expiring every honest envelope and lease early, so a
+        quorum with sane clocks refuses them, stops hearing that leader and elects
+        another (a leader hears no quorum and steps down: CheckQuorum)."""
+        if m.type != MsgType.APP or not m.entries or not self.stamp_ahead_max_ms:
+            return False
+        stamps = [t for t in (entry_stamp(e.data) for e in m.entries if e.data)
+                  if t is not None]
+        if not stamps:
+            return False
+        ahead = max(stamps) - self.clock_ms()
+        if ahead <= self.stamp_ahead_max_ms:
+            return False
+        self.shunned[sender] = self.now_tick + SHUN_TICKS
+        self.stats["appends_stamped_ahead"] += 1
+        log.warning("node %d leads bucket %d with entries stamped %d ms ahead of this "
+                    "node's clock (at most %d): not following it for %d s. One of the "
+                    "two clocks is wrong; fix it (NTP)", sender, bucket, ahead,
+                    self.stamp_ahead_max_ms, SHUN_TICKS * TICK_MS // 1000)
+        return True
 
     # -- the loop --
 

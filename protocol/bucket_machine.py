@@ -498,6 +498,18 @@ def batch_digest(batch: EffectBatch) -> bytes:
     return hashlib.sha256(BATCH_DOMAIN + encode_body(batch)).digest()
 
 
+def entry_stamp(data: bytes) -> int | None:
+    """The leader's stamp (`ts`) of a Raft entry's data, or None for an entry without
+    one (the empty entry a new leader appends, bytes this module would not apply). For
+    the shell's admission check, before the entry is in the log: it judges nothing."""
+    try:
+        value = cbor.decode(data, ENTRY_LIMITS)
+    except RemoteProtocolError:
+        return None
+    ts = value.get("ts") if isinstance(value, dict) else None
+    return ts if isinstance(ts, int) and not isinstance(ts, bool) else None
+
+
 def decode_command(bucket: int, data: bytes) -> Command:
     """A command from another node (strict); raises RemoteProtocolError."""
     value = cbor.decode(data, ENTRY_LIMITS)

@@ -85,6 +85,9 @@ DEFAULT_PARAMS: dict[str, int] = {
     # A stretch of bucket time this long with no entry is an outage (no leader, or a
     # partition): running leases and heartbeat deadlines are moved out by it.
     "outage_gap_ms": 10_000,
+    # A replica refuses a Raft entry stamped further ahead of its own clock than this,
+    # and stops following the leader that sent it (docs/RAFT.md, "Stamps").
+    "stamp_ahead_max_ms": 5_000,
     "k_result_default": 3,
     # Approving ATTEST_PLANs a winning bid's plan patch needs (0: it joins the plan
     # once decided), for a NEED that names none.
@@ -190,6 +193,7 @@ def _check_consistency(value: Mapping[str, Any]) -> None:
     if params["lease_ttl_max_ms"] < params["lease_ttl_min_ms"]:
         raise SchemaError("params.lease_ttl_max_ms", "must be at least lease_ttl_min_ms")
     for name in ("heartbeat_misses_max", "tick_interval_ms", "outage_gap_ms",
+                 "stamp_ahead_max_ms",
                  "bid_window_ms", "claim_window_ms", "attest_window_ms"):
         if params[name] < 1:
             raise SchemaError(f"params.{name}", "must be >= 1")

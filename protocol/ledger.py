@@ -849,7 +849,7 @@ class BucketLedger:
             elif isinstance(body, Draw):
                 self._settle(self.tasks.draw(body.need, body.committee, entry.ts_ms,
                                              commit_index=body.commit_index,
-                                             rule=body.rule), tx)
+                                             rule=body.rule, index=entry.index), tx)
             elif isinstance(body, TaskStep):
                 self._validate_task(body, entry.ts_ms)
                 self._decide(body.op_id, body.expires_ms, tx)

@@ -148,6 +148,10 @@ class Task:
     pay_ms: int = 0
     paid: bool = False
     ended_ms: int = 0  # CANCELLED or paid: forgotten `task_retention_ms` after this
+    # (entry index, state entered) for every change of state, oldest first: where the
+    # bucket's certified chain holds each transition. At most about six entries a
+    # reopen, and reopens are bounded (`task_reopens_max`).
+    history: tuple[tuple[int, str], ...] = ()
 
     def due_ms(self, grace_ms: int) -> int | None:
         """When this task's next timer fires, if it has one."""
@@ -264,6 +268,7 @@ class TaskBook:
         self.params = dict(params)
         self.tasks: dict[Cid, Task] = {}
         self.clock_ms = 0
+        self._entry = 0  # the index of the entry being applied (each step sets it)
         self._timers: list[tuple[int, bytes]] = []  # (due, need raw), lazily deleted
         self._ends: list[tuple[int, bytes]] = []  # (ended, need raw), lazily deleted
         # One journal per open transaction (innermost last): what each task held before.
@@ -292,6 +297,7 @@ class TaskBook:
         """Register a funded NEED and open its auction. Funding is infallible (the
         poster's bucket already took the budget): a NEED already known here, or terms
         this bucket cannot run, get the budget refunded instead."""
+        self._entry = index
         step = Step()
         p = self.params
         problem = ""
@@ -324,6 +330,7 @@ class TaskBook:
             raise _refuse("not_task_verb", "kind", f"{env.kind} is not a lifecycle verb "
                                                    f"({', '.join(TASK_VERBS)})")
         need = need_of(env)
+        self._entry = index
         with self._atomic():
             match env.kind:
                 case "PROPOSE":
@@ -340,11 +347,12 @@ class TaskBook:
                     return self._attest(env, need, index, ts_ms)
 
     def draw(self, need: Cid, committee: Iterable[bytes], ts_ms: int, *,
-             commit_index: int, rule: str = "caps") -> Step:
+             commit_index: int, rule: str = "caps", index: int = 0) -> Step:
         """Seat the committee drawn for the result committed at `commit_index` (the
         caller drew it from the verifier pool, seeded by the certificate of that COMMIT
-        entry; `rule` says how the caps were met). An empty committee (the pool cannot
-        fill one) cancels the task and refunds the poster."""
+        entry; `rule` says how the caps were met) in the entry `index`. An empty
+        committee (the pool cannot fill one) cancels the task and refunds the poster."""
+        self._entry = index
         task = self._task(need)
         if task.state != COMMITTED or task.commit is None or task.commit.committee:
             raise _refuse("wrong_state", "need", f"task is {task.state}, not awaiting "
@@ -384,6 +392,7 @@ class TaskBook:
         party gets back the time it had left when the bucket last heard anything. A
         quiet bucket whose leader ticks at the deadline has no such gap."""
         step = Step()
+        self._entry = index
         with self._atomic():
             first = self.next_due_ms()
             gap = ts_ms - self.clock_ms
@@ -785,6 +794,9 @@ class TaskBook:
 
     def _put(self, task: Task) -> None:
         need = task.terms.need
+        old = self.tasks.get(need)
+        if old is None or old.state != task.state:
+            task = replace(task, history=(*task.history, (self._entry, task.state)))
         self._save(need)
         self.tasks[need] = task
         self._push(task)
@@ -811,7 +823,7 @@ def task_value(t: Task) -> dict[str, Any]:
                   list(b.capabilities), b.ballot, b.reputation_bp, b.round, b.index]
                  for b in t.bids],
         "best": [[a, c] for a, c in t.best], "ballots": list(t.ballots),
-        "excluded": list(t.excluded),
+        "excluded": list(t.excluded), "hist": [[i, st] for i, st in t.history],
     }
     if t.decision is not None:
         d = t.decision
@@ -851,7 +863,7 @@ def task_from_value(v: Any) -> Task:
                   for p, b, pid, c, e, cp, bal, r, rd, i in v["bids"]),
             tuple((a, c) for a, c in v["best"]), tuple(v["ballots"]), tuple(v["excluded"]),
             v["reopens"], decision, v["claim_by"], lease, commit, v["finalize"], v["pay"],
-            v["paid"], v["ended"])
+            v["paid"], v["ended"], tuple((i, st) for i, st in v.get("hist", ())))
     except (KeyError, TypeError, ValueError) as exc:
         raise DecodeError("tasks", f"not a task: {exc}") from None
     if task.state not in STATES or cbor.encode(task_value(task)) != cbor.encode(v):

@@ -75,7 +75,7 @@ def raft_sim_cmd(
              "partitions", "worker_crashes", "silent", "envelopes") if market else
             ("steps", "decided", "certified", "elections", "crashes", "crashes_in_round",
              "partitions", "breaks", "takeovers", "transfers", "garbage", "frames",
-             "dropped") if shell else
+             "dropped", "clocks_far_ahead", "stamps_refused") if shell else
             ("steps", "decided", "elections", "crashes", "partitions", "conf_changes",
              "transfers", "snapshots_sent", "messages", "dropped"))
     run: Callable[[int], Any] = (market_sim.run_market_seed if market

@@ -16,8 +16,10 @@ transport delivers; one profile also reorders and duplicates), partitions that h
 (stalled links: no one is told, beats stop), crashes like kill -9 between rounds or
 inside one (while sending the early messages, before the write: the round's writes are
 lost; or while sending after it) with the disk kept and the store reopened on restart,
-clock skew (nodes tick every 1, 2 or 3 steps, and each boot starts its entry clock up
-to 3 s off, so timestamps also go backwards across restarts), and garbage frames.
+clock skew (nodes tick every 1, 2 or 3 steps; each boot's entry clock runs at the true
+rate but up to 3 s off, so timestamps also go backwards across restarts, and leaders
+more than the genesis' `stamp_ahead_max_ms` ahead of a follower get shunned), and
+garbage frames.
 Time is virtual: the simulation calls `tick()`, `receive()` and `process_ready()`
 itself; there is no trio run loop and no wall clock.
 
@@ -77,6 +79,8 @@ from .simkit import (
 ATTEMPT_TICKS = int(ATTEMPT_TIMEOUT_S * 1000 / TICK_MS)
 FAILURE_TICKS = int(FAILURE_BACKOFF_S * 1000 / TICK_MS)
 CLIENT_TIMEOUT_TICKS = 15_000 // TICK_MS  # try_decide's default timeout_s
+FAR_AHEAD_P = 0.1  # a boot's clock is FAR_AHEAD_MS ahead with this chance
+FAR_AHEAD_MS = 20_000
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,9 @@ class SimNode:
     mr: MultiRaft | None = None
     store: RaftStore | None = None
     boots: int = 0
-    clock_base: int = 0
+    clock_base: int = 0  # the entry clock at `booted_at`
+    booted_at: int = 0  # the step of its last boot
+    far_ahead: bool = False  # this boot's clock is FAR_AHEAD_MS ahead
     crash_armed: bool = False
     heard: set[bytes] = field(default_factory=set)  # certified DECIDEs that reached it
     checked: dict[int, int] = field(default_factory=dict)  # bucket -> applied index checked
@@ -177,6 +183,8 @@ class ShellSimResult:
     answers_local: int
     client_timeouts: int
     sigs_shared: int
+    clocks_far_ahead: int  # boots whose clock was FAR_AHEAD_MS ahead
+    stamps_refused: int  # appends refused as stamped too far ahead (their leader shunned)
     digest: str  # over every decision: two runs of a seed must agree on it
 
 
@@ -215,7 +223,7 @@ class ShellSim:
         self.stats: dict[str, int] = {k: 0 for k in (
             "crashes", "crashes_in_round", "partitions", "frames", "dropped", "breaks",
             "snapshots", "snapshots_failed", "garbage", "answers_remote", "answers_local",
-            "client_timeouts", "client_errors")}
+            "client_timeouts", "client_errors", "clocks_far_ahead")}
         self.shell_stats: dict[str, int] = {}
         for n in self.nodes.values():
             self._boot(n)
@@ -236,9 +244,19 @@ class ShellSim:
     def _boot(self, n: SimNode) -> None:
         n.store = RaftStore(n.path)
         n.boots += 1
-        # Each boot's clock starts up to 3 s off the true time, and runs at the node's
-        # tick rate: entry timestamps are skewed and may go backwards across a restart.
+        # Each boot's clock is up to 3 s off the true time (real clocks drift apart by
+        # far less than the node tick rates do): entry timestamps are skewed and may go
+        # backwards across a restart.
         n.clock_base = self.now * TICK_MS + self.rng.randint(-3000, 3000)
+        n.booted_at = self.now
+        # Now and then a boot's clock is far ahead (a bad NTP step): its entries are
+        # refused and the node shunned while it leads. Its own generator, so the rest
+        # of the schedule is what the seed always gave.
+        n.far_ahead = not self.healing and random.Random(
+            f"{self.cfg.seed}/clock/{n.id}/{n.boots}").random() < FAR_AHEAD_P
+        if n.far_ahead:
+            n.clock_base += FAR_AHEAD_MS
+            self.stats["clocks_far_ahead"] += 1
         n.checked = {}
         n.sending = set()
         n.crash_armed = False
@@ -257,7 +275,7 @@ class ShellSim:
 
     def _clock(self, n: SimNode) -> Callable[[], int]:
         def clock_ms() -> int:
-            return n.clock_base + (n.mr.now_tick if n.mr is not None else 0) * TICK_MS
+            return n.clock_base + (self.now - n.booted_at) * TICK_MS
         return clock_ms
 
     def _crash(self, n: SimNode) -> None:
@@ -655,7 +673,9 @@ class ShellSim:
             answers_remote=self.stats["answers_remote"],
             answers_local=self.stats["answers_local"],
             client_timeouts=self.stats["client_timeouts"],
-            sigs_shared=stats.get("sigs_shared", 0), digest=self._digest())
+            sigs_shared=stats.get("sigs_shared", 0),
+            clocks_far_ahead=self.stats["clocks_far_ahead"],
+            stamps_refused=stats.get("appends_stamped_ahead", 0), digest=self._digest())
 
     def _heal(self) -> None:
         """No more faults: every node up, the network whole and lossless. Every NEED
@@ -665,6 +685,9 @@ class ShellSim:
         for n in self.nodes.values():
             if n.mr is None:
                 self._boot(n)
+            elif n.far_ahead:  # its operator fixes the clock
+                n.clock_base -= FAR_AHEAD_MS
+                n.far_ahead = False
         if not heal_steps(self.step, self._settled, self._retry, self.cfg.heal_steps,
                           retry_every=50, retry_at=0):
             raise Violation(f"liveness: after healing for {self.cfg.heal_steps} steps: "

@@ -170,6 +170,14 @@ def test_a_task_goes_from_post_to_payout(net: Path) -> None:
     assert paid == {poster_account: 2_000_000, cheap_account: 2_000_000,
                     committee[0]: 333_334, committee[1]: 333_333,
                     committee[2]: 333_333}, paid
+    # Every state the task entered names its chain entry and, once a quorum signed it,
+    # that entry's certificate (a read replica holds them too).
+    certified = until("every transition certified at the watcher", lambda: (
+        (t := task_on(watcher, need)) is not None
+        and all(x["certificate"] for x in t["transitions"]) and t["transitions"]))
+    assert [x["state"] for x in certified] == [
+        "OPEN", "DECIDED", "CLAIMED", "COMMITTED", "ATTESTED", "FINALIZED"]
+    assert all(len(x["certificate"]["sigs"]) >= 2 for x in certified)
     shown = {(p["account"], p["kind"]): p["amount"] for p in task_on(watcher, need)["payouts"]}
     assert shown[(cheap_account, "payout")] == 2_000_000
     assert shown[(poster_account, "refund")] == 2_000_000

@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from swarm.node.multiraft import MultiRaft
+from swarm.node.raft_kinds import DecideError
 from swarm.node.raftstore import RaftStore
 from swarm.protocol import certificate, genesis
 from swarm.protocol.buckets import bucket_of
@@ -377,3 +378,34 @@ async def test_certified_decisions_travel_to_the_announcer(
     assert (a.need_id, a.proposal_id, a.index) == (d.need_id, d.proposal_id, d.index)
     c.nodes[2].peer_lost(1)
     assert c.nodes[2].peers.announcer() == 2
+
+
+async def test_a_leader_stamping_far_ahead_is_shunned_and_replaced(
+        cluster: tuple[Cluster, trio.Nursery]) -> None:
+    """A leader whose clock jumped a minute ahead: its replicas refuse the entries it
+    stamps (they would expire every honest envelope and lease in the bucket), stop
+    following it, and elect another; the decision commits with a sane stamp and every
+    replica, the skewed one included, applies it."""
+    c, _ = cluster
+    with trio.fail_after(60):
+        warm = await c.nodes[1].try_decide(TryDecide(need(60), b"w"))
+    bucket = warm.bucket
+    skewed = c.leader_of(bucket)
+    sane_clock = c.nodes[skewed].clock_ms
+    c.nodes[skewed].clock_ms = lambda: sane_clock() + 60_000
+    fresh = next(i for i in range(3000, 9000) if bucket_of(need(i), BUCKETS) == bucket)
+    other = next(n for n in c.placement.replicas(bucket) if n != skewed)
+    decision = None
+    with trio.fail_after(120):
+        while decision is None:  # the first attempts go to the skewed leader
+            try:
+                decision = await c.nodes[other].try_decide(TryDecide(need(fresh), b"sane"),
+                                                           timeout_s=10)
+            except DecideError:
+                await trio.sleep(0.2)
+        for n in c.placement.replicas(bucket):
+            while c.nodes[n].local_decision(need(fresh)) != decision:
+                await trio.sleep(0.05)
+    assert decision.ts_ms < sane_clock() + 5_000  # not the skewed clock's stamp
+    followers = [n for n in c.placement.replicas(bucket) if n != skewed]
+    assert sum(c.nodes[n].stats["appends_stamped_ahead"] for n in followers) >= 1

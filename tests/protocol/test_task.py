@@ -370,6 +370,11 @@ def test_the_committee_attests_once_each_then_finalize_and_pay_once() -> None:
                         (POSTER.public_key, "refund"): 610}
     b.at(b.ts + 10 * 5_000)
     assert sum(p.amount for s in b.steps for p in s.payments) == 1_000  # paid once
+    # Every state the task entered, with the entry that moved it (its certificate's).
+    states = [st for _, st in b.task.history]
+    assert states == [OPEN, DECIDED, CLAIMED, COMMITTED, ATTESTED, FINALIZED]
+    indexes = [i for i, _ in b.task.history]
+    assert indexes == sorted(indexes) and len(set(indexes)) == len(indexes)
 
 
 def test_the_worker_and_poster_never_sit_on_the_committee() -> None:

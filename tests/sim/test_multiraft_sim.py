@@ -40,10 +40,11 @@ def test_faults_really_happen() -> None:
     rounds too), partitions come and go, connections break, leaders change, dead
     leaders' buckets are taken over, leadership is balanced by transfer, followers
     catch up by snapshot, DECIDEs are answered both by forwarding and locally, replicas
-    share signatures the leader did not announce, and garbage frames arrive."""
+    share signatures the leader did not announce, garbage frames arrive, and clocks
+    far ahead get their entries refused and their nodes shunned."""
     keys = ("crashes", "crashes_in_round", "partitions", "breaks", "dropped", "takeovers",
             "transfers", "snapshots", "answers_remote", "answers_local", "garbage",
-            "sigs_shared")
+            "sigs_shared", "clocks_far_ahead", "stamps_refused")
     results = [run_seed(seed) for seed in range(10)]
     counts = totals(results, keys)
     assert all(v > 0 for v in counts.values()), counts
