@@ -1,8 +1,8 @@
 """CAN Swarm: the `swarm` import namespace.
 
 The repository keeps one folder per layer at its top (`protocol/`, `node/`, `cli/`,
-`policy_wasm/`, `testnet/`); packaging installs each as `swarm.<folder>`.
-Dependencies point one way: cli -> node -> protocol.
+`policy_wasm/`, `testnet/`, `agent/`); packaging installs each as `swarm.<folder>`.
+Dependencies point one way: cli -> node -> protocol; agent -> node's client helpers.
 """
 
 __version__ = "0.1.0"

@@ -1,0 +1,81 @@
+"""The agent SDK against real nodes, and the example agent doing a task end to end.
+
+Goal: a program written with `swarm.agent` reaches a node through its home directory,
+acts with the node's account, follows the task events without polling, gets refusals
+as `Refused` naming the rule, and the example agent earns its pay: on three in-process
+nodes (real libp2p, Raft, ledger, HTTP), node0 posts "count words: ..." and the example
+agents of node1 and node2 bid; the winner claims, counts, stores the count as evidence
+and commits it; the other, drawn into the committee, fetches the evidence from the
+winner's node, counts again and attests; the task finalizes and pays the worker its
+bid and the verifier the bounty. Backoff waits are bounded, spread and reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from swarm.agent import Agent, Backoff, Refused
+from swarm.agent.example import WordCounter, count_words
+from swarm.testnet.inproc import wait_for
+
+MARKET_PARAMS = {"min_verifier_stake": 1, "challenge_window_ms": 2_000,
+                 "escrow_hold_factor": 1, "reputation_decay_weekly_bp": 0}
+U = 1_000_000
+
+
+def test_backoff_is_full_jitter_bounded_and_reproducible() -> None:
+    a, b = Backoff(b"agent-a", base_ms=100, cap_ms=1_000), Backoff(b"agent-b", 100, 1_000)
+    for attempt in range(12):
+        ceiling = min(1_000, 100 << attempt)
+        waits = [a.delay_ms(f"need-{k}", attempt) for k in range(50)]
+        assert all(0 <= w <= ceiling for w in waits)
+        assert waits == [a.delay_ms(f"need-{k}", attempt) for k in range(50)]
+    spread = [a.delay_ms("n", 5) for _ in range(3)] + [b.delay_ms("n", 5)]
+    assert spread[0] == spread[1] == spread[2] and len(set(spread)) == 2, spread
+    assert count_words("count words: the quick  brown fox") == b"4\n"
+    assert count_words("something else") is None
+
+
+async def test_the_example_agent_works_and_verifies_to_payout(swarmlet: Any) -> None:
+    s = await swarmlet(3, params=MARKET_PARAMS)
+    homes = [s.nodes[i].settings.home for i in range(3)]
+    async with Agent.open(homes[0]) as poster, Agent.open(homes[1]) as one, \
+            Agent.open(homes[2]) as two, trio.open_nursery() as nursery:
+        assert poster.account == s.nodes[0].identity.public_key.hex()
+        counters = [WordCounter(one), WordCounter(two)]
+        for c in counters:
+            nursery.start_soon(c.run)
+        before = {a.account: await a.balance() for a in (one, two)}
+        with trio.fail_after(120):
+            need = await poster.post("4", bounty="1", window_ms=1_500, k_result=1,
+                                     title="count words: the quick brown fox")
+            await wait_for(lambda: s.nodes[0].market.task_named(need) is not None,
+                           "the task open at the poster's node")
+            with pytest.raises(Refused) as refused:
+                await poster.bid(need, "1")
+            assert refused.value.code == "own_need"
+            await wait_for(lambda: (s.nodes[0].market.task_named(need) is not None
+                                    and s.nodes[0].market.task_named(need).paid),  # type: ignore[union-attr]
+                           "the task to be paid", timeout_s=110)
+            task = await poster.task(need)
+            # The result, fetched by node0 from the worker's node, every block checked.
+            assert await poster.get_evidence(task["commit"]["result"]) == b"4\n"
+            worker = task["winner"]
+            verifier = next(a for a in (one.account, two.account) if a != worker)
+            paid = {p["account"]: p["amount"] for p in task["payouts"]
+                    if p["kind"] != "refund"}
+            assert paid == {worker: 1_500_000, verifier: 1_000_000}, task["payouts"]
+            agents = {one.account: one, two.account: two}
+            for account, amount in paid.items():  # credits reach other buckets as effects
+                while await agents[account].balance() != before[account] + amount:
+                    await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+    assert task["state"] == "FINALIZED" and task["paid"]
+    assert task["commit"]["committee"] == [verifier]
+    assert task["commit"]["verdicts"] == [{"member": verifier, "valid": True}]
+    done = {c.agent.account: c.done for c in counters}
+    assert done[worker]["commits"] == 1 and done[verifier]["attests"] == 1
+    assert done[worker]["bids"] == 1 and done[verifier]["bids"] == 1
