@@ -27,7 +27,7 @@ lint: install
 TYPECHECK_TREE := build/typecheck/swarm
 typecheck: install
 	@mkdir -p $(TYPECHECK_TREE)
-	@for d in protocol node cli policy_wasm testnet agent; do ln -sfn ../../../$$d $(TYPECHECK_TREE)/$$d; done
+	@for d in protocol node cli policy_wasm testnet agent jobs; do ln -sfn ../../../$$d $(TYPECHECK_TREE)/$$d; done
 	@ln -sfn ../../../swarm/__init__.py $(TYPECHECK_TREE)/__init__.py
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p swarm
 

@@ -1,25 +1,23 @@
-"""An example agent: it counts words for pay, and checks others' counts.
+"""An example agent: it runs WebAssembly jobs for pay, and checks others' results.
 
-Its job is a NEED titled "count words: <text>"; the result is the number of words in
-<text> as decimal digits and a newline, stored as evidence. Following its node's task
-events, the agent
+A job is a module stored as evidence, named by its CID; a NEED that names a `job` and an
+`input` asks for the job's output on that input (docs/JOBS.md). Following its node's
+task events, the agent
 
-* bids on every such task it did not post, asking `price` of what the budget leaves
-  after the verify bounty; after losing a task it waits a `Backoff` before bidding on
-  that task again (when the task reopens);
-* works the tasks it wins: claims, heartbeats, counts, stores the result as evidence
-  and commits its CID;
-* verifies when drawn into a committee: fetches the committed evidence (from the
-  worker's node, by bitswap, through its own node), counts again and attests.
+* bids on every task that names a job and that it did not post, asking `price` of what
+  the budget leaves after the verify bounty; after losing a task it waits a `Backoff`
+  before bidding on that task again (when the task reopens);
+* works the tasks it wins: claims, heartbeats, has its node run the job (fetching the
+  module and the input from peers), and commits the output's CID;
+* verifies when drawn into a committee: runs the same job on the same input and attests
+  valid only if it gets the committed CID (a job's output is the same bytes
+  everywhere).
 
 Run it against a node of the testnet (it acts with that node's account):
 
     python -m swarm.agent.example --home .testnet/node1
 
-and post work for it from another node:
-
-    swarm-node task post --budget 2 --bounty 0.5 --window 5s \\
-        --title "count words: the quick brown fox" --home .testnet/node0
+and post work for it from another node (docs/AGENTS.md shows how).
 """
 
 from __future__ import annotations
@@ -39,19 +37,10 @@ from .sdk import Agent, AgentError, Backoff, Refused, TaskEvent, Unavailable
 
 log = logging.getLogger("swarm.agent.example")
 
-JOB_PREFIX = "count words: "
 RECONNECT_S = 1.0
-PLAN_WAIT_TRIES, PLAN_WAIT_S = 20, 0.25
 
 
-def count_words(title: str) -> bytes | None:
-    """The result of the job a NEED's title asks for, or None if it asks another."""
-    if not title.startswith(JOB_PREFIX):
-        return None
-    return b"%d\n" % len(title[len(JOB_PREFIX):].split())
-
-
-class WordCounter:
+class JobRunner:
     """The agent's roles over one `Agent`; `run` until cancelled."""
 
     def __init__(self, agent: Agent, *, price: float = 0.5, backoff: Backoff | None = None,
@@ -64,7 +53,6 @@ class WordCounter:
         self.lease_ms, self.heartbeat_ms = lease_ms, heartbeat_ms
         self.losses: Counter[str] = Counter()  # NEED -> auctions of it lost
         self.done: Counter[str] = Counter()  # what it did, for logs and tests
-        self.titles: dict[str, str] = {}
 
     async def run(self) -> None:
         """Follow the node's task events and act on them, resuming after a broken
@@ -103,25 +91,10 @@ class WordCounter:
             self.done["errors"] += 1
             log.warning("%s on %s failed: %s", getattr(action, "__name__", "?"), need, exc)
 
-    async def _title(self, need: str) -> str:
-        title = self.titles.get(need)
-        if title is None:  # the NEED reaches the plan by gossip, the task book by Raft
-            for _ in range(PLAN_WAIT_TRIES):
-                try:
-                    title = str((await self.agent.plan_task(need))["title"])
-                    break
-                except AgentError:
-                    await trio.sleep(PLAN_WAIT_S)
-            else:
-                raise AgentError(f"{need} has not reached this node's plan")
-            self.titles[need] = title
-        return title
-
     async def bid(self, need: str) -> None:
         task = await self.agent.task(need)
-        if task["poster"] == self.agent.account or task["state"] != "OPEN":
-            return
-        if count_words(await self._title(need)) is None:
+        if task["poster"] == self.agent.account or task["state"] != "OPEN" \
+                or not task.get("job") or not task.get("input"):
             return
         if self.losses[need]:  # lost it before: let the others go first, at random
             await trio.sleep(self.backoff.delay_ms(need, self.losses[need]) / 1000)
@@ -132,13 +105,11 @@ class WordCounter:
         self.done["bids"] += 1
 
     async def work(self, need: str) -> None:
-        result = count_words(await self._title(need))
-        if result is None:
-            return
+        task = await self.agent.task(need)
         await self.agent.claim(need, ttl_ms=self.lease_ms, heartbeat_ms=self.heartbeat_ms)
-        await self.agent.heartbeat(need, progress=50)
-        cid = await self.agent.put_evidence(result)
-        await self.agent.commit(need, cid)
+        await self.agent.heartbeat(need, progress=10)
+        ran = await self.agent.run_job(task["job"], task["input"])
+        await self.agent.commit(need, ran["output"])
         self.done["commits"] += 1
 
     async def verify(self, need: str) -> None:
@@ -148,20 +119,23 @@ class WordCounter:
             return
         if any(v["member"] == self.agent.account for v in commit.get("verdicts", ())):
             return
-        expected = count_words(await self._title(need))
-        got = await self.agent.get_evidence(commit["result"], max_bytes=64)
-        await self.agent.attest(need, valid=expected is not None and got == expected)
+        try:
+            again = (await self.agent.run_job(task["job"], task["input"]))["output"]
+        except AgentError as exc:  # the job fails here: the result cannot be right
+            log.info("re-running %s's job failed: %s", need, exc)
+            again = ""
+        await self.agent.attest(need, valid=again == commit["result"])
         self.done["attests"] += 1
 
 
 async def _main(home: Path, price: float) -> None:
     async with Agent.open(home) as agent:
-        log.info("counting words for account %s", agent.account)
-        await WordCounter(agent, price=price).run()
+        log.info("running jobs for account %s", agent.account)
+        await JobRunner(agent, price=price).run()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="The word-counting example agent.")
+    parser = argparse.ArgumentParser(description="The job-running example agent.")
     parser.add_argument("--home", type=Path, required=True, help="the node's home")
     parser.add_argument("--price", type=float, default=0.5,
                         help="the bid, as a fraction of what the budget leaves after "

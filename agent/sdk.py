@@ -31,6 +31,7 @@ from swarm.node.home import identity_proof, read_api, read_token
 NONCE_BYTES = 32
 TIMEOUT_S = 30.0  # a read's; a write waits for its outcome plus a margin
 EVIDENCE_READ_MAX = 16 * 1024 * 1024  # what `get_evidence` holds in memory at most
+JOB_TIMEOUT_S = 300.0  # fetching a job's module and input, and running it
 
 
 class AgentError(Exception):
@@ -166,14 +167,20 @@ class Agent:
     async def post(self, budget: str, *, task_class: str = "simple", title: str = "",
                    bounty: str = "0", window_ms: int | None = None,
                    k_result: int | None = None, capabilities: Sequence[str] = (),
+                   job: str | None = None, data: str | None = None,
                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> str:
-        """Post a NEED, its budget escrowed from our account; returns its id."""
+        """Post a NEED, its budget escrowed from our account; returns its id. `job`
+        names a WebAssembly job's module and `data` its input (evidence CIDs)."""
         body: dict[str, Any] = {"class": task_class, "budget": budget, "title": title,
                                 "verify_bounty": bounty, "capabilities": list(capabilities)}
         if window_ms is not None:
             body["bid_window_ms"] = window_ms
         if k_result is not None:
             body["k_result"] = k_result
+        if job is not None:
+            body["job"] = job
+        if data is not None:
+            body["input"] = data
         doc = await self._write("/tasks", body, timeout_s)
         return str(doc["need_id"])
 
@@ -235,6 +242,21 @@ class Agent:
         except httpx.HTTPError as exc:
             raise Unavailable(f"reading evidence {cid} from {self.url} failed ({exc})") \
                 from None
+
+    # -- jobs --
+
+    async def run_job(self, module: str, data: str) -> dict[str, Any]:
+        """Run the WebAssembly job `module` on the evidence `data` on the node (both
+        fetched from peers if need be); the output is stored there as evidence.
+        Answers `output` (its CID), `size` and `fuel`; AgentError if the job failed."""
+        return await self._call("POST", "/jobs/run", json={"module": module, "input": data},
+                                timeout=JOB_TIMEOUT_S)
+
+    async def builtin_jobs(self, *, publish: bool = False) -> dict[str, str]:
+        """The built-in jobs' module CIDs by name; with `publish`, stored on the node
+        as evidence first, so that peers can fetch them."""
+        doc = await self._call("POST" if publish else "GET", "/jobs/builtins")
+        return dict(doc["jobs"])
 
     # -- events --
 

@@ -32,6 +32,7 @@ from swarm.cli.common import (
     say,
 )
 from swarm.cli.evidence import evidence_app
+from swarm.cli.jobs import job_app
 from swarm.cli.ledger import VALIDITY_MS, ledger_app, pool_app, stake_app
 from swarm.cli.policy import policy_app
 from swarm.cli.raft import raft_app
@@ -90,6 +91,7 @@ app.add_typer(plan_app, name="plan")
 app.add_typer(log_app, name="log")
 app.add_typer(policy_app, name="policy")
 app.add_typer(evidence_app, name="evidence")
+app.add_typer(job_app, name="job")
 app.add_typer(raft_app, name="raft")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(stake_app, name="stake")

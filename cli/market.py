@@ -101,6 +101,10 @@ def post(
     k_plan: Annotated[int | None, typer.Option(
         "--k-plan", min=0, max=64, help="Approving ATTEST_PLANs the winning bid's plan "
                                         "patch needs (default: the swarm's).")] = None,
+    job: Annotated[str | None, typer.Option("--job", help="A WebAssembly job to run: its "
+                                                          "module's CID.")] = None,
+    data: Annotated[str | None, typer.Option("--input", help="The evidence CID the job "
+                                                             "runs on.")] = None,
     timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
@@ -114,6 +118,10 @@ def post(
         body["k_result"] = k_result
     if k_plan is not None:
         body["k_plan"] = k_plan
+    if job is not None:
+        body["job"] = job
+    if data is not None:
+        body["input"] = data
     doc = _post("/tasks", body, home, as_json, timeout_s)
     if as_json:
         emit_json(doc)

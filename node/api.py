@@ -35,6 +35,8 @@ from .decide_service import DecideService
 from .evidence_api import evidence_router
 from .evidence_store import EvidenceStore
 from .home import identity_proof
+from .job_api import job_router
+from .job_service import JobService
 from .ledger_api import ledger_router, write
 from .ledger_service import LedgerRefused, LedgerService
 from .market_api import market_router
@@ -63,6 +65,7 @@ class NodeControl(Protocol):
     decider: DecideService
     ledger: LedgerService
     market: MarketService
+    jobs: JobService
 
 
 class ConnectRequest(StrictBody):
@@ -239,6 +242,7 @@ def build_app(node: NodeControl, token: str, peer_id: str) -> ApiGuard:
     app.include_router(decide_router(lambda: node.decider, auth))
     app.include_router(ledger_router(lambda: node.ledger, auth))
     app.include_router(market_router(lambda: node.market, auth))
+    app.include_router(job_router(lambda: node.jobs, auth))
 
     @app.get("/debug/deliveries", dependencies=auth,
              description="This node's recent publishes and acceptances (envelope id, "

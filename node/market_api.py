@@ -48,6 +48,10 @@ class PostBody(StepBody):
     k_result: int | None = Field(default=None, ge=1, le=64)
     k_plan: int | None = Field(default=None, ge=0, le=64)
     capabilities: list[str] = Field(default_factory=list, max_length=32)
+    job: str | None = Field(default=None, max_length=CID_CHARS_MAX,
+                            description="The WebAssembly job to run: its module's CID.")
+    input: str | None = Field(default=None, max_length=CID_CHARS_MAX,
+                              description="The evidence the job runs on.")
 
 
 class BidBody(StepBody):
@@ -94,7 +98,8 @@ def market_router(service: Callable[[], MarketService], dependencies: list[Any])
         return await write(lambda: service().post(
             body.task_class, body.budget, title=body.title, verify_bounty=body.verify_bounty,
             bid_window_ms=body.bid_window_ms, k_result=body.k_result,
-            capabilities=body.capabilities, k_plan=body.k_plan, timeout_s=body.timeout_s))
+            capabilities=body.capabilities, k_plan=body.k_plan, job=body.job,
+            data=body.input, timeout_s=body.timeout_s))
 
     @router.get("/tasks")
     async def tasks(state: str | None = None) -> dict[str, Any]:

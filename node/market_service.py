@@ -90,6 +90,7 @@ class MarketService:
                    verify_bounty: str | int = 0, bid_window_ms: int | None = None,
                    k_result: int | None = None, capabilities: Sequence[str] = (),
                    k_plan: int | None = None, units: bool = False,
+                   job: str | None = None, data: str | None = None,
                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
         """Post a NEED and escrow its budget from this node's account. Amounts are
         credits as text, or integers in the smallest unit with `units`."""
@@ -105,6 +106,10 @@ class MarketService:
                 payload[name] = value
         if k_plan is not None:
             payload["k_plan"] = k_plan
+        if job:
+            payload["job"] = parse_cid(job, "job")
+        if data:
+            payload["input"] = parse_cid(data, "input")
         env = self._sign("NEED", payload)
         outcome = await self._submit(env, timeout_s)
         await self.gossip(env.wire)  # the plan's DAG; the task itself lives in its bucket

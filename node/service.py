@@ -63,6 +63,7 @@ from .home import (
     load_identity,
     write_atomic,
 )
+from .job_service import JobService
 from .ledger_service import LedgerService
 from .market_service import MarketService
 from .mdns import MdnsDiscovery
@@ -160,6 +161,8 @@ class Node:
                 decide_unknown_needs=self.settings.decide_unknown_needs)
             self.ledger = LedgerService(self.decider.raft, self.decider.store, self.genesis,
                                         self.identity.public_key, self.policy, self.sign)
+            self.jobs = JobService(self.evidence, dict(self.genesis.params),
+                                   lambda: getattr(self, "bitswap", None))
             self.market = MarketService(self.ledger, self.genesis, self.sign,
                                         self.submit_wire, self.metrics.registry,
                                         self.evidence)

@@ -534,7 +534,8 @@ def op_from_envelope(env: Envelope, params: Mapping[str, int]) -> Op | PoolOp | 
             return PostNeed(oid, Terms(env.id, who, p["budget"], p["class"],
                                        p.get("verify_bounty", 0), p.get("bid_window_ms", 0),
                                        p.get("k_result", params["k_result_default"]), caps,
-                                       p.get("k_plan", params["k_plan_default"])),
+                                       p.get("k_plan", params["k_plan_default"]),
+                                       p.get("job"), p.get("input")),
                             exp)
         case "TRANSFER":
             return Transfer(oid, who, p["to"], p["amount"], p.get("memo", ""), exp)

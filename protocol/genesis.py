@@ -104,6 +104,9 @@ DEFAULT_PARAMS: dict[str, int] = {
     # (`valid_until_ms`): the window of bucket time each bucket remembers decided
     # operation ids for (docs/LEDGER.md).
     "op_validity_ms_max": 3_600_000,
+    # What one run of a WebAssembly job may use (docs/JOBS.md).
+    "job_fuel_max": 2_000_000_000,
+    "job_memory_bytes_max": 256 * 1024 * 1024,
 }
 
 ACCOUNT = Bytes(32)
@@ -193,7 +196,7 @@ def _check_consistency(value: Mapping[str, Any]) -> None:
     if params["lease_ttl_max_ms"] < params["lease_ttl_min_ms"]:
         raise SchemaError("params.lease_ttl_max_ms", "must be at least lease_ttl_min_ms")
     for name in ("heartbeat_misses_max", "tick_interval_ms", "outage_gap_ms",
-                 "stamp_ahead_max_ms",
+                 "stamp_ahead_max_ms", "job_fuel_max", "job_memory_bytes_max",
                  "bid_window_ms", "claim_window_ms", "attest_window_ms"):
         if params[name] < 1:
             raise SchemaError(f"params.{name}", "must be >= 1")

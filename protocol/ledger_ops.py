@@ -388,7 +388,7 @@ _TERMS = obj({"need": Link(), "poster": _ACCOUNT, "budget": _AMOUNT,
               "k": Int(min=1, max=64)},
              {"caps": List(Text(max_bytes=64, min_bytes=1), max_items=32, min_items=1,
                            sorted_unique=True),
-              "kp": Int(min=1, max=64)})
+              "kp": Int(min=1, max=64), "job": Link(), "input": Link()})
 
 
 class _Wire(FieldType):
@@ -481,12 +481,17 @@ def _terms_value(t: Terms) -> dict[str, Any]:
         v["caps"] = list(t.capabilities)
     if t.k_plan:
         v["kp"] = t.k_plan
+    if t.job is not None:
+        v["job"] = t.job
+    if t.input is not None:
+        v["input"] = t.input
     return v
 
 
 def _terms_from(v: Mapping[str, Any]) -> Terms:
     return Terms(v["need"], v["poster"], v["budget"], v["class"], v["bounty"], v["window"],
-                 v["k"], tuple(v.get("caps", ())), v.get("kp", 0))
+                 v["k"], tuple(v.get("caps", ())), v.get("kp", 0), v.get("job"),
+                 v.get("input"))
 
 
 def body_value(body: Body) -> dict[str, Any]:

@@ -88,6 +88,8 @@ class Terms:
     k_result: int
     capabilities: tuple[str, ...] = ()
     k_plan: int = 0  # approving ATTEST_PLANs the winning patch needs (docs/MARKET.md)
+    job: Cid | None = None  # the WebAssembly module to run (its CID), if the NEED names one
+    input: Cid | None = None  # the evidence it runs on
 
 
 @dataclass(frozen=True, slots=True)
@@ -815,7 +817,7 @@ def task_value(t: Task) -> dict[str, Any]:
     v: dict[str, Any] = {
         "terms": [t.terms.need, t.terms.poster, t.terms.budget, t.terms.task_class,
                   t.terms.verify_bounty, t.terms.bid_window_ms, t.terms.k_result,
-                  list(t.terms.capabilities)] + ([t.terms.k_plan] if t.terms.k_plan else []),
+                  list(t.terms.capabilities), *_terms_extra(t.terms)],
         "state": t.state, "created": t.created_ms, "epoch": t.epoch, "round": t.round,
         "close": t.close_ms, "reopens": t.reopens, "claim_by": t.claim_by_ms,
         "finalize": t.finalize_ms, "pay": t.pay_ms, "paid": t.paid, "ended": t.ended_ms,
@@ -839,14 +841,28 @@ def task_value(t: Task) -> dict[str, Any]:
     return v
 
 
+def _terms_extra(t: Terms) -> list[dict[str, Any]]:
+    """The terms' optional parts, as one map after the fixed ones (absent when none)."""
+    extra: dict[str, Any] = {}
+    if t.k_plan:
+        extra["kp"] = t.k_plan
+    if t.job is not None:
+        extra["job"] = t.job
+    if t.input is not None:
+        extra["input"] = t.input
+    return [extra] if extra else []
+
+
 def task_from_value(v: Any) -> Task:
     """The inverse of `task_value`; raises DecodeError for anything else."""
     try:
         need, poster, budget, cls, bounty, window, k, caps, *rest = v["terms"]
-        if len(rest) > 1 or rest == [0]:
-            raise ValueError("terms: one k_plan at most, absent when 0")
+        extra = rest[0] if rest else {}
+        if len(rest) > 1 or not isinstance(extra, dict) or (rest and not extra) or \
+                not set(extra) <= {"kp", "job", "input"}:
+            raise ValueError("terms: at most one map of k_plan, job and input")
         terms = Terms(need, poster, budget, cls, bounty, window, k, tuple(caps),
-                      *rest)
+                      extra.get("kp", 0), extra.get("job"), extra.get("input"))
         decision = None
         if "decision" in v:
             ep, prop, winner, cost, idx, ts, memo = v["decision"]
@@ -924,6 +940,8 @@ def task_json(t: Task, *, brief: bool = False) -> dict[str, Any]:
     out.update({
         "verify_bounty": t.terms.verify_bounty, "k_result": t.terms.k_result,
         "k_plan": t.terms.k_plan,
+        "job": str(t.terms.job) if t.terms.job else None,
+        "input": str(t.terms.input) if t.terms.input else None,
         "capabilities": list(t.terms.capabilities), "round": t.round,
         "close_ms": t.close_ms if t.state == OPEN else None, "reopens": t.reopens,
         "excluded": [x.hex() for x in t.excluded],

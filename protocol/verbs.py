@@ -119,6 +119,8 @@ PAYLOADS: Mapping[str, Obj] = {
             # Part of the budget, shared by the committee that accepts the result;
             # within the class's bounty cap.
             "verify_bounty": AMOUNT_OR_ZERO,
+            # The WebAssembly job to run on `input`: its module's CID (docs/JOBS.md).
+            "job": Link(),
         },
     ),
     "PROPOSE": obj(

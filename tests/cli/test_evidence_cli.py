@@ -5,7 +5,8 @@ neither) and prints what testdata/unixfs_vectors.json says Kubo prints, and noth
 on stdout. Then one real `swarm-node` process (`swarm-testnet up -n 1`) serves the rest,
 driven by the installed console script as a user would: what `add` stores, `get` gives
 back byte for byte, a file over the proof limit is refused, and after `unpin` + `gc`
-the object is gone while another pinned one stays.
+the object is gone while another pinned one stays; the node runs the built-in wordcount
+job on a stored text through `swarm-node job`.
 """
 
 from __future__ import annotations
@@ -141,6 +142,19 @@ def test_evidence_through_a_running_node(home: str, tmp_path: Path) -> None:
     assert not (tmp_path / "gone").exists()
     assert cli("evidence", "get", kept.stdout.decode().strip(), "--home", home).stdout \
         == b"hello world\n"
+
+    # A WebAssembly job on that evidence: the built-in wordcount, run by the node.
+    jobs = json.loads(cli("job", "builtins", "--publish", "--json", "--home", home).stdout)
+    wordcount = jobs["jobs"]["wordcount"]
+    text = kept.stdout.decode().strip()
+    ran = json.loads(cli("job", "run", wordcount, text, "--json", "--home", home).stdout)
+    assert ran["size"] == 2 and ran["fuel"] > 0
+    assert cli("evidence", "get", ran["output"], "--home", home).stdout == b"2\n"
+    again = json.loads(cli("job", "run", wordcount, text, "--json", "--home", home).stdout)
+    assert again["output"] == ran["output"]  # the same bytes, the same CID
+    bad = cli("job", "run", text, text, "--home", home)  # a text is no module
+    assert bad.returncode == 1 and b"does not compile" in bad.stderr
+    assert b"wordcount" in cli("job", "builtins", "--home", home).stdout
 
 
 @pytest.fixture

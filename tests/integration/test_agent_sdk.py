@@ -3,11 +3,13 @@
 Goal: a program written with `swarm.agent` reaches a node through its home directory,
 acts with the node's account, follows the task events without polling, gets refusals
 as `Refused` naming the rule, and the example agent earns its pay: on three in-process
-nodes (real libp2p, Raft, ledger, HTTP), node0 posts "count words: ..." and the example
-agents of node1 and node2 bid; the winner claims, counts, stores the count as evidence
-and commits it; the other, drawn into the committee, fetches the evidence from the
-winner's node, counts again and attests; the task finalizes and pays the worker its
-bid and the verifier the bounty. Backoff waits are bounded, spread and reproducible.
+nodes (real libp2p, Raft, ledger, HTTP), node0 publishes the built-in jobs and a text
+as evidence and posts a NEED to run the wordcount job on it; the example agents of
+node1 and node2 bid; the winner claims, has its node fetch the module and the input
+from node0 by bitswap and run the job, and commits the output's CID; the other, drawn
+into the committee, runs the job again, gets the same CID and attests; the task
+finalizes and pays the worker its bid and the verifier the bounty. Backoff waits are
+bounded, spread and reproducible.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 import pytest
 import trio
 
-from swarm.agent import Agent, Backoff, Refused
-from swarm.agent.example import WordCounter, count_words
+from swarm.agent import Agent, AgentError, Backoff, Refused
+from swarm.agent.example import JobRunner
 from swarm.testnet.inproc import wait_for
 
 MARKET_PARAMS = {"min_verifier_stake": 1, "challenge_window_ms": 2_000,
@@ -35,23 +37,25 @@ def test_backoff_is_full_jitter_bounded_and_reproducible() -> None:
         assert waits == [a.delay_ms(f"need-{k}", attempt) for k in range(50)]
     spread = [a.delay_ms("n", 5) for _ in range(3)] + [b.delay_ms("n", 5)]
     assert spread[0] == spread[1] == spread[2] and len(set(spread)) == 2, spread
-    assert count_words("count words: the quick  brown fox") == b"4\n"
-    assert count_words("something else") is None
 
 
 async def test_the_example_agent_works_and_verifies_to_payout(swarmlet: Any) -> None:
     s = await swarmlet(3, params=MARKET_PARAMS)
+    await s.connect_mesh()  # validators talk directly; bitswap asks connected peers
     homes = [s.nodes[i].settings.home for i in range(3)]
     async with Agent.open(homes[0]) as poster, Agent.open(homes[1]) as one, \
             Agent.open(homes[2]) as two, trio.open_nursery() as nursery:
         assert poster.account == s.nodes[0].identity.public_key.hex()
-        counters = [WordCounter(one), WordCounter(two)]
+        counters = [JobRunner(one), JobRunner(two)]
         for c in counters:
             nursery.start_soon(c.run)
         before = {a.account: await a.balance() for a in (one, two)}
         with trio.fail_after(120):
+            jobs = await poster.builtin_jobs(publish=True)
+            text = await poster.put_evidence(b"the quick  brown\tfox\n")
             need = await poster.post("4", bounty="1", window_ms=1_500, k_result=1,
-                                     title="count words: the quick brown fox")
+                                     title="count the words", job=jobs["wordcount"],
+                                     data=text)
             await wait_for(lambda: s.nodes[0].market.task_named(need) is not None,
                            "the task open at the poster's node")
             with pytest.raises(Refused) as refused:
@@ -68,6 +72,9 @@ async def test_the_example_agent_works_and_verifies_to_payout(swarmlet: Any) -> 
             paid = {p["account"]: p["amount"] for p in task["payouts"]
                     if p["kind"] != "refund"}
             assert paid == {worker: 1_500_000, verifier: 1_000_000}, task["payouts"]
+            with pytest.raises(AgentError) as bad:  # a text is no module
+                await poster.run_job(text, text)
+            assert bad.value.detail["code"] == "bad_module"
             agents = {one.account: one, two.account: two}
             for account, amount in paid.items():  # credits reach other buckets as effects
                 while await agents[account].balance() != before[account] + amount:

@@ -22,10 +22,12 @@ from swarm.protocol.task import (
     FINALIZED,
     OPEN,
     Step,
+    Task,
     TaskBook,
     TaskError,
     Terms,
     restore,
+    task_json,
 )
 
 SWARM = b"\x07" * 32
@@ -517,3 +519,30 @@ def test_transactions_nest_an_inner_refusal_undoes_only_itself() -> None:
         with pytest.raises(TaskError):
             book.submit(claim(CAROL), 100, b.ts)
     assert book.get(NEED).epoch == 1
+
+
+def test_terms_carry_their_optional_parts_through_effects_and_snapshots() -> None:
+    """k_plan, a job and its input go with the terms from the poster's bucket (its
+    PostNeed entry, then the Fund effect) into the task book and its snapshots."""
+    from swarm.protocol.ledger_ops import PostNeed, decode_body, encode_body
+
+    full = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, ("nlp",), 2,
+                 cid("module"), cid("input"))
+    bare = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3)
+    for terms in (full, bare):
+        posted = PostNeed(bytes(32), terms)
+        assert decode_body(encode_body(posted)) == posted
+        book = TaskBook(PARAMS)
+        book.fund(terms, 1, 0)
+        again = restore(book.params, cbor.decode(cbor.encode(book.state_value())),
+                        book.clock_ms)
+        assert again.tasks[NEED].terms == terms and again.root() == book.root()
+    shown = task_json(_funded(full))
+    assert (shown["job"], shown["input"], shown["k_plan"]) == (
+        str(cid("module")), str(cid("input")), 2)
+
+
+def _funded(terms: Terms) -> Task:
+    book = TaskBook(PARAMS)
+    book.fund(terms, 1, 0)
+    return book.tasks[NEED]

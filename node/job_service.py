@@ -1,0 +1,100 @@
+"""Running WebAssembly jobs in the node: what `POST /jobs/run` and `swarm-node job` do.
+
+Owns bringing a job's module and input here (from this node's evidence store, else from
+peers by bitswap, every block checked), running it in a worker thread under the
+genesis' `job_fuel_max` and `job_memory_bytes_max` (jobs/host.py), and storing the
+output as evidence, pinned: its CID is what a worker commits and what a verifier,
+re-running the same module on the same input, must get again. Also publishes the
+built-in jobs' modules as evidence, so that peers can fetch them by CID.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+from swarm.jobs import host
+from swarm.policy_wasm.host import module_cid
+from swarm.protocol.cid import Cid
+from swarm.protocol.errors import LocalProtocolError
+from swarm.protocol.unixfs import BlockMissing
+
+from .bitswap import Bitswap
+from .blockstore import Kind
+from .evidence_store import EvidenceStore, is_blocking
+
+FETCH_TIMEOUT_S = 60.0
+T = TypeVar("T")
+
+
+class JobService:
+    def __init__(self, store: EvidenceStore, params: dict[str, int],
+                 bitswap: Callable[[], Bitswap | None]) -> None:
+        self.store = store
+        self.fuel = int(params["job_fuel_max"])
+        self.memory_bytes_max = int(params["job_memory_bytes_max"])
+        self.bitswap = bitswap
+        self.runs = 0
+
+    async def run(self, module: str, data: str) -> dict[str, Any]:
+        """Run the job `module` (a CID) on the evidence `data` (a CID); store the
+        output as evidence. Raises JobError (the job failed) or LocalProtocolError."""
+        module_id = Cid.parse(module, "module")
+        input_id = Cid.parse(data, "input")
+        module_bytes = await self._bytes(module_id)
+        input_bytes = await self._bytes(input_id)
+        limit = self.store.limits[Kind.EVIDENCE]
+        result = await trio.to_thread.run_sync(functools.partial(
+            host.run, module_bytes, input_bytes, fuel=self.fuel,
+            memory_bytes_max=self.memory_bytes_max, output_bytes_max=limit))
+        output = await self._call(self._add, result.output)
+        self.runs += 1
+        return {"module": str(module_id), "input": str(input_id), "output": str(output),
+                "size": len(result.output), "fuel": result.fuel}
+
+    async def publish_builtins(self) -> dict[str, str]:
+        """Store and pin the built-in jobs' modules as evidence; name -> CID. Each is
+        added as one raw block, so its evidence CID is its module CID."""
+        out: dict[str, str] = {}
+        for name in host.BUILTIN:
+            data = host.builtin_module(name)
+            cid = module_cid(data)
+            await self._call(self.store.put_dag, cid, Kind.EVIDENCE, {cid: data}.get)
+            out[name] = str(cid)
+        return out
+
+    def _add(self, data: bytes) -> Cid:
+        session = self.store.begin_import(Kind.EVIDENCE, 1)
+        try:
+            session.feed(data)
+            return session.finish().root
+        finally:
+            session.close()
+
+    async def _bytes(self, cid: Cid) -> bytes:
+        """The whole object `cid`, from here or fetched from peers (every block checked,
+        within the evidence limit)."""
+        store = self.store
+        if await self._call(store.missing, cid) is not None:
+            bitswap = self.bitswap()
+            if bitswap is None:
+                raise BlockMissing(cid)
+            try:
+                with trio.fail_after(FETCH_TIMEOUT_S):
+                    await bitswap.fetch(cid, Kind.EVIDENCE)
+            except trio.TooSlowError:
+                raise LocalProtocolError("cid", f"no peer sent {cid} within "
+                                                f"{FETCH_TIMEOUT_S:g} s",
+                                         code="fetch_timeout") from None
+            if store is not bitswap.blockstore:  # evidence lives in a daemon: copy it
+                await self._call(store.put_dag, cid, Kind.EVIDENCE, bitswap.blockstore.get)
+        pieces = await self._call(lambda: list(store.read(cid, Kind.EVIDENCE)))
+        return b"".join(pieces)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if is_blocking(self.store):
+            return await trio.to_thread.run_sync(functools.partial(fn, *args))
+        return fn(*args)

@@ -1,0 +1,106 @@
+"""The built-in WebAssembly jobs and the job host's limits.
+
+Goal: each job computes what its source says, the same bytes for the same input (so a
+verifier re-running it gets the same output CID), and a module can only fail as a
+`JobError` naming why. Method: Hypothesis draws inputs and compares each job with a
+few lines of Python that say what it computes; hand-written modules break each rule of
+the ABI; the committed modules are rebuilt from source and compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import pytest
+import wasmtime
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarm.jobs import build, host
+from swarm.jobs.host import JobError
+
+
+def fnv1a64(data: bytes) -> bytes:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFF_FFFF_FFFF_FFFF
+    return b"%016x\n" % h
+
+
+def sorted_lines(data: bytes) -> bytes:
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return b"".join(line + b"\n" for line in sorted(lines))
+
+
+REFERENCE = {
+    "wordcount": lambda data: b"%d\n" % len(data.split()),
+    "checksum": fnv1a64,
+    "sortlines": sorted_lines,
+}
+texts = st.one_of(st.binary(max_size=600),
+                  st.lists(st.sampled_from([b"a", b"b", b"ab", b"", b" ", b"\t", b"zz y"]),
+                           max_size=60).map(b"\n".join))
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts)
+def test_every_builtin_job_computes_what_its_source_says(data: bytes) -> None:
+    for name in host.BUILTIN:
+        result = host.run(host.builtin_module(name), data)
+        assert result.output == REFERENCE[name](data), name
+        assert result.fuel > 0
+        assert host.run(host.builtin_module(name), data) == result  # same bytes, same fuel
+
+
+def test_the_committed_modules_are_built_from_their_sources() -> None:
+    for name in host.BUILTIN:
+        assert build.build_bytes(name) == host.builtin_module(name), name
+    assert build.main(["--check"]) == 0
+    assert set(host.builtin_cids()) == set(host.BUILTIN)
+
+
+def test_fuel_bounds_a_run() -> None:
+    data = b"\n".join(b"%d" % (1000 - i) for i in range(300))
+    with pytest.raises(JobError) as exc:
+        host.run(host.builtin_module("sortlines"), data, fuel=10_000)
+    assert exc.value.code == "out_of_fuel"
+    assert host.run(host.builtin_module("sortlines"), data).output == sorted_lines(data)
+
+
+def wat(body: str) -> bytes:
+    return bytes(wasmtime.wat2wasm(f"(module {body})"))
+
+
+ALLOC = '(func (export "alloc") (param i32) (result i32) (i32.const 1024))'
+
+
+@pytest.mark.parametrize(("module", "code"), [
+    (b"not wasm at all", "bad_module"),
+    (wat('(memory (export "memory") 1)'), "bad_module"),  # no alloc, no run
+    (wat('(import "env" "f" (func)) (memory (export "memory") 1)'), "bad_module"),
+    (wat(f'(memory (export "memory") 1) {ALLOC} '
+         '(func (export "run") (param i32 i32) (result i64) unreachable)'), "trap"),
+    (wat(f'(memory (export "memory") 1) {ALLOC} '
+         '(func (export "run") (param i32 i32) (result i64) (loop (br 0)) (i64.const 0))'),
+     "out_of_fuel"),
+    (wat(f'(memory (export "memory") 1) {ALLOC} '  # an output past the memory's end
+         '(func (export "run") (param i32 i32) (result i64) (i64.const 0x0000ffff00000010))'),
+     "bad_output"),
+    (wat('(memory (export "memory") 1) (func (export "alloc") (param i32) (result i32) '
+         '(if (i32.eq (memory.grow (i32.const 5000)) (i32.const -1)) (then unreachable)) '
+         '(i32.const 1024)) (func (export "run") (param i32 i32) (result i64) (i64.const 0))'),
+     "trap"),  # growing past the memory limit fails, and this module gives up
+])
+def test_a_module_fails_only_as_a_job_error_naming_why(module: bytes, code: str) -> None:
+    with pytest.raises(JobError) as exc:
+        host.run(module, b"input", fuel=1_000_000, memory_bytes_max=1024 * 1024)
+    assert exc.value.code == code, exc.value
+
+
+def test_the_output_limit_and_an_unknown_builtin() -> None:
+    with pytest.raises(JobError) as exc:
+        host.run(host.builtin_module("sortlines"), b"b\na\n" * 10, output_bytes_max=5)
+    assert exc.value.code == "bad_output"
+    with pytest.raises(JobError) as exc:
+        host.builtin_module("nope")
+    assert exc.value.code == "unknown_job"
