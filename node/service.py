@@ -164,7 +164,7 @@ class Node:
             self.jobs = JobService(self.evidence, dict(self.genesis.params),
                                    lambda: getattr(self, "bitswap", None))
             self.market = MarketService(self.ledger, self.genesis, self.sign,
-                                        self.submit_wire, self.metrics.registry,
+                                        self.gossip_wire, self.metrics.registry,
                                         self.evidence)
         except StoreError:
             self.blockstore.close()
@@ -480,6 +480,20 @@ class Node:
             return {"verdict": Verdict.ACCEPT.value, "code": "ok", "field": "",
                     "reason": "", "id": str(decoded.id), "kind": decoded.kind,
                     "lamport": decoded.lamport, "outcome": outcome}
+        if judged.verdict is not Verdict.ACCEPT:
+            self.metrics.envelopes.labels(judged.verdict.value, judged.reason).inc()
+            return _verdict_json(judged)
+        await self._commit_and_publish(decoded)
+        return {**_verdict_json(judged), "lamport": decoded.lamport}
+
+    async def gossip_wire(self, data: bytes) -> dict[str, Any]:
+        """Gossip an envelope its bucket already took (a NEED this node posted, a bid
+        with a patch), judged as gossip is: what `MarketService` publishes for the
+        plan's DAG. Answers the verdict."""
+        decoded = self.pipeline.decode(data)
+        if isinstance(decoded, Outcome):
+            return _verdict_json(decoded)
+        judged = self.pipeline.judge_envelope(decoded, self.wall_ms())
         if judged.verdict is not Verdict.ACCEPT:
             self.metrics.envelopes.labels(judged.verdict.value, judged.reason).inc()
             return _verdict_json(judged)

@@ -82,6 +82,34 @@ def bench_replay(n: int, progress: Callable[[str], None] | None = None) -> dict[
     return out
 
 
+def bench_jobs(size: int = 1 << 20, runs: int = 20) -> list[dict[str, Any]]:
+    """Each built-in WebAssembly job on `size` bytes of text (sortlines on a 64th of
+    it: an insertion sort), `runs` times: wall time per run and the fuel it burns."""
+    import random
+
+    from swarm.jobs import host
+
+    rng = random.Random(11)
+    words = [b"".join(bytes([rng.randrange(97, 123)]) for _ in range(rng.randint(1, 9)))
+             for _ in range(2_000)]
+    text = bytearray()
+    while len(text) < size:
+        text += rng.choice(words) + (b"\n" if rng.random() < 0.1 else b" ")
+    out = []
+    for name in host.BUILTIN:
+        data = bytes(text[: size // 64 if name == "sortlines" else size])
+        module = host.builtin_module(name)
+        host.run(module, data)  # compile once, outside the timing
+        ns, fuel = [], 0
+        for _ in range(runs):
+            t0 = time.perf_counter_ns()
+            fuel = host.run(module, data).fuel
+            ns.append(time.perf_counter_ns() - t0)
+        out.append({"job": name, "input_bytes": len(data), "fuel": fuel,
+                    "run": percentiles_us(ns)})
+    return out
+
+
 def figures(doc: dict[str, Any]) -> list[Figure]:
     """The rows of `swarm-testnet bench --markdown`."""
     env, plan = doc["envelope"], doc["plan"]
@@ -99,4 +127,7 @@ def figures(doc: dict[str, Any]) -> list[Figure]:
         for key, suffix in (("verify", ""), ("no_verify", ", without signature checks")):
             out.append(Figure(name + suffix, f"{r[key]['seconds']} s "
                                              f"({num(r[key]['envelopes_per_s'])} env/s)"))
+    for j in doc.get("jobs", ()):
+        out.append(Figure(f"job `{j['job']}` on {num(j['input_bytes'])} bytes of text",
+                          f"{pcts(j['run'], 'µs')}; {num(j['fuel'])} fuel"))
     return out

@@ -348,6 +348,8 @@ def bench_cmd(
             benchmarks.bench_replay(size, lambda m: bar.update(task, description=m))
             for size in sizes
         ]
+        bar.update(task, description="jobs")
+        doc["jobs"] = benchmarks.bench_jobs()
     if _bench_output(doc, run, lambda: benchmarks.figures(doc), as_json, markdown):
         return
     m = doc["machine"]
@@ -376,6 +378,13 @@ def bench_cmd(
         t.add_row(f"{r['envelopes']:,}", str(r["verify"]["seconds"]),
                   f"{r['verify']['envelopes_per_s']:,}", str(r["no_verify"]["seconds"]),
                   f"{r['no_verify']['envelopes_per_s']:,}")
+    out.print(t)
+    t = Table(title="WebAssembly jobs (one run)")
+    for c in ("job", "input bytes", "p50 (µs)", "p99 (µs)", "fuel"):
+        t.add_column(c)
+    for j in doc["jobs"]:
+        t.add_row(j["job"], f"{j['input_bytes']:,}", str(j["run"]["p50_us"]),
+                  str(j["run"]["p99_us"]), f"{j['fuel']:,}")
     out.print(t)
 
 
