@@ -110,14 +110,17 @@ def op_to_payload(op: PlanOp) -> dict[str, Any]:
 def patch_scope_error(need: str, ops: Sequence[Mapping[str, Any]]) -> str | None:
     """Why a bid's patch (its `ops` as carried) reaches outside its NEED, or None.
 
-    A winning bid may only grow the plan under the task it won: every ADD_TASK names as
-    its parent the NEED or a task the patch added before it, and every LINK joins the
-    NEED and tasks the patch adds."""
+    A winning bid may only grow the plan under the task it won: every ADD_TASK adds a
+    task named `<NEED>/...` (so no patch can touch another NEED's tasks, whose attributes
+    the earliest ADD_TASK of an id would set) whose parent is the NEED or a task the
+    patch added before it, and every LINK joins the NEED and tasks the patch adds."""
     inside = {need}
     for i, raw in enumerate(ops):
         if raw["op"] == "ADD_TASK":
+            if not raw["task_id"].startswith(need + "/"):
+                return f"ops[{i}]: {raw['task_id']} is not named {need}/..."
             if raw["task_id"] in inside:
-                return f"ops[{i}]: adds {raw['task_id']}, which exists under the NEED"
+                return f"ops[{i}]: adds {raw['task_id']} twice"
             if raw.get("parent", "") not in inside:
                 return f"ops[{i}]: {raw['task_id']}'s parent is not the NEED or a task " \
                        f"this patch added"

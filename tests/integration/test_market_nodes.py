@@ -104,7 +104,7 @@ def test_a_task_goes_from_post_to_payout(net: Path) -> None:
     patches = {name: patch_file(net, need, name) for name in ("cheap", "dear")}
     outside = net / "outside.json"
     outside.write_text(json.dumps({"base_lamport": 0, "ops": [
-        {"op": "ADD_TASK", "task_id": "stray", "parent": "not-the-need"}]}))
+        {"op": "ADD_TASK", "task_id": f"{need}/stray", "parent": "not-the-need"}]}))
     assert refused(watcher, "bid", need, "4", "--patch", str(outside)) == "patch_scope"
     ok_json(cheap, "bid", need, "2", "--eta", "10s", "--patch", str(patches["cheap"]))
     ok_json(dear, "bid", need, "3", "--eta", "10s", "--patch", str(patches["dear"]))
@@ -198,15 +198,15 @@ def test_a_task_goes_from_post_to_payout(net: Path) -> None:
         plan = {t["task_id"]: t for t in ok_json(h, "plan", "show", need)["tasks"]}
         # The plan holds the DAG (the winner's subtask, not the loser's); the state
         # shown is the bucket's.
-        assert sorted(plan) == sorted([need, "sub-cheap"]), plan
-        assert plan[need]["state"] == "FINALIZED" and plan["sub-cheap"]["state"] is None
+        assert sorted(plan) == sorted([need, f"{need}/sub-cheap"]), plan
+        assert plan[need]["state"] == "FINALIZED" and plan[f"{need}/sub-cheap"]["state"] is None
 
 
 def patch_file(net: Path, need: str, name: str) -> Path:
     path = net / f"patch-{name}.json"
     path.write_text(json.dumps({"base_lamport": 0, "ops": [
-        {"op": "ADD_TASK", "task_id": f"sub-{name}", "parent": need, "title": name},
-        {"op": "LINK", "from": need, "to": f"sub-{name}"}]}))
+        {"op": "ADD_TASK", "task_id": f"{need}/sub-{name}", "parent": need, "title": name},
+        {"op": "LINK", "from": need, "to": f"{need}/sub-{name}"}]}))
     return path
 
 

@@ -43,17 +43,20 @@ def test_a_link_names_tasks_the_plan_may_not_know_yet() -> None:
 
 def test_patch_scope_keeps_a_bid_under_its_need() -> None:
     need = "bafyneed"
-    inside = [{"op": "ADD_TASK", "task_id": "s1", "parent": need},
-              {"op": "ADD_TASK", "task_id": "s2", "parent": "s1"},
-              {"op": "LINK", "from": "s2", "to": need},
-              {"op": "LINK", "from": need, "to": "s1"}]
+    s1, s2 = f"{need}/s1", f"{need}/s2"
+    inside = [{"op": "ADD_TASK", "task_id": s1, "parent": need},
+              {"op": "ADD_TASK", "task_id": s2, "parent": s1},
+              {"op": "LINK", "from": s2, "to": need},
+              {"op": "LINK", "from": need, "to": s1}]
     assert patch_scope_error(need, inside) is None
-    for bad in ([{"op": "ADD_TASK", "task_id": "s1"}],  # no parent
-                [{"op": "ADD_TASK", "task_id": "s1", "parent": "elsewhere"}],
-                [{"op": "ADD_TASK", "task_id": need, "parent": need}],  # the NEED again
+    for bad in ([{"op": "ADD_TASK", "task_id": s1}],  # no parent
+                [{"op": "ADD_TASK", "task_id": s1, "parent": "elsewhere"}],
+                [{"op": "ADD_TASK", "task_id": "s1", "parent": need}],  # not need/...
+                [{"op": "ADD_TASK", "task_id": "other/s1", "parent": need}],
+                [{"op": "ADD_TASK", "task_id": s1, "parent": need}] * 2,
                 [{"op": "LINK", "from": need, "to": "elsewhere"}],
-                [{"op": "LINK", "from": "s1", "to": need},  # s1 added only after
-                 {"op": "ADD_TASK", "task_id": "s1", "parent": need}],
+                [{"op": "LINK", "from": s1, "to": need},  # s1 added only after
+                 {"op": "ADD_TASK", "task_id": s1, "parent": need}],
                 [{"op": "STATE", "task_id": need, "state": "FINALIZED"}]):
         assert patch_scope_error(need, bad) is not None, bad
 

@@ -57,9 +57,13 @@ def _vote(agent: Agent, need: Envelope, pid: str = "p1", verdict: str = "approve
                                       "verdict": verdict}, [need])
 
 
+def _sub(need: Envelope) -> str:
+    return f"{need.id}/sub"
+
+
 def _sub_patch(need: Envelope) -> list[dict[str, Any]]:
-    return [{"op": "ADD_TASK", "task_id": "sub", "parent": str(need.id), "title": "s"},
-            {"op": "LINK", "from": str(need.id), "to": "sub"}]
+    return [{"op": "ADD_TASK", "task_id": _sub(need), "parent": str(need.id), "title": "s"},
+            {"op": "LINK", "from": str(need.id), "to": _sub(need)}]
 
 
 def test_a_bids_patch_joins_the_plan_only_once_its_bucket_decided_for_it(
@@ -71,8 +75,8 @@ def test_a_bids_patch_joins_the_plan_only_once_its_bucket_decided_for_it(
         assert r.receive(env.wire)[0] is Outcome.ACCEPTED
     assert r.plan.task_ids() == [str(need.id)]  # a bid alone changes no plan
     assert r.admit(bid.id, need.id, 0)
-    assert r.plan.task_ids() == sorted([str(need.id), "sub"])
-    assert r.plan.links() == [(str(need.id), "sub")]
+    assert r.plan.task_ids() == sorted([str(need.id), _sub(need)])
+    assert r.plan.links() == [(str(need.id), _sub(need))]
     assert r.admit(bid.id, need.id, 0)  # again: nothing more
     # The decision first, the bid later: the same plan.
     q = Replica()
@@ -103,7 +107,7 @@ def test_k_plan_approvals_from_distinct_others_admit_a_patch(agent: Agent) -> No
         r.admit(bid.id, need.id, 2)
         for env in order:
             r.receive(env.wire)
-        assert "sub" in r.plan.task_ids()
+        assert _sub(need) in r.plan.task_ids()
         snapshots.add(r.plan.snapshot())
     assert len(snapshots) == 1
     short = Replica()
@@ -116,7 +120,8 @@ def test_k_plan_approvals_from_distinct_others_admit_a_patch(agent: Agent) -> No
 def test_a_patch_outside_its_need_or_for_another_need_never_joins(agent: Agent) -> None:
     need = agent.make("NEED", {"class": "simple", "budget": 5})
     other = agent.make("NEED", {"class": "simple", "budget": 5})
-    wide = _bid(agent, need, [{"op": "ADD_TASK", "task_id": "sub", "parent": str(other.id)}])
+    wide = _bid(agent, need, [{"op": "ADD_TASK", "task_id": _sub(need),
+                               "parent": str(other.id)}])
     r = Replica()
     for env in (need, other, wide):
         r.receive(env.wire)
