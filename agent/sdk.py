@@ -14,7 +14,6 @@ smallest unit (`unit_per_credit` in the answers).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -25,8 +24,13 @@ from typing import Any
 
 import httpx
 
-from swarm.node.client import OUTCOME_MARGIN_S, OUTCOME_WAIT_S_DEFAULT
-from swarm.node.home import identity_proof, read_api, read_token
+from swarm.node.client import (
+    OUTCOME_MARGIN_S,
+    OUTCOME_WAIT_S_DEFAULT,
+    error_of,
+    proves_identity,
+)
+from swarm.node.home import read_api, read_token
 
 NONCE_BYTES = 32
 TIMEOUT_S = 30.0  # a read's; a write waits for its outcome plus a margin
@@ -121,10 +125,7 @@ class Agent:
             raise Unavailable(f"cannot reach the node at {self.url} ({exc})") from None
         except ValueError:
             doc = None
-        expected = identity_proof(self._token, nonce, self.peer_id)
-        if not (isinstance(doc, dict) and doc.get("peer_id") == self.peer_id
-                and isinstance(doc.get("proof"), str)
-                and hmac.compare_digest(doc["proof"], expected)):
+        if not proves_identity(doc, self._token, nonce, self.peer_id):
             raise AgentError(f"the program at {self.url} cannot prove it holds this "
                              f"node's API token; the token was not sent")
         self._http.headers["authorization"] = f"Bearer {self._token}"
@@ -307,15 +308,10 @@ class Agent:
 def _raise_for(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
-    try:
-        doc = response.json()
-    except ValueError:
-        doc = response.text
-    detail = doc.get("detail") if isinstance(doc, dict) else doc
+    message, detail = error_of(response)
     code = detail.get("code", "") if isinstance(detail, dict) else ""
-    reason = str(detail.get("reason", detail)) if isinstance(detail, dict) else str(detail)
     if response.status_code == 409 and code:
-        raise Refused(code, reason, detail)
+        raise Refused(code, str(detail.get("reason", message)), detail)
     if response.status_code == 503:
-        raise Unavailable(f"{code or 'unavailable'}: {reason}", detail)
-    raise AgentError(f"{response.status_code} {code + ': ' if code else ''}{reason}", detail)
+        raise Unavailable(f"{code or 'unavailable'}: {message}", detail)
+    raise AgentError(f"{response.status_code} {code + ': ' if code else ''}{message}", detail)

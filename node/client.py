@@ -74,10 +74,7 @@ class Client:
             raise self._unreachable(exc) from None
         except ValueError:
             doc = None
-        expected = identity_proof(self._token, nonce, self.peer_id)
-        if not (isinstance(doc, dict) and doc.get("peer_id") == self.peer_id
-                and isinstance(doc.get("proof"), str)
-                and hmac.compare_digest(doc["proof"], expected)):
+        if not proves_identity(doc, self._token, nonce, self.peer_id):
             raise ApiError(f"the program answering at {self.url} is not the node of "
                            f"{self.home}: it cannot prove that it holds the API token, which "
                            "was not sent. The node may have stopped and another program "
@@ -185,9 +182,17 @@ class Client:
                 from None
 
 
-def _raise_for(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
+def proves_identity(doc: Any, token: str, nonce: bytes, peer_id: str) -> bool:
+    """Whether `doc`, the answer to `GET /identity?nonce=...`, proves that the program
+    answering holds `token` (node/home.py `identity_proof`) and is the node `peer_id`."""
+    return (isinstance(doc, dict) and doc.get("peer_id") == peer_id
+            and isinstance(doc.get("proof"), str)
+            and hmac.compare_digest(doc["proof"], identity_proof(token, nonce, peer_id)))
+
+
+def error_of(response: httpx.Response) -> tuple[str, Any]:
+    """An error answer's message (the field and reason when it names them) and its
+    `detail` as the node sent it."""
     try:
         doc = response.json()
     except ValueError:
@@ -199,6 +204,13 @@ def _raise_for(response: httpx.Response) -> None:
         message = str(detail["reason"])
     else:
         message = str(detail)
+    return message, detail
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    message, detail = error_of(response)
     raise ApiError(message, detail)
 
 

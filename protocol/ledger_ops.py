@@ -25,7 +25,7 @@ from .cid import Cid
 from .envelope import ENVELOPE_BYTES_MAX, Envelope, decode_envelope
 from .errors import RemoteProtocolError, SchemaError
 from .schema import INT_MAX, Bytes, Enum, FieldType, Int, Link, List, Obj, OneOf, Text, obj
-from .task import TASK_VERBS, Terms
+from .task import TASK_VERBS, Terms, terms_extra
 
 SLASH_REASONS: tuple[str, ...] = ("failed_challenge", "missed_heartbeat", "policy_violation")
 TASK_CLASSES: tuple[str, ...] = ("simple", "complex", "critical")
@@ -479,13 +479,7 @@ def _terms_value(t: Terms) -> dict[str, Any]:
                          "window": t.bid_window_ms, "k": t.k_result}
     if t.capabilities:
         v["caps"] = list(t.capabilities)
-    if t.k_plan:
-        v["kp"] = t.k_plan
-    if t.job is not None:
-        v["job"] = t.job
-    if t.input is not None:
-        v["input"] = t.input
-    return v
+    return {**v, **terms_extra(t)}
 
 
 def _terms_from(v: Mapping[str, Any]) -> Terms:

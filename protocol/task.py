@@ -841,8 +841,9 @@ def task_value(t: Task) -> dict[str, Any]:
     return v
 
 
-def _terms_extra(t: Terms) -> list[dict[str, Any]]:
-    """The terms' optional parts, as one map after the fixed ones (absent when none)."""
+def terms_extra(t: Terms) -> dict[str, Any]:
+    """The terms' optional parts that are set (`kp`, `job`, `input`): one encoding for
+    the task book's snapshots and the ledger's PostNeed and Fund."""
     extra: dict[str, Any] = {}
     if t.k_plan:
         extra["kp"] = t.k_plan
@@ -850,6 +851,12 @@ def _terms_extra(t: Terms) -> list[dict[str, Any]]:
         extra["job"] = t.job
     if t.input is not None:
         extra["input"] = t.input
+    return extra
+
+
+def _terms_extra(t: Terms) -> list[dict[str, Any]]:
+    """The optional parts as one map after the fixed ones (absent when none)."""
+    extra = terms_extra(t)
     return [extra] if extra else []
 
 
