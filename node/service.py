@@ -480,11 +480,7 @@ class Node:
             return {"verdict": Verdict.ACCEPT.value, "code": "ok", "field": "",
                     "reason": "", "id": str(decoded.id), "kind": decoded.kind,
                     "lamport": decoded.lamport, "outcome": outcome}
-        if judged.verdict is not Verdict.ACCEPT:
-            self.metrics.envelopes.labels(judged.verdict.value, judged.reason).inc()
-            return _verdict_json(judged)
-        await self._commit_and_publish(decoded)
-        return {**_verdict_json(judged), "lamport": decoded.lamport}
+        return await self._gossip_judged(decoded, judged)
 
     async def gossip_wire(self, data: bytes) -> dict[str, Any]:
         """Gossip an envelope its bucket already took (a NEED this node posted, a bid
@@ -493,7 +489,10 @@ class Node:
         decoded = self.pipeline.decode(data)
         if isinstance(decoded, Outcome):
             return _verdict_json(decoded)
-        judged = self.pipeline.judge_envelope(decoded, self.wall_ms())
+        return await self._gossip_judged(decoded,
+                                         self.pipeline.judge_envelope(decoded, self.wall_ms()))
+
+    async def _gossip_judged(self, decoded: Envelope, judged: Outcome) -> dict[str, Any]:
         if judged.verdict is not Verdict.ACCEPT:
             self.metrics.envelopes.labels(judged.verdict.value, judged.reason).inc()
             return _verdict_json(judged)
