@@ -40,7 +40,8 @@ policy-check: install
 	$(BIN)/python -m swarm.policy_wasm.build --check
 
 # Micro-benchmarks, then DECIDE on a 5-node testnet side by side with a 5-member etcd
-# (Debian's etcd-server; installed here if missing and apt can, else that half is skipped).
+# (Debian's etcd-server; installed here if missing and apt can, else that half is skipped),
+# then whole task lifecycles on a 5-node testnet whose roles do the work.
 # Each prints its figures as Markdown rows for docs/BENCHMARKS.md.
 bench: install
 	$(BIN)/swarm-testnet bench --markdown
@@ -48,13 +49,18 @@ bench: install
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null 2>&1) || \
 		echo "etcd-server not installed: the etcd comparison is skipped"
 	$(BIN)/swarm-testnet raftbench --markdown
+	$(BIN)/swarm-testnet marketbench --markdown
 
-# Five real nodes on loopback, a smoke flow (NEEDs posted on different nodes, every
-# node converges on one plan root); the nodes keep running for you to explore.
+# Five real nodes on loopback running their built-in roles; a smoke flow (NEEDs posted
+# on different nodes, every node converges on one plan root, one DECIDE each), then the
+# market demo (jobs posted, worked, verified and paid to the end); the nodes keep
+# running for you to explore.
 testnet: install
 	-@$(BIN)/swarm-testnet down --dir $(DIR) >/dev/null 2>&1 || true
 	$(BIN)/swarm-testnet up -n 5 --dir $(DIR)
 	$(BIN)/swarm-testnet smoke --dir $(DIR)
+	$(BIN)/swarm-testnet demo --dir $(DIR)
+	$(BIN)/swarm-testnet demo --dir $(DIR)
 
 testnet-down: install
 	$(BIN)/swarm-testnet down --dir $(DIR)

@@ -112,7 +112,10 @@ class Agent:
             await agent.connect()
             yield agent
         finally:
-            await agent._http.aclose()
+            await agent.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
     async def connect(self) -> None:
         """Check that the program at `url` holds the token, then learn the account."""
@@ -169,9 +172,13 @@ class Agent:
                    bounty: str = "0", window_ms: int | None = None,
                    k_result: int | None = None, capabilities: Sequence[str] = (),
                    job: str | None = None, data: str | None = None,
+                   host: str | None = None, check: str | None = None,
+                   output: str | None = None,
                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> str:
         """Post a NEED, its budget escrowed from our account; returns its id. `job`
-        names a WebAssembly job's module and `data` its input (evidence CIDs)."""
+        names a WebAssembly job's module and `data` its input (evidence CIDs); or
+        `host` names a host job and `check` its check. `output` is the result's output
+        schema (docs/JOBS.md)."""
         body: dict[str, Any] = {"class": task_class, "budget": budget, "title": title,
                                 "verify_bounty": bounty, "capabilities": list(capabilities)}
         if window_ms is not None:
@@ -180,16 +187,20 @@ class Agent:
             body["k_result"] = k_result
         if job is not None:
             body["job"] = job
-        if data is not None:
-            body["input"] = data
+        for name, value in (("input", data), ("host", host), ("check", check),
+                            ("output", output)):
+            if value is not None:
+                body[name] = value
         doc = await self._write("/tasks", body, timeout_s)
         return str(doc["need_id"])
 
     async def bid(self, need: str, cost: str, *, eta_ms: int = 60_000,
                   capabilities: Sequence[str] = (), patch: Mapping[str, Any] | None = None,
+                  proposal_id: str = "",
                   timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        """Bid on a task; `proposal_id` names the bid (a fresh one when empty)."""
         body: dict[str, Any] = {"cost": cost, "eta_ms": eta_ms,
-                                "capabilities": list(capabilities)}
+                                "capabilities": list(capabilities), "proposal_id": proposal_id}
         if patch is not None:
             body["patch"] = dict(patch)
         return await self._write(f"/tasks/{need}/bid", body, timeout_s)
@@ -217,6 +228,26 @@ class Agent:
                      timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
         return await self._write(f"/tasks/{need}/attest",
                                  {"verdict": "valid" if valid else "invalid"}, timeout_s)
+
+    # -- stake and the verifier pool --
+
+    async def stake_info(self) -> dict[str, Any]:
+        """Our balance, stake, `min_verifier_stake` and whether we are a verifier."""
+        return await self._call("GET", "/stake")
+
+    async def stake(self, amount: str,
+                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        """Lock `amount` credits of our balance as stake."""
+        return await self._write("/stake/add", {"amount": amount}, timeout_s)
+
+    async def register_verifier(self, *, org: str, asn: int, region: str,
+                                capabilities: Sequence[str] = (),
+                                timeout_s: float = OUTCOME_WAIT_S_DEFAULT
+                                ) -> dict[str, Any]:
+        """Join the verifier pool (needs the minimum stake)."""
+        return await self._write("/pool/register", {
+            "org": org, "asn": asn, "region": region,
+            "capabilities": sorted(set(capabilities))}, timeout_s)
 
     # -- evidence --
 
@@ -246,12 +277,34 @@ class Agent:
 
     # -- jobs --
 
-    async def run_job(self, module: str, data: str) -> dict[str, Any]:
+    async def run_job(self, module: str, data: str, *, schema: str | None = None
+                      ) -> dict[str, Any]:
         """Run the WebAssembly job `module` on the evidence `data` on the node (both
         fetched from peers if need be); the output is stored there as evidence.
-        Answers `output` (its CID), `size` and `fuel`; AgentError if the job failed."""
-        return await self._call("POST", "/jobs/run", json={"module": module, "input": data},
-                                timeout=JOB_TIMEOUT_S)
+        Answers `output` (its CID), `size`, `fuel` and, given an output `schema`,
+        `violation` (None when the output fits); AgentError if the job failed."""
+        return await self._call("POST", "/jobs/run", json={
+            "module": module, "input": data, "schema": schema}, timeout=JOB_TIMEOUT_S)
+
+    async def run_host_job(self, job: str, data: str, *, schema: str | None = None
+                           ) -> dict[str, Any]:
+        """Run the host job registered as `job` on the node, on the evidence `data`;
+        answers as `run_job` (without fuel)."""
+        return await self._call("POST", "/jobs/host/run", json={
+            "job": job, "input": data, "schema": schema}, timeout=JOB_TIMEOUT_S)
+
+    async def check_host_job(self, job: str, data: str, output: str, *,
+                             check: str | None = None, schema: str | None = None
+                             ) -> dict[str, Any]:
+        """Ask the node whether `output` is an acceptable result of host job `job` on
+        `data` (its `check`, else the job's own); answers `valid` and `violation`."""
+        return await self._call("POST", "/jobs/host/check", json={
+            "job": job, "input": data, "output": output, "check": check, "schema": schema},
+            timeout=JOB_TIMEOUT_S)
+
+    async def host_jobs(self) -> dict[str, Any]:
+        """The host jobs (name -> check, output schema, about) and checks the node has."""
+        return await self._call("GET", "/jobs/host")
 
     async def builtin_jobs(self, *, publish: bool = False) -> dict[str, str]:
         """The built-in jobs' module CIDs by name; with `publish`, stored on the node

@@ -556,6 +556,9 @@ def start(
         "--api-public", help="Let the control API listen on an address other machines "
         "reach (the config's `api`) for this run (else as the config's `api_public`).")]
     = False,
+    roles: Annotated[str | None, typer.Option(
+        "--roles", help="Built-in agents to run on this node's account, any of "
+        "planner,worker,verifier (default: the config's `roles`; \"\" for none).")] = None,
     log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
 ) -> None:
     """Run the node in the foreground until Ctrl-C or SIGTERM."""
@@ -573,7 +576,7 @@ def start(
     configure_logging(path, log_level)
     try:
         node = open_node(path, listen=listen, bootstrap=bootstrap, mdns=mdns,
-                         api_public=api_public or None)
+                         api_public=api_public or None, roles=roles)
     except (HomeError, ProtocolError, PolicyLoadError) as exc:
         fail(str(exc))
     if ipfs_api is not None:

@@ -105,6 +105,14 @@ def post(
                                                           "module's CID.")] = None,
     data: Annotated[str | None, typer.Option("--input", help="The evidence CID the job "
                                                              "runs on.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Or a host job to run: its "
+                                                            "registered name.")] = None,
+    check: Annotated[str | None, typer.Option("--check", help="The host check that "
+                                                              "verifies it (default: the "
+                                                              "job's own).")] = None,
+    output: Annotated[str | None, typer.Option("--output", help="The result's output "
+                                                                "schema, e.g. uint<=20 "
+                                                                "(docs/JOBS.md).")] = None,
     timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
@@ -120,8 +128,10 @@ def post(
         body["k_plan"] = k_plan
     if job is not None:
         body["job"] = job
-    if data is not None:
-        body["input"] = data
+    for name, value in (("input", data), ("host", host), ("check", check),
+                        ("output", output)):
+        if value is not None:
+            body[name] = value
     doc = _post("/tasks", body, home, as_json, timeout_s)
     if as_json:
         emit_json(doc)

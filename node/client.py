@@ -104,13 +104,17 @@ class Client:
 
     def get_text(self, path: str) -> str:
         """GET a route that answers text (`/metrics`)."""
+        return self.get_bytes(path).decode("utf-8", "replace")
+
+    def get_bytes(self, path: str) -> bytes:
+        """GET a route that answers bytes (`/evidence/CID`)."""
         self.verify()
         try:
             response = self._http.get(self.url + path)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
         _raise_for(response)
-        return response.text
+        return response.content
 
     def post(self, path: str, body: Any) -> Any:
         return self._call("POST", path, body)

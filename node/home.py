@@ -224,13 +224,24 @@ class NodeSettings:
     api_public: bool = False
     # Decide ids that are no NEED known here (benchmarks; node/decide_service.py).
     decide_unknown_needs: bool = False
+    # The built-in agents to run (`roles`, `role_options`; swarm/agent/roles.py).
+    roles: Any = None  # a RoleConfig
 
     @classmethod
     def from_home(cls, home: Path, *, listen: list[str] | None = None,
                   bootstrap: list[str] | None = None, api: str | None = None,
-                  mdns: bool | None = None, api_public: bool | None = None
-                  ) -> NodeSettings:
+                  mdns: bool | None = None, api_public: bool | None = None,
+                  roles: str | None = None) -> NodeSettings:
+        from swarm.agent.roles import RoleConfig
+
         config = read_config(home)
+        try:
+            role_config = RoleConfig.from_config(
+                roles if roles is not None else config.get("roles", []),
+                config.get("role_options"))
+        except (ValueError, TypeError) as exc:
+            raise HomeError(f"{'--roles' if roles is not None else home / CONFIG_FILE}: "
+                            f"{exc}") from None
         settings = cls(
             home=home,
             listen=listen or list(config.get("listen", ["/ip4/127.0.0.1/tcp/0"])),
@@ -242,6 +253,7 @@ class NodeSettings:
             api_public=(config.get("api_public") is True) if api_public is None
             else api_public,
             decide_unknown_needs=config.get("decide_unknown_needs") is True,
+            roles=role_config,
         )
         if not settings.api_public and not api_is_loopback(settings.api):
             raise HomeError(f"the control API would listen on {settings.api}, which other "

@@ -1,11 +1,13 @@
-"""Running WebAssembly jobs in the node: what `POST /jobs/run` and `swarm-node job` do.
+"""Running jobs in the node: what `POST /jobs/run`, `/jobs/host/*` and `swarm-node job` do.
 
 Owns bringing a job's module and input here (from this node's evidence store, else from
 peers by bitswap, every block checked), running it in a worker thread under the
 genesis' `job_fuel_max` and `job_memory_bytes_max` (jobs/host.py), and storing the
 output as evidence, pinned: its CID is what a worker commits and what a verifier,
-re-running the same module on the same input, must get again. Also publishes the
-built-in jobs' modules as evidence, so that peers can fetch them by CID.
+re-running the same module on the same input, must get again. Host jobs (jobs/hosted.py)
+run the same way, their outputs checked by their registered check instead. A run given
+an output schema also says whether the output fits it. Also publishes the built-in jobs'
+modules as evidence, so that peers can fetch them by CID.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from typing import Any, TypeVar
 import trio
 
 from swarm.jobs import host
+from swarm.jobs.hosted import HostJobs
 from swarm.policy_wasm.host import module_cid
 from swarm.protocol.cid import Cid
 from swarm.protocol.errors import LocalProtocolError
+from swarm.protocol.output_schema import parse as parse_schema
 from swarm.protocol.unixfs import BlockMissing
 
 from .bitswap import Bitswap
@@ -32,18 +36,24 @@ T = TypeVar("T")
 
 class JobService:
     def __init__(self, store: EvidenceStore, params: dict[str, int],
-                 bitswap: Callable[[], Bitswap | None]) -> None:
+                 bitswap: Callable[[], Bitswap | None],
+                 hosted: HostJobs | None = None) -> None:
         self.store = store
+        self.hosted = hosted if hosted is not None else HostJobs.installed()
         self.fuel = int(params["job_fuel_max"])
         self.memory_bytes_max = int(params["job_memory_bytes_max"])
         self.bitswap = bitswap
         self.runs = 0
 
-    async def run(self, module: str, data: str) -> dict[str, Any]:
+    async def run(self, module: str, data: str, schema: str | None = None
+                  ) -> dict[str, Any]:
         """Run the job `module` (a CID) on the evidence `data` (a CID); store the
-        output as evidence. Raises JobError (the job failed) or LocalProtocolError."""
+        output as evidence. Raises JobError (the job failed) or LocalProtocolError.
+        With an output `schema`, `violation` says why the output does not fit (None
+        when it does)."""
         module_id = Cid.parse(module, "module")
         input_id = Cid.parse(data, "input")
+        check = _schema(schema)
         module_bytes = await self._bytes(module_id)
         input_bytes = await self._bytes(input_id)
         limit = self.store.limits[Kind.EVIDENCE]
@@ -53,7 +63,45 @@ class JobService:
         output = await self._call(self._add, result.output)
         self.runs += 1
         return {"module": str(module_id), "input": str(input_id), "output": str(output),
-                "size": len(result.output), "fuel": result.fuel}
+                "size": len(result.output), "fuel": result.fuel,
+                "violation": check(result.output)}
+
+    async def run_host(self, job: str, data: str, schema: str | None = None
+                       ) -> dict[str, Any]:
+        """Run the host job `job` on the evidence `data`; store the output as evidence.
+        JobError when no such job is registered here or it fails."""
+        input_id = Cid.parse(data, "input")
+        check = _schema(schema)
+        self.hosted.job(job)  # unknown here: refused before anything is fetched
+        input_bytes = await self._bytes(input_id)
+        out = await trio.to_thread.run_sync(functools.partial(
+            self.hosted.run, job, input_bytes, self.store.limits[Kind.EVIDENCE]))
+        output = await self._call(self._add, out)
+        self.runs += 1
+        return {"host": job, "input": str(input_id), "output": str(output),
+                "size": len(out), "violation": check(out)}
+
+    async def check_host(self, job: str, check: str | None, data: str, output: str,
+                         schema: str | None = None) -> dict[str, Any]:
+        """Whether `output` (evidence) is an acceptable result of the host job `job` on
+        `data`: it fits the output schema and the check (the job's own when `check` is
+        None) takes it."""
+        input_id, output_id = Cid.parse(data, "input"), Cid.parse(output, "output")
+        fits = _schema(schema)
+        self.hosted.check_of(job, check)  # unknown here: refused before any fetch
+        input_bytes = await self._bytes(input_id)
+        output_bytes = await self._bytes(output_id)
+        violation = fits(output_bytes)
+        if violation is None and not await trio.to_thread.run_sync(functools.partial(
+                self.hosted.accepts, job, check, input_bytes, output_bytes)):
+            violation = f"the check {check or self.hosted.job(job).check} refuses it"
+        return {"host": job, "input": str(input_id), "output": str(output_id),
+                "valid": violation is None, "violation": violation}
+
+    def host_jobs(self) -> dict[str, Any]:
+        return {"jobs": {name: {"check": j.check, "output": j.output, "about": j.about}
+                         for name, j in sorted(self.hosted.jobs.items())},
+                "checks": sorted(self.hosted.checks)}
 
     async def publish_builtins(self) -> dict[str, str]:
         """Store and pin the built-in jobs' modules as evidence; name -> CID. Each is
@@ -98,3 +146,14 @@ class JobService:
         if is_blocking(self.store):
             return await trio.to_thread.run_sync(functools.partial(fn, *args))
         return fn(*args)
+
+
+def _schema(text: str | None) -> Callable[[bytes], str | None]:
+    """The output check `text` names (nothing to check when None); LocalProtocolError
+    for a schema that does not parse."""
+    if not text:
+        return lambda _: None
+    try:
+        return parse_schema(text).violation
+    except ValueError as exc:
+        raise LocalProtocolError("schema", str(exc), code="bad_schema") from None

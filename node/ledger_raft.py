@@ -546,6 +546,11 @@ class LedgerRaft(LedgerHook):
         """Merkle root over every bucket's ledger-part root, in bucket order."""
         return merkle_root([self.part(b).root() for b in range(self.bucket_count)])
 
+    def task_root(self) -> bytes:
+        """Merkle root over every bucket's task book root, in bucket order."""
+        return merkle_root([self.part(b).ledger.tasks.root()
+                            for b in range(self.bucket_count)])
+
     def pool(self) -> list[tuple[Verifier, int]]:
         """Every registered verifier with its stake now, in account order."""
         out = []

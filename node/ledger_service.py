@@ -303,7 +303,8 @@ class LedgerService:
         return self.net.root().hex()
 
     def status(self) -> dict[str, Any]:
-        return {"ledger_root": self.root_hex(), **self.net.lag(),
+        return {"ledger_root": self.root_hex(), "task_root": self.net.task_root().hex(),
+                **self.net.lag(),
                 "stats": {**dict(self.net.stats)},
                 "chain_sync": dict(self.sync.stats)}
 

@@ -52,6 +52,14 @@ class PostBody(StepBody):
                             description="The WebAssembly job to run: its module's CID.")
     input: str | None = Field(default=None, max_length=CID_CHARS_MAX,
                               description="The evidence the job runs on.")
+    host: str | None = Field(default=None, max_length=64,
+                             description="Or a host job: its registered name.")
+    check: str | None = Field(default=None, max_length=64,
+                              description="The host check that verifies the result (the "
+                                          "host job's own when absent).")
+    output: str | None = Field(default=None, max_length=64,
+                               description="The result's output schema: FORMAT or "
+                                           "FORMAT<=MAX_BYTES (docs/JOBS.md).")
 
 
 class BidBody(StepBody):
@@ -99,7 +107,8 @@ def market_router(service: Callable[[], MarketService], dependencies: list[Any])
             body.task_class, body.budget, title=body.title, verify_bounty=body.verify_bounty,
             bid_window_ms=body.bid_window_ms, k_result=body.k_result,
             capabilities=body.capabilities, k_plan=body.k_plan, job=body.job,
-            data=body.input, timeout_s=body.timeout_s))
+            data=body.input, host=body.host, check=body.check, output=body.output,
+            timeout_s=body.timeout_s))
 
     @router.get("/tasks")
     async def tasks(state: str | None = None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from swarm.protocol.bucket_machine import chain_digest
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.cid import Cid
 from swarm.protocol.envelope import Envelope
-from swarm.protocol.errors import DecodeError, LocalProtocolError
+from swarm.protocol.errors import DecodeError, LocalProtocolError, SchemaError
 from swarm.protocol.genesis import Genesis
 from swarm.protocol.schema import to_json
 from swarm.protocol.task import Task, task_json
@@ -91,9 +91,13 @@ class MarketService:
                    k_result: int | None = None, capabilities: Sequence[str] = (),
                    k_plan: int | None = None, units: bool = False,
                    job: str | None = None, data: str | None = None,
+                   host: str | None = None, check: str | None = None,
+                   output: str | None = None,
                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
         """Post a NEED and escrow its budget from this node's account. Amounts are
-        credits as text, or integers in the smallest unit with `units`."""
+        credits as text, or integers in the smallest unit with `units`. The job is a
+        WebAssembly module's CID (`job`) or a host job's name (`host`, with its `check`);
+        `output` is the result's output schema."""
         def amount(value: str | int) -> int:
             return value if units and isinstance(value, int) else self.ledger.amount(value)
 
@@ -110,6 +114,14 @@ class MarketService:
             payload["job"] = parse_cid(job, "job")
         if data:
             payload["input"] = parse_cid(data, "input")
+        if job and host:
+            raise SchemaError("host", "a NEED names a WebAssembly job or a host job, "
+                                      "not both")
+        if check and not host:
+            raise SchemaError("check", "a check is for a host job")
+        for name, text in (("host", host), ("check", check), ("output", output)):
+            if text:
+                payload[name] = text
         env = self._sign("NEED", payload)
         outcome = await self._submit(env, timeout_s)
         await self.gossip(env.wire)  # the plan's DAG; the task itself lives in its bucket

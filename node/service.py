@@ -225,6 +225,8 @@ class Node:
             await nursery.start(self.bitswap.run)
             await nursery.start(self.market.run, self.bitswap)
             await self._start_api(nursery)
+            if self.settings.roles is not None and self.settings.roles.roles:
+                await nursery.start(self._run_roles)
             nursery.start_soon(self._bootstrap)
             if self.settings.mdns:
                 self.mdns = MdnsDiscovery(self.host, self.genesis.swarm_id, self.host.connect)
@@ -252,6 +254,20 @@ class Node:
         write_atomic(self.settings.home / API_FILE, json.dumps(
             {"url": self.api_url, "pid": os.getpid(), "peer_id": self.peer_id.to_base58()}
         ).encode() + b"\n")
+
+    async def _run_roles(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The built-in agents (swarm/agent/roles.py), on this node's account, through
+        its own control API: the rules and bounds of any agent hold them."""
+        from swarm.agent.roles import run_roles
+        from swarm.agent.sdk import Agent
+
+        agent = Agent(self.api_url, ensure_token(self.settings.home), self.peer_id.to_base58())
+        try:
+            await agent.connect()
+            await run_roles(agent, self.settings.roles, self.metrics.registry,
+                            task_status=task_status)
+        finally:
+            await agent.aclose()
 
     async def _drain(self, sub: Any) -> None:
         # Validation did the work; the subscription only has to be emptied.
@@ -592,6 +608,7 @@ class Node:
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "api": self.api_url,
             "pid": os.getpid(),
+            "roles": sorted(self.settings.roles.roles) if self.settings.roles else [],
         }
 
     def deliveries(self) -> list[dict[str, Any]]:
@@ -645,10 +662,12 @@ def refuse_ledger_verb(kind: str) -> None:
 
 def open_node(home: Path, *, listen: list[str] | None = None,
               bootstrap: Iterable[str] | None = None, api: str | None = None,
-              mdns: bool | None = None, api_public: bool | None = None) -> Node:
+              mdns: bool | None = None, api_public: bool | None = None,
+              roles: str | None = None) -> Node:
     settings = NodeSettings.from_home(home, listen=listen,
                                       bootstrap=list(bootstrap) if bootstrap is not None
-                                      else None, api=api, mdns=mdns, api_public=api_public)
+                                      else None, api=api, mdns=mdns, api_public=api_public,
+                                      roles=roles)
     genesis = load_genesis(home)
     identity = load_identity(home)
     ensure_token(home)  # refused here (HomeError), before anything starts

@@ -535,7 +535,8 @@ def op_from_envelope(env: Envelope, params: Mapping[str, int]) -> Op | PoolOp | 
                                        p.get("verify_bounty", 0), p.get("bid_window_ms", 0),
                                        p.get("k_result", params["k_result_default"]), caps,
                                        p.get("k_plan", params["k_plan_default"]),
-                                       p.get("job"), p.get("input")),
+                                       p.get("job"), p.get("input"), p.get("host"),
+                                       p.get("check"), p.get("output")),
                             exp)
         case "TRANSFER":
             return Transfer(oid, who, p["to"], p["amount"], p.get("memo", ""), exp)
@@ -1135,7 +1136,10 @@ class BucketMachine:
 
     def committee(self, task: Task, seed: bytes) -> tuple[tuple[bytes, ...], str]:
         """Draw `task`'s committee from this bucket's verifiers and every view it holds
-        of another bucket's, excluding (and unrelated to) its worker and poster."""
+        of another bucket's, excluding (and unrelated to) its worker and poster, and
+        excluding the members silent on its earlier committees. A committee redrawn
+        after silence may be smaller than `k_result` when the pool has no more members
+        left to seat (D36); a first one may not."""
         assert task.commit is not None
         rows = list(self.part.rows())
         for b, (_, view) in self.ledger.views().items():
@@ -1143,9 +1147,15 @@ class BucketMachine:
                 rows.extend(view)
         by_account = {r.account: r for r in rows}
         judged = [task.commit.worker, task.terms.poster]
-        return draw(rows, k=task.terms.k_result, seed=seed, now_ms=self.clock_ms,
-                    params=self.params, exclude=judged,
-                    unrelated_to=[party_of(a, by_account.get(a)) for a in judged])
+        k = task.terms.k_result
+        for size in range(k, 0, -1) if task.silent else (k,):
+            committee, rule = draw(rows, k=size, seed=seed, now_ms=self.clock_ms,
+                                   params=self.params, exclude=[*judged, *task.silent],
+                                   unrelated_to=[party_of(a, by_account.get(a))
+                                                 for a in judged])
+            if committee:
+                return committee, rule
+        return (), "none"
 
     def _reject(self, key: bytes, kind: str, index: int, code: str,
                 reason: str) -> LedgerOutcome:

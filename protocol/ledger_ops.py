@@ -25,7 +25,8 @@ from .cid import Cid
 from .envelope import ENVELOPE_BYTES_MAX, Envelope, decode_envelope
 from .errors import RemoteProtocolError, SchemaError
 from .schema import INT_MAX, Bytes, Enum, FieldType, Int, Link, List, Obj, OneOf, Text, obj
-from .task import TASK_VERBS, Terms, terms_extra
+from .task import TASK_VERBS, Terms, terms_extra, terms_with_extra
+from .verbs import JOB_NAME, OUTPUT_SCHEMA
 
 SLASH_REASONS: tuple[str, ...] = ("failed_challenge", "missed_heartbeat", "policy_violation")
 TASK_CLASSES: tuple[str, ...] = ("simple", "complex", "critical")
@@ -388,7 +389,8 @@ _TERMS = obj({"need": Link(), "poster": _ACCOUNT, "budget": _AMOUNT,
               "k": Int(min=1, max=64)},
              {"caps": List(Text(max_bytes=64, min_bytes=1), max_items=32, min_items=1,
                            sorted_unique=True),
-              "kp": Int(min=1, max=64), "job": Link(), "input": Link()})
+              "kp": Int(min=1, max=64), "job": Link(), "input": Link(), "host": JOB_NAME,
+              "check": JOB_NAME, "out": OUTPUT_SCHEMA})
 
 
 class _Wire(FieldType):
@@ -483,9 +485,8 @@ def _terms_value(t: Terms) -> dict[str, Any]:
 
 
 def _terms_from(v: Mapping[str, Any]) -> Terms:
-    return Terms(v["need"], v["poster"], v["budget"], v["class"], v["bounty"], v["window"],
-                 v["k"], tuple(v.get("caps", ())), v.get("kp", 0), v.get("job"),
-                 v.get("input"))
+    return terms_with_extra((v["need"], v["poster"], v["budget"], v["class"], v["bounty"],
+                             v["window"], v["k"], tuple(v.get("caps", ()))), v)
 
 
 def body_value(body: Body) -> dict[str, Any]:

@@ -11,6 +11,7 @@ JSON and the schema decides what each string means.
 from __future__ import annotations
 
 import contextlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -139,6 +140,22 @@ class Enum(FieldType):
 
     def describe(self) -> str:
         return "one of " + "|".join(self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern(FieldType):
+    """Text matching `regex` in full; `what` names it in errors and docs."""
+
+    regex: str
+    what: str
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, str) or re.fullmatch(self.regex, value) is None:
+            shown = value[:80] if isinstance(value, str) else _type_name(value)
+            raise SchemaError(path, f"must be {self.what} (got {shown!r})")
+
+    def describe(self) -> str:
+        return self.what
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,9 @@ class Terms:
     k_plan: int = 0  # approving ATTEST_PLANs the winning patch needs (docs/MARKET.md)
     job: Cid | None = None  # the WebAssembly module to run (its CID), if the NEED names one
     input: Cid | None = None  # the evidence it runs on
+    host: str | None = None  # or the host job (a registered Python callable) to run
+    check: str | None = None  # the host check that verifies it (None: the job's own)
+    output: str | None = None  # the result's output schema (protocol/output_schema.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +157,9 @@ class Task:
     # bucket's certified chain holds each transition. At most about six entries a
     # reopen, and reopens are bounded (`task_reopens_max`).
     history: tuple[tuple[int, str], ...] = ()
+    # Committee members that stayed silent through an attest window of this task,
+    # sorted: no later committee of the task seats them.
+    silent: tuple[bytes, ...] = ()
 
     def due_ms(self, grace_ms: int) -> int | None:
         """When this task's next timer fires, if it has one."""
@@ -311,6 +317,10 @@ class TaskBook:
             problem = "k_result out of range"
         elif not 0 <= terms.k_plan <= 64:
             problem = "k_plan out of range"
+        elif terms.job is not None and terms.host is not None:
+            problem = "a NEED names a WebAssembly job or a host job, not both"
+        elif terms.check is not None and terms.host is None:
+            problem = "a check is for a host job"
         if problem:
             step.payments.append(Payment(terms.need, terms.poster, terms.budget, "refund",
                                          terms.poster))
@@ -368,6 +378,9 @@ class TaskBook:
         if task.commit.worker in members or task.terms.poster in members:
             raise _refuse("related_member", "committee", "the worker and the poster "
                                                          "cannot sit on the committee")
+        if set(members) & set(task.silent):
+            raise _refuse("silent_member", "committee", "a member silent on an earlier "
+                                                        "committee of this task cannot sit")
         with self._atomic():
             if not members:
                 self._cancel(task, ts_ms, step, "no committee can be drawn")
@@ -376,6 +389,8 @@ class TaskBook:
                              attest_by_ms=ts_ms + self.params["attest_window_ms"])
             self._put(replace(task, commit=commit))
         how = "" if rule == "caps" else f" ({rule.replace('_', ' ')})"
+        if len(members) < task.terms.k_result:
+            how += f", {len(members)} of {task.terms.k_result}: no more members left"
         step.transitions.append(Transition(need, task.epoch, COMMITTED, COMMITTED,
                                            f"committee of {len(members)} drawn{how}"))
         return step
@@ -705,16 +720,37 @@ class TaskBook:
                 step.transitions.append(Transition(task.terms.need, task.epoch, CLAIMED,
                                                    CLAIMED, f"{misses} heartbeats missed"))
             case "COMMITTED":
-                assert task.commit is not None
+                c = task.commit
+                assert c is not None
                 self._judged(task, accepted=None, step=step)
-                self._reopen(task, ts_ms, index, step,
-                             "too few verdicts in the attest window", task.commit.worker)
+                said = {m for m, _ in c.verdicts}
+                silent = [m for m in c.committee if m not in said]
+                if silent and all(ok for _, ok in c.verdicts) \
+                        and task.reopens < p["task_reopens_max"]:
+                    self._redraw(task, silent, step)
+                else:
+                    self._reopen(task, ts_ms, index, step,
+                                 "too few verdicts in the attest window", c.worker)
             case "ATTESTED":
                 self._put(replace(task, state=FINALIZED))
                 step.transitions.append(Transition(task.terms.need, task.epoch, ATTESTED,
                                                    FINALIZED, "the challenge window passed"))
             case "FINALIZED":
                 self._pay(task, ts_ms, step)
+
+    def _redraw(self, task: Task, silent: list[bytes], step: Step) -> None:
+        """Members went silent and nobody said invalid: the result waits for a new
+        committee, without them (the node draws it as for a new COMMIT). The worker
+        keeps its result; the silent failed their judgement. Counts as a reopen."""
+        assert task.commit is not None
+        self._put(replace(task, reopens=task.reopens + 1,
+                          silent=tuple(sorted({*task.silent, *silent})),
+                          commit=replace(task.commit, committee=(), verdicts=(),
+                                         attest_by_ms=0)))
+        step.transitions.append(Transition(
+            task.terms.need, task.epoch, COMMITTED, COMMITTED,
+            f"{len(silent)} of the committee silent in the attest window: a new "
+            f"committee, without them"))
 
     def _pay(self, task: Task, ts_ms: int, step: Step) -> None:
         """The escrow's end (`payouts`): each unit of the budget goes somewhere, once."""
@@ -827,6 +863,8 @@ def task_value(t: Task) -> dict[str, Any]:
         "best": [[a, c] for a, c in t.best], "ballots": list(t.ballots),
         "excluded": list(t.excluded), "hist": [[i, st] for i, st in t.history],
     }
+    if t.silent:
+        v["silent"] = list(t.silent)
     if t.decision is not None:
         d = t.decision
         v["decision"] = [d.epoch, d.proposal, d.winner, d.cost, d.index, d.ts_ms, d.memo]
@@ -842,8 +880,8 @@ def task_value(t: Task) -> dict[str, Any]:
 
 
 def terms_extra(t: Terms) -> dict[str, Any]:
-    """The terms' optional parts that are set (`kp`, `job`, `input`): one encoding for
-    the task book's snapshots and the ledger's PostNeed and Fund."""
+    """The terms' optional parts that are set (`TERMS_EXTRA`): one encoding for the
+    task book's snapshots and the ledger's PostNeed and Fund."""
     extra: dict[str, Any] = {}
     if t.k_plan:
         extra["kp"] = t.k_plan
@@ -851,7 +889,24 @@ def terms_extra(t: Terms) -> dict[str, Any]:
         extra["job"] = t.job
     if t.input is not None:
         extra["input"] = t.input
+    if t.host is not None:
+        extra["host"] = t.host
+    if t.check is not None:
+        extra["check"] = t.check
+    if t.output is not None:
+        extra["out"] = t.output
     return extra
+
+
+TERMS_EXTRA = frozenset({"kp", "job", "input", "host", "check", "out"})
+
+
+def terms_with_extra(fixed: tuple[Any, ...], extra: Mapping[str, Any]) -> Terms:
+    """Terms from their eight fixed parts and the optional ones `terms_extra` wrote."""
+    need, poster, budget, task_class, bounty, window, k, caps = fixed
+    return Terms(need, poster, budget, task_class, bounty, window, k, caps,
+                 extra.get("kp", 0), extra.get("job"), extra.get("input"),
+                 extra.get("host"), extra.get("check"), extra.get("out"))
 
 
 def _terms_extra(t: Terms) -> list[dict[str, Any]]:
@@ -866,10 +921,10 @@ def task_from_value(v: Any) -> Task:
         need, poster, budget, cls, bounty, window, k, caps, *rest = v["terms"]
         extra = rest[0] if rest else {}
         if len(rest) > 1 or not isinstance(extra, dict) or (rest and not extra) or \
-                not set(extra) <= {"kp", "job", "input"}:
-            raise ValueError("terms: at most one map of k_plan, job and input")
-        terms = Terms(need, poster, budget, cls, bounty, window, k, tuple(caps),
-                      extra.get("kp", 0), extra.get("job"), extra.get("input"))
+                not set(extra) <= TERMS_EXTRA:
+            raise ValueError("terms: at most one map of the optional terms")
+        terms = terms_with_extra((need, poster, budget, cls, bounty, window, k, tuple(caps)),
+                                 extra)
         decision = None
         if "decision" in v:
             ep, prop, winner, cost, idx, ts, memo = v["decision"]
@@ -886,7 +941,8 @@ def task_from_value(v: Any) -> Task:
                   for p, b, pid, c, e, cp, bal, r, rd, i in v["bids"]),
             tuple((a, c) for a, c in v["best"]), tuple(v["ballots"]), tuple(v["excluded"]),
             v["reopens"], decision, v["claim_by"], lease, commit, v["finalize"], v["pay"],
-            v["paid"], v["ended"], tuple((i, st) for i, st in v.get("hist", ())))
+            v["paid"], v["ended"], tuple((i, st) for i, st in v.get("hist", ())),
+            tuple(v.get("silent", ())))
     except (KeyError, TypeError, ValueError) as exc:
         raise DecodeError("tasks", f"not a task: {exc}") from None
     if task.state not in STATES or cbor.encode(task_value(task)) != cbor.encode(v):
@@ -949,9 +1005,10 @@ def task_json(t: Task, *, brief: bool = False) -> dict[str, Any]:
         "k_plan": t.terms.k_plan,
         "job": str(t.terms.job) if t.terms.job else None,
         "input": str(t.terms.input) if t.terms.input else None,
+        "host": t.terms.host, "check": t.terms.check, "output": t.terms.output,
         "capabilities": list(t.terms.capabilities), "round": t.round,
         "close_ms": t.close_ms if t.state == OPEN else None, "reopens": t.reopens,
-        "excluded": [x.hex() for x in t.excluded],
+        "excluded": [x.hex() for x in t.excluded], "silent": [x.hex() for x in t.silent],
         "bids": [{"proposal": str(Cid(b.proposal)), "bidder": b.bidder.hex(),
                   "proposal_id": b.proposal_id, "cost": b.cost, "eta_ms": b.eta_ms,
                   "round": b.round} for b in t.bids],

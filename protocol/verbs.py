@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from . import output_schema
 from .errors import SchemaError
 from .schema import (
     INT_MAX,
@@ -23,6 +24,7 @@ from .schema import (
     List,
     Obj,
     OneOf,
+    Pattern,
     Text,
     obj,
 )
@@ -40,6 +42,10 @@ REASON = Text(max_bytes=256)
 # (committee.POOL_OP_SCHEMA), so every registration the envelope allows can be applied.
 SHORT_TEXT = Text(max_bytes=64, min_bytes=1)
 CAPABILITIES = List(Text(max_bytes=64, min_bytes=1), max_items=32, sorted_unique=True)
+# A host job's or check's registered name (docs/JOBS.md).
+JOB_NAME = Pattern(r"[a-z0-9][a-z0-9._-]{0,63}", "a job name: a-z 0-9 . _ -, 1..64")
+OUTPUT_SCHEMA = Pattern(output_schema.SPEC, "an output schema: FORMAT or FORMAT<=MAX_BYTES, "
+                        "FORMAT one of " + "|".join(output_schema.FORMATS))
 # Every ledger verb carries a client-chosen operation id and a validity limit. The
 # operation is (sender, op_id, valid_until_ms): a retry that reuses both is the same
 # operation, applied at most once; after `valid_until_ms` (bucket time) the bucket refuses
@@ -121,6 +127,12 @@ PAYLOADS: Mapping[str, Obj] = {
             "verify_bounty": AMOUNT_OR_ZERO,
             # The WebAssembly job to run on `input`: its module's CID (docs/JOBS.md).
             "job": Link(),
+            # Or a host job: a Python callable registered under this name, and the
+            # check that verifies its result (the job's own check when absent).
+            "host": JOB_NAME,
+            "check": JOB_NAME,
+            # What the result's bytes must look like (protocol/output_schema.py).
+            "output": OUTPUT_SCHEMA,
         },
     ),
     "PROPOSE": obj(

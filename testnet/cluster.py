@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,15 +170,27 @@ def save_state(directory: Path, members: list[Member]) -> None:
     write_atomic(directory / STATE_FILE, json.dumps(doc, indent=2).encode())
 
 
+def testnet_roles(index: int) -> list[str]:
+    """The built-in roles node `index` runs: every node verifies (every validator is in
+    the genesis verifier pool, and a committee member that stays silent costs its task a
+    reopen); all but node0 also plan and work, so node0 is a pure client."""
+    return ["verifier"] if index == 0 else ["planner", "worker", "verifier"]
+
+
+# Leases and heartbeats short enough that a dead worker's task moves on while you watch.
+TESTNET_ROLE_OPTIONS = {"lease_ms": 30_000, "heartbeat_ms": 2_000}
+
+
 def prepare(directory: Path, n: int, hosts: list[str] | None = None,
-            port: int = 4001, *, decide_unknown_needs: bool = False
-            ) -> list[tuple[Path, str]]:
+            port: int = 4001, *, decide_unknown_needs: bool = False, roles: bool = False,
+            params: Mapping[str, int] | None = None) -> list[tuple[Path, str]]:
     """Keys, a genesis naming all nodes as validators, and each home's config.
 
     By default every node listens on its own free loopback port. With `hosts`, node i
     listens on `hosts[i]`:`port` instead (nodes in their own network namespaces, each
     with its own address, can all use the same port). `decide_unknown_needs` goes into
-    each config (see `up`)."""
+    each config (see `up`); with `roles`, each node runs `testnet_roles`. `params`
+    override the testnet's genesis parameters (tests shorten windows with it)."""
     if hosts is not None and len(hosts) != n:
         raise TestnetError(f"{n} nodes need {n} hosts, not {len(hosts)}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -216,7 +228,7 @@ def prepare(directory: Path, n: int, hosts: list[str] | None = None,
                 "outage_gap_ms": 10_000, "escrow_hold_factor": 1,
                 # No reputation decay: the genesis is dated 0, and weeks of decay since
                 # then would leave its validators no weight in a committee draw.
-                "reputation_decay_weekly_bp": 0},
+                "reputation_decay_weekly_bp": 0, **(params or {})},
     )
     # Pin the committed policy module, as `swarm-node genesis new` does: every node then
     # refuses to run any other.
@@ -244,7 +256,12 @@ def prepare(directory: Path, n: int, hosts: list[str] | None = None,
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise TestnetError(f"init of {home} failed: {result.stderr.strip()}")
-        write_config(home, {**read_config(home), "decide_unknown_needs": decide_unknown_needs})
+        config = {**read_config(home), "decide_unknown_needs": decide_unknown_needs}
+        config.pop("roles", None)
+        config.pop("role_options", None)
+        if roles:
+            config.update(roles=testnet_roles(i), role_options=TESTNET_ROLE_OPTIONS)
+        write_config(home, config)
     return plan
 
 
@@ -279,9 +296,11 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str,
 
 
 def up(directory: Path, n: int, progress: Callable[[str, int], None] | None = None,
-       timeout_s: float = 90, *, decide_unknown_needs: bool = False) -> list[Member]:
+       timeout_s: float = 90, *, decide_unknown_needs: bool = False,
+       roles: bool = False, params: Mapping[str, int] | None = None) -> list[Member]:
     """Prepare and start n nodes; `decide_unknown_needs` lets them decide made-up NEED
-    ids (benchmarks that target buckets; node/decide_service.py)."""
+    ids (benchmarks that target buckets; node/decide_service.py); with `roles` they run
+    their built-in agents (`testnet_roles`); `params` as for `prepare`."""
     try:
         running = [m for m in load_state(directory) if m.running_pids()]
     except TestnetError:
@@ -291,7 +310,8 @@ def up(directory: Path, n: int, progress: Callable[[str, int], None] | None = No
                            f"running; `swarm-testnet down --dir {directory}` first")
     for home in directory.glob("node*"):
         (home / "api.json").unlink(missing_ok=True)
-    plan = prepare(directory, n, decide_unknown_needs=decide_unknown_needs)
+    plan = prepare(directory, n, decide_unknown_needs=decide_unknown_needs, roles=roles,
+                   params=params)
     members = [start_member(i, home, addr) for i, (home, addr) in enumerate(plan)]
     save_state(directory, members)
     for m in members:

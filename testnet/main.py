@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,8 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
-from swarm.cli.common import add_row, new_table, safe, say
+from swarm.cli.common import add_row, cell, new_table, safe, say
 from swarm.node.client import ApiError
 from swarm.node.home import HomeError
 
@@ -326,6 +328,46 @@ def ledgerbench_cmd(
         raise typer.Exit(1)
 
 
+@app.command("marketbench")
+def marketbench_cmd(
+    tasks: Annotated[int, typer.Option("--tasks", min=1, max=2_000,
+                                       help="NEEDs posted at once.")] = 30,
+    as_json: JsonOpt = False,
+    markdown: MarkdownOpt = False,
+) -> None:
+    """Complete task lifecycles per second on a fresh 5-node testnet whose roles do the
+    work, NEED-to-payout latency, and envelopes, Raft entries and CPU per lifecycle on
+    each node, with the ceiling those imply on this machine."""
+    from . import marketbench
+    from .bench import machine
+
+    run = _bench_run("marketbench", as_json, markdown)
+    try:
+        with err.status("starting") as status:
+            doc = marketbench.run(tasks, progress=lambda text: status.update(text))
+    except (cluster.TestnetError, ApiError, HomeError) as exc:
+        _fail(str(exc))
+    doc["machine"] = machine()
+    if _bench_output(doc, run, lambda: marketbench.figures(doc), as_json, markdown):
+        return
+    m = doc["machine"]
+    out.print(f"machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} "
+              f"{m['python']}", highlight=False)
+    table = new_table(f"{doc['tasks']} lifecycles in {doc['seconds']} s: "
+                      f"{doc['lifecycles_per_s']} /s; NEED to payout "
+                      f"p50 {doc['latency'].get('p50_ms')} ms, "
+                      f"p95 {doc['latency'].get('p95_ms')} ms")
+    for col in ("per lifecycle", "envelopes in", "published", "Raft entries", "CPU s"):
+        table.add_column(col, justify="right")
+    rows = [(f"node{i}", n) for i, n in enumerate(doc["per_node"])]
+    for name, n in [*rows, ("all nodes", doc["per_lifecycle"])]:
+        add_row(table, name, n["envelopes_in"], n["envelopes_out"], n["raft_entries"],
+                n["cpu_s"])
+    out.print(table)
+    out.print(f"ceiling at this CPU cost: {doc['ceiling_per_s']} lifecycles/s on "
+              f"{doc['cores']} cores", highlight=False)
+
+
 @app.command("bench")
 def bench_cmd(
     envelopes: Annotated[int, typer.Option("--envelopes", help="Envelopes per micro-bench.")]
@@ -398,7 +440,8 @@ def _fail(message: str) -> None:
 
 def _status_table(members: list[cluster.Member], title: str) -> tuple[Table, list[dict[str, Any]]]:
     table = new_table(title)
-    for col in ("node", "home", "pid", "alive", "api", "peers", "envelopes", "plan root"):
+    for col in ("node", "home", "pid", "alive", "api", "peers", "envelopes", "plan root",
+                "roles"):
         table.add_column(col, no_wrap=col in ("api", "plan root"))
     rows = []
     for m in members:
@@ -408,13 +451,15 @@ def _status_table(members: list[cluster.Member], title: str) -> tuple[Table, lis
         row = {"node": m.index, "home": str(m.home), "pid": pid, "alive": bool(running),
                "api": s["api"] if s else None, "peers": s["peers"] if s else None,
                "envelopes": s["envelopes"] if s else None,
-               "plan_root": s["plan_root"] if s else None}
+               "plan_root": s["plan_root"] if s else None,
+               "roles": s.get("roles", []) if s else None}
         rows.append(row)
         add_row(table, str(m.index), str(m.home), str(pid), "yes" if row["alive"] else "no",
                 str(row["api"] or "-").removeprefix("http://"),
                 str(row["peers"] if s else "-"),
                 str(row["envelopes"] if s else "-"),
-                str(row["plan_root"] or "-")[:12])
+                str(row["plan_root"] or "-")[:12],
+                ",".join(s.get("roles", [])) if s else "-")
     return table, rows
 
 
@@ -434,6 +479,9 @@ def up_cmd(
     decide_unknown_needs: Annotated[bool, typer.Option(
         "--decide-unknown-needs", help="Let the nodes decide ids that are no NEED they "
         "know (for Raft tests and benchmarks that pick ids by bucket).")] = False,
+    roles: Annotated[bool, typer.Option(
+        "--roles/--no-roles", help="Run the built-in planner, worker and verifier agents, "
+        "spread over the nodes (node0 only verifies).")] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate keys and a genesis, start N nodes on loopback, wait until connected."""
@@ -443,7 +491,7 @@ def up_cmd(
             members = cluster.up(directory, n,
                                  lambda msg, done: bar.update(task, description=msg,
                                                               completed=done),
-                                 decide_unknown_needs=decide_unknown_needs)
+                                 decide_unknown_needs=decide_unknown_needs, roles=roles)
     except cluster.TestnetError as exc:
         _fail(str(exc))
     _print_status(directory, members, f"testnet in {directory}: {n} nodes up", as_json)
@@ -547,6 +595,95 @@ def smoke_cmd(
         f"swarm-node decision {result['posted'][0][1]} --home {home0}; "
         f"swarm-node raft status --home {home0}; "
         f"stop with `make testnet-down`", console=out)
+
+
+@app.command("demo")
+def demo_cmd(
+    directory: DirOpt = Path(".testnet"),
+    tasks: Annotated[int, typer.Option("--tasks", min=1, max=200,
+                                       help="NEEDs to post.")] = 10,
+    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait for "
+                                             "every task to be paid.")] = 100.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Post NEEDs with real jobs (WebAssembly and host) from several nodes and watch the
+    nodes' built-in roles bid, claim, run, verify and get paid, in a live table; then
+    check every task finalized and paid, every result right, credits conserved and the
+    same plan, task and ledger roots on every node. Exit code 1 if any check fails."""
+    from rich.live import Live
+
+    from . import demo
+
+    try:
+        members = cluster.load_state(directory)
+        posted = demo.post_tasks(members, tasks)
+        names = _account_names(members)
+        with Live(console=out, refresh_per_second=4, transient=as_json,
+                  auto_refresh=False) as live:
+            def show(current: list[demo.DemoTask]) -> None:
+                if not as_json:
+                    live.update(_demo_table(current, names), refresh=True)
+
+            t0 = time.monotonic()
+            demo.follow(members, posted, timeout_s, show)
+            seconds = round(time.monotonic() - t0, 1)
+        result = {**demo.summary(members, posted), "seconds": seconds}
+    except (cluster.TestnetError, ApiError, HomeError) as exc:
+        _fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        _print_demo_summary(result)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+def _account_names(members: list[cluster.Member]) -> dict[str, str]:
+    """Account (hex) -> "nodeN", to show who won and who verified."""
+    from swarm.node.client import Client
+
+    return {Client(m.home).get("/status")["account"]: f"node{m.index}" for m in members}
+
+
+def _demo_table(tasks: list[Any], names: dict[str, str]) -> Table:
+    table = new_table(f"{sum(t.done for t in tasks)} of {len(tasks)} tasks done")
+    for col in ("task", "job", "poster", "state", "winner", "committee", "paid"):
+        table.add_column(col, no_wrap=col != "committee")
+    styles = {"PAID": "bold green", "FINALIZED": "green", "CANCELLED": "red",
+              "ATTESTED": "cyan"}
+    for t in tasks:
+        d = t.doc
+        committee = (d.get("commit") or {}).get("committee") or []
+        paid = sum(int(p["amount"]) for p in d.get("payouts", ()) if p["kind"] != "refund")
+        unit = int(d.get("unit_per_credit", 1_000_000))
+        state = "PAID" if d.get("paid") else t.state
+        table.add_row(cell(t.need[-8:]), cell(t.job), cell(f"node{t.poster}"),
+                      Text(safe(state), style=styles.get(state, "yellow")),
+                      cell(names.get(d.get("winner") or "", "-")),
+                      cell(" ".join(names.get(a, a[:8]) for a in committee) or "-"),
+                      cell(f"{paid / unit:g}" if d.get("paid") else "-"))
+    return table
+
+
+def _print_demo_summary(r: dict[str, Any]) -> None:
+    table = new_table(f"demo: {r['finalized']} of {r['tasks']} tasks finalized and paid "
+                      f"in {r['seconds']} s", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in (("paid to workers", r["paid_to_workers"]),
+                       ("paid to verifiers", r["paid_to_verifiers"]),
+                       ("refunded to posters", r["refunded"]), ("burned", r["burned"]),
+                       ("plan root", r["roots"]["plan"][:16]),
+                       ("task root", r["roots"]["task"][:16]),
+                       ("ledger root", r["roots"]["ledger"][:16])):
+        add_row(table, key, str(value))
+    for check, ok in r["checks"].items():
+        table.add_row(cell(check.replace("_", " ")),
+                      Text("yes", style="green") if ok else Text("NO", style="bold red"))
+    out.print(table)
+    for need, why in r["wrong_results"].items():
+        out.print(f"[red]wrong result[/] for {escape(need)}: {escape(why)}")
+    out.print("[green]every check passed[/]" if r["ok"] else "[red]a check failed[/]")
 
 
 def main() -> None:

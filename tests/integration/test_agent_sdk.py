@@ -86,3 +86,45 @@ async def test_the_example_agent_works_and_verifies_to_payout(swarmlet: Any) -> 
     done = {c.agent.account: c.done for c in counters}
     assert done[worker]["commits"] == 1 and done[verifier]["attests"] == 1
     assert done[worker]["bids"] == 1 and done[verifier]["bids"] == 1
+
+
+async def test_host_jobs_checks_and_output_schemas_through_a_node(swarmlet: Any) -> None:
+    """A node runs a host job and asks its check; an output schema's verdict comes back
+    with a run; a NEED naming two kinds of job, or a check without a host job, is
+    refused before it is signed."""
+    s = await swarmlet(2, params=MARKET_PARAMS)
+    await s.connect_mesh()
+    async with Agent.open(s.nodes[0].settings.home) as a, \
+            Agent.open(s.nodes[1].settings.home) as b:
+        listed = await a.host_jobs()
+        assert listed["jobs"]["deflate"]["check"] == "inflates-to-input"
+        assert {"inflates-to-input", "sha256"} <= set(listed["checks"])
+        text = await a.put_evidence(b"to be or not to be\n" * 50)
+        packed = await b.run_host_job("deflate", text, schema="bytes<=200")  # fetched
+        assert packed["violation"] is None and packed["size"] < 200
+        assert (await b.check_host_job("deflate", text, packed["output"]))["valid"]
+        other = await a.put_evidence(b"something else")
+        wrong = await a.check_host_job("deflate", other, packed["output"])
+        assert wrong["valid"] is False and "refuses" in wrong["violation"]
+        too_small = await a.check_host_job("deflate", text, packed["output"],
+                                           schema="bytes<=10")
+        assert too_small["valid"] is False and "over the schema" in too_small["violation"]
+        jobs = await a.builtin_jobs(publish=True)
+        counted = await a.run_job(jobs["wordcount"], text, schema="hex<=2")
+        assert counted["violation"] is not None  # "300\n" is 4 bytes
+        for body, field in (({"job": jobs["wordcount"], "host": "deflate"}, "host"),
+                            ({"check": "sha256"}, "check"),
+                            ({"host": "Not A Name"}, "host"),
+                            ({"host": "deflate", "output": "json"}, "output")):
+            with pytest.raises(AgentError) as bad:
+                await a.post("4", data=text, **body)
+            assert field in str(bad.value.detail), bad.value.detail
+        with pytest.raises(AgentError) as unknown:
+            await a.run_host_job("no-such-job", text)
+        assert unknown.value.detail["code"] == "unknown_job"
+        need = await a.post("4", host="sha256", data=text, output="hex<=65", window_ms=60_000)
+        await wait_for(lambda: s.nodes[0].market.task_named(need) is not None,
+                       "the task open at the poster's node")
+        task = await a.task(need)
+        assert (task["host"], task["check"], task["output"], task["job"]) == (
+            "sha256", None, "hex<=65", None)

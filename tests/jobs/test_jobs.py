@@ -16,27 +16,8 @@ from hypothesis import strategies as st
 
 from swarm.jobs import build, host
 from swarm.jobs.host import JobError
+from swarm.jobs.reference import REFERENCE, sorted_lines
 
-
-def fnv1a64(data: bytes) -> bytes:
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFF_FFFF_FFFF_FFFF
-    return b"%016x\n" % h
-
-
-def sorted_lines(data: bytes) -> bytes:
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    return b"".join(line + b"\n" for line in sorted(lines))
-
-
-REFERENCE = {
-    "wordcount": lambda data: b"%d\n" % len(data.split()),
-    "checksum": fnv1a64,
-    "sortlines": sorted_lines,
-}
 texts = st.one_of(st.binary(max_size=600),
                   st.lists(st.sampled_from([b"a", b"b", b"ab", b"", b" ", b"\t", b"zz y"]),
                            max_size=60).map(b"\n".join))

@@ -370,10 +370,12 @@ def test_judged_members_reputation_moves_in_their_own_buckets() -> None:
     s.ts += 1_000
     assert s.submit(3, signed(V2, "ATTEST", {"task_id": str(need.id), "commit_id": commit_id,
                                              "verdict": "valid"})).ok
-    # X1 stays silent: the attest window closes, the task reopens, and each member's
-    # bucket hears how it was judged.
+    # X1 stays silent: the attest window closes, the result waits for a new committee
+    # without X1, and each member's bucket hears how it was judged.
     s.tick(3, s.task(need).commit.attest_by_ms)
-    assert s.task(need).epoch == 1
+    assert s.task(need).epoch == 0 and s.task(need).silent == (X1.public_key,)
+    redrawn, _ = b3.machine.committee(s.task(need), b"\x00" * 32)
+    assert redrawn and X1.public_key not in redrawn  # as many as are left, k at most
     initial = GENESIS.params["reputation_initial_bp"]
     v2 = s.b[2].machine.part.pool.member(V2.public_key)
     x1 = s.b[1].machine.part.pool.member(X1.public_key)

@@ -389,7 +389,9 @@ def test_the_worker_and_poster_never_sit_on_the_committee() -> None:
     assert info.value.code == "related_member"
 
 
-def test_attesting_after_the_window_is_refused_and_silence_reopens() -> None:
+def test_attesting_after_the_window_is_refused_and_silence_redraws_the_committee() -> None:
+    """Silent members fail and never sit again on this task; the worker keeps its
+    result, which waits for a new committee."""
     b = Book()
     commit_id = committed(b, [V1, V2, V3])
     b.send(attest(V1, commit_id))
@@ -399,7 +401,39 @@ def test_attesting_after_the_window_is_refused_and_silence_reopens() -> None:
     step = b.at(deadline)
     failed = {r.account for r in step.reputation if r.failed}
     assert failed == {V2.public_key, V3.public_key}
+    t = b.task
+    assert (t.state, t.epoch, t.reopens, t.commit.committee, t.commit.verdicts) == (
+        COMMITTED, 0, 1, (), ())
+    assert t.silent == tuple(sorted((V2.public_key, V3.public_key)))
+    assert ALICE.public_key not in t.excluded and t.commit.commit_id == commit_id
+    assert "silent" in step.transitions[-1].cause
+    with pytest.raises(TaskError) as info:
+        b.draw([V1, V3])
+    assert info.value.code == "silent_member"
+    b.draw([V1, V4])
+    b.send(attest(V1, commit_id))
+    b.send(attest(V4, commit_id))
+    assert b.task.state == ATTESTED
+
+
+def test_silence_beside_an_invalid_verdict_reopens_without_the_worker() -> None:
+    b = Book()
+    commit_id = committed(b, [V1, V2, V3])
+    b.send(attest(V1, commit_id, "invalid"))
+    step = b.at(b.task.commit.attest_by_ms)
     assert b.task.epoch == 1 and step.decisions[0].winner == BOB.public_key
+    assert ALICE.public_key in b.task.excluded
+
+
+def test_redraws_count_as_reopens_and_end_in_a_reopen() -> None:
+    b = Book(task_reopens_max=1)
+    commit_id = committed(b, [V1, V2, V3])
+    b.at(b.task.commit.attest_by_ms)  # all silent: a new committee
+    assert b.task.state == COMMITTED and b.task.reopens == 1
+    b.draw([V4])
+    assert b.task.commit.commit_id == commit_id
+    b.at(b.task.commit.attest_by_ms)  # silent again, and the reopens are spent
+    assert b.task.state == CANCELLED and b.paid()[(POSTER.public_key, "refund")] == 1_000
 
 
 def test_a_rejecting_majority_reopens_and_costs_the_wrong_members() -> None:
@@ -527,9 +561,11 @@ def test_terms_carry_their_optional_parts_through_effects_and_snapshots() -> Non
     from swarm.protocol.ledger_ops import PostNeed, decode_body, encode_body
 
     full = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, ("nlp",), 2,
-                 cid("module"), cid("input"))
+                 cid("module"), cid("input"), output="uint<=20")
+    hosted = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, (), 0, None,
+                   cid("input"), "deflate", "inflates", "bytes")
     bare = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3)
-    for terms in (full, bare):
+    for terms in (full, hosted, bare):
         posted = PostNeed(bytes(32), terms)
         assert decode_body(encode_body(posted)) == posted
         book = TaskBook(PARAMS)
@@ -538,8 +574,23 @@ def test_terms_carry_their_optional_parts_through_effects_and_snapshots() -> Non
                         book.clock_ms)
         assert again.tasks[NEED].terms == terms and again.root() == book.root()
     shown = task_json(_funded(full))
-    assert (shown["job"], shown["input"], shown["k_plan"]) == (
-        str(cid("module")), str(cid("input")), 2)
+    assert (shown["job"], shown["input"], shown["k_plan"], shown["output"]) == (
+        str(cid("module")), str(cid("input")), 2, "uint<=20")
+    shown = task_json(_funded(hosted))
+    assert (shown["job"], shown["host"], shown["check"]) == (None, "deflate", "inflates")
+
+
+def test_a_need_names_one_kind_of_job_and_a_check_only_for_a_host_job() -> None:
+    for terms, problem in (
+            (Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, (), 0, cid("m"),
+                   cid("i"), "deflate"), "not both"),
+            (Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, (), 0, cid("m"),
+                   cid("i"), None, "inflates"), "a check is for a host job")):
+        book = TaskBook(PARAMS)
+        step = book.fund(terms, 1, 0)
+        assert [t.after for t in step.transitions] == [CANCELLED]
+        assert problem in step.transitions[0].cause
+        assert [p.kind for p in step.payments] == ["refund"]
 
 
 def _funded(terms: Terms) -> Task:
