@@ -57,6 +57,8 @@ REMEMBERED_MAX = 4096  # tasks whose bids and losses are remembered
 JOBS_MEASURED_MAX = 256
 EWMA_WEIGHT = 0.3  # of the newest run
 HEARTBEAT_SHARE = 0.5  # heartbeat this far into each interval
+JOIN_ATTEMPTS_MAX = 60  # joining the pool at start, a backoff apart
+JOIN_RETRY_MIN_MS = 1_000
 ROLE_BID = "role-"  # how a planner role's proposal ids begin: its worker works only those
 
 
@@ -200,11 +202,11 @@ class Roles:
                  self.agent.account)
         if roles & {"planner", "verifier"}:
             await self._learn_host_jobs()
-        if "verifier" in roles and self.config.verifier_stake is not None:
-            await self._join_pool()
         task_status.started()
         seen = 0
         async with trio.open_nursery() as nursery:
+            if "verifier" in roles and self.config.verifier_stake is not None:
+                nursery.start_soon(self._join_pool)
             while True:
                 try:
                     async for event in self.agent.events(after=seen):
@@ -430,25 +432,38 @@ class Roles:
         self.host_jobs, self.host_checks = set(doc["jobs"]), set(doc["checks"])
 
     async def _join_pool(self) -> None:
-        """Stake up to `verifier_stake` and register, unless already a verifier."""
+        """Stake up to `verifier_stake` and register, unless already a verifier. A node
+        that cannot reach its buckets yet (just started, not connected) tries again
+        after a backoff; a rule's refusal (too little balance) ends the attempt."""
         amount = self.config.verifier_stake
         assert amount is not None
-        try:
-            info = await self.agent.stake_info()
-            if info.get("verifier"):
+        for attempt in range(JOIN_ATTEMPTS_MAX):
+            try:
+                info = await self.agent.stake_info()
+                if info.get("verifier"):
+                    return
+                want = parse_credits(amount, self.agent.unit_per_credit)
+                short = want - int(info.get("locked", 0))
+                if short > 0:
+                    await self.agent.stake(format_credits(short, self.agent.unit_per_credit))
+                await self.agent.register_verifier(
+                    org=self.config.org or f"acct-{self.agent.account[:8]}",
+                    asn=self.config.asn, region=self.config.region)
+                self._count("verifier", "join_pool", "ok")
+                log.info("verifier: staked up to %s credits and joined the pool", amount)
                 return
-            want = parse_credits(amount, self.agent.unit_per_credit)
-            short = want - int(info.get("stake", 0))
-            if short > 0:
-                await self.agent.stake(format_credits(short, self.agent.unit_per_credit))
-            await self.agent.register_verifier(
-                org=self.config.org or f"acct-{self.agent.account[:8]}",
-                asn=self.config.asn, region=self.config.region)
-            self._count("verifier", "join_pool", "ok")
-            log.info("verifier: staked %s credits and joined the pool", amount)
-        except AgentError as exc:
-            self._count("verifier", "join_pool", "failed")
-            log.warning("verifier: could not join the pool: %s", exc)
+            except Refused as exc:
+                self._count("verifier", "join_pool", f"refused:{exc.code}")
+                log.warning("verifier: the pool refused this node: %s", exc)
+                return
+            except AgentError as exc:
+                self._count("verifier", "join_pool", "failed")
+                wait_ms = self.backoff.delay_ms("join_pool", attempt) + JOIN_RETRY_MIN_MS
+                log.warning("verifier: could not join the pool yet (%s); trying again in "
+                            "%.1f s", exc, wait_ms / 1000)
+                await trio.sleep(wait_ms / 1000)
+        log.warning("verifier: gave up joining the pool after %d attempts",
+                    JOIN_ATTEMPTS_MAX)
 
 
 async def run_roles(agent: Agent, config: RoleConfig, registry: CollectorRegistry | None,

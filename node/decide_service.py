@@ -169,6 +169,17 @@ class RaftCollector(Collector):
         for code, n in sorted(codes.items()):
             refused.add_metric([code], n)
         yield refused
+        kinds = CounterMetricFamily(
+            "swarm_bucket_entries", "Bucket entries applied here as a replica, by what "
+            "they carried (a lifecycle verb, or a ledger body's type), summed over the "
+            "buckets replicated here", labels=["kind"])
+        counted: dict[str, int] = {}
+        for x in groups:
+            for kind, n in x.machine.entry_kinds.items():
+                counted[kind] = counted.get(kind, 0) + n
+        for kind, n in sorted(counted.items()):
+            kinds.add_metric([kind], n)
+        yield kinds
         yield GaugeMetricFamily("swarm_raft_halted_buckets",
                                 "Buckets this node stopped serving because their state "
                                 "machine could not apply an entry alike on every replica",

@@ -97,6 +97,10 @@ DRAWS_PER_ROUND = 16  # draws proposed per bucket per round
 # A draw waits this long (2 s) for views of other buckets whose certificates have not
 # reached this node yet, then goes ahead with the views the bucket holds.
 VIEW_WAIT_TICKS = 40
+# A view whose verifiers differ from the bucket's only in reputation and recency is
+# refreshed at most this often (30 s): every attestation moves its members' reputations,
+# and refreshing every view before every draw cost about five entries a committee.
+VIEW_REFRESH_TICKS = 600
 # A certified chain entry as this node stored it: far below it (an entry is bounded by
 # the envelope it carries, its signatures by the replica count).
 CERT_LIMITS = cbor.Limits(size_bytes_max=1 << 20)
@@ -149,6 +153,9 @@ class LedgerRaft(LedgerHook):
         self.draw_waiting: dict[tuple[int, int], int] = {}
         self.draw_sent: dict[tuple[int, int], int] = {}
         self.view_sent: dict[tuple[int, int, int], int] = {}
+        # (bucket led, bucket viewed) -> when its view was last proposed, or first found
+        # differing only in reputations, here.
+        self.view_fresh: dict[tuple[int, int], int] = {}
         self._rows: dict[int, tuple[int, tuple[PoolRow, ...], bytes | None]] = {}
         # Told what each applied entry did to a bucket's tasks (replica or read replica).
         self.listeners: list[Callable[[int, tuple[Step, ...]], None]] = []
@@ -437,6 +444,10 @@ class LedgerRaft(LedgerHook):
                 continue
             if had is not None and (had[0] >= index or view_digest(had[1]) == digest):
                 continue
+            if had is not None and _membership(had[1]) == _membership(rows):
+                since = self.view_fresh.setdefault((g.bucket, b), now)
+                if now - since < VIEW_REFRESH_TICKS:
+                    continue  # only reputations moved: the held view will do a while
             key = (g.bucket, b, index)
             if key in self.view_sent:
                 continue
@@ -448,6 +459,7 @@ class LedgerRaft(LedgerHook):
                     continue
             if raft.propose(g, pool_view_command(g.bucket, b, rows, proof).stamp(ts)):
                 self.view_sent[key] = now
+                self.view_fresh[(g.bucket, b)] = now
                 self.stats["pool_views_proposed"] += 1
         return ready
 
@@ -564,3 +576,10 @@ class LedgerRaft(LedgerHook):
         """How far the read replica is behind what it has heard of."""
         return {"buckets_read": len(self.read),
                 "entries_waiting": sum(len(a) for a in self.ahead.values())}
+
+
+def _membership(rows: tuple[PoolRow, ...]) -> tuple[tuple[Any, ...], ...]:
+    """What of a bucket's verifiers decides who may sit and with what stake: all but
+    reputation and recency, which only weigh the draw."""
+    return tuple((r.account, r.stake, r.capabilities, r.org, r.asn, r.region,
+                  r.registered_ms) for r in rows)

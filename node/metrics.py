@@ -13,7 +13,8 @@ class Metrics:
         self.envelopes = Counter("swarm_envelopes", "Inbound envelopes by verdict and reason",
                                  ["verdict", "reason"], registry=r)
         self.published = Counter("swarm_envelopes_published",
-                                 "Envelopes this node signed and published", registry=r)
+                                 "Envelopes this node published to gossip (signed here, or "
+                                 "sent by a client through the API)", registry=r)
         self.synced = Counter("swarm_envelopes_synced",
                               "Envelopes obtained through catch-up", registry=r)
         self.rejected_late = Counter(

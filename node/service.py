@@ -522,6 +522,7 @@ class Node:
             self._storage_failed(exc)
             raise
         ticket = self.wal.note_write()
+        self.metrics.published.inc()
         await self.pubsub.publish(self.topics[TOPIC_OF_KIND[decoded.kind]], decoded.wire)
         await self.wal.wait_synced(ticket)
 

@@ -950,6 +950,8 @@ class BucketMachine:
         self.outcomes: OrderedDict[bytes, LedgerOutcome] = OrderedDict()
         self.rejections: deque[LedgerOutcome] = deque(maxlen=REJECTIONS_MAX)
         self.refused: Counter[str] = Counter()  # rejections by code, for metrics
+        # Entries applied by what they carried (a verb, or a body's type), for metrics.
+        self.entry_kinds: Counter[str] = Counter()
         self.halted: str = ""  # why the machine stopped, once it has
 
     @classmethod
@@ -1005,6 +1007,7 @@ class BucketMachine:
                 value = None
         op = value.get("op") if isinstance(value, dict) else None
         if op == "decide":
+            self.entry_kinds["DECIDE"] += 1
             return self.decide.apply(index, term, data)
         self.decide.applied = index
         if op not in _COMMAND_FIELDS:
@@ -1025,6 +1028,8 @@ class BucketMachine:
         key = (command_key(value)
                if isinstance(body, EffectBatch | EffectAck | Tick | PoolView | Draw)
                else body.op_id)
+        self.entry_kinds[body.envelope.kind if isinstance(body, TaskStep)
+                         else type(body).__name__] += 1
         try:
             return self._apply_chain_body(index, key, body)
         except _NOT_REPEATABLE as exc:

@@ -364,6 +364,9 @@ def marketbench_cmd(
         add_row(table, name, n["envelopes_in"], n["envelopes_out"], n["raft_entries"],
                 n["cpu_s"])
     out.print(table)
+    out.print(f"bucket entries per lifecycle: {doc['entries_per_lifecycle']} ("
+              + ", ".join(f"{k} {v}" for k, v in doc["entries_by_kind"].items()) + ")",
+              highlight=False)
     out.print(f"ceiling at this CPU cost: {doc['ceiling_per_s']} lifecycles/s on "
               f"{doc['cores']} cores", highlight=False)
 

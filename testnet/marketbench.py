@@ -14,8 +14,9 @@ their verifiers attest, and the buckets finalize and pay.
   window plus the challenge window);
 * cost per lifecycle, per node: gossip envelopes received and published, Raft entries
   applied, and CPU seconds of the node's process (from /proc), each divided by the
-  tasks; and the ceiling they imply on this machine: cores / CPU seconds per lifecycle
-  summed over the nodes.
+  tasks; the bucket entries a lifecycle writes, by kind (a lifecycle verb, or a ledger
+  body: effects, acknowledgements, ticks, pool views, draws); and the ceiling they imply
+  on this machine: cores / CPU seconds per lifecycle summed over the nodes.
 
 The posting client and the five nodes share the machine, so the figures are a floor.
 """
@@ -56,6 +57,18 @@ def metric(text: str, name: str, labels: str = "") -> float:
     return total
 
 
+def metric_by(text: str, name: str, label: str) -> dict[str, float]:
+    """The samples of `name` in Prometheus text by the value of their `label`."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m and m[1] == name and m[2]:
+            found = re.search(rf'{label}="([^"]*)"', m[2])
+            if found:
+                out[found[1]] = out.get(found[1], 0.0) + float(m[3])
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU of a process so far."""
     with open(f"/proc/{pid}/stat") as f:
@@ -63,8 +76,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def counters(members: list[cluster.Member]) -> list[dict[str, float]]:
-    out = []
+def counters(members: list[cluster.Member]) -> tuple[list[dict[str, float]],
+                                                       dict[str, float]]:
+    """Each node's counters, and the bucket entries applied by kind over all nodes."""
+    out: list[dict[str, float]] = []
+    kinds: dict[str, float] = {}
     for m in members:
         text = Client(m.home).get_text("/metrics")
         pid = m.running_pids()[-1]
@@ -74,7 +90,9 @@ def counters(members: list[cluster.Member]) -> list[dict[str, float]]:
             "raft_entries": metric(text, "swarm_raft_events_total", 'kind="applied"'),
             "cpu_s": cpu_seconds(pid),
         })
-    return out
+        for kind, n in metric_by(text, "swarm_bucket_entries_total", "kind").items():
+            kinds[kind] = kinds.get(kind, 0.0) + n
+    return out, kinds
 
 
 def run(tasks: int = 30, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -101,12 +119,16 @@ def _measure(members: list[cluster.Member], count: int,
     say("warming up: one lifecycle")
     _run_batch(members, clients, modules, inputs[:1], 1, 120)
 
-    before = counters(members)
+    replicas = int(Client(members[0].home).get("/raft/status")["replicas_per_bucket"])
+    before, kinds_before = counters(members)
     say(f"posting {count} NEEDs")
     t0 = time.monotonic()
     posted = _run_batch(members, clients, modules, inputs, count, 600, say)
     elapsed = time.monotonic() - t0
-    after = counters(members)
+    after, kinds_after = counters(members)
+    # Each entry is applied by each of its bucket's replicas: per log, divide by them.
+    by_kind = {k: round((n - kinds_before.get(k, 0.0)) / replicas / count, 2)
+               for k, n in kinds_after.items() if n > kinds_before.get(k, 0.0)}
 
     latencies = [(d["ended_ms"] - d["created_ms"]) / 1000 for d in posted
                  if d.get("ended_ms")]
@@ -121,6 +143,9 @@ def _measure(members: list[cluster.Member], count: int,
         "per_node": per_node,
         "per_lifecycle": {k: round(sum(n[k] for n in per_node), 4 if k == "cpu_s" else 1)
                           for k in per_node[0]},
+        "entries_by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
+        "entries_per_lifecycle": round(sum(by_kind.values()), 1),
+        "replicas": replicas,
         "ceiling_per_s": round(cores / cpu_total, 1) if cpu_total else None,
         "cores": cores, "windows_ms": {"bid": BID_WINDOW_MS, "challenge": CHALLENGE_MS},
     }
@@ -169,6 +194,10 @@ def figures(doc: dict[str, Any]) -> list[Figure]:
                f"{num(per['envelopes_in'])} gossip envelopes in, "
                f"{num(per['envelopes_out'])} published, {num(per['raft_entries'])} Raft "
                f"entries applied, {per['cpu_s']} CPU s"),
+        Figure("bucket entries per lifecycle (each applied by "
+               f"{doc['replicas']} replicas), by kind",
+               f"{doc['entries_per_lifecycle']}: " + ", ".join(
+                   f"{k} {v}" for k, v in doc["entries_by_kind"].items())),
         Figure("ceiling those CPU seconds imply on this machine",
                f"{num(doc['ceiling_per_s'])} lifecycles/s ({doc['cores']} cores)"),
     ]

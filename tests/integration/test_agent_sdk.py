@@ -21,6 +21,8 @@ import trio
 
 from swarm.agent import Agent, AgentError, Backoff, Refused
 from swarm.agent.example import JobRunner
+from swarm.node.home import HomeError, read_config, write_config
+from swarm.node.service import open_node
 from swarm.testnet.inproc import wait_for
 
 MARKET_PARAMS = {"min_verifier_stake": 1, "challenge_window_ms": 2_000,
@@ -128,3 +130,31 @@ async def test_host_jobs_checks_and_output_schemas_through_a_node(swarmlet: Any)
         task = await a.task(need)
         assert (task["host"], task["check"], task["output"], task["job"]) == (
             "sha256", None, "hex<=65", None)
+
+
+async def test_a_verifier_role_stakes_and_joins_the_pool_at_start(swarmlet: Any) -> None:
+    """A node that is no genesis validator, configured as a verifier with a stake,
+    stakes it and registers in the pool when it starts; a bad role config stops a node
+    at start naming the key."""
+    s = await swarmlet(2, validators=1, params=MARKET_PARAMS)
+    await s.connect_mesh()
+    home = s.homes[1]
+    await s.stop(1)
+    write_config(home, {**read_config(home), "roles": ["verifier"],
+                        "role_options": {"verifier_stake": "3", "org": "far-org",
+                                         "asn": 65001, "region": "far"}})
+    node = await s.start(1)
+    await s.nodes[1].connect(s.nodes[0].addrs()[0])
+    account = node.identity.public_key.hex()
+
+    def pooled() -> bool:
+        return any(v["account"] == account for v in node.ledger.pool()["verifiers"])
+
+    await wait_for(pooled, "node1's verifier role to join the pool", timeout_s=60)
+    row = next(v for v in node.ledger.pool()["verifiers"] if v["account"] == account)
+    assert (row["org"], row["asn"], row["region"], row["stake"]) == (
+        "far-org", 65001, "far", 3 * U)
+    assert node.status()["roles"] == ["verifier"]
+    write_config(home, {**read_config(home), "role_options": {"capacity": 0}})
+    with pytest.raises(HomeError, match="capacity"):
+        open_node(home)
