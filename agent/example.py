@@ -33,11 +33,10 @@ import trio
 
 from swarm.protocol.amounts import format_credits
 
-from .sdk import Agent, AgentError, Backoff, Refused, TaskEvent, Unavailable
+from .sdk import Agent, AgentError, Backoff, Refused, TaskEvent
 
 log = logging.getLogger("swarm.agent.example")
 
-RECONNECT_S = 1.0
 
 
 class JobRunner:
@@ -57,16 +56,8 @@ class JobRunner:
     async def run(self) -> None:
         """Follow the node's task events and act on them, resuming after a broken
         stream; each action runs on its own, so a slow one holds up no other."""
-        seen = 0
         async with trio.open_nursery() as nursery:
-            while True:
-                try:
-                    async for event in self.agent.events(after=seen):
-                        seen = max(seen, event.seq)
-                        self._dispatch(nursery, event)
-                except Unavailable as exc:
-                    log.warning("event stream broke (%s); resuming after %d", exc, seen)
-                    await trio.sleep(RECONNECT_S)
+            await self.agent.follow(lambda event: self._dispatch(nursery, event))
 
     def _dispatch(self, nursery: trio.Nursery, event: TaskEvent) -> None:
         d = event.data

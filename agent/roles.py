@@ -45,12 +45,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from swarm.protocol.amounts import format_credits, parse_credits
 from swarm.protocol.errors import ProtocolError
 
-from .sdk import Agent, AgentError, Backoff, Refused, TaskEvent, Unavailable
+from .sdk import Agent, AgentError, Backoff, Refused, TaskEvent
 
 log = logging.getLogger("swarm.roles")
 
 ROLES = ("planner", "worker", "verifier")
-RECONNECT_S = 1.0
 PENDING_MAX = 256  # actions started and not finished; a flood of NEEDs past it is skipped
 ACTIONS_AT_ONCE = 16  # talking to the node (bids, checks)
 REMEMBERED_MAX = 4096  # tasks whose bids and losses are remembered
@@ -203,19 +202,10 @@ class Roles:
         if roles & {"planner", "verifier"}:
             await self._learn_host_jobs()
         task_status.started()
-        seen = 0
         async with trio.open_nursery() as nursery:
             if "verifier" in roles and self.config.verifier_stake is not None:
                 nursery.start_soon(self._join_pool)
-            while True:
-                try:
-                    async for event in self.agent.events(after=seen):
-                        seen = max(seen, event.seq)
-                        self._dispatch(nursery, event)
-                except Unavailable as exc:
-                    log.warning("roles: event stream broke (%s); resuming after %d",
-                                exc, seen)
-                    await trio.sleep(RECONNECT_S)
+            await self.agent.follow(lambda event: self._dispatch(nursery, event))
 
     # -- events to actions
 

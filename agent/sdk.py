@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
 from swarm.node.client import (
     OUTCOME_MARGIN_S,
@@ -31,6 +33,8 @@ from swarm.node.client import (
     proves_identity,
 )
 from swarm.node.home import read_api, read_token
+
+log = logging.getLogger("swarm.agent")
 
 NONCE_BYTES = 32
 TIMEOUT_S = 30.0  # a read's; a write waits for its outcome plus a margin
@@ -337,6 +341,21 @@ class Agent:
                                     str(doc.get("need_id", "")), doc)
         except httpx.HTTPError as exc:
             raise Unavailable(f"the event stream of {self.url} broke ({exc})") from None
+
+    async def follow(self, on_event: Callable[[TaskEvent], None], *, after: int = 0,
+                     reconnect_s: float = 1.0) -> None:
+        """Call `on_event` with each task event, for ever: `events` resumed after the
+        last event seen whenever the stream breaks (the node restarting, say). Returns
+        only by cancellation; `on_event` must not block (start work in a nursery)."""
+        seen = after
+        while True:
+            try:
+                async for event in self.events(after=seen):
+                    seen = max(seen, event.seq)
+                    on_event(event)
+            except Unavailable as exc:
+                log.warning("the event stream broke (%s); resuming after %d", exc, seen)
+                await trio.sleep(reconnect_s)
 
     # -- plumbing --
 

@@ -25,6 +25,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import Any, TypeVar
 
 from .host import JobError
 
@@ -33,6 +34,7 @@ log = logging.getLogger("swarm.jobs.hosted")
 JOBS_GROUP = "swarm.host_jobs"
 CHECKS_GROUP = "swarm.host_checks"
 
+T = TypeVar("T")
 Run = Callable[[bytes], bytes]
 Check = Callable[[bytes, bytes], bool]  # (input, output) -> the output is acceptable
 
@@ -56,46 +58,15 @@ class HostJobs:
     def installed(cls) -> HostJobs:
         """What the installed packages register; an entry point that fails to load or
         is of the wrong kind is logged and left out, never fatal."""
-        jobs: dict[str, HostJob] = {}
-        checks: dict[str, Check] = {}
-        for ep in entry_points(group=JOBS_GROUP):
-            try:
-                job = ep.load()
-            except Exception as exc:  # noqa: BLE001 - a third party's import error
-                log.warning("host job %s did not load: %s", ep.name, exc)
-                continue
-            if isinstance(job, HostJob):
-                jobs[ep.name] = job
-            else:
-                log.warning("host job %s is not a HostJob (%s)", ep.name, type(job).__name__)
-        for ep in entry_points(group=CHECKS_GROUP):
-            try:
-                fn = ep.load()
-            except Exception as exc:  # noqa: BLE001
-                log.warning("host check %s did not load: %s", ep.name, exc)
-                continue
-            if callable(fn):
-                checks[ep.name] = fn
-            else:
-                log.warning("host check %s is not callable", ep.name)
+        jobs = _load(JOBS_GROUP, "host job", lambda x: isinstance(x, HostJob))
+        checks = _load(CHECKS_GROUP, "host check", callable)
         return cls(jobs, checks)
 
     def job(self, name: str) -> HostJob:
-        found = self.jobs.get(name)
-        if found is None:
-            raise JobError("host", f"no host job {name!r} here (registered: "
-                                   f"{', '.join(sorted(self.jobs)) or 'none'})",
-                           code="unknown_job")
-        return found
+        return _named(self.jobs, name, "host", "host job")
 
     def check_of(self, job: str, check: str | None) -> Check:
-        name = check or self.job(job).check
-        found = self.checks.get(name)
-        if found is None:
-            raise JobError("check", f"no host check {name!r} here (registered: "
-                                    f"{', '.join(sorted(self.checks)) or 'none'})",
-                           code="unknown_job")
-        return found
+        return _named(self.checks, check or self.job(job).check, "check", "host check")
 
     def run(self, name: str, data: bytes, output_bytes_max: int) -> bytes:
         """The job's output on `data`; JobError (`trap`, `bad_output`) when it raises or
@@ -120,6 +91,30 @@ class HostJobs:
         except Exception as exc:  # noqa: BLE001
             log.info("host check %s raised %s: %s", check or job, type(exc).__name__, exc)
             return False
+
+
+def _load(group: str, what: str, fits: Callable[[Any], bool]) -> dict[str, Any]:
+    """The entry points of `group` that load and fit; the others are logged."""
+    found: dict[str, Any] = {}
+    for ep in entry_points(group=group):
+        try:
+            value = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a third party's import error
+            log.warning("%s %s did not load: %s", what, ep.name, exc)
+            continue
+        if fits(value):
+            found[ep.name] = value
+        else:
+            log.warning("%s %s is not one (%s)", what, ep.name, type(value).__name__)
+    return found
+
+
+def _named(table: Mapping[str, T], name: str, field: str, what: str) -> T:
+    found = table.get(name)
+    if found is None:
+        raise JobError(field, f"no {what} {name!r} here (registered: "
+                              f"{', '.join(sorted(table)) or 'none'})", code="unknown_job")
+    return found
 
 
 # -- the host jobs this package registers ----------------------------------------------
