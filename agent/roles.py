@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from swarm.protocol.amounts import format_credits, parse_credits
 from swarm.protocol.errors import ProtocolError
 
-from .sdk import Agent, AgentError, Backoff, Refused, TaskEvent
+from .sdk import Agent, AgentError, Backoff, Refused, TaskEvent, Unavailable
 
 log = logging.getLogger("swarm.roles")
 
@@ -58,7 +58,13 @@ EWMA_WEIGHT = 0.3  # of the newest run
 HEARTBEAT_SHARE = 0.5  # heartbeat this far into each interval
 JOIN_ATTEMPTS_MAX = 60  # joining the pool at start, a backoff apart
 JOIN_RETRY_MIN_MS = 1_000
-ROLE_BID = "role-"  # how a planner role's proposal ids begin: its worker works only those
+ROLE_BID = "role-"
+# A job's own failures (jobs/host.py, jobs/hosted.py): a verdict, never worth a retry.
+JOB_FAILURES = frozenset({"bad_module", "trap", "out_of_fuel", "bad_output"})
+# Not reaching the evidence or the node: worth another try.
+TRANSIENT = frozenset({"block_missing", "fetch_timeout"})
+TRIES = 3  # running a job or a check when the evidence or the node is slow to answer
+RETRY_S = 2.0  # how a planner role's proposal ids begin: its worker works only those
 
 
 def parse_roles(text: str | list[str]) -> frozenset[str]:
@@ -155,6 +161,10 @@ class RoleMetrics:
                              "committed", registry=registry)
 
 
+def _code(exc: AgentError) -> str:
+    return str(exc.detail.get("code", "")) if isinstance(exc.detail, dict) else ""
+
+
 def _won_by_role(task: Mapping[str, Any]) -> bool:
     """Whether the task's winning bid is one a planner role made (its proposal id says
     so; the id is in the signed PROPOSE, so this holds across restarts)."""
@@ -189,6 +199,7 @@ class Roles:
         # NEED -> [the (epoch, round) last bid in, auctions lost]; the newest kept.
         self.bid_on: OrderedDict[str, list[Any]] = OrderedDict()
         self.working: set[str] = set()
+        self.verifying: set[str] = set()
         self.host_jobs: set[str] = set()
         self.host_checks: set[str] = set()
         self._pending = 0
@@ -244,6 +255,9 @@ class Roles:
         except AgentError as exc:
             outcome = "failed"
             log.warning("%s: %s on %s failed: %s", role, action, need, exc)
+        except Exception:  # a bug here, or an answer of a shape we did not expect
+            outcome = "error"
+            log.exception("%s: %s on %s failed unexpectedly", role, action, need)
         finally:
             self._pending -= 1
         self._count(role, action, outcome)
@@ -327,7 +341,7 @@ class Roles:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._heartbeats, need)
             try:
-                ran = await self._run(task, "worker")
+                ran = await self._retrying(lambda: self._run(task, "worker"))
             except Refused:
                 raise
             except AgentError as exc:
@@ -375,6 +389,15 @@ class Roles:
     # -- verifier
 
     async def verify(self, need: str) -> str:
+        if need in self.verifying:
+            return "again"  # the same draw seen twice (a replica and a read view)
+        self.verifying.add(need)
+        try:
+            return await self._verify(need)
+        finally:
+            self.verifying.discard(need)
+
+    async def _verify(self, need: str) -> str:
         async with self._talk:
             task = await self.agent.task(need)
         commit = task.get("commit") or {}
@@ -393,22 +416,42 @@ class Roles:
         return "valid" if valid else "invalid"
 
     async def _check(self, task: Mapping[str, Any], result: str) -> tuple[bool, str]:
+        """The verdict on `result`. The job failing on the input is one (invalid: no
+        right result exists to commit); not reaching the evidence is none: the error
+        goes up after a few tries, and the member stays silent rather than wrong."""
         try:
             if task.get("job"):
-                again = await self._run(task, "verifier")
+                again = await self._retrying(lambda: self._run(task, "verifier"))
                 if again["output"] != result:
                     return False, f"re-running gives {again['output']}"
                 return again.get("violation") is None, str(again.get("violation"))
             started = time.monotonic()
-            doc = await self.agent.check_host_job(task["host"], task["input"], result,
-                                                  check=task.get("check"),
-                                                  schema=task.get("output"))
+            doc = await self._retrying(lambda: self.agent.check_host_job(
+                task["host"], task["input"], result, check=task.get("check"),
+                schema=task.get("output")))
             self.metrics.job_seconds.labels("verifier").observe(time.monotonic() - started)
             return bool(doc["valid"]), str(doc.get("violation"))
-        except Refused:
+        except AgentError as exc:
+            if _code(exc) in JOB_FAILURES:
+                return False, str(exc)
             raise
-        except AgentError as exc:  # the job fails here, or the result cannot be read
-            return False, str(exc)
+
+    async def _retrying(self, call: Callable[[], Awaitable[dict[str, Any]]]
+                        ) -> dict[str, Any]:
+        """`call`, tried again after a pause while what fails is reaching the evidence
+        or the node (a peer slow to serve a block, the node busy), not the job."""
+        for attempt in range(TRIES):
+            try:
+                return await call()
+            except Refused:
+                raise
+            except AgentError as exc:
+                transient = isinstance(exc, Unavailable) or _code(exc) in TRANSIENT
+                if not transient or attempt == TRIES - 1:
+                    raise
+                log.info("%s; trying again", exc)
+                await trio.sleep(RETRY_S * (attempt + 1))
+        raise AssertionError("unreachable")
 
     # -- start
 

@@ -63,7 +63,7 @@ from swarm.protocol.bucket_machine import (
     chain_digest,
     draw_command,
     effects_command,
-    pool_view_command,
+    pool_views_command,
     tick_command,
 )
 from swarm.protocol.buckets import bucket_of
@@ -71,7 +71,7 @@ from swarm.protocol.committee import Verifier, view_digest
 from swarm.protocol.errors import RemoteProtocolError
 from swarm.protocol.genesis import Genesis
 from swarm.protocol.ledger import AccountView, AuditRecord, Totals, genesis_supply
-from swarm.protocol.ledger_ops import EffectBatch, PoolRow
+from swarm.protocol.ledger_ops import POOL_VIEWS_MAX, EffectBatch, PoolRow
 from swarm.protocol.plan import merkle_root
 from swarm.protocol.raft import Role
 from swarm.protocol.raftwire import CertifiedEntry, Frame
@@ -101,6 +101,10 @@ VIEW_WAIT_TICKS = 40
 # refreshed at most this often (30 s): every attestation moves its members' reputations,
 # and refreshing every view before every draw cost about five entries a committee.
 VIEW_REFRESH_TICKS = 600
+# One `pool_views` entry stays within these (an entry holds at most 256 KiB; its chain
+# body, the rows without the proofs, must itself fit in a proof of 64 KiB).
+VIEW_BATCH_ROWS_MAX = 128
+VIEW_BATCH_PROOF_BYTES_MAX = 160 * 1024
 # A certified chain entry as this node stored it: far below it (an entry is bounded by
 # the envelope it carries, its signatures by the replica count).
 CERT_LIMITS = cbor.Limits(size_bytes_max=1 << 20)
@@ -430,11 +434,23 @@ class LedgerRaft(LedgerHook):
 
     def _send_views(self, g: Group, ts: int) -> bool:
         """Propose a view of every other bucket whose verifiers this node sees otherwise
-        than `g`'s bucket does; False while one of them lacks its certificate here."""
+        than `g`'s bucket does, as few entries as the bounds allow (`pool_views`); False
+        while one of them lacks its certificate here."""
         raft = self.raft
         now = raft.now_tick
         views = g.machine.ledger.views()
         ready = True
+        batch: list[tuple[int, tuple[PoolRow, ...], Proof | None, int]] = []
+
+        def flush() -> None:
+            if batch and raft.propose(g, pool_views_command(
+                    g.bucket, [(b, rows, proof) for b, rows, proof, _ in batch]).stamp(ts)):
+                for b, _, _, index in batch:
+                    self.view_sent[(g.bucket, b, index)] = now
+                    self.view_fresh[(g.bucket, b)] = now
+                self.stats["pool_views_proposed"] += 1
+            batch.clear()
+
         for b in range(self.bucket_count):
             if b == g.bucket:
                 continue
@@ -457,10 +473,10 @@ class LedgerRaft(LedgerHook):
                 if proof is None:
                     ready = False
                     continue
-            if raft.propose(g, pool_view_command(g.bucket, b, rows, proof).stamp(ts)):
-                self.view_sent[key] = now
-                self.view_fresh[(g.bucket, b)] = now
-                self.stats["pool_views_proposed"] += 1
+            if not _fits(batch, rows, proof):
+                flush()
+            batch.append((b, rows, proof, index))
+        flush()
         return ready
 
     def _view_of(self, bucket: int) -> tuple[int, tuple[PoolRow, ...], bytes | None]:
@@ -583,3 +599,12 @@ def _membership(rows: tuple[PoolRow, ...]) -> tuple[tuple[Any, ...], ...]:
     reputation and recency, which only weigh the draw."""
     return tuple((r.account, r.stake, r.capabilities, r.org, r.asn, r.region,
                   r.registered_ms) for r in rows)
+
+
+def _fits(batch: list[tuple[int, tuple[PoolRow, ...], Proof | None, int]],
+          rows: tuple[PoolRow, ...], proof: Proof | None) -> bool:
+    """Whether one more view keeps a `pool_views` entry within its bounds."""
+    proof_bytes = sum(len(p.entry) for _, _, p, _ in batch if p is not None)
+    return (len(batch) < POOL_VIEWS_MAX
+            and sum(len(r) for _, r, _, _ in batch) + len(rows) <= VIEW_BATCH_ROWS_MAX
+            and proof_bytes + (len(proof.entry) if proof else 0) <= VIEW_BATCH_PROOF_BYTES_MAX)

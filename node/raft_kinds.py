@@ -261,7 +261,7 @@ class DecideKind(Kind[TryDecide, Decision]):
 # Entries a bucket's leader proposes itself: ticks, pool views, committee draws. A
 # draw's seed takes the quorum of signatures its proposer picks; from the leader only,
 # no other peer can race it with another choice.
-LEADER_OPS = frozenset({"tick", "pool_view", "draw"})
+LEADER_OPS = frozenset({"tick", "pool_view", "pool_views", "draw"})
 
 
 class LedgerKind(Kind[Command, LedgerOutcome]):

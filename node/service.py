@@ -226,7 +226,7 @@ class Node:
             await nursery.start(self.market.run, self.bitswap)
             await self._start_api(nursery)
             if self.settings.roles is not None and self.settings.roles.roles:
-                await nursery.start(self._run_roles)
+                nursery.start_soon(self._run_roles)
             nursery.start_soon(self._bootstrap)
             if self.settings.mdns:
                 self.mdns = MdnsDiscovery(self.host, self.genesis.swarm_id, self.host.connect)
@@ -255,7 +255,7 @@ class Node:
             {"url": self.api_url, "pid": os.getpid(), "peer_id": self.peer_id.to_base58()}
         ).encode() + b"\n")
 
-    async def _run_roles(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run_roles(self) -> None:
         """The built-in agents (swarm/agent/roles.py), on this node's account, through
         its own control API: the rules and bounds of any agent hold them."""
         from swarm.agent.roles import run_roles
@@ -264,8 +264,9 @@ class Node:
         agent = Agent(self.api_url, ensure_token(self.settings.home), self.peer_id.to_base58())
         try:
             await agent.connect()
-            await run_roles(agent, self.settings.roles, self.metrics.registry,
-                            task_status=task_status)
+            await run_roles(agent, self.settings.roles, self.metrics.registry)
+        except Exception:  # the roles are agents: their failure never stops the node
+            log.exception("the built-in roles stopped; the node goes on without them")
         finally:
             await agent.aclose()
 

@@ -143,6 +143,7 @@ from .ledger import (
 from .ledger_ops import (
     BODY_SCHEMA,
     POOL_VIEW_ROWS_MAX,
+    POOL_VIEWS_MAX,
     Body,
     CompleteUnbonding,
     Draw,
@@ -152,6 +153,7 @@ from .ledger_ops import (
     Op,
     PoolRow,
     PoolView,
+    PoolViews,
     PostNeed,
     Stake,
     TaskStep,
@@ -222,6 +224,11 @@ _COMMAND_FIELDS: dict[str, dict[str, FieldType]] = {
     # genesis made them).
     "pool_view": {"bucket": Int(max=65535),
                   "rows": BODY_SCHEMA.variants["pool_view"].fields["rows"]},
+    # Several at once, each as a `pool_view` command holds it.
+    "pool_views": {"views": List(obj({"bucket": Int(max=65535),
+                                      "rows": BODY_SCHEMA.variants["pool_view"].fields["rows"]},
+                                     {"proof": PROOF_SCHEMA}),
+                                 max_items=POOL_VIEWS_MAX, min_items=1)},
     # Seat the committee of the result this bucket committed at the proof's entry.
     "draw": {"need": Link(), "proof": PROOF_SCHEMA},
 }
@@ -324,6 +331,13 @@ def command_key(value: Mapping[str, Any]) -> bytes:
         index = value["proof"]["index"] if "proof" in value else 0
         bucket: int = value["bucket"]
         return b"pv" + bucket.to_bytes(2, "big") + int(index).to_bytes(8, "big")
+    if op == "pool_views":
+        # The views' (bucket, proven index) pairs, hashed: 10 bytes keep the key the
+        # size of the others (a retry of the same views is the same command).
+        pairs = b"".join(int(v["bucket"]).to_bytes(2, "big")
+                         + int(v["proof"]["index"] if "proof" in v else 0).to_bytes(8, "big")
+                         for v in value["views"])
+        return b"pw" + hashlib.sha256(pairs).digest()[:10]
     if op == "draw":
         return b"dr\x00\x00" + int(value["proof"]["index"]).to_bytes(8, "big")
     if op == "effects":
@@ -439,6 +453,21 @@ def pool_view_command(target_bucket: int, source_bucket: int, rows: Iterable[Poo
                              "rows": [r.value() for r in rows]}
     if proof is not None:
         value["proof"] = proof.value()
+    return Command(target_bucket, command_key(value), value)
+
+
+def pool_views_command(target_bucket: int,
+                       views: Iterable[tuple[int, Iterable[PoolRow], Proof | None]]
+                       ) -> Command:
+    """`pool_view_command` for several source buckets at once: one entry. The views go
+    in bucket order; together at most `POOL_VIEW_ROWS_MAX` rows."""
+    items = []
+    for source, rows, proof in sorted(views, key=lambda v: v[0]):
+        item: dict[str, Any] = {"bucket": source, "rows": [r.value() for r in rows]}
+        if proof is not None:
+            item["proof"] = proof.value()
+        items.append(item)
+    value = {"op": "pool_views", "views": items}
     return Command(target_bucket, command_key(value), value)
 
 
@@ -1026,7 +1055,8 @@ class BucketMachine:
         # A ledger envelope's key is its operation's id (`command_key` would decode the
         # envelope once more to find it).
         key = (command_key(value)
-               if isinstance(body, EffectBatch | EffectAck | Tick | PoolView | Draw)
+               if isinstance(body, EffectBatch | EffectAck | Tick | PoolView | PoolViews
+                             | Draw)
                else body.op_id)
         self.entry_kinds[body.envelope.kind if isinstance(body, TaskStep)
                          else type(body).__name__] += 1
@@ -1056,6 +1086,14 @@ class BucketMachine:
             return Tick()
         if op == "pool_view":
             return self._pool_view(value)
+        if op == "pool_views":
+            views = tuple(self._pool_view(v) for v in value["views"])
+            if [v.bucket for v in views] != sorted({v.bucket for v in views}):
+                raise Unauthenticated("entry.views", "views are in bucket order, once each")
+            if sum(len(v.rows) for v in views) > POOL_VIEW_ROWS_MAX:
+                raise Unauthenticated("entry.views", f"at most {POOL_VIEW_ROWS_MAX} rows "
+                                                     f"in all")
+            return PoolViews(views)
         if op == "draw":
             return self._draw(value)
         if op == "effects":

@@ -78,6 +78,7 @@ from .ledger_ops import (
     Op,
     PoolRow,
     PoolView,
+    PoolViews,
     PostNeed,
     Release,
     Repute,
@@ -797,7 +798,7 @@ class BucketLedger:
         body = entry.body
         if isinstance(body, EffectBatch):
             op_id, home = body.source_op_id, b""
-        elif isinstance(body, EffectAck | Tick | PoolView | Draw):
+        elif isinstance(body, EffectAck | Tick | PoolView | PoolViews | Draw):
             # What its batches name as their source operation: none of these is an
             # operation of its own, yet timers firing at its stamp may pay, refund or
             # slash (an acknowledgement too).
@@ -846,6 +847,11 @@ class BucketLedger:
                 pass  # its stamp has fired the timers
             elif isinstance(body, PoolView):
                 self._apply_view(body, tx)
+            elif isinstance(body, PoolViews):
+                for view in body.views:
+                    had = self._views.get(view.bucket)
+                    if had is None or had[0] < view.index:  # an older one is skipped
+                        self._apply_view(view, tx)
             elif isinstance(body, Draw):
                 self._settle(self.tasks.draw(body.need, body.committee, entry.ts_ms,
                                              commit_index=body.commit_index,
@@ -868,7 +874,7 @@ class BucketLedger:
             if tx.size() != before:
                 raise AssertionError("rules must be checked before mutating") from exc
             error = exc
-            if not isinstance(body, EffectBatch | EffectAck | Tick | PoolView | Draw) \
+            if not isinstance(body, EffectBatch | EffectAck | Tick | PoolView | PoolViews | Draw) \
                     and not isinstance(exc, _NOT_DECIDED):
                 self._decide(body.op_id, body.expires_ms, tx)  # decided once: applied or refused
         batches = self._emit(tx, entry.index, op_id)
@@ -1298,6 +1304,9 @@ def _cause(body: Body) -> str:
         case PoolView():
             return (f"verifiers of bucket {body.bucket} as of its entry {body.index}: "
                     f"{len(body.rows)}")
+        case PoolViews():
+            return "verifiers of buckets " + ", ".join(
+                f"{v.bucket} as of its entry {v.index}: {len(v.rows)}" for v in body.views)
         case Draw():
             return (f"committee for NEED {body.need} ({len(body.committee)} drawn, "
                     f"{body.rule})")

@@ -3,7 +3,8 @@
 Owns the operation types (`Transfer`, `Escrow`, `Bounty`, `Release`, `Cancel`, `Stake`,
 `Unstake`, `CompleteUnbonding`, `Slash`, `PostNeed`), the task entries (`TaskStep`, a
 signed lifecycle envelope; `Tick`, the leader's timer entry; `PoolView`, another
-bucket's verifiers as its certified chain left them; `Draw`, a committee seated), the
+bucket's verifiers as its certified chain left them, and `PoolViews`, several at once;
+`Draw`, a committee seated), the
 effects one
 bucket sends another (`EffectBatch` of `Credit`s, `SlashOrder`s, `Fund`s and `Repute`s,
 acknowledged by `EffectAck`), the
@@ -243,6 +244,7 @@ class Tick:
 
 
 POOL_VIEW_ROWS_MAX = 256  # verifiers one bucket may hold (so its view fits one entry)
+POOL_VIEWS_MAX = 16  # views in one `pool_views` entry
 # How a committee was filled: within the org/ASN/region caps, or with caps lifted in
 # this order; "none" when no committee could be drawn at all.
 DRAW_RULES: tuple[str, ...] = ("caps", "region_cap_lifted", "asn_cap_lifted",
@@ -280,6 +282,15 @@ class PoolView:
     bucket: int
     index: int
     rows: tuple[PoolRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolViews:
+    """Several buckets' views in one entry (what a draw needs, at once): each applied as
+    a `PoolView`, but one not newer than the view held is skipped. Together they hold at
+    most `POOL_VIEW_ROWS_MAX` rows, as one view may."""
+
+    views: tuple[PoolView, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +347,7 @@ class EffectAck:
 
 Op = (Transfer | Escrow | Bounty | Release | Cancel | Stake | Unstake | CompleteUnbonding
       | Slash | PostNeed)
-Body = Op | EffectBatch | EffectAck | TaskStep | Tick | PoolView | Draw
+Body = Op | EffectBatch | EffectAck | TaskStep | Tick | PoolView | PoolViews | Draw
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +443,9 @@ _OPS: dict[str, Obj] = {
     "tick": obj({}),
     "pool_view": obj({"bucket": Int(max=65535), "index": Int(),
                       "rows": List(_Row(), max_items=POOL_VIEW_ROWS_MAX)}),
+    "pool_views": obj({"views": List(obj({"bucket": Int(max=65535), "index": Int(),
+                                          "rows": List(_Row(), max_items=POOL_VIEW_ROWS_MAX)}),
+                                     max_items=POOL_VIEWS_MAX, min_items=1)}),
     "draw": obj({"need": Link(), "commit": Int(min=1), "seed": Bytes(32),
                  "committee": List(_ACCOUNT, max_items=64, sorted_unique=True),
                  "rule": Enum(DRAW_RULES)}),
@@ -455,7 +469,7 @@ KIND_OF: dict[type, str] = {  # a body's "op" in the encoding
     Cancel: "cancel", Stake: "stake", Unstake: "unstake",
     CompleteUnbonding: "complete_unbonding", Slash: "slash", EffectBatch: "effects",
     EffectAck: "effect_ack", PostNeed: "post_need", TaskStep: "task", Tick: "tick",
-    PoolView: "pool_view", Draw: "draw",
+    PoolView: "pool_view", PoolViews: "pool_views", Draw: "draw",
 }
 ENTRY_SCHEMA = obj({"index": Int(min=1), "ts_ms": Int(min=0), "body": BODY_SCHEMA})
 
@@ -545,6 +559,10 @@ def _body_value(body: Body) -> dict[str, Any]:
         case PoolView():
             return {"op": "pool_view", "bucket": body.bucket, "index": body.index,
                     "rows": [r.value() for r in body.rows]}
+        case PoolViews():
+            return {"op": "pool_views", "views": [
+                {"bucket": v.bucket, "index": v.index, "rows": [r.value() for r in v.rows]}
+                for v in body.views]}
         case Draw():
             return {"op": "draw", "need": body.need, "commit": body.commit_index,
                     "seed": body.seed, "committee": list(body.committee), "rule": body.rule}
@@ -603,10 +621,14 @@ def body_from_value(v: Any, path: str = "body") -> Body:
     if kind == "tick":
         return Tick()
     if kind == "pool_view":
-        rows = tuple(PoolRow(r[0], r[1], tuple(r[2]), *r[3:]) for r in v["rows"])
-        if [r.account for r in rows] != sorted({r.account for r in rows}):
-            raise SchemaError(f"{path}.rows", "rows are sorted by account, once each")
-        return PoolView(v["bucket"], v["index"], rows)
+        return _pool_view(v, path)
+    if kind == "pool_views":
+        views = tuple(_pool_view(x, f"{path}.views[{i}]") for i, x in enumerate(v["views"]))
+        if [x.bucket for x in views] != sorted({x.bucket for x in views}):
+            raise SchemaError(f"{path}.views", "views are sorted by bucket, once each")
+        if sum(len(x.rows) for x in views) > POOL_VIEW_ROWS_MAX:
+            raise SchemaError(f"{path}.views", f"at most {POOL_VIEW_ROWS_MAX} rows in all")
+        return PoolViews(views)
     if kind == "draw":
         return Draw(v["need"], v["commit"], v["seed"], tuple(v["committee"]), v["rule"])
     if kind == "task":
@@ -650,3 +672,10 @@ def decode_entry(data: bytes) -> LedgerEntry:
 def entry_hash(entry: LedgerEntry) -> bytes:
     """sha256 of the canonical entry: what committees are seeded from."""
     return hashlib.sha256(encode_entry(entry)).digest()
+
+
+def _pool_view(v: Mapping[str, Any], path: str) -> PoolView:
+    rows = tuple(PoolRow(r[0], r[1], tuple(r[2]), *r[3:]) for r in v["rows"])
+    if [r.account for r in rows] != sorted({r.account for r in rows}):
+        raise SchemaError(f"{path}.rows", "rows are sorted by account, once each")
+    return PoolView(v["bucket"], v["index"], rows)

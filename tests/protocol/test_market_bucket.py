@@ -21,11 +21,21 @@ from swarm.protocol.bucket_machine import (
     draw_command,
     effects_command,
     pool_view_command,
+    pool_views_command,
     tick_command,
 )
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.envelope import Envelope, Identity, make_envelope
+from swarm.protocol.errors import SchemaError
 from swarm.protocol.ledger import genesis_supply
+from swarm.protocol.ledger_ops import (
+    POOL_VIEWS_MAX,
+    PoolRow,
+    PoolViews,
+    body_from_value,
+    decode_body,
+    encode_body,
+)
 from swarm.protocol.task import (
     ATTESTED,
     CANCELLED,
@@ -383,3 +393,49 @@ def test_judged_members_reputation_moves_in_their_own_buckets() -> None:
     assert v2.reputation_bp == initial and v2.active_ms == s.ts
     assert x1.reputation_bp == initial - GENESIS.params["reputation_failed_attestation_bp"]
     s.conserved()
+
+
+def test_several_views_go_in_one_entry_checked_each_and_older_ones_skipped() -> None:
+    """`pool_views`: one entry holding what a draw needs from several buckets. Each view
+    is checked as a `pool_view` is (one forged view refuses the whole entry); a view not
+    newer than the one held is skipped; the bodies round-trip; a draw then seats the
+    same committee as with separate views."""
+    s = Swarm()
+    need, _ = committed_in_bucket_3(s, k=2)
+    b1, b2, b3 = s.b[1], s.b[2], s.b[3]
+    rows1, proof1 = b1.machine.part.rows(), b1.last_entry_proof()
+    forged = [replace(r, stake=r.stake * 10) for r in rows1]
+    assert s.command(3, pool_views_command(3, [(1, forged, proof1),
+                                               (2, b2.machine.part.rows(), None)]).stamp(
+        s.ts)).code == "unauthenticated"
+    assert b3.machine.ledger.views() == {}
+    both = pool_views_command(3, [(2, b2.machine.part.rows(), None), (1, rows1, proof1)])
+    assert [v["bucket"] for v in both.value["views"]] == [1, 2]  # in bucket order
+    applied = b3.commit(both.stamp(s.ts))
+    assert isinstance(applied, LedgerApplied) and applied.outcome.ok, applied
+    assert sorted(b3.machine.ledger.views()) == [1, 2]
+    assert b3.machine.entry_kinds["PoolViews"] == 1
+    body = b3.chain[-1].body
+    assert isinstance(body, PoolViews) and decode_body(encode_body(body)) == body
+    # The same views again: both older than held, skipped; the entry changes no view.
+    before = b3.machine.ledger.views()
+    again = b3.commit(pool_views_command(3, [(1, rows1, proof1)]).stamp(s.ts + 1))
+    assert isinstance(again, LedgerApplied) and again.outcome.ok
+    assert b3.machine.ledger.views() == before
+    drawn = b3.commit(draw_command(3, need.id, b3.proof(s.task(need).commit.index)).stamp(
+        s.ts))
+    assert isinstance(drawn, LedgerApplied) and drawn.outcome.ok
+    assert set(s.task(need).commit.committee) == {V2.public_key, X1.public_key}
+    s.conserved()
+
+
+def test_a_views_entry_is_bounded_and_in_bucket_order() -> None:
+    row = PoolRow(bytes(32), 1, (), "o", 1, "r", 0, 5_000, 0, 0)
+    too_many = {"op": "pool_views", "views": [
+        {"bucket": b, "index": 0, "rows": [row.value()]} for b in range(POOL_VIEWS_MAX + 1)]}
+    with pytest.raises(SchemaError):
+        body_from_value(too_many)
+    unordered = {"op": "pool_views", "views": [
+        {"bucket": 2, "index": 0, "rows": []}, {"bucket": 1, "index": 0, "rows": []}]}
+    with pytest.raises(SchemaError, match="sorted by bucket"):
+        body_from_value(unordered)
