@@ -21,6 +21,7 @@ import trio
 
 from swarm.agent import Agent, AgentError, Backoff, Refused
 from swarm.agent.example import JobRunner
+from swarm.agent.roles import ROLES, RoleConfig, Roles
 from swarm.node.home import HomeError, read_config, write_config
 from swarm.node.service import open_node
 from swarm.testnet.inproc import wait_for
@@ -158,3 +159,44 @@ async def test_a_verifier_role_stakes_and_joins_the_pool_at_start(swarmlet: Any)
     write_config(home, {**read_config(home), "role_options": {"capacity": 0}})
     with pytest.raises(HomeError, match="capacity"):
         open_node(home)
+
+
+async def test_the_roles_work_verify_yield_a_misfit_and_pass_on_what_pays_too_little(
+        swarmlet: Any) -> None:
+    """The built-in roles over the SDK on two in-process nodes (node0 posts): a job
+    whose output fits its schema is bid on, worked, verified and paid; one whose output
+    cannot fit is yielded by each worker in turn, and the task ends cancelled and
+    refunded; a budget below a planner's price gets no bid."""
+    s = await swarmlet(3, params={**MARKET_PARAMS, "auction_rounds_max": 1})
+    await s.connect_mesh()
+    config = RoleConfig(roles=frozenset(ROLES), lease_ms=20_000, heartbeat_ms=2_000)
+    async with Agent.open(s.homes[0]) as poster, Agent.open(s.homes[1]) as one, \
+            Agent.open(s.homes[2]) as two, trio.open_nursery() as nursery:
+        roles = [Roles(one, config), Roles(two, config)]
+        for r in roles:
+            nursery.start_soon(r.run)
+        jobs = await poster.builtin_jobs(publish=True)
+        text = await poster.put_evidence(b"one two three\n")
+        with trio.fail_after(150):
+            fits = await poster.post("4", bounty="1", window_ms=1_500, k_result=1,
+                                     job=jobs["wordcount"], data=text, output="uint<=20")
+            misfit = await poster.post("4", bounty="1", window_ms=1_500, k_result=1,
+                                       job=jobs["wordcount"], data=text, output="hex<=1")
+            cheap = await poster.post("0.01", window_ms=1_500, k_result=1,
+                                      job=jobs["checksum"], data=text)
+
+            def state(need: str) -> str | None:
+                task = s.nodes[0].market.task_named(need)
+                return None if task is None else ("PAID" if task.paid else task.state)
+
+            await wait_for(lambda: state(fits) == "PAID", "the fitting task to be paid",
+                           timeout_s=140)
+            await wait_for(lambda: state(misfit) == "CANCELLED" and
+                           state(cheap) == "CANCELLED", "the others to end", timeout_s=140)
+        nursery.cancel_scope.cancel()
+    done = roles[0].done + roles[1].done
+    assert done["work:ok"] == 1 and done["attest:valid"] == 1, done
+    assert done["work:yielded"] == 2, done  # each worker once, then it is excluded
+    assert done["bid:too_cheap"] == 2, done
+    task = s.nodes[0].market.task_named(misfit)
+    assert task is not None and len(task.excluded) == 2
