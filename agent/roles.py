@@ -61,8 +61,9 @@ JOIN_RETRY_MIN_MS = 1_000
 ROLE_BID = "role-"
 # A job's own failures (jobs/host.py, jobs/hosted.py): a verdict, never worth a retry.
 JOB_FAILURES = frozenset({"bad_module", "trap", "out_of_fuel", "bad_output"})
-# Not reaching the evidence or the node: worth another try.
-TRANSIENT = frozenset({"block_missing", "fetch_timeout"})
+# Not reaching the evidence at once: worth another try. (A fetch that timed out already
+# waited a minute; it is not tried again.)
+TRANSIENT = frozenset({"block_missing"})
 TRIES = 3  # running a job or a check when the evidence or the node is slow to answer
 RETRY_S = 2.0  # how a planner role's proposal ids begin: its worker works only those
 

@@ -29,7 +29,7 @@ from swarm.protocol.errors import LocalProtocolError
 
 HERE = Path(__file__).resolve().parent
 # The jobs built from source in this folder (`python -m swarm.jobs.build`).
-BUILTIN = ("wordcount", "checksum", "sortlines")
+BUILTIN = ("wordcount", "checksum", "sortlines", "halve")
 FUEL_DEFAULT = 2_000_000_000
 MEMORY_BYTES_DEFAULT = 256 * 1024 * 1024
 

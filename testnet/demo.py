@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.jobs.hosted import inflates_to_input, sha256_matches
-from swarm.jobs.reference import REFERENCE
+from swarm.jobs.reference import REFERENCE, pgm
 from swarm.node.client import ApiError, Client
 from swarm.protocol.amounts import format_credits
 
@@ -28,8 +28,8 @@ from .cluster import Member, TestnetError, wait_until
 
 # (kind, job, output schema): what the demo's NEEDs ask for, in turn.
 JOBS = (("wasm", "wordcount", "uint<=20"), ("host", "deflate", "bytes"),
-        ("wasm", "checksum", "hex<=17"), ("host", "sha256", "hex<=65"),
-        ("wasm", "sortlines", "utf8"))
+        ("wasm", "checksum", "hex<=17"), ("wasm", "halve", "bytes<=65536"),
+        ("host", "sha256", "hex<=65"), ("wasm", "sortlines", "utf8"))
 WORDS = ("swarm", "peer", "gossip", "raft", "ledger", "bounty", "verifier", "lease",
          "escrow", "commit", "quorum", "epoch", "plan", "credit", "bucket", "agent")
 BUDGET, BOUNTY, K_RESULT = "4", "1", 2
@@ -60,9 +60,17 @@ def demo_text(rng: random.Random) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def demo_image(rng: random.Random) -> bytes:
+    """A small grayscale image (binary PGM): a gradient with noise."""
+    w, h = rng.randint(8, 64), rng.randint(8, 64)
+    return pgm(w, h, bytes((x * 4 + y * 2 + rng.randrange(16)) % 256
+                           for y in range(h) for x in range(w)))
+
+
 def post_tasks(members: list[Member], count: int, seed: int = 7) -> list[DemoTask]:
     """Publish the built-in jobs at node0; post `count` NEEDs from node0, node2 and
-    node4 (those present), each on a fresh text, jobs in turn."""
+    node4 (those present), each on a fresh text (an image for `halve`), jobs in
+    turn."""
     rng = random.Random(seed)
     modules = Client(members[0].home).post("/jobs/builtins", {})["jobs"]
     posters = [m for m in members if m.index in (0, 2, 4)] or members[:1]
@@ -70,7 +78,7 @@ def post_tasks(members: list[Member], count: int, seed: int = 7) -> list[DemoTas
     for k in range(count):
         m = posters[k % len(posters)]
         kind, job, schema = JOBS[k % len(JOBS)]
-        text = demo_text(rng)
+        text = demo_image(rng) if job == "halve" else demo_text(rng)
         client = Client(m.home)
         data = client.post_bytes("/evidence", text)["cid"]
         body: dict[str, Any] = {"class": "simple", "budget": BUDGET, "verify_bounty": BOUNTY,

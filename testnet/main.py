@@ -674,7 +674,7 @@ def _print_demo_summary(r: dict[str, Any]) -> None:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in (("paid to workers", r["paid_to_workers"]),
-                       ("paid to verifiers", r["paid_to_verifiers"]),
+                       ("verify fees, to committees", r["paid_to_verifiers"]),
                        ("refunded to posters", r["refunded"]), ("burned", r["burned"]),
                        ("plan root", r["roots"]["plan"][:16]),
                        ("task root", r["roots"]["task"][:16]),

@@ -9,14 +9,16 @@ the ABI; the committed modules are rebuilt from source and compared byte for byt
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import wasmtime
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from swarm.jobs import build, host
 from swarm.jobs.host import JobError
-from swarm.jobs.reference import REFERENCE, sorted_lines
+from swarm.jobs.reference import REFERENCE, pgm, sorted_lines
 
 texts = st.one_of(st.binary(max_size=600),
                   st.lists(st.sampled_from([b"a", b"b", b"ab", b"", b" ", b"\t", b"zz y"]),
@@ -27,10 +29,49 @@ texts = st.one_of(st.binary(max_size=600),
 @given(texts)
 def test_every_builtin_job_computes_what_its_source_says(data: bytes) -> None:
     for name in host.BUILTIN:
-        result = host.run(host.builtin_module(name), data)
-        assert result.output == REFERENCE[name](data), name
-        assert result.fuel > 0
-        assert host.run(host.builtin_module(name), data) == result  # same bytes, same fuel
+        _same_as_reference(name, data)
+
+
+def _same_as_reference(name: str, data: bytes) -> None:
+    """The module's output is the reference's; where the reference refuses the input,
+    the module traps."""
+    try:
+        expected = REFERENCE[name](data)
+    except ValueError:
+        with pytest.raises(JobError) as exc:
+            host.run(host.builtin_module(name), data)
+        assert exc.value.code == "trap", name
+        return
+    result = host.run(host.builtin_module(name), data)
+    assert result.output == expected, name
+    assert result.fuel > 0
+    assert host.run(host.builtin_module(name), data) == result  # same bytes, same fuel
+
+
+images = st.builds(
+    lambda w, h, seed, sep, extra: (b"P5" + sep + b"%d" % w + sep + b"%d" % h + sep
+                                    + b"255" + sep[:1] + random.Random(seed).randbytes(w * h)
+                                    + extra),
+    st.integers(2, 40), st.integers(2, 40), st.integers(0, 2**32),
+    st.sampled_from([b"\n", b" ", b"\t\r\n", b"  "]), st.binary(max_size=3))
+headers = st.lists(st.sampled_from([b"P5", b"P6", b" ", b"\n", b"255", b"2", b"3",
+                                    b"000002", b"254", b"#", b"\x00\xff"]),
+                   max_size=10).map(b"".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(images, headers, images.map(lambda d: d[:-5]),
+                 st.tuples(headers, st.binary(max_size=40)).map(b"".join)))
+@example(b"P52 2\n255\n1234")  # no whitespace before the width
+@example(b"P5\n2 2\n255\n1234")
+@example(b"P5\n2 2\n255 1234")
+def test_halve_halves_any_valid_image_and_traps_on_anything_else(data: bytes) -> None:
+    _same_as_reference("halve", data)
+
+
+def test_halve_averages_each_two_by_two_block_and_drops_an_odd_edge() -> None:
+    image = pgm(3, 3, bytes([0, 4, 99, 8, 12, 99, 99, 99, 99]))
+    assert host.run(host.builtin_module("halve"), image).output == b"P5\n1 1\n255\n\x06"
 
 
 def test_the_committed_modules_are_built_from_their_sources() -> None:
