@@ -630,6 +630,8 @@ def demo_cmd(
             t0 = time.monotonic()
             demo.follow(members, posted, timeout_s, show)
             seconds = round(time.monotonic() - t0, 1)
+        if not as_json:
+            out.print()  # the live table leaves the cursor at its last line
         result = {**demo.summary(members, posted), "seconds": seconds}
     except (cluster.TestnetError, ApiError, HomeError) as exc:
         _fail(str(exc))
