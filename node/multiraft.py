@@ -230,8 +230,13 @@ class MultiRaft:
                     if peers.take_over(g, dead):
                         self.stats["takeovers"] += 1
                     self.dirty.add(g.bucket)
-                elif peers.beats_as_leader(r.lead, g.bucket) and r.lead not in self.shunned:
-                    continue  # the leader's node beats and still leads this bucket
+                elif peers.beats_as_leader(r.lead, g.bucket) and r.lead not in self.shunned \
+                        and r.log.committed >= r.log.last_index():
+                    continue  # the leader's node beats, still leads this bucket, and
+                    # we know all it committed. Holding entries past our commit index,
+                    # we tick: the append that carried the new index was lost and a
+                    # quiet leader sends no other, so in an election timeout we ask
+                    # (a pre-vote), and the leader answers with a heartbeat.
             elif r.role == Role.FOLLOWER and any(
                     peers.beats_as_leader(p, g.bucket) for p in r.voters
                     if p not in dead and p not in self.shunned):

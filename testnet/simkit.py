@@ -155,6 +155,10 @@ REGRESSION_SEEDS: tuple[RegressionSeed, ...] = (
                                 "read replica stuck at the gap): compaction waits for "
                                 "chain certificates, and replicas keep their signatures "
                                 "on disk"),
+    RegressionSeed("market", 13, "a follower that lost the append carrying a quiet "
+                                 "leader's last commit index, its peer never gone: a "
+                                 "follower holding entries past its commit index ticks, "
+                                 "pre-votes, and the leader answers with a heartbeat"),
 )
 
 
