@@ -12,14 +12,16 @@ hold them, and they act on events, never by polling:
   `capacity` tasks it has not committed.
 * **worker**: when a decision names this node's bid made by a planner role (its proposal
   id begins `role-`; a bid made by hand or by another agent is left to it), claims the
-  task, heartbeats while the job
-  runs, has the node run the job (the module and input fetched from peers by bitswap),
-  checks the output against the NEED's schema and commits its CID; a job that fails or
-  an output that does not fit gets the task yielded, so another worker can take it.
+  task, heartbeats while the job runs, has the node run the job (the module and input
+  fetched from peers by bitswap), checks the output against the NEED's schema and
+  commits its CID; a job that fails or an output that does not fit gets the task
+  yielded, so another worker can take it.
 * **verifier**: stakes `verifier_stake` and joins the verifier pool at start if that is
   configured and this account is not a verifier yet; when seated on a committee, checks
   the result (a WebAssembly job is re-run and the output CIDs compared; a host job's
-  output goes to its registered check; the output schema either way) and attests.
+  output goes to its registered check; the output schema either way) and attests. The
+  job failing on the input is a verdict (invalid); evidence it cannot reach is none: it
+  stays silent rather than wrong.
 
 Every action is logged (logger `swarm.roles`) and counted in `/metrics`
 (`swarm_role_actions_total{role,action,outcome}`, `swarm_role_job_seconds`).
