@@ -60,7 +60,6 @@ testnet: install
 	$(BIN)/swarm-testnet up -n 5 --dir $(DIR)
 	$(BIN)/swarm-testnet smoke --dir $(DIR)
 	$(BIN)/swarm-testnet demo --dir $(DIR)
-	$(BIN)/swarm-testnet demo --dir $(DIR)
 
 testnet-down: install
 	$(BIN)/swarm-testnet down --dir $(DIR)
