@@ -30,6 +30,7 @@ from swarm.node.client import (
     OUTCOME_MARGIN_S,
     OUTCOME_WAIT_S_DEFAULT,
     error_of,
+    need_body,
     proves_identity,
 )
 from swarm.node.home import read_api, read_token
@@ -177,24 +178,16 @@ class Agent:
                    k_result: int | None = None, capabilities: Sequence[str] = (),
                    job: str | None = None, data: str | None = None,
                    host: str | None = None, check: str | None = None,
-                   output: str | None = None,
+                   output: str | None = None, k_plan: int | None = None,
                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> str:
         """Post a NEED, its budget escrowed from our account; returns its id. `job`
         names a WebAssembly job's module and `data` its input (evidence CIDs); or
         `host` names a host job and `check` its check. `output` is the result's output
         schema (docs/JOBS.md)."""
-        body: dict[str, Any] = {"class": task_class, "budget": budget, "title": title,
-                                "verify_bounty": bounty, "capabilities": list(capabilities)}
-        if window_ms is not None:
-            body["bid_window_ms"] = window_ms
-        if k_result is not None:
-            body["k_result"] = k_result
-        if job is not None:
-            body["job"] = job
-        for name, value in (("input", data), ("host", host), ("check", check),
-                            ("output", output)):
-            if value is not None:
-                body[name] = value
+        body = need_body(task_class, budget, title=title, bounty=bounty,
+                         capabilities=capabilities, window_ms=window_ms, k_result=k_result,
+                         k_plan=k_plan, job=job, data=data, host=host, check=check,
+                         output=output)
         doc = await self._write("/tasks", body, timeout_s)
         return str(doc["need_id"])
 

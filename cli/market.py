@@ -20,7 +20,12 @@ from typing import Annotated, Any
 
 import typer
 
-from swarm.node.client import OUTCOME_MARGIN_S, OUTCOME_WAIT_S_DEFAULT, OUTCOME_WAIT_S_MAX
+from swarm.node.client import (
+    OUTCOME_MARGIN_S,
+    OUTCOME_WAIT_S_DEFAULT,
+    OUTCOME_WAIT_S_MAX,
+    need_body,
+)
 from swarm.protocol.amounts import format_credits, format_duration
 
 from .common import (
@@ -118,20 +123,10 @@ def post(
     as_json: JsonOpt = False,
 ) -> None:
     """Post a NEED and escrow its budget from this node's account."""
-    body: dict[str, Any] = {"class": task_class, "budget": budget, "title": title,
-                            "verify_bounty": bounty, "capabilities": caps or []}
-    if window is not None:
-        body["bid_window_ms"] = duration_ms(window, "--window")
-    if k_result is not None:
-        body["k_result"] = k_result
-    if k_plan is not None:
-        body["k_plan"] = k_plan
-    if job is not None:
-        body["job"] = job
-    for name, value in (("input", data), ("host", host), ("check", check),
-                        ("output", output)):
-        if value is not None:
-            body[name] = value
+    body = need_body(task_class, budget, title=title, bounty=bounty, capabilities=caps or (),
+                     window_ms=None if window is None else duration_ms(window, "--window"),
+                     k_result=k_result, k_plan=k_plan, job=job, data=data, host=host,
+                     check=check, output=output)
     doc = _post("/tasks", body, home, as_json, timeout_s)
     if as_json:
         emit_json(doc)

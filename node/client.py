@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -219,3 +219,20 @@ def _raise_for(response: httpx.Response) -> None:
 
 
 __all__ = ["ApiError", "Client", "HomeError", "Unreachable"]
+
+
+def need_body(task_class: str, budget: str, *, title: str = "", bounty: str = "0",
+              capabilities: Sequence[str] = (), window_ms: int | None = None,
+              k_result: int | None = None, k_plan: int | None = None,
+              job: str | None = None, data: str | None = None, host: str | None = None,
+              check: str | None = None, output: str | None = None) -> dict[str, Any]:
+    """The body of `POST /tasks` (post and fund a NEED), the optional parts only when
+    given: one shape for the CLI and the agent SDK."""
+    body: dict[str, Any] = {"class": task_class, "budget": budget, "title": title,
+                            "verify_bounty": bounty, "capabilities": list(capabilities)}
+    for name, value in (("bid_window_ms", window_ms), ("k_result", k_result),
+                        ("k_plan", k_plan), ("job", job), ("input", data), ("host", host),
+                        ("check", check), ("output", output)):
+        if value is not None:
+            body[name] = value
+    return body
