@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DIR    ?= .testnet
 
-.PHONY: install test lint typecheck bench testnet testnet-down sim soak clean policy policy-check
+.PHONY: install test lint typecheck bench testnet testnet-down testnet-challenge sim soak clean \
+	policy policy-check
 
 install: $(STAMP)
 
@@ -63,6 +64,13 @@ testnet: install
 
 testnet-down: install
 	$(BIN)/swarm-testnet down --dir $(DIR)
+
+# A wrong result challenged, upheld, slashed and redone, on a testnet of its own with
+# faults injected; `make testnet-down DIR=.testnet-challenge` stops it.
+testnet-challenge: install
+	-@$(BIN)/swarm-testnet down --dir .testnet-challenge >/dev/null 2>&1 || true
+	$(BIN)/swarm-testnet up -n 5 --faulty --dir .testnet-challenge
+	$(BIN)/swarm-testnet challenge-demo --dir .testnet-challenge
 
 # The deterministic simulations: 500 seeded fault schedules of a Raft group deciding
 # NEEDs (SEEDS=N START=S to change), 500 of the multi-raft shell (SHELL_SEEDS=N), 100

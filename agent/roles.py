@@ -21,7 +21,16 @@ hold them, and they act on events, never by polling:
   the result (a WebAssembly job is re-run and the output CIDs compared; a host job's
   output goes to its registered check; the output schema either way) and attests. The
   job failing on the input is a verdict (invalid); evidence it cannot reach is none: it
-  stays silent rather than wrong.
+  stays silent rather than wrong. Seated on a challenge's panel, it checks the claim
+  (an `output_mismatch` by re-running the job; a `schema_violation` against the NEED's
+  output schema) and votes. With `audit`, it also re-checks every result attested
+  while it watches, unless it is a party to it, and challenges a wrong one while the
+  window is open (an `output_mismatch` whose proof names the output it got).
+
+Fault injection, for testnets: a worker with `fault_bp` commits a made-up result for
+that share of its tasks (chosen by a hash of the account and the task, so a run is
+reproducible), and a verifier with `collude_with` attests valid, and votes to reject a
+challenge, for those workers' results without checking them.
 
 Every action is logged (logger `swarm.roles`) and counted in `/metrics`
 (`swarm_role_actions_total{role,action,outcome}`, `swarm_role_job_seconds`).
@@ -31,9 +40,12 @@ Whatever a stranger can make the roles hold is bounded: actions waiting to run
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
+import re
 import time
 from collections import Counter as Tally
 from collections import OrderedDict
@@ -44,6 +56,7 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from swarm.protocol import output_schema
 from swarm.protocol.amounts import format_credits, parse_credits
 from swarm.protocol.errors import ProtocolError
 
@@ -66,6 +79,7 @@ JOB_FAILURES = frozenset({"bad_module", "trap", "out_of_fuel", "bad_output"})
 # Not reaching the evidence at once: worth another try. (A fetch that timed out already
 # waited a minute; it is not tried again.)
 TRANSIENT = frozenset({"block_missing"})
+PROOF_BYTES = 1024  # what an audit's proof holds: the claim, the result, what was found
 TRIES = 3  # running a job or a check when the evidence or the node is slow to answer
 RETRY_S = 2.0  # how a planner role's proposal ids begin: its worker works only those
 
@@ -96,9 +110,13 @@ class RoleConfig:
     org: str = ""  # the pool registration's org (default: from the account)
     asn: int = 0
     region: str = "local"
+    audit: bool = False  # re-check attested results and challenge wrong ones
+    fault_bp: int = 0  # testnets: commit a made-up result for this share of tasks
+    collude_with: tuple[str, ...] = ()  # testnets: workers whose results pass unchecked
 
     OPTIONS = ("fee", "cpu_second_price", "prior_s", "capacity", "slots", "lease_ms",
-               "heartbeat_ms", "verifier_stake", "org", "asn", "region")
+               "heartbeat_ms", "verifier_stake", "org", "asn", "region", "audit",
+               "fault_bp", "collude_with")
 
     @classmethod
     def from_config(cls, roles: Any, options: Mapping[str, Any] | None) -> RoleConfig:
@@ -110,6 +128,15 @@ class RoleConfig:
                              f"{', '.join(cls.OPTIONS)})")
         if not isinstance(roles, (str, list)):
             raise ValueError("roles: a list of role names or \"planner,worker,...\"")
+        if "collude_with" in options:
+            accounts = options["collude_with"]
+            if not isinstance(accounts, list) or not all(
+                    isinstance(a, str) and re.fullmatch(r"[0-9a-f]{64}", a) for a in accounts):
+                raise ValueError("role_options.collude_with: a list of accounts (64 hex "
+                                 "digits)")
+            options["collude_with"] = tuple(accounts)
+        if not isinstance(options.get("audit", False), bool):
+            raise ValueError("role_options.audit: true or false")
         config = cls(roles=parse_roles(roles), **options)
         for name in ("fee", "cpu_second_price", "verifier_stake"):
             value = getattr(config, name)
@@ -120,10 +147,12 @@ class RoleConfig:
             except ProtocolError as exc:
                 raise ValueError(str(exc)) from None
         for name, low in (("capacity", 1), ("slots", 1), ("lease_ms", 1),
-                          ("heartbeat_ms", 1), ("asn", 0)):
+                          ("heartbeat_ms", 1), ("asn", 0), ("fault_bp", 0)):
             value = getattr(config, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"role_options.{name}: an integer >= {low}")
+        if config.fault_bp > 10_000:
+            raise ValueError("role_options.fault_bp: basis points, 0..10000")
         if not isinstance(config.prior_s, (int, float)) or not config.prior_s > 0:
             raise ValueError("role_options.prior_s: seconds > 0")
         if config.heartbeat_ms >= config.lease_ms:
@@ -205,6 +234,7 @@ class Roles:
         self.verifying: set[str] = set()
         self.host_jobs: set[str] = set()
         self.host_checks: set[str] = set()
+        self.proof_limit: int | None = None  # the swarm's proof_bytes_max, once asked
         self._pending = 0
         self._talk = trio.Semaphore(ACTIONS_AT_ONCE)
         self._slots = trio.Semaphore(self.config.slots)
@@ -236,6 +266,13 @@ class Roles:
         elif event.kind == "transition" and "verifier" in roles \
                 and str(d.get("cause", "")).startswith("committee"):
             self._start(nursery, "verifier", "attest", self.verify, need)
+        elif event.kind == "transition" and "verifier" in roles \
+                and str(d.get("cause", "")).startswith("panel of"):
+            self._start(nursery, "verifier", "judge", self.judge, need)
+        elif event.kind == "transition" and d.get("after") == "ATTESTED" \
+                and d.get("before") == "COMMITTED" and "verifier" in roles \
+                and self.config.audit:
+            self._start(nursery, "verifier", "audit", self.audit, need)
 
     def _start(self, nursery: trio.Nursery, role: str, action: str,
                fn: Callable[[str], Awaitable[str]], need: str) -> None:
@@ -359,9 +396,22 @@ class Roles:
             log.warning("worker: %s's output does not fit its schema (%s); yielded",
                         need, ran["violation"])
             return "yielded"
-        await self.agent.commit(need, ran["output"])
-        log.info("worker: committed %s -> %s", need, ran["output"])
-        return "ok"
+        output = ran["output"]
+        if self._faulty(need):
+            output = await self.agent.put_evidence(b"made up by a faulty worker for "
+                                                   + need.encode())
+            log.warning("worker: fault injection: committing a made-up result for %s",
+                        need)
+        await self.agent.commit(need, output)
+        log.info("worker: committed %s -> %s", need, output)
+        return "faulty" if output != ran["output"] else "ok"
+
+    def _faulty(self, need: str) -> bool:
+        """Whether fault injection picks this task (`fault_bp` of them, by hash)."""
+        if not self.config.fault_bp:
+            return False
+        digest = hashlib.sha256(f"{self.agent.account}/{need}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") % 10_000 < self.config.fault_bp
 
     async def _heartbeats(self, need: str) -> None:
         progress = 0
@@ -409,6 +459,10 @@ class Roles:
             return "passed"
         if any(v["member"] == me for v in commit.get("verdicts", ())):
             return "again"
+        if commit.get("worker") in self.config.collude_with:
+            await self.agent.attest(need, valid=True)
+            log.warning("verifier: fault injection: attested %s valid unchecked", need)
+            return "colluded"
         if _job_key(task) is None or not task.get("input"):
             log.info("verifier: %s names no job to check it by; no verdict", need)
             return "cannot"
@@ -438,6 +492,117 @@ class Roles:
             if _code(exc) in JOB_FAILURES:
                 return False, str(exc)
             raise
+
+    # -- challenge verifier
+
+    async def judge(self, need: str) -> str:
+        """Seated on the panel of a challenge of `need`: check the proof's claim and
+        vote. Uphold when the claim holds (the result is wrong as the proof type says);
+        reject when it does not, or the proof is over `proof_bytes_max`. A proof type
+        this role cannot check, or evidence it cannot reach, gets no vote."""
+        key = f"judge:{need}"
+        if key in self.verifying:
+            return "again"
+        self.verifying.add(key)
+        try:
+            return await self._judge(need)
+        finally:
+            self.verifying.discard(key)
+
+    async def _judge(self, need: str) -> str:
+        async with self._talk:
+            task = await self.agent.task(need)
+        me = self.agent.account
+        ch = next((c for c in task.get("challenges", ()) if c["state"] == "voting"
+                   and any(m["member"] == me for m in c["panel"])), None)
+        if ch is None or task["state"] != "ATTESTED":
+            return "passed"
+        if any(v["member"] == me and v["round"] == ch["round"] for v in ch["votes"]):
+            return "again"
+        if task["commit"]["worker"] in self.config.collude_with:
+            await self.agent.vote(ch["challenge_id"], uphold=False)
+            log.warning("verifier: fault injection: voted reject on %s unchecked",
+                        ch["challenge_id"])
+            return "colluded"
+        claim = await self._claim_holds(task, ch)
+        if claim is None:
+            return "cannot"
+        await self.agent.vote(ch["challenge_id"], uphold=claim[0])
+        log.info("verifier: voted %s on challenge %s of %s (%s)",
+                 "uphold" if claim[0] else "reject", ch["challenge_id"], need, claim[1])
+        return "uphold" if claim[0] else "reject"
+
+    async def _claim_holds(self, task: Mapping[str, Any], ch: Mapping[str, Any]
+                           ) -> tuple[bool, str] | None:
+        """(whether the challenge's claim holds, why), or None: no verdict."""
+        if self.proof_limit is None:
+            quote = await self.agent.bond_quote(ch["proof_type"])
+            self.proof_limit = int(quote["proof_bytes_max"])
+        limit = self.proof_limit
+        try:
+            proof = await self._retrying_bytes(lambda: self.agent.get_evidence(
+                ch["evidence"], max_bytes=limit + 1))
+        except AgentError as exc:
+            log.info("verifier: the proof of %s is out of reach (%s); no vote",
+                     ch["challenge_id"], exc)
+            return None
+        if len(proof) > limit:
+            return False, f"the proof is over {limit} bytes"
+        result = task["commit"]["result"]
+        match ch["proof_type"]:
+            case "output_mismatch":
+                if _job_key(task) is None or not task.get("input"):
+                    return False, "the NEED names no job to re-run"
+                valid, why = await self._check(task, result)
+                return not valid, why
+            case "schema_violation":
+                if not task.get("output"):
+                    return False, "the NEED names no output schema"
+                data = await self.agent.get_evidence(result)
+                problem = output_schema.parse(task["output"]).violation(data)
+                return problem is not None, problem or "the result fits the schema"
+        log.info("verifier: no check for %s challenges; no vote", ch["proof_type"])
+        return None
+
+    async def audit(self, need: str) -> str:
+        """Re-check a result the committee accepted; challenge it if it is wrong
+        (`output_mismatch`, the proof naming the output this node got)."""
+        key = f"audit:{need}"
+        if key in self.verifying:
+            return "again"
+        self.verifying.add(key)
+        try:
+            async with self._talk:
+                task = await self.agent.task(need)
+            commit, me = task.get("commit") or {}, self.agent.account
+            if task["state"] != "ATTESTED" or not commit or me in (
+                    commit.get("worker"), *commit.get("committee", ())):
+                return "passed"  # a party to the result does not judge it
+            if _job_key(task) is None or not task.get("input"):
+                return "cannot"
+            valid, why = await self._check(task, commit["result"])
+            if valid:
+                return "valid"
+            proof = json.dumps({"claim": "output_mismatch", "task_id": need,
+                                "result": commit["result"], "found": why},
+                               sort_keys=True).encode()[:PROOF_BYTES]
+            cid = await self.agent.put_evidence(proof)
+            doc = await self.agent.challenge(need, "output_mismatch", cid)
+            log.warning("verifier: %s's result %s is wrong (%s): challenged it (%s)", need,
+                        commit["result"], why, doc["challenge_id"])
+            return "challenged"
+        finally:
+            self.verifying.discard(key)
+
+    async def _retrying_bytes(self, call: Callable[[], Awaitable[bytes]]) -> bytes:
+        out: dict[str, bytes] = {}
+
+        async def wrapped() -> dict[str, Any]:
+            out["data"] = await call()
+            return {}
+
+        await self._retrying(wrapped)
+        return out["data"]
 
     async def _retrying(self, call: Callable[[], Awaitable[dict[str, Any]]]
                         ) -> dict[str, Any]:

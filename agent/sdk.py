@@ -226,6 +226,46 @@ class Agent:
         return await self._write(f"/tasks/{need}/attest",
                                  {"verdict": "valid" if valid else "invalid"}, timeout_s)
 
+    # -- challenges --
+
+    async def challenge(self, need: str, proof_type: str, evidence: str, *,
+                        complexity: str = "low",
+                        timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        """Challenge a task's attested result with a proof (`evidence`, a CID stored at
+        our node); the bond leaves our account. Answers the outcome and `challenge_id`."""
+        return await self._write("/challenges", {
+            "task_id": need, "proof_type": proof_type, "evidence": evidence,
+            "complexity": complexity}, timeout_s)
+
+    async def bond_quote(self, proof_type: str, complexity: str = "low") -> dict[str, Any]:
+        """What such a challenge locks (`bond`), and the swarm's `proof_bytes_max`."""
+        return await self._call("GET", "/challenges/bond",
+                                params={"proof_type": proof_type, "complexity": complexity})
+
+    async def challenge_status(self, challenge_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"/challenges/{challenge_id}")
+
+    async def challenges(self, *, state: str | None = None,
+                         task: str | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("state", state), ("task", task)) if v}
+        doc = await self._call("GET", "/challenges", params=params or None)
+        return list(doc["challenges"])
+
+    async def vote(self, challenge_id: str, uphold: bool,
+                   timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        """Our vote as a member of a challenge's panel."""
+        return await self._write(f"/challenges/{challenge_id}/vote",
+                                 {"verdict": "uphold" if uphold else "reject"}, timeout_s)
+
+    async def withdraw(self, challenge_id: str,
+                       timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        return await self._write(f"/challenges/{challenge_id}/withdraw", {}, timeout_s)
+
+    async def slashes(self, account: str | None = None) -> list[dict[str, Any]]:
+        doc = await self._call("GET", "/slashes",
+                               params={"account": account} if account else None)
+        return list(doc["slashes"])
+
     # -- stake and the verifier pool --
 
     async def stake_info(self) -> dict[str, Any]:

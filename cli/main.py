@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from swarm.cli import market
+from swarm.cli import challenge, market
 from swarm.cli import raft as raft_cli
 from swarm.cli.common import (
     OUTCOME_WAIT_S_MIN,
@@ -97,6 +97,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(stake_app, name="stake")
 app.add_typer(pool_app, name="pool")
 market.register(app)
+challenge.register(app)
 app.command("decide")(raft_cli.decide)
 app.command("decision")(raft_cli.decision)
 

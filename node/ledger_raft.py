@@ -27,6 +27,8 @@ Owns what `MultiRaft` hands to its `ledger_hook` and the periodic work around it
   then proposes the `draw` entry with the certificate of the COMMIT entry, whose
   signatures seed the draw. A view whose certificate is still on its way holds the
   draw back for at most `VIEW_WAIT_TICKS`. Every replica draws the committee itself.
+  A challenge's panel is drawn the same way, seeded by the certificate of the entry
+  that started its round (`Task.draw_index`).
 * **The certified chain.** When a quorum of a bucket's replicas have signed a chain
   entry (`MultiRaft` collects the signatures), each replica that holds the quorum
   stores the certified entry (RocksDB key ``c`` + bucket + index), and the bucket's
@@ -152,7 +154,7 @@ class LedgerRaft(LedgerHook):
         self.proofs: OrderedDict[tuple[int, int], Proof] = OrderedDict()
         self.stats: dict[str, int] = defaultdict(int)
         self.ticked: dict[int, int] = {}  # bucket -> our clock when we last proposed a tick
-        # Draws: (bucket, commit index) -> tick first seen waiting, tick last proposed;
+        # Draws: (bucket, draw index) -> tick first seen waiting, tick last proposed;
         # views: (bucket, viewed bucket, its index) -> tick proposed.
         self.draw_waiting: dict[tuple[int, int], int] = {}
         self.draw_sent: dict[tuple[int, int], int] = {}
@@ -393,8 +395,8 @@ class LedgerRaft(LedgerHook):
                 self.stats["task_ticks"] += 1
 
     def draw_committees(self) -> None:
-        """In each bucket we lead, seat the committees its committed results wait for
-        (see the module docstring)."""
+        """In each bucket we lead, seat the committees its committed results wait for,
+        and the panels its challenges wait for (see the module docstring)."""
         raft = self.raft
         now = raft.now_tick
         live: set[tuple[int, int]] = set()
@@ -408,8 +410,8 @@ class LedgerRaft(LedgerHook):
             views_ready = self._send_views(g, ts)
             quorum = self.placement.quorum(g.bucket)
             for task in waiting:
-                assert task.commit is not None
-                key = (g.bucket, task.commit.index)
+                # The COMMIT for a committee, the round's first entry for a panel.
+                key = (g.bucket, task.draw_index)
                 live.add(key)
                 first = self.draw_waiting.setdefault(key, now)
                 sent = self.draw_sent.get(key)
@@ -417,7 +419,7 @@ class LedgerRaft(LedgerHook):
                     continue
                 if not views_ready and now - first < VIEW_WAIT_TICKS:
                     continue
-                proof = self._proof_for(g.bucket, task.commit.index)
+                proof = self._proof_for(g.bucket, task.draw_index)
                 if proof is None:
                     continue  # the COMMIT's certificate is not complete yet
                 seeded = Proof(proof.bucket, proof.index, proof.term, proof.entry,

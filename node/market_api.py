@@ -97,6 +97,27 @@ class AttestBody(StepBody):
     verdict: Literal["valid", "invalid"]
 
 
+ProofType = Literal["schema_violation", "missing_citation", "semantic_contradiction",
+                    "output_mismatch", "policy_breach"]
+Complexity = Literal["low", "medium", "high"]
+
+
+class ChallengeBody(StepBody):
+    task_id: str = Field(max_length=CID_CHARS_MAX)
+    proof_type: ProofType
+    evidence: str = Field(max_length=CID_CHARS_MAX,
+                          description="The proof's CID (at most proof_bytes_max bytes).")
+    complexity: Complexity = Field(default="low", description="The bond's multiplier: "
+                                   "1, or the genesis' medium or high.")
+    size_bytes: int | None = Field(default=None, ge=0, le=MS_MAX,
+                                   description="The proof's size; read from this node's "
+                                               "evidence store when absent.")
+
+
+class VoteBody(StepBody):
+    verdict: Literal["uphold", "reject"]
+
+
 def market_router(service: Callable[[], MarketService], dependencies: list[Any]) -> APIRouter:
     router = APIRouter(dependencies=dependencies, tags=["market"])
 
@@ -181,6 +202,63 @@ def market_router(service: Callable[[], MarketService], dependencies: list[Any])
     async def commit(need: str, body: CommitBody) -> dict[str, Any]:
         return await write(lambda: service().commit(need, body.result, lease=body.lease,
                                                     timeout_s=body.timeout_s))
+
+    @router.get("/challenges")
+    async def challenges(state: str | None = None, task: str | None = None
+                         ) -> dict[str, Any]:
+        """Challenges this node knows of, open and decided, newest first."""
+        try:
+            return service().challenges(state, task)
+        except ProtocolError as exc:
+            raise HTTPException(status_code=400, detail=exc.to_dict()) from None
+
+    @router.get("/challenges/bond")
+    async def bond(proof_type: ProofType, complexity: Complexity = "low") -> dict[str, Any]:
+        """What a challenge would lock, before opening it."""
+        m = service()
+        return {"bond": m.bond(proof_type, complexity), "unit_per_credit": m.unit,
+                "proof_type": proof_type, "complexity": complexity,
+                "proof_bytes_max": m.genesis.params["proof_bytes_max"]}
+
+    @router.post("/challenges")
+    async def open_challenge(body: ChallengeBody) -> dict[str, Any]:
+        """Challenge a task's attested result; the bond leaves this node's account."""
+        return await write(lambda: service().open_challenge(
+            body.task_id, body.proof_type, body.evidence, complexity=body.complexity,
+            size_bytes=body.size_bytes, timeout_s=body.timeout_s))
+
+    @router.get("/challenges/{challenge_id}")
+    async def challenge(challenge_id: str) -> dict[str, Any]:
+        try:
+            return service().challenge(challenge_id)
+        except ProtocolError as exc:
+            status = 404 if exc.code == "unknown_challenge" else 400
+            raise HTTPException(status_code=status, detail=exc.to_dict()) from None
+
+    @router.post("/challenges/{challenge_id}/withdraw")
+    async def withdraw(challenge_id: str, body: StepBody) -> dict[str, Any]:
+        """Take back this node's open challenge: the bond less the withdrawal fee."""
+        return await write(lambda: service().withdraw(challenge_id,
+                                                      timeout_s=body.timeout_s))
+
+    @router.post("/challenges/{challenge_id}/vote")
+    async def vote(challenge_id: str, body: VoteBody) -> dict[str, Any]:
+        """A panel member's vote on the challenge under way."""
+        return await write(lambda: service().vote(challenge_id, body.verdict == "uphold",
+                                                  timeout_s=body.timeout_s))
+
+    @router.get("/slashes")
+    async def slashes(account: str | None = None) -> dict[str, Any]:
+        """Slashes carried out in the buckets this node holds, newest first."""
+        try:
+            who = bytes.fromhex(account) if account else None
+        except ValueError:
+            who = b""
+        if who is not None and len(who) != 32:
+            raise HTTPException(status_code=400, detail={
+                "code": "schema", "field": "account",
+                "reason": "an account is 64 hex digits"})
+        return service().slashes(who)
 
     @router.post("/tasks/{need}/attest")
     async def attest(need: str, body: AttestBody) -> dict[str, Any]:

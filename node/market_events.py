@@ -3,7 +3,8 @@
 Owns the node's recent task events and their followers. Every applied entry's task
 steps (from a replica or a certified read replica, node/ledger_raft.py) become events,
 numbered in the order this node applied them: a transition, a decision (with its
-explanation memo's CID), a payment out of a task's escrow, a missed-heartbeat slash.
+explanation memo's CID), a payment out of a task's escrow, a slash (missed heartbeats,
+or an attestation an upheld challenge showed wrong).
 They are kept in a ring of `EVENTS_KEPT` and counted in `/metrics`
 (`swarm_task_transitions_total{state}`); `follow` yields those after a number, then
 waits for more, so agents and watchers need not poll. A follower that falls more than
@@ -56,6 +57,10 @@ class TaskEvents:
                 self._add({"kind": "slash", "need_id": str(s.need), "account": s.account.hex(),
                            "lease_id": str(s.lease_id), "misses": s.misses,
                            "bucket": bucket})
+            for c in step.challenge_slashes:
+                self._add({"kind": "slash", "need_id": str(c.need), "account": c.account.hex(),
+                           "reason": "failed_challenge", "challenge_id": str(c.challenge_id),
+                           "challenger": c.challenger.hex(), "bucket": bucket})
         self._changed.set()
         self._changed = trio.Event()
 

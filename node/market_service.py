@@ -2,10 +2,12 @@
 
 Owns turning a user's request into a signed market envelope and its outcome: the node
 signs a NEED (posting and funding a task), PROPOSE (a bid), CLAIM, HEARTBEAT, YIELD,
-COMMIT or ATTEST with its identity, and submits it through the ledger's request path
-(`LedgerService.submit_own`) to the bucket that orders it: a NEED to the poster's
-bucket, which debits the budget and funds the task in the NEED's bucket; the others to
-the NEED's bucket, whose task book applies them (docs/MARKET.md). A refusal by a rule
+COMMIT, ATTEST, CHALLENGE or WITHDRAW with its identity, and submits it through the
+ledger's request path (`LedgerService.submit_own`) to the bucket that orders it: a NEED
+or a CHALLENGE to the signer's bucket, which debits the budget or the bond and funds the
+task, or opens the challenge, in the NEED's bucket; the others to the NEED's bucket,
+whose task book applies them (docs/MARKET.md). A panel member's vote on a challenge is
+an ATTEST naming it. A refusal by a rule
 (`bid_window_closed`, `not_winner`, `insufficient_balance`, ...) is an outcome
 (`LedgerRefused`, its code the rule's). A funded NEED is then also gossiped, so that the
 plan's DAG has it.
@@ -35,8 +37,17 @@ from swarm.protocol.cid import Cid
 from swarm.protocol.envelope import Envelope
 from swarm.protocol.errors import DecodeError, LocalProtocolError, SchemaError
 from swarm.protocol.genesis import Genesis
+from swarm.protocol.ledger import SlashRecord
 from swarm.protocol.schema import to_json
-from swarm.protocol.task import Task, task_json
+from swarm.protocol.task import (
+    OUTCOMES,
+    Challenge,
+    Ruling,
+    Task,
+    challenge_json,
+    ruling_json,
+    task_json,
+)
 
 from .bitswap import Bitswap
 from .client import OUTCOME_WAIT_S_DEFAULT
@@ -46,6 +57,7 @@ from .market_events import TaskEvents
 from .market_memos import MarketMemos
 
 TASKS_LISTED_MAX = 1000
+COMPLEXITIES = ("low", "medium", "high")  # bond multipliers 1 and the genesis' two
 LEASES_KEPT = 4096
 BALLOT_BYTES = 8  # a fresh ballot per bid, as 16 hex digits
 
@@ -69,6 +81,7 @@ class MarketService:
         # Explanation memos of the decisions this node applies, pinned as evidence under
         # the CID the decision names (the bytes are the same on every node).
         self.memos = MarketMemos(evidence)
+        self.evidence = evidence
         ledger.net.listeners.append(self.memos.keep)
         # The leases this node's claims opened (a lease's id is its CLAIM's), so that a
         # heartbeat or commit right after a claim need not wait for this node's view of
@@ -218,6 +231,125 @@ class MarketService:
             raise LocalProtocolError("lease", f"task {need} has no lease here; name it "
                                               f"(`lease`)", code="not_lease_holder")
         return task.lease.lease_id
+
+    # -- challenges --
+
+    def bond(self, proof_type: str, complexity: str = "low") -> int:
+        """What a challenge of `proof_type` at `complexity` locks (smallest units)."""
+        if proof_type not in verbs.PROOF_TYPES:
+            raise SchemaError("proof_type", f"must be one of {', '.join(verbs.PROOF_TYPES)}")
+        if complexity not in COMPLEXITIES:
+            raise SchemaError("complexity", f"must be one of {', '.join(COMPLEXITIES)}")
+        p = self.genesis.params
+        factor = 1 if complexity == "low" else p[f"challenge_complexity_{complexity}"]
+        return int(p[f"challenge_bond_{proof_type}"]) * int(factor)
+
+    async def open_challenge(self, need: str, proof_type: str, evidence: str, *,
+                             complexity: str = "low", size_bytes: int | None = None,
+                             timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        """Challenge a task's attested result: sign a CHALLENGE naming its current
+        commit and the proof (`evidence`, a CID; its size from the evidence store unless
+        given) and submit it to this node's bucket, which takes the bond and opens the
+        challenge in the task's bucket."""
+        need_id = parse_need(need)
+        task = self._task(need_id)
+        if task is None or task.commit is None:
+            raise LocalProtocolError("need", f"task {need_id} has no result known here to "
+                                             f"challenge", code="unknown_task")
+        proof = parse_cid(evidence, "evidence")
+        if size_bytes is None:
+            size_bytes = self.evidence.size_of(proof)
+            if size_bytes is None:
+                raise LocalProtocolError("size_bytes", f"the proof {proof} is not in this "
+                                                       f"node's evidence store; add it, or "
+                                                       f"give its size")
+        bond = self.bond(proof_type, complexity)
+        env = self._sign("CHALLENGE", {
+            "task_id": str(need_id), "commit_id": task.commit.commit_id,
+            "proof_type": proof_type, "evidence": proof, "bond_amount": bond,
+            "size_bytes": size_bytes})
+        outcome = await self._submit(env, timeout_s)
+        return {**outcome, "challenge_id": str(env.id), "task_id": str(need_id),
+                "bond": bond}
+
+    async def vote(self, challenge_id: str, uphold: bool, *,
+                   timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        """A panel member's vote on the challenge under way: an ATTEST naming it,
+        "invalid" to uphold it (the result is wrong), "valid" to reject it."""
+        task, found = self._challenge(challenge_id)
+        if not isinstance(found, Challenge):
+            raise LocalProtocolError("challenge_id", f"challenge {challenge_id} is "
+                                                     f"{found.outcome}", code="wrong_state")
+        return await self._step("ATTEST", {
+            "task_id": str(task.terms.need), "commit_id": found.terms.commit_id,
+            "evidence": found.terms.challenge_id,
+            "verdict": "invalid" if uphold else "valid"}, timeout_s)
+
+    async def withdraw(self, challenge_id: str, *,
+                       timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
+        task, _ = self._challenge(challenge_id)
+        return await self._step("WITHDRAW", {"task_id": str(task.terms.need),
+                                             "challenge_id": parse_cid(challenge_id,
+                                                                       "challenge_id")},
+                                timeout_s)
+
+    def _challenge(self, challenge_id: str) -> tuple[Task, Challenge | Ruling]:
+        """The task holding the challenge (open, or decided and still remembered)."""
+        cid = parse_cid(challenge_id, "challenge_id")
+        for task in self.all_tasks():
+            for c in task.challenges:
+                if c.terms.challenge_id == cid:
+                    return task, c
+            for r in task.rulings:
+                if r.challenge_id == cid:
+                    return task, r
+        raise LocalProtocolError("challenge_id", f"no challenge {cid} is known here",
+                                 code="unknown_challenge")
+
+    def challenge(self, challenge_id: str) -> dict[str, Any]:
+        task, found = self._challenge(challenge_id)
+        doc = (challenge_json(task, found) if isinstance(found, Challenge)
+               else {**ruling_json(found), "task_id": str(task.terms.need)})
+        return {**doc, "unit_per_credit": self.unit, "task_state": task.state,
+                "queue": [str(c.terms.challenge_id) for c in task.challenges]}
+
+    def challenges(self, state: str | None = None, task: str | None = None
+                   ) -> dict[str, Any]:
+        """Challenges this node knows of: open ones ("queued", "awaiting_panel",
+        "voting") and decided ones (`OUTCOMES`), newest first; `state` "open" keeps
+        the open ones."""
+        states = ("open", "queued", "awaiting_panel", "voting", *OUTCOMES)
+        if state is not None and state not in states:
+            raise SchemaError("state", f"must be one of {', '.join(states)}")
+        need = parse_need(task) if task else None
+        rows: list[dict[str, Any]] = []
+        for t in self.all_tasks():
+            if need is not None and t.terms.need != need:
+                continue
+            rows += [challenge_json(t, c) for c in t.challenges]
+            rows += [{**ruling_json(r), "task_id": str(t.terms.need)} for r in t.rulings]
+        if state == "open":
+            rows = [r for r in rows if r["state"] not in OUTCOMES]
+        elif state is not None:
+            rows = [r for r in rows if r["state"] == state]
+        rows.sort(key=lambda r: (-(r.get("opened_ms") or r.get("ts_ms") or 0),
+                                 r["challenge_id"]))
+        return {"unit_per_credit": self.unit, "challenges": rows[:TASKS_LISTED_MAX]}
+
+    def slashes(self, account: bytes | None = None) -> dict[str, Any]:
+        """Slashes carried out in the buckets this node holds (replicated or read),
+        newest first: each bucket's own record of what it took and why."""
+        rows: list[tuple[int, SlashRecord]] = []
+        for bucket in range(self.ledger.bucket_count):
+            rows += [(bucket, r) for r in
+                     self.ledger.net.part(bucket).ledger.slashes(account)]
+        rows.sort(key=lambda br: (-br[1].ts_ms, br[0], -br[1].index))
+        return {"unit_per_credit": self.unit, "slashes": [
+            {"bucket": b, "index": r.index, "ts_ms": r.ts_ms, "account": r.account.hex(),
+             "reason": r.reason, "evidence": str(r.evidence), "amount": r.amount,
+             "challenger": r.challenger.hex() if r.challenger else None,
+             "honest": [h.hex() for h in r.honest]}
+            for b, r in rows[:TASKS_LISTED_MAX]]}
 
     # -- reads --
 

@@ -91,7 +91,7 @@ log = logging.getLogger("swarm.node")
 TOPIC_OF_KIND = {
     **{k: "plan" for k in ("NEED", "PROPOSE", "DECIDE", "UPDATE_PLAN", "ATTEST_PLAN")},
     **{k: "work" for k in ("CLAIM", "HEARTBEAT", "COMMIT", "ATTEST", "FINALIZE", "YIELD",
-                           "RELEASE", "CHALLENGE", "INVALIDATE")},
+                           "RELEASE", "CHALLENGE", "INVALIDATE", "WITHDRAW")},
 }
 assert set(TOPIC_OF_KIND) | set(LEDGER_VERBS) == set(verbs.KINDS), "every verb needs a road"
 assert not set(TOPIC_OF_KIND) & set(LEDGER_VERBS), "ledger verbs are never gossiped"
@@ -479,8 +479,8 @@ class Node:
         if isinstance(decoded, Outcome):
             self.metrics.envelopes.labels(decoded.verdict.value, decoded.reason).inc()
             return _verdict_json(decoded)
-        if decoded.kind in LEDGER_VERBS or (decoded.kind in TASK_VERBS
-                                            and not _also_gossiped(decoded)):
+        if decoded.kind in (*LEDGER_VERBS, "CHALLENGE") or (
+                decoded.kind in TASK_VERBS and not _also_gossiped(decoded)):
             outcome = await self.ledger.submit_signed(decoded, timeout_s)
             return {"verdict": Verdict.ACCEPT.value, "code": "ok", "field": "",
                     "reason": "", "id": str(decoded.id), "kind": decoded.kind,

@@ -42,7 +42,8 @@ SLOT_MAX = 2**63 - 1
 KIND_CODES: Mapping[str, int] = {k: i + 1 for i, k in enumerate((
     "NEED", "PROPOSE", "DECIDE", "CLAIM", "HEARTBEAT", "COMMIT", "ATTEST", "FINALIZE",
     "YIELD", "RELEASE", "UPDATE_PLAN", "ATTEST_PLAN", "CHALLENGE", "INVALIDATE",
-    "TRANSFER", "STAKE", "UNSTAKE", "COMPLETE_UNBONDING", "POOL_REGISTER", "POOL_LEAVE"))}
+    "TRANSFER", "STAKE", "UNSTAKE", "COMPLETE_UNBONDING", "POOL_REGISTER", "POOL_LEAVE",
+    "WITHDRAW"))}
 KIND_NAMES: Mapping[int, str] = {v: k for k, v in KIND_CODES.items()}
 
 # Payload field bits: bit i of `fields` is set when FIELDS[kind][i] is in the payload.
@@ -71,6 +72,7 @@ FIELDS: Mapping[str, tuple[str, ...]] = {
     "COMPLETE_UNBONDING": ("op_id", "valid_until_ms"),
     "POOL_REGISTER": ("capabilities", "org", "asn", "region", "op_id", "valid_until_ms"),
     "POOL_LEAVE": ("op_id", "valid_until_ms"),
+    "WITHDRAW": ("task_id", "challenge_id"),
 }
 _FIELD_BITS: Mapping[str, Mapping[str, int]] = {
     kind: {name: 1 << i for i, name in enumerate(names)} for kind, names in FIELDS.items()

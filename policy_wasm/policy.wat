@@ -84,7 +84,9 @@
     (call $rule (i32.const 17) (i32.const 128) (i32.const 0) (i32.const 7) (i32.const 1))       ;; UNSTAKE
     (call $rule (i32.const 18) (i32.const 64) (i32.const 0) (i32.const 3) (i32.const 1))        ;; COMPLETE_UNBONDING
     (call $rule (i32.const 19) (i32.const 4096) (i32.const 32) (i32.const 63) (i32.const 1))    ;; POOL_REGISTER
-    (call $rule (i32.const 20) (i32.const 64) (i32.const 0) (i32.const 3) (i32.const 1)))       ;; POOL_LEAVE
+    (call $rule (i32.const 20) (i32.const 64) (i32.const 0) (i32.const 3) (i32.const 1))        ;; POOL_LEAVE
+    ;; a challenger takes back its challenge
+    (call $rule (i32.const 21) (i32.const 512) (i32.const 0) (i32.const 3) (i32.const 1)))      ;; WITHDRAW
   (start $init)
 
   (func $reject (param $reason i32) (result i32)

@@ -154,7 +154,10 @@ from .ledger_ops import (
     PoolRow,
     PoolView,
     PoolViews,
+    PostChallenge,
     PostNeed,
+    Repute,
+    SlashOrder,
     Stake,
     TaskStep,
     Tick,
@@ -164,15 +167,27 @@ from .ledger_ops import (
     body_value,
     encode_body,
 )
-from .payout import related
+from .payout import Party, related
 from .placement import Placement
 from .schema import INT_MAX, Bytes, Enum, FieldType, Int, Link, List, OneOf, obj
-from .task import COMMITTED, TASK_VERBS, Step, Task, Terms, need_of
+from .task import (
+    ATTESTED,
+    COMMITTED,
+    TASK_VERBS,
+    ChallengeSlash,
+    ChallengeTerms,
+    Step,
+    Task,
+    Terms,
+    challenge_barred,
+    need_of,
+    panel_size,
+)
 from .verbs import LEDGER_KINDS
 
 LEDGER_VERBS: tuple[str, ...] = LEDGER_KINDS
 # Every verb a bucket orders from a signed envelope.
-SUBMITTED_KINDS: tuple[str, ...] = (*LEDGER_KINDS, "NEED", *TASK_VERBS)
+SUBMITTED_KINDS: tuple[str, ...] = (*LEDGER_KINDS, "NEED", "CHALLENGE", *TASK_VERBS)
 CHAIN_DOMAIN = b"can-swarm/ledger-chain/v1\x00"
 PART_DOMAIN = b"can-swarm/ledger-part/v1\x00"
 BATCH_DOMAIN = b"can-swarm/effect-batch/v1\x00"
@@ -265,7 +280,7 @@ class Command:
 # envelope's own `ts` (so a sender's clock a little ahead of the bucket's is fine, and
 # an envelope from long ago, or dated far ahead, is refused).
 ENVELOPE_OP_DOMAIN = b"can-swarm/envelope-op/v1\x00"
-MARKET_KINDS = ("NEED", *TASK_VERBS)
+MARKET_KINDS = ("NEED", "CHALLENGE", *TASK_VERBS)
 
 
 def ledger_op_id(sender: bytes, client_op_id: bytes, valid_until_ms: int) -> bytes:
@@ -287,8 +302,8 @@ def op_id_of(envelope: Envelope) -> bytes:
 
 def bucket_for(envelope: Envelope, bucket_count: int) -> int:
     """The bucket that orders a submitted envelope: a lifecycle verb's NEED's bucket,
-    else the signer's (a ledger verb, a NEED). Raises TaskError for a lifecycle
-    envelope that names no NEED."""
+    else the signer's (a ledger verb, a NEED, a CHALLENGE: what debits the signer).
+    Raises TaskError for a lifecycle envelope that names no NEED."""
     if envelope.kind in TASK_VERBS:
         return bucket_of(need_of(envelope).raw, bucket_count)
     return bucket_of(envelope.sender, bucket_count)
@@ -567,6 +582,10 @@ def op_from_envelope(env: Envelope, params: Mapping[str, int]) -> Op | PoolOp | 
                                        p.get("job"), p.get("input"), p.get("host"),
                                        p.get("check"), p.get("output")),
                             exp)
+        case "CHALLENGE":
+            return PostChallenge(oid, ChallengeTerms(
+                env.id, who, need_of_challenge(p), p["commit_id"], p["proof_type"],
+                p["evidence"], p["bond_amount"]), p.get("size_bytes", 0), exp)
         case "TRANSFER":
             return Transfer(oid, who, p["to"], p["amount"], p.get("memo", ""), exp)
         case "STAKE":
@@ -582,6 +601,15 @@ def op_from_envelope(env: Envelope, params: Mapping[str, int]) -> Op | PoolOp | 
             return PoolLeave(oid, who, exp)
     raise SchemaError("kind", f"{env.kind} is not a ledger verb (one of "
                               f"{', '.join(LEDGER_VERBS)})", code="not_ledger_verb")
+
+
+def need_of_challenge(payload: Mapping[str, Any]) -> Cid:
+    """The task a CHALLENGE names (its NEED's id as text); SchemaError if none."""
+    try:
+        return Cid.parse(payload["task_id"], "payload.task_id")
+    except DecodeError as exc:
+        raise SchemaError("payload.task_id", f"not a NEED id: {exc.reason}",
+                          code="unknown_task") from None
 
 
 # --- chain entries: what replicas certify and read replicas apply ------------------
@@ -826,14 +854,51 @@ class LedgerPart:
         self.last = last  # index of the last chain entry applied; 0 at genesis
         ledger.bid_facts = self.bid_facts
         ledger.repute = self._repute
+        ledger.related_any = self.related_any
+        ledger.stake_of = self.stake_of
+        ledger.slash_order = self.slash_order
 
-    def _repute(self, account: bytes, failed: bool, ts_ms: int, tx: Any) -> None:
-        """A judged attestation of a member of this bucket's pool (one that left the pool
-        since keeps nothing); journaled in the entry's transaction."""
+    def _repute(self, effect: Repute, ts_ms: int, tx: Any) -> None:
+        """A judged attestation or challenge of a member of this bucket's pool (one that
+        left the pool since keeps nothing); journaled in the entry's transaction."""
+        account = effect.account
         if self.pool.member(account) is None:
             return
         tx.save_item(self.pool.by_account, account)
-        self.pool.record_attestation(account, failed=failed, ts_ms=ts_ms)
+        if effect.challenge:
+            self.pool.record_challenge(account, upheld=not effect.failed, ts_ms=ts_ms)
+        else:
+            self.pool.record_attestation(account, failed=effect.failed, ts_ms=ts_ms)
+
+    def party(self, account: bytes) -> Party:
+        return party_of(account, self.row(account))
+
+    def related_any(self, account: bytes, others: Iterable[bytes]) -> bool:
+        """Is `account` related (same org or ASN) to any of `others` (P8)?"""
+        me = self.party(account)
+        return any(related(me, self.party(o)) for o in others)
+
+    def stake_of(self, account: bytes) -> int:
+        """A verifier's stake as this bucket knows it (0 for one it does not know)."""
+        row = self.row(account)
+        return 0 if row is None else row.stake
+
+    def slash_order(self, cause: ChallengeSlash) -> SlashOrder:
+        """An upheld challenge's slash, paying nobody related to the challenged (P8):
+        the challenger is dropped when related to the worker or the slashed member
+        (the poster may challenge: a wrong result wrongs it), an honest verifier when
+        related to either, to the poster or to the challenger. A dropped share is
+        burned."""
+        challenged = [self.party(a) for a in (cause.worker, cause.account)]
+        challenger = self.party(cause.challenger)
+        paid = cause.challenger if not any(related(challenger, x)
+                                           for x in challenged) else None
+        honest = tuple(sorted(
+            h for h in cause.honest
+            if not any(related(self.party(h), x)
+                       for x in [*challenged, self.party(cause.poster), challenger])))
+        return SlashOrder(cause.account, "failed_challenge", cause.challenge_id, 1, paid,
+                          honest)
 
     def row(self, account: bytes) -> PoolRow | None:
         """A verifier as this bucket knows it: from its own pool, or from the latest
@@ -1163,19 +1228,52 @@ class BucketMachine:
         if len(proof["sigs"]) != quorum:
             raise Unauthenticated("entry.proof.sigs", f"a draw is seeded by exactly a quorum "
                                                       f"({quorum}) of signatures")
+        seed = draw_seed(proof["sigs"])
+        task = self.ledger.tasks.get(need)
+        if task is not None and task.state == ATTESTED:
+            # A challenge panel, seeded by the entry that started its round.
+            if task.draw_index != entry.index:
+                return Draw(need, entry.index, seed, (), "none")  # the book says why
+            panel, rule = self.panel(task, seed)
+            return Draw(need, entry.index, seed, panel, rule)
         body = entry.body
         if not isinstance(body, TaskStep) or body.envelope.kind != "COMMIT" \
                 or need_of(body.envelope) != need:
             raise Unauthenticated("entry.proof", f"entry {entry.index} is not a COMMIT "
                                                  f"for {need}")
-        seed = draw_seed(proof["sigs"])
-        task = self.ledger.tasks.get(need)
         if task is None or task.state != COMMITTED or task.commit is None \
                 or task.commit.committee or task.commit.index != entry.index:
             # Nothing to seat: the task book refuses it and says why.
             return Draw(need, entry.index, seed, (), "none")
         committee, rule = self.committee(task, seed)
         return Draw(need, entry.index, seed, committee, rule)
+
+    def _rows(self) -> list[PoolRow]:
+        rows = list(self.part.rows())
+        for b, (_, view) in self.ledger.views().items():
+            if b != self.bucket:
+                rows.extend(view)
+        return rows
+
+    def panel(self, task: Task, seed: bytes) -> tuple[tuple[bytes, ...], str]:
+        """Draw the panel of `task`'s challenge under way, by the committee's draw rule:
+        `panel_size` of its round, none of the parties to the result or the challenge
+        nor anyone seated before (`challenge_barred`), none related to them; fewer when
+        the pool has no more (an empty panel lets the votes so far decide)."""
+        ch = task.active
+        assert ch is not None
+        rows = self._rows()
+        by_account = {r.account: r for r in rows}
+        barred = challenge_barred(task, ch)
+        judged = [a for a in sorted(barred) if a not in ch.seated]
+        seed = hashlib.sha256(seed + ch.terms.challenge_id.raw).digest()
+        for size in range(panel_size(ch.round, self.params), 0, -1):
+            panel, rule = draw(rows, k=size, seed=seed, now_ms=self.clock_ms,
+                               params=self.params, exclude=sorted(barred),
+                               unrelated_to=[party_of(a, by_account.get(a)) for a in judged])
+            if panel:
+                return panel, rule
+        return (), "none"
 
     def committee(self, task: Task, seed: bytes) -> tuple[tuple[bytes, ...], str]:
         """Draw `task`'s committee from this bucket's verifiers and every view it holds
@@ -1184,14 +1282,14 @@ class BucketMachine:
         after silence may be smaller than `k_result` when the pool has no more members
         left to seat (D36); a first one may not."""
         assert task.commit is not None
-        rows = list(self.part.rows())
-        for b, (_, view) in self.ledger.views().items():
-            if b != self.bucket:
-                rows.extend(view)
+        rows = self._rows()
         by_account = {r.account: r for r in rows}
         judged = [task.commit.worker, task.terms.poster]
-        k = task.terms.k_result
-        for size in range(k, 0, -1) if task.silent else (k,):
+        k = task.k_result
+        # After silence, or an upheld challenge grew k past what the pool holds, seat
+        # what there is (at least the NEED's k_result after a challenge).
+        least = 1 if task.silent else task.terms.k_result if task.upheld else k
+        for size in range(k, least - 1, -1):
             committee, rule = draw(rows, k=size, seed=seed, now_ms=self.clock_ms,
                                    params=self.params, exclude=[*judged, *task.silent],
                                    unrelated_to=[party_of(a, by_account.get(a))

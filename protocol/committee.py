@@ -362,8 +362,10 @@ class VerifierPool:
         return new
 
     def record_challenge(self, account: bytes, *, upheld: bool, ts_ms: int) -> Verifier:
-        """A challenge `account` raised was decided: upheld raises its reputation."""
-        delta = self.params["reputation_upheld_challenge_bp"] if upheld else 0
+        """A challenge `account` raised was decided: upheld raises its reputation, a
+        rejected (frivolous) one lowers it."""
+        delta = (self.params["reputation_upheld_challenge_bp"] if upheld
+                 else -self.params["reputation_rejected_challenge_bp"])
         return self._adjust(account, delta, ts_ms)
 
     def record_attestation(self, account: bytes, *, failed: bool, ts_ms: int) -> Verifier:

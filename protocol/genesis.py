@@ -107,6 +107,27 @@ DEFAULT_PARAMS: dict[str, int] = {
     # What one run of a WebAssembly job may use (docs/JOBS.md).
     "job_fuel_max": 2_000_000_000,
     "job_memory_bytes_max": 256 * 1024 * 1024,
+    # Challenges (docs/MARKET.md "Challenges"). The bond by proof type; a challenger
+    # posts it times a complexity multiplier (1, medium or high).
+    "challenge_bond_schema_violation": 10 * UNIT_PER_CREDIT,
+    "challenge_bond_missing_citation": 25 * UNIT_PER_CREDIT,
+    "challenge_bond_semantic_contradiction": 50 * UNIT_PER_CREDIT,
+    "challenge_bond_output_mismatch": 100 * UNIT_PER_CREDIT,
+    "challenge_bond_policy_breach": 50 * UNIT_PER_CREDIT,
+    "challenge_complexity_medium": 2,
+    "challenge_complexity_high": 5,
+    # The first panel's size; each escalation seats 2n+1 more; after this many rounds
+    # a vote weighted by stake decides.
+    "challenge_panel_k": 3,
+    "challenge_rounds_max": 2,
+    "challenge_vote_window_ms": 600_000,
+    # A decided challenge keeps the window open at least this much longer.
+    "challenge_extend_ms": 3_600_000,
+    "challenge_withdraw_fee_bp": 1000,  # of the bond, burned
+    "challenges_per_task_max": 8,  # over a task's whole life
+    "challenge_rate_max": 10,  # challenges one account may open per rate window
+    "challenge_rate_window_ms": 3_600_000,
+    "reputation_rejected_challenge_bp": 500,
 }
 
 ACCOUNT = Bytes(32)
@@ -197,9 +218,20 @@ def _check_consistency(value: Mapping[str, Any]) -> None:
         raise SchemaError("params.lease_ttl_max_ms", "must be at least lease_ttl_min_ms")
     for name in ("heartbeat_misses_max", "tick_interval_ms", "outage_gap_ms",
                  "stamp_ahead_max_ms", "job_fuel_max", "job_memory_bytes_max",
-                 "bid_window_ms", "claim_window_ms", "attest_window_ms"):
+                 "bid_window_ms", "claim_window_ms", "attest_window_ms",
+                 "challenge_panel_k", "challenge_rounds_max", "challenge_vote_window_ms",
+                 "challenge_complexity_medium", "challenge_complexity_high",
+                 "challenges_per_task_max", "challenge_rate_max",
+                 "challenge_rate_window_ms"):
         if params[name] < 1:
             raise SchemaError(f"params.{name}", "must be >= 1")
+    if params["challenge_panel_k"] > 64 or params["challenge_rounds_max"] > 4:
+        raise SchemaError("params.challenge_panel_k", "panels are at most 64 members "
+                                                      "and 4 rounds")
+    if params["challenge_withdraw_fee_bp"] > BP:
+        raise SchemaError("params.challenge_withdraw_fee_bp", f"must be at most {BP}")
+    if params["challenges_per_task_max"] > 64:
+        raise SchemaError("params.challenges_per_task_max", "must be 1..64")
     total = sum(e["balance"] for e in value["accounts"]) + sum(
         e["stake"] for e in value["validators"])
     if total >= 2**63:

@@ -64,6 +64,7 @@ from .ledger_ops import (
     SLASH_REASONS,
     TASK_CLASSES,
     Body,
+    Bond,
     Bounty,
     Cancel,
     CompleteUnbonding,
@@ -79,6 +80,7 @@ from .ledger_ops import (
     PoolRow,
     PoolView,
     PoolViews,
+    PostChallenge,
     PostNeed,
     Release,
     Repute,
@@ -94,7 +96,7 @@ from .ledger_ops import (
     body_value,
 )
 from .schema import INT_MAX
-from .task import Step, TaskBook, TaskError, need_of
+from .task import ChallengeSlash, ChallengeTerms, Step, TaskBook, TaskError, need_of
 from .task import restore as restore_tasks
 
 BP = 10_000  # basis points in a whole
@@ -105,6 +107,8 @@ SNAPSHOT_LIMITS = cbor.Limits(size_bytes_max=1 << 30, depth_max=8, items_max=1 <
 # AUDIT_WINDOW_MS of bucket time, and at most AUDIT_RECORDS_MAX of them.
 AUDIT_WINDOW_MS = 7 * 24 * 3600 * 1000
 AUDIT_RECORDS_MAX = 8192
+# Challengers whose recent challenges a bucket remembers for the rate limit.
+CHALLENGERS_MAX = 4096
 
 
 # --- errors -------------------------------------------------------------------------
@@ -199,6 +203,12 @@ class Expired(LedgerError):
     """The operation's validity limit is before the bucket's clock."""
 
     code = "expired"
+
+
+class RateLimited(LedgerError):
+    """The account opened the most challenges a rate window allows."""
+
+    code = "rate_limited"
 
 
 class ValidityTooLong(LedgerError):
@@ -328,6 +338,22 @@ class AuditRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SlashRecord:
+    """A slash carried out in this bucket (history, like the audit trail): `amount`
+    taken from `account`'s stake at entry `index` for `reason`, `evidence` the lease or
+    the challenge, `challenger` who shared in it (None: nobody)."""
+
+    index: int
+    ts_ms: int
+    account: bytes
+    reason: str
+    evidence: Cid
+    amount: int
+    challenger: bytes | None = None
+    honest: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Applied:
     record: AuditRecord
     effects: tuple[EffectBatch, ...]
@@ -396,13 +422,14 @@ class _Tx:
     an entry."""
 
     __slots__ = ("_attrs", "_items", "_saved", "changes", "ledger", "outbound", "popped",
-                 "steps")
+                 "slashed", "steps")
 
     def __init__(self, ledger: BucketLedger) -> None:
         self.ledger = ledger
         self.changes: list[Change] = []
         self.outbound: dict[int, list[Effect]] = {}
         self.steps: list[Step] = []  # what the entry did to the bucket's tasks
+        self.slashed: list[SlashRecord] = []  # for the slash log, once the entry applied
         self._saved: dict[bytes, _Account | None] = {}  # account -> before (None: absent)
         self._items: list[tuple[dict[Any, Any], Any, Any]] = []  # (mapping, key, before)
         self._attrs: dict[str, Any] = {}
@@ -533,6 +560,7 @@ class BucketLedger:
         self._last_index = 0
         self._last_ts_ms = 0
         self._audit: deque[AuditRecord] = deque(maxlen=AUDIT_RECORDS_MAX)
+        self._slash_log: deque[SlashRecord] = deque(maxlen=AUDIT_RECORDS_MAX)
         # The tasks whose NEED this bucket owns (protocol/task.py), and the budgets they
         # hold: credits received by funding and not yet paid out or refunded.
         self.tasks = TaskBook(self.params)
@@ -546,8 +574,18 @@ class BucketLedger:
         self.bid_facts: Callable[[bytes, bytes, int], tuple[int, bool]] = \
             lambda bidder, poster, ts: (self.params["reputation_initial_bp"], False)
         # (member, failed, ts, tx): move a member's reputation in the bucket's pool,
-        # journaled in `tx` (`LedgerPart` sets it; a bare ledger has no pool).
-        self.repute: Callable[[bytes, bool, int, _Tx], None] = lambda *_: None
+        # journaled in `tx` (`LedgerPart` sets it; a bare ledger has no pool). The
+        # Repute effect says which event.
+        self.repute: Callable[[Repute, int, _Tx], None] = lambda *_: None
+        # Answered by the bucket's pool and views (`LedgerPart` sets them): whether an
+        # account is related to any of some others (P8), an account's stake, and a
+        # challenge slash as the order to carry out, its related parties dropped.
+        self.related_any: Callable[[bytes, Sequence[bytes]], bool] = lambda a, others: False
+        self.stake_of: Callable[[bytes], int] = lambda account: 0
+        self.slash_order: Callable[[ChallengeSlash], SlashOrder] = lambda c: SlashOrder(
+            c.account, "failed_challenge", c.challenge_id, 1, c.challenger, c.honest)
+        # Challenger -> the bucket times of its challenges in the last rate window.
+        self._challenges: dict[bytes, tuple[int, ...]] = {}
 
     @classmethod
     def from_genesis(cls, genesis: Genesis, bucket: int) -> BucketLedger:
@@ -591,6 +629,11 @@ class BucketLedger:
             return list(self._audit)
         return [r for r in self._audit
                 if r.account == account or any(c.account == account for c in r.changes)]
+
+    def slashes(self, account: bytes | None = None) -> list[SlashRecord]:
+        """The slashes carried out here, oldest first (history: at most
+        AUDIT_RECORDS_MAX, since this replica started or restored a snapshot)."""
+        return [r for r in self._slash_log if account is None or r.account == account]
 
     @property
     def last_index(self) -> int:
@@ -650,7 +693,14 @@ class BucketLedger:
             "last": [self._last_index, self._last_ts_ms],
             **self._tasks_value(digest=True),
             **self._views_value(),
+            **self._challenges_value(),
         }
+
+    def _challenges_value(self) -> dict[str, Any]:
+        """Recent challenges per challenger (the rate limit), absent while none."""
+        if not self._challenges:
+            return {}
+        return {"chal": [[a, list(ts)] for a, ts in sorted(self._challenges.items())]}
 
     def _views_value(self) -> dict[str, Any]:
         """The pool views held, absent while there are none."""
@@ -717,6 +767,10 @@ class BucketLedger:
             if "tasks" in v:
                 led._task_escrow, book = v["tasks"]
                 led.tasks = restore_tasks(params, book, led._last_ts_ms)
+            for a, stamps in v.get("chal", ()):
+                if not isinstance(a, bytes) or not isinstance(stamps, list) or not stamps:
+                    raise DecodeError("snapshot.chal", "not an [account, [ts...]] pair")
+                led._challenges[a] = tuple(stamps)
             for b, i, rows in v.get("views", ()):
                 view = body_from_value({"op": "pool_view", "bucket": b, "index": i,
                                         "rows": rows}, "snapshot.views")
@@ -855,7 +909,9 @@ class BucketLedger:
             elif isinstance(body, Draw):
                 self._settle(self.tasks.draw(body.need, body.committee, entry.ts_ms,
                                              commit_index=body.commit_index,
-                                             rule=body.rule, index=entry.index), tx)
+                                             rule=body.rule, index=entry.index,
+                                             stakes={m: self.stake_of(m)
+                                                     for m in body.committee}), tx)
             elif isinstance(body, TaskStep):
                 self._validate_task(body, entry.ts_ms)
                 self._decide(body.op_id, body.expires_ms, tx)
@@ -885,6 +941,7 @@ class BucketLedger:
                              error.code if error else "", error.reason if error else "",
                              counterparty, memo)
         self._remember(record)
+        self._slash_log.extend(tx.slashed)
         return Applied(record, batches, error, tuple(tx.steps))
 
     # -- pool views
@@ -948,12 +1005,14 @@ class BucketLedger:
             effects = ([e for e in effects if isinstance(e, Credit)]
                        + [e for e in effects if isinstance(e, SlashOrder)]
                        + [e for e in effects if isinstance(e, Fund)]
+                       + [e for e in effects if isinstance(e, Bond)]
                        + [e for e in effects if isinstance(e, Repute)])
             seq = self._out_seq.get(target, 0)
             tx.save_item(self._out_seq, target)
             self._out_seq[target] = seq + 1
             tx.save_attr("_credits_out")
-            self._credits_out += sum(e.amount for e in effects if isinstance(e, Credit | Fund))
+            self._credits_out += sum(e.amount for e in effects
+                                     if isinstance(e, Credit | Fund | Bond))
             batch = EffectBatch(self.bucket, index, seq, target, op_id, tuple(effects))
             tx.save_item(self._outbox, target)
             self._outbox.setdefault(target, {})[seq] = batch
@@ -1042,8 +1101,50 @@ class BucketLedger:
                 have = self._view(t.poster).balance
                 if have < t.budget:
                     raise InsufficientBalance("budget", have, t.budget, unit)
+            case PostChallenge():
+                ch = op.terms
+                base = self.params[f"challenge_bond_{ch.proof_type}"]
+                allowed = sorted({base, base * self.params["challenge_complexity_medium"],
+                                  base * self.params["challenge_complexity_high"]})
+                if ch.bond not in allowed:
+                    raise InvalidOp("bond_amount", f"a {ch.proof_type} challenge's bond is one "
+                                    f"of {', '.join(format_credits(b, unit) for b in allowed)}"
+                                    f" (by complexity)")
+                if op.size_bytes > self.params["proof_bytes_max"]:
+                    raise InvalidOp("size_bytes", f"a proof is at most "
+                                                  f"{self.params['proof_bytes_max']} bytes")
+                recent = self._recent_challenges(ch.challenger, ts_ms)
+                if len(recent) >= self.params["challenge_rate_max"]:
+                    raise RateLimited("sender", f"{len(recent)} challenges in the last "
+                                      f"{format_duration(self.params['challenge_rate_window_ms'])}"
+                                      f"; at most {self.params['challenge_rate_max']}")
+                if ch.challenger not in self._challenges \
+                        and len(self._challenges) >= CHALLENGERS_MAX \
+                        and all(self._recent_challenges(a, ts_ms) for a in self._challenges):
+                    raise RateLimited("sender", "this bucket holds the most recent "
+                                                "challengers it may")
+                have = self._view(ch.challenger).balance
+                if have < ch.bond:
+                    raise InsufficientBalance("bond_amount", have, ch.bond, unit)
             case _:
                 raise InvalidOp("op", f"not a ledger operation: {type(op).__name__}")
+
+    def _recent_challenges(self, account: bytes, ts_ms: int) -> tuple[int, ...]:
+        horizon = ts_ms - self.params["challenge_rate_window_ms"]
+        return tuple(t for t in self._challenges.get(account, ()) if t > horizon)
+
+    def _forget_challengers(self, ts_ms: int, tx: _Tx) -> None:
+        """Drop the challengers with no challenge in the rate window."""
+        for a in [a for a in self._challenges if not self._recent_challenges(a, ts_ms)]:
+            tx.save_item(self._challenges, a)
+            del self._challenges[a]
+
+    def _open_challenge(self, ct: ChallengeTerms, index: int, ts_ms: int) -> Step:
+        task = self.tasks.get(ct.need)
+        c = task.commit if task is not None else None
+        related = task is not None and c is not None and self.related_any(
+            ct.challenger, [c.worker, *c.committee])
+        return self.tasks.challenge(ct, index, ts_ms, related=related)
 
     def _within_cap(self, amount: int, task_class: str, fld: str, what: str) -> None:
         """P6: a bounty stays within its task class's cap (genesis `bounty_cap_*`)."""
@@ -1065,17 +1166,27 @@ class BucketLedger:
         """Carry out what a task step caused: payments out of the tasks' escrow, and
         missed-heartbeat slashes, here or by effects to other buckets."""
         if not (step.transitions or step.payments or step.slashes or step.outage_ms
-                or step.reputation):
+                or step.reputation or step.challenge_slashes or step.burned):
             return
         tx.steps.append(step)
         for r in step.reputation:
+            effect = Repute(r.account, r.failed, r.challenge)
             if self.owns(r.account):
-                self.repute(r.account, r.failed, self._last_ts_ms, tx)
+                self.repute(effect, self._last_ts_ms, tx)
             else:
-                tx.repute_remote(Repute(r.account, r.failed))
+                tx.repute_remote(effect)
         for p in step.payments:
             tx.held_by_tasks(-p.amount)
             tx.credit(p.account, p.amount, p.kind, p.payer)
+        if step.burned:
+            tx.held_by_tasks(-step.burned)
+            tx.burn(step.burned)
+        for cs in step.challenge_slashes:
+            order = self.slash_order(cs)
+            if self.owns(order.account):
+                self._slash(order, tx)
+            else:
+                tx.slash_remote(order)
         for cause in step.slashes:
             order = SlashOrder(cause.account, "missed_heartbeat", cause.lease_id,
                                min(cause.misses, MISSES_MAX))
@@ -1165,6 +1276,20 @@ class BucketLedger:
                     self._settle(self.tasks.fund(t, index, ts_ms), tx)
                 else:
                     tx.outbound.setdefault(target, []).append(Fund(t))
+            case PostChallenge():
+                ct = op.terms
+                tx.move(ct.challenger, "balance", -ct.bond)
+                tx.save_item(self._challenges, ct.challenger)
+                self._challenges[ct.challenger] = (
+                    *self._recent_challenges(ct.challenger, ts_ms), ts_ms)
+                if len(self._challenges) > CHALLENGERS_MAX // 2:
+                    self._forget_challengers(ts_ms, tx)
+                target = bucket_of(ct.need.raw, self.bucket_count)
+                if target == self.bucket:
+                    tx.held_by_tasks(ct.bond)
+                    self._settle(self._open_challenge(ct, index, ts_ms), tx)
+                else:
+                    tx.outbound.setdefault(target, []).append(Bond(ct))
 
     def slash_amount(self, order: SlashOrder) -> int:
         """What `order` would take from its account now (stake and unbonding both count:
@@ -1201,6 +1326,9 @@ class BucketLedger:
             tx.changes.append(Change(order.account, "unbonding", -cut))
         acct.unbonding = [u for u in acct.unbonding if u.amount > 0]
         assert rest == 0
+        tx.slashed.append(SlashRecord(self._last_index, self._last_ts_ms, order.account,
+                                      order.reason, order.evidence, amount,
+                                      order.challenger, order.honest))
         shares, burn = split_challenge(amount, order.challenger, order.honest, self.params)
         tx.burn(burn)
         for s in shares:
@@ -1229,7 +1357,7 @@ class BucketLedger:
             raise DuplicateEffect("seq", f"effects {seq} from bucket {src} (entry "
                                          f"{batch.source_index}) were already applied")
         for i, e in enumerate(batch.effects):
-            if isinstance(e, Fund):
+            if isinstance(e, Fund | Bond):
                 if bucket_of(e.terms.need.raw, self.bucket_count) != self.bucket:
                     raise WrongBucket(f"effects[{i}].need", f"NEED {e.terms.need} is not "
                                                             f"in bucket {self.bucket}")
@@ -1263,7 +1391,11 @@ class BucketLedger:
             elif isinstance(e, SlashOrder):
                 self._slash(e, tx)
             elif isinstance(e, Repute):
-                self.repute(e.account, e.failed, ts_ms, tx)
+                self.repute(e, ts_ms, tx)
+            elif isinstance(e, Bond):
+                self._credits_in += e.amount
+                tx.held_by_tasks(e.amount)
+                self._settle(self._open_challenge(e.terms, index, ts_ms), tx)
             else:
                 self._credits_in += e.amount
                 tx.held_by_tasks(e.amount)
@@ -1297,6 +1429,10 @@ def _cause(body: Body) -> str:
         case PostNeed():
             return (f"NEED {body.terms.need} posted by {body.terms.poster.hex()[:16]} with "
                     f"budget {body.terms.budget}")
+        case PostChallenge():
+            return (f"CHALLENGE {body.terms.challenge_id} ({body.terms.proof_type}) of task "
+                    f"{body.terms.need} by {body.terms.challenger.hex()[:16]}, bond "
+                    f"{body.terms.bond}")
         case TaskStep():
             return f"{body.envelope.kind} by {body.envelope.sender.hex()[:16]}"
         case Tick():

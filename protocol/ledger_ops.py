@@ -1,16 +1,15 @@
 """The ledger's operations and effects: what a bucket's Raft log carries, and its codec.
 
 Owns the operation types (`Transfer`, `Escrow`, `Bounty`, `Release`, `Cancel`, `Stake`,
-`Unstake`, `CompleteUnbonding`, `Slash`, `PostNeed`), the task entries (`TaskStep`, a
-signed lifecycle envelope; `Tick`, the leader's timer entry; `PoolView`, another
-bucket's verifiers as its certified chain left them, and `PoolViews`, several at once;
-`Draw`, a committee seated), the
-effects one
-bucket sends another (`EffectBatch` of `Credit`s, `SlashOrder`s, `Fund`s and `Repute`s,
-acknowledged by `EffectAck`), the
-committed `LedgerEntry`, and their one canonical DAG-CBOR encoding with its schema
-(`encode_body`/`decode_body`, `encode_entry`/`decode_entry`, `entry_hash`). Decoding
-checks shape only (SchemaError naming the field); the rules that may refuse an
+`Unstake`, `CompleteUnbonding`, `Slash`, `PostNeed`, `PostChallenge`), the task entries
+(`TaskStep`, a signed lifecycle envelope; `Tick`, the leader's timer entry; `PoolView`,
+another bucket's verifiers as its certified chain left them, and `PoolViews`, several at
+once; `Draw`, a committee or challenge panel seated), the effects one bucket sends
+another (`EffectBatch` of `Credit`s, `SlashOrder`s, `Fund`s, `Bond`s and `Repute`s,
+acknowledged by `EffectAck`), the committed `LedgerEntry`, and their one canonical
+DAG-CBOR encoding with its schema (`encode_body`/`decode_body`,
+`encode_entry`/`decode_entry`, `entry_hash`). Decoding checks shape only (SchemaError
+naming the field); the rules that may refuse an
 operation are protocol/ledger.py's.
 """
 
@@ -26,8 +25,8 @@ from .cid import Cid
 from .envelope import ENVELOPE_BYTES_MAX, Envelope, decode_envelope
 from .errors import RemoteProtocolError, SchemaError
 from .schema import INT_MAX, Bytes, Enum, FieldType, Int, Link, List, Obj, OneOf, Text, obj
-from .task import TASK_VERBS, Terms, terms_extra, terms_with_extra
-from .verbs import JOB_NAME, OUTPUT_SCHEMA
+from .task import TASK_VERBS, ChallengeTerms, Terms, terms_extra, terms_with_extra
+from .verbs import JOB_NAME, OUTPUT_SCHEMA, PROOF_TYPES
 
 SLASH_REASONS: tuple[str, ...] = ("failed_challenge", "missed_heartbeat", "policy_violation")
 TASK_CLASSES: tuple[str, ...] = ("simple", "complex", "critical")
@@ -225,6 +224,34 @@ class PostNeed:
 
 
 @dataclass(frozen=True, slots=True)
+class Bond:
+    """Effect: open the challenge `terms` describe in its task's bucket, holding the
+    bond (already taken from the challenger in the challenger's bucket)."""
+
+    terms: ChallengeTerms
+
+    @property
+    def amount(self) -> int:
+        return self.terms.bond
+
+
+@dataclass(frozen=True, slots=True)
+class PostChallenge:
+    """A challenger's CHALLENGE, ordered in the challenger's bucket: the bond leaves
+    its balance and opens the challenge in the task's bucket (a `Bond` effect).
+    `size_bytes` is the proof's declared size."""
+
+    op_id: bytes
+    terms: ChallengeTerms
+    size_bytes: int
+    expires_ms: int = NO_EXPIRY
+
+    @property
+    def home(self) -> bytes:
+        return self.terms.challenger
+
+
+@dataclass(frozen=True, slots=True)
 class TaskStep:
     """A signed lifecycle envelope (PROPOSE, CLAIM, ...) for its NEED's bucket."""
 
@@ -310,13 +337,22 @@ class Draw:
 @dataclass(frozen=True, slots=True)
 class Repute:
     """Effect: a committee member's attestation was judged (`failed`: it was silent or
-    on the losing side); its bucket moves the member's reputation and recency."""
+    on the losing side), or with `challenge` a challenger's challenge (`failed`:
+    rejected); its bucket moves the account's reputation and recency."""
 
     account: bytes
     failed: bool
+    challenge: bool = False
+
+    @property
+    def event(self) -> str:
+        if self.challenge:
+            return "rejected_challenge" if self.failed else "upheld_challenge"
+        return "failed_attestation" if self.failed else "attested"
 
 
-Effect = Credit | SlashOrder | Fund | Repute
+REPUTE_EVENTS = ("attested", "failed_attestation", "upheld_challenge", "rejected_challenge")
+Effect = Credit | SlashOrder | Fund | Bond | Repute
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +382,7 @@ class EffectAck:
 
 
 Op = (Transfer | Escrow | Bounty | Release | Cancel | Stake | Unstake | CompleteUnbonding
-      | Slash | PostNeed)
+      | Slash | PostNeed | PostChallenge)
 Body = Op | EffectBatch | EffectAck | TaskStep | Tick | PoolView | PoolViews | Draw
 
 
@@ -371,7 +407,8 @@ _SLASH = obj(
 )
 _SHARE = obj({"account": _ACCOUNT, "amount": _AMOUNT})
 _MEMO = Text(min_bytes=1, max_bytes=256)  # absent when empty: one encoding per value
-CREDIT_KINDS = ("transfer", "payout", "slash_share", "bounty", "refund")
+CREDIT_KINDS = ("transfer", "payout", "slash_share", "bounty", "refund", "bond",
+                "bond_share")
 _CREDIT = obj({"account": _ACCOUNT, "amount": _AMOUNT, "kind": Enum(CREDIT_KINDS)},
               {"from": _ACCOUNT, "memo": _MEMO})
 
@@ -402,6 +439,11 @@ _TERMS = obj({"need": Link(), "poster": _ACCOUNT, "budget": _AMOUNT,
                            sorted_unique=True),
               "kp": Int(min=1, max=64), "job": Link(), "input": Link(), "host": JOB_NAME,
               "check": JOB_NAME, "out": OUTPUT_SCHEMA})
+
+
+# A challenge as its bond carries it (the task is its NEED).
+_CHALLENGE = obj({"id": Link(), "challenger": _ACCOUNT, "need": Link(), "commit": Link(),
+                  "type": Enum(PROOF_TYPES), "evidence": Link(), "bond": _AMOUNT})
 
 
 class _Wire(FieldType):
@@ -439,6 +481,7 @@ _OPS: dict[str, Obj] = {
     "complete_unbonding": _op({"id": _ID, "account": _ACCOUNT}),
     "slash": _op({"id": _ID, "slash": _SLASH}),
     "post_need": _op({"id": _ID, "terms": _TERMS}),
+    "post_challenge": _op({"id": _ID, "challenge": _CHALLENGE, "size": Int(min=0)}),
     "task": _op({"id": _ID, "env": _Wire()}),
     "tick": obj({}),
     "pool_view": obj({"bucket": Int(max=65535), "index": Int(),
@@ -455,9 +498,9 @@ _OPS: dict[str, Obj] = {
                     "slashes": List(_SLASH, max_items=64)},
                    # absent when empty, so batches without them encode as before
                    {"funds": List(_TERMS, max_items=64, min_items=1),
+                    "bonds": List(_CHALLENGE, max_items=64, min_items=1),
                     "reputation": List(obj({"account": _ACCOUNT,
-                                            "event": Enum(("attested",
-                                                           "failed_attestation"))}),
+                                            "event": Enum(REPUTE_EVENTS)}),
                                        max_items=64, min_items=1)}),
     "effect_ack": obj({"target_bucket": Int(max=65535), "applied_seq": Int()}),
 }
@@ -468,7 +511,8 @@ KIND_OF: dict[type, str] = {  # a body's "op" in the encoding
     Transfer: "transfer", Escrow: "escrow", Bounty: "bounty", Release: "release",
     Cancel: "cancel", Stake: "stake", Unstake: "unstake",
     CompleteUnbonding: "complete_unbonding", Slash: "slash", EffectBatch: "effects",
-    EffectAck: "effect_ack", PostNeed: "post_need", TaskStep: "task", Tick: "tick",
+    EffectAck: "effect_ack", PostNeed: "post_need", PostChallenge: "post_challenge",
+    TaskStep: "task", Tick: "tick",
     PoolView: "pool_view", PoolViews: "pool_views", Draw: "draw",
 }
 ENTRY_SCHEMA = obj({"index": Int(min=1), "ts_ms": Int(min=0), "body": BODY_SCHEMA})
@@ -501,6 +545,17 @@ def _terms_value(t: Terms) -> dict[str, Any]:
 def _terms_from(v: Mapping[str, Any]) -> Terms:
     return terms_with_extra((v["need"], v["poster"], v["budget"], v["class"], v["bounty"],
                              v["window"], v["k"], tuple(v.get("caps", ()))), v)
+
+
+def _challenge_value(t: ChallengeTerms) -> dict[str, Any]:
+    return {"id": t.challenge_id, "challenger": t.challenger, "need": t.need,
+            "commit": t.commit_id, "type": t.proof_type, "evidence": t.evidence,
+            "bond": t.bond}
+
+
+def _challenge_from(v: Mapping[str, Any]) -> ChallengeTerms:
+    return ChallengeTerms(v["id"], v["challenger"], v["need"], v["commit"], v["type"],
+                          v["evidence"], v["bond"])
 
 
 def body_value(body: Body) -> dict[str, Any]:
@@ -552,6 +607,9 @@ def _body_value(body: Body) -> dict[str, Any]:
             return {"op": "slash", "id": body.op_id, "slash": _slash_value(body.order)}
         case PostNeed():
             return {"op": "post_need", "id": body.op_id, "terms": _terms_value(body.terms)}
+        case PostChallenge():
+            return {"op": "post_challenge", "id": body.op_id,
+                    "challenge": _challenge_value(body.terms), "size": body.size_bytes}
         case TaskStep():
             return {"op": "task", "id": body.op_id, "env": body.envelope.wire}
         case Tick():
@@ -577,8 +635,10 @@ def _body_value(body: Body) -> dict[str, Any]:
             funds = [_terms_value(e.terms) for e in body.effects if isinstance(e, Fund)]
             if funds:
                 v["funds"] = funds
-            reps = [{"account": e.account,
-                     "event": "failed_attestation" if e.failed else "attested"}
+            bonds = [_challenge_value(e.terms) for e in body.effects if isinstance(e, Bond)]
+            if bonds:
+                v["bonds"] = bonds
+            reps = [{"account": e.account, "event": e.event}
                     for e in body.effects if isinstance(e, Repute)]
             if reps:
                 v["reputation"] = reps
@@ -618,6 +678,8 @@ def body_from_value(v: Any, path: str = "body") -> Body:
         return EffectAck(v["target_bucket"], v["applied_seq"])
     if kind == "post_need":
         return PostNeed(v["id"], _terms_from(v["terms"]), exp)
+    if kind == "post_challenge":
+        return PostChallenge(v["id"], _challenge_from(v["challenge"]), v["size"], exp)
     if kind == "tick":
         return Tick()
     if kind == "pool_view":
@@ -639,12 +701,15 @@ def body_from_value(v: Any, path: str = "body") -> Body:
         if env.kind not in TASK_VERBS:
             raise SchemaError(f"{path}.env.kind", f"{env.kind} is not a lifecycle verb")
         return TaskStep(v["id"], env, exp)
-    # Credits, slashes, funds, then reputation: the order `_emit` builds them in.
+    # Credits, slashes, funds, bonds, then reputation: the order `_emit` builds them in.
     effects: list[Effect] = [Credit(c["account"], c["amount"], c["kind"], c.get("from", b""),
                                     c.get("memo", "")) for c in v["credits"]]
     effects += [_slash_from(s) for s in v["slashes"]]
     effects += [Fund(_terms_from(t)) for t in v.get("funds", ())]
-    effects += [Repute(r["account"], r["event"] == "failed_attestation")
+    effects += [Bond(_challenge_from(b)) for b in v.get("bonds", ())]
+    effects += [Repute(r["account"], r["event"] in ("failed_attestation",
+                                                    "rejected_challenge"),
+                       r["event"].endswith("challenge"))
                 for r in v.get("reputation", ())]
     return EffectBatch(v["source_bucket"], v["source_index"], v["seq"], v["target_bucket"],
                        v["source_op"], tuple(effects))

@@ -19,6 +19,17 @@ A task is its NEED's id (the NEED envelope's CID). Its states::
                                                                     ▼
                                                                 FINALIZED ─ escrow hold ─▶ paid
 
+While a result is ATTESTED anyone not party to it may CHALLENGE it, posting a bond
+(`challenge`). Challenges wait in a queue, the largest bond first; the head gets a panel
+of staked verifiers drawn like a committee (`draw`), whose ATTESTs naming the challenge
+are its votes. A quorum of the panel decides; without one a larger panel is drawn, and
+after `challenge_rounds_max` rounds the votes weighted by stake decide. UPHELD
+invalidates the result: the members who attested it are slashed, the challenger gets
+its bond back and a share of the slash, and the task reopens with a larger committee.
+REJECTED forfeits the bond; WITHDRAWN returns it less a fee. No challenge is taken
+outside the challenge window (P7), and the window does not close, nor the task pay,
+while one is open.
+
 Every reopen bumps the task's epoch, and each epoch has at most one decision (P1 per
 round). A bidder whose lease ended without a commit (yield, timeout, missed heartbeats,
 or a claim never made) is excluded from the task's later epochs; after
@@ -54,8 +65,17 @@ from .plan import patch_scope_error
 TASK_DOMAIN = b"can-swarm/tasks/v1\x00"
 MEMO_DOMAIN = "can-swarm/decision-memo/v1"
 SNAPSHOT_LIMITS = cbor.Limits(size_bytes_max=1 << 30, depth_max=10, items_max=1 << 26)
-TASK_VERBS = ("PROPOSE", "CLAIM", "HEARTBEAT", "YIELD", "COMMIT", "ATTEST")
-PAYMENT_KINDS = ("payout", "bounty", "refund")
+TASK_VERBS = ("PROPOSE", "CLAIM", "HEARTBEAT", "YIELD", "COMMIT", "ATTEST", "WITHDRAW")
+# What a task's escrow pays: the worker, the committee, the poster; a challenger's bond
+# back ("bond"), a forfeited bond's share to the panel ("bond_share").
+PAYMENT_KINDS = ("payout", "bounty", "refund", "bond", "bond_share")
+UPHELD, REJECTED, WITHDRAWN, LAPSED, MOOT = "UPHELD", "REJECTED", "WITHDRAWN", "LAPSED", "MOOT"
+# A challenge ends: upheld or rejected by its panel, withdrawn by its challenger, lapsed
+# (no panel member voted in any round: the bond goes back), or moot (another challenge
+# invalidated the same result first: the bond goes back).
+OUTCOMES = (UPHELD, REJECTED, WITHDRAWN, LAPSED, MOOT)
+PANEL_MAX = 64
+HONEST_MAX = 64  # verifiers sharing one slash (ledger_ops: a slash order's `honest`)
 
 OPEN, DECIDED, CLAIMED, COMMITTED = "OPEN", "DECIDED", "CLAIMED", "COMMITTED"
 ATTESTED, FINALIZED, CANCELLED = "ATTESTED", "FINALIZED", "CANCELLED"
@@ -119,6 +139,55 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class ChallengeTerms:
+    """A CHALLENGE as its bond brings it to the task's bucket: `challenger` says the
+    result of `commit_id` is wrong in the way `proof_type` names, and `evidence` (the
+    proof, at most `proof_bytes_max`) shows it."""
+
+    challenge_id: Cid  # the CHALLENGE envelope's id
+    challenger: bytes
+    need: Cid
+    commit_id: Cid
+    proof_type: str
+    evidence: Cid
+    bond: int  # held by the task's bucket while the challenge is open
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """An open challenge. `round` 0 waits in the queue; from 1 it is the one under way:
+    awaiting its panel (`draw_index`, the entry whose certificate seeds the draw) or
+    voting until `vote_by_ms`."""
+
+    terms: ChallengeTerms
+    opened_ms: int
+    opened_index: int
+    round: int = 0
+    draw_index: int = 0
+    panel: tuple[tuple[bytes, int], ...] = ()  # (member, stake) seated this round, sorted
+    vote_by_ms: int = 0
+    votes: tuple[tuple[bytes, bool, int, int], ...] = ()  # (member, uphold, stake, round)
+    seated: tuple[bytes, ...] = ()  # every member seated in any round, sorted
+
+
+@dataclass(frozen=True, slots=True)
+class Ruling:
+    """How a challenge ended (`OUTCOMES`), at which entry, and the votes it had."""
+
+    challenge_id: Cid
+    challenger: bytes
+    proof_type: str
+    bond: int
+    outcome: str
+    index: int
+    ts_ms: int
+    uphold: int = 0
+    reject: int = 0
+    rounds: int = 0
+    weighted: bool = False  # decided by the stake-weighted vote after the last round
+
+
+@dataclass(frozen=True, slots=True)
 class TaskDecision:
     """The one decision of an epoch: `proposal` won, `memo` explains why."""
 
@@ -160,6 +229,31 @@ class Task:
     # Committee members that stayed silent through an attest window of this task,
     # sorted: no later committee of the task seats them.
     silent: tuple[bytes, ...] = ()
+    # Open challenges against the current result, the one under way first, then the
+    # queue by bond (largest first) and challenge id; and every challenge decided.
+    challenges: tuple[Challenge, ...] = ()
+    rulings: tuple[Ruling, ...] = ()
+    k_now: int = 0  # the committee size after upheld challenges (0: the terms' k_result)
+    upheld: int = 0  # challenges upheld against this task's results
+
+    @property
+    def k_result(self) -> int:
+        return self.k_now or self.terms.k_result
+
+    @property
+    def active(self) -> Challenge | None:
+        """The challenge under way, if any."""
+        return self.challenges[0] if self.challenges and self.challenges[0].round else None
+
+    @property
+    def draw_index(self) -> int:
+        """The entry whose certificate seeds the draw this task awaits (0: none): the
+        COMMIT of a result without a committee, or the entry that started a challenge
+        round without a panel."""
+        if self.state == COMMITTED and self.commit is not None and not self.commit.committee:
+            return self.commit.index
+        ch = self.active
+        return ch.draw_index if self.state == ATTESTED and ch is not None else 0
 
     def due_ms(self, grace_ms: int) -> int | None:
         """When this task's next timer fires, if it has one."""
@@ -175,6 +269,9 @@ class Task:
                 assert self.commit is not None
                 return self.commit.attest_by_ms if self.commit.committee else None
             case "ATTESTED":
+                if self.challenges:  # the window waits for them
+                    ch = self.active
+                    return (ch.vote_by_ms or None) if ch is not None else None
                 return self.finalize_ms
             case "FINALIZED":
                 return None if self.paid else self.pay_ms
@@ -189,9 +286,11 @@ class Task:
         def later(ms: int) -> int:
             return ms + delta if ms else 0  # 0: not set in this state
 
+        challenges = tuple(replace(c, vote_by_ms=later(c.vote_by_ms))
+                           for c in self.challenges)
         return replace(self, close_ms=later(self.close_ms), claim_by_ms=later(self.claim_by_ms),
                        lease=lease, commit=commit, finalize_ms=later(self.finalize_ms),
-                       pay_ms=later(self.pay_ms))
+                       pay_ms=later(self.pay_ms), challenges=challenges)
 
 
 # --- what a step causes ---------------------------------------------------------------
@@ -221,11 +320,28 @@ class SlashCause:
 
 
 @dataclass(frozen=True, slots=True)
+class ChallengeSlash:
+    """An upheld challenge showed `account` attested a wrong result: slash it
+    (`slash_failed_challenge_bp` of its stake), sharing the slash between `challenger`
+    and the `honest` verifiers (the bucket drops related parties first, P8)."""
+
+    account: bytes
+    need: Cid
+    challenge_id: Cid
+    challenger: bytes
+    honest: tuple[bytes, ...]
+    poster: bytes
+    worker: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ReputationCause:
-    """A committee member's verdict was wrong or missing (`failed=True`) or right."""
+    """A committee or panel member's verdict was wrong or missing (`failed=True`) or
+    right; with `challenge`, a challenger's challenge was rejected (`failed`) or upheld."""
 
     account: bytes
     failed: bool
+    challenge: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +363,8 @@ class Step:
     payments: list[Payment] = field(default_factory=list)
     slashes: list[SlashCause] = field(default_factory=list)
     reputation: list[ReputationCause] = field(default_factory=list)
+    challenge_slashes: list[ChallengeSlash] = field(default_factory=list)
+    burned: int = 0  # out of the tasks' escrow (forfeited bonds, withdrawal fees)
     outage_ms: int = 0  # deadlines moved out by this much (see `TaskBook.advance`)
 
 
@@ -355,17 +473,30 @@ class TaskBook:
                     return self._yield(env, need, index, ts_ms)
                 case "COMMIT":
                     return self._commit(env, need, index, ts_ms)
+                case "WITHDRAW":
+                    return self._withdraw(env, need, index, ts_ms)
                 case _:
+                    if self._task(need).state == ATTESTED:
+                        return self._vote(env, need, index, ts_ms)
                     return self._attest(env, need, index, ts_ms)
 
     def draw(self, need: Cid, committee: Iterable[bytes], ts_ms: int, *,
-             commit_index: int, rule: str = "caps", index: int = 0) -> Step:
+             commit_index: int, rule: str = "caps", index: int = 0,
+             stakes: Mapping[bytes, int] | None = None) -> Step:
         """Seat the committee drawn for the result committed at `commit_index` (the
         caller drew it from the verifier pool, seeded by the certificate of that COMMIT
         entry; `rule` says how the caps were met) in the entry `index`. An empty
-        committee (the pool cannot fill one) cancels the task and refunds the poster."""
+        committee (the pool cannot fill one) cancels the task and refunds the poster.
+
+        For an ATTESTED task it seats the panel of the challenge under way instead:
+        `commit_index` is then the entry that started the round, and `stakes` the
+        members' stakes (what a stake-weighted vote counts)."""
         self._entry = index
         task = self._task(need)
+        if task.state == ATTESTED:
+            with self._atomic():
+                return self._seat_panel(task, committee, stakes or {}, ts_ms, commit_index,
+                                        index)
         if task.state != COMMITTED or task.commit is None or task.commit.committee:
             raise _refuse("wrong_state", "need", f"task is {task.state}, not awaiting "
                                                  f"a committee")
@@ -389,16 +520,17 @@ class TaskBook:
                              attest_by_ms=ts_ms + self.params["attest_window_ms"])
             self._put(replace(task, commit=commit))
         how = "" if rule == "caps" else f" ({rule.replace('_', ' ')})"
-        if len(members) < task.terms.k_result:
-            how += f", {len(members)} of {task.terms.k_result}: no more members left"
+        if len(members) < task.k_result:
+            how += f", {len(members)} of {task.k_result}: no more members left"
         step.transitions.append(Transition(need, task.epoch, COMMITTED, COMMITTED,
                                            f"committee of {len(members)} drawn{how}"))
         return step
 
     def awaiting_draw(self) -> list[Task]:
-        """Tasks whose committed result waits for its committee, in NEED order."""
+        """Tasks awaiting a draw (`Task.draw_index`: a committee for a committed
+        result, a panel for a challenge), in NEED order."""
         return [t for _, t in sorted(self.tasks.items(), key=lambda kv: kv[0].raw)
-                if t.state == COMMITTED and t.commit is not None and not t.commit.committee]
+                if t.draw_index]
 
     def advance(self, ts_ms: int, index: int) -> Step:
         """Move the clock to `ts_ms` (never back) and fire every timer due by then.
@@ -652,7 +784,7 @@ class TaskBook:
         step = Step()
         yes = sum(1 for _, v in c.verdicts if v)
         no = len(c.verdicts) - yes
-        need_yes = min(task.terms.k_result, len(c.committee))
+        need_yes = min(task.k_result, len(c.committee))
         if yes >= need_yes:
             self._accept(task, ts_ms, step)
         elif 2 * no > len(c.committee):
@@ -684,6 +816,261 @@ class TaskBook:
         for m in task.commit.committee:
             failed = m not in said or (accepted is not None and said[m] is not accepted)
             step.reputation.append(ReputationCause(m, failed))
+
+    # -- challenges
+
+    def challenge(self, ct: ChallengeTerms, index: int, ts_ms: int, *,
+                  related: bool = False) -> Step:
+        """Open a challenge whose bond has reached this bucket (the caller holds it in
+        the tasks' escrow already). Infallible, as funding is: a challenge the rules
+        refuse gets its bond back. `related`: the challenger shares an org or ASN with
+        the worker or a committee member (the caller knows from the pool views)."""
+        self._entry = index
+        step = Step()
+        task = self.tasks.get(ct.need)
+        problem = self._challenge_problem(task, ct, ts_ms, related)
+        if task is None or problem:
+            step.payments.append(Payment(ct.need, ct.challenger, ct.bond, "bond",
+                                         ct.challenger))
+            if task is not None:
+                step.transitions.append(Transition(ct.need, task.epoch, task.state,
+                                                   task.state, f"challenge {ct.challenge_id} "
+                                                               f"refused: {problem}"))
+            return step
+        with self._atomic():
+            self._put(self._started(replace(task, challenges=_queued(
+                (*task.challenges, Challenge(ct, ts_ms, index)))), index))
+        step.transitions.append(Transition(
+            ct.need, task.epoch, ATTESTED, ATTESTED,
+            f"challenge {ct.challenge_id} ({ct.proof_type}, bond {ct.bond}) opened by "
+            f"{ct.challenger.hex()[:16]}"))
+        return step
+
+    def _challenge_problem(self, task: Task | None, ct: ChallengeTerms, ts_ms: int,
+                           related: bool) -> str:
+        if task is None:
+            return "no such task in this bucket"
+        c = task.commit
+        if task.state != ATTESTED or c is None:
+            return f"the task is {task.state}; only an attested result can be challenged"
+        if ts_ms >= task.finalize_ms:
+            return "the challenge window closed"  # P7
+        if ct.commit_id != c.commit_id:
+            return "not the task's current result"
+        # The poster may: it is the one a wrong result wrongs.
+        if ct.challenger == c.worker or ct.challenger in c.committee:
+            return "the worker and the committee cannot challenge their own result"
+        if related:
+            return "the challenger is related to the worker or the committee"
+        if any(o.terms.challenger == ct.challenger for o in task.challenges):
+            return "one open challenge per challenger per task"
+        if len(task.challenges) + len(task.rulings) >= self.params["challenges_per_task_max"]:
+            return "the task has had the most challenges it may"
+        return ""
+
+    def _started(self, task: Task, index: int) -> Task:
+        """The head of the queue under way, awaiting its first panel, if none is."""
+        if not task.challenges or task.challenges[0].round:
+            return task
+        head = replace(task.challenges[0], round=1, draw_index=index)
+        return replace(task, challenges=(head, *task.challenges[1:]))
+
+    def _seat_panel(self, task: Task, members: Iterable[bytes], stakes: Mapping[bytes, int],
+                    ts_ms: int, draw_index: int, index: int) -> Step:
+        ch = task.active
+        if ch is None or not ch.draw_index:
+            raise _refuse("wrong_state", "need", "no challenge of this task awaits a panel")
+        if ch.draw_index != draw_index:
+            raise _refuse("wrong_commit", "commit", f"the challenge's round started at entry "
+                                                    f"{ch.draw_index}, not {draw_index}")
+        seated = tuple(sorted(set(members)))
+        if set(seated) & challenge_barred(task, ch):
+            raise _refuse("related_member", "committee", "a party to the result or the "
+                                                         "challenge, or a member seated "
+                                                         "before, cannot sit on the panel")
+        step = Step()
+        need = task.terms.need
+        if not seated:
+            self._settle_votes(task, ch, ts_ms, index, step, "no panel member left to draw")
+            return step
+        ch = replace(ch, draw_index=0, panel=tuple((m, stakes.get(m, 0)) for m in seated),
+                     vote_by_ms=ts_ms + self.params["challenge_vote_window_ms"],
+                     seated=tuple(sorted({*ch.seated, *seated})))
+        self._put(replace(task, challenges=(ch, *task.challenges[1:])))
+        step.transitions.append(Transition(need, task.epoch, ATTESTED, ATTESTED,
+                                           f"panel of {len(seated)} for challenge "
+                                           f"{ch.terms.challenge_id}, round {ch.round}"))
+        return step
+
+    def _vote(self, env: Envelope, need: Cid, index: int, ts_ms: int) -> Step:
+        """An ATTEST on an attested result is a panel member's vote on the challenge it
+        names (`evidence`): "invalid" upholds it, "valid" rejects it."""
+        task = self._task(need)
+        ch, p = task.active, env.payload
+        if ch is None or not ch.panel:
+            raise _refuse("wrong_state", "payload.task_id", "no challenge panel of this task "
+                                                            "is voting")
+        if p.get("evidence") != ch.terms.challenge_id:
+            raise _refuse("wrong_challenge", "payload.evidence", f"a vote names the challenge "
+                                                                 f"under way "
+                                                                 f"({ch.terms.challenge_id})")
+        if p["commit_id"] != ch.terms.commit_id:
+            raise _refuse("wrong_commit", "payload.commit_id", "not the challenged result")
+        stake = dict(ch.panel).get(env.sender)
+        if stake is None:
+            raise _refuse("not_in_committee", "sender", "only the panel votes")
+        if any(m == env.sender and r == ch.round for m, _, _, r in ch.votes):
+            raise _refuse("already_attested", "sender", "one vote per member")
+        if ts_ms > ch.vote_by_ms:
+            raise _refuse("attest_window_closed", "payload.task_id", "the vote closed")
+        uphold = p["verdict"] == "invalid"
+        ch = replace(ch, votes=tuple(sorted((*ch.votes, (env.sender, uphold, stake,
+                                                         ch.round)))))
+        task = replace(task, challenges=(ch, *task.challenges[1:]))
+        step = Step()
+        n = len(ch.panel)
+        up, down = _tally(ch)
+        quorum = 2 * n // 3 + 1
+        if up >= quorum or down >= quorum or up + down == n or \
+                (n - down < quorum and n - up < quorum):
+            self._settle_votes(task, ch, ts_ms, index, step, "")
+        else:
+            self._put(task)
+            step.transitions.append(Transition(need, task.epoch, ATTESTED, ATTESTED,
+                                               f"{'uphold' if uphold else 'reject'} by "
+                                               f"{env.sender.hex()[:16]}"))
+        return step
+
+    def _vote_closed(self, task: Task, ts_ms: int, index: int, step: Step) -> None:
+        """The panel's vote window closed: its silent members failed their judgement."""
+        ch = task.active
+        assert ch is not None
+        said = {m for m, _, _, r in ch.votes if r == ch.round}
+        for m, _ in ch.panel:
+            if m not in said:
+                step.reputation.append(ReputationCause(m, True))
+        self._settle_votes(task, ch, ts_ms, index, step, "the vote closed without a quorum")
+
+    def _settle_votes(self, task: Task, ch: Challenge, ts_ms: int, index: int, step: Step,
+                      why: str) -> None:
+        """Decide the round: a quorum of the panel decides; otherwise a larger panel,
+        and after the last round the votes of every round weighted by stake."""
+        n = len(ch.panel)
+        up, down = _tally(ch)
+        quorum = 2 * n // 3 + 1
+        if n and up >= quorum:
+            self._uphold(task, ch, ts_ms, index, step, weighted=False)
+        elif n and down >= quorum:
+            self._forfeit(task, ch, ts_ms, index, step, weighted=False)
+        elif ch.round < self.params["challenge_rounds_max"] and n:
+            ch = replace(ch, round=ch.round + 1, draw_index=index, panel=(), vote_by_ms=0)
+            self._put(replace(task, challenges=(ch, *task.challenges[1:])))
+            step.transitions.append(Transition(
+                task.terms.need, task.epoch, ATTESTED, ATTESTED,
+                f"{why or 'the panel disagreed'}: a panel of "
+                f"{panel_size(ch.round, self.params)} for round {ch.round}"))
+        else:
+            for_, against = (sum(s for _, u, s, _ in ch.votes if u),
+                             sum(s for _, u, s, _ in ch.votes if not u))
+            if not ch.votes:
+                self._end_challenge(task, ch, LAPSED, ts_ms, index, step, refund=ch.terms.bond)
+            elif for_ > against:
+                self._uphold(task, ch, ts_ms, index, step, weighted=True)
+            else:
+                self._forfeit(task, ch, ts_ms, index, step, weighted=True)
+
+    def _uphold(self, task: Task, ch: Challenge, ts_ms: int, index: int, step: Step, *,
+                weighted: bool) -> None:
+        """INVALIDATE: the attesters are slashed, the bond goes back, the result is
+        dropped (its payout never happens) and the task reopens with a larger
+        committee, without the worker. Other open challenges of the result are moot."""
+        c, t = task.commit, ch.terms
+        assert c is not None
+        need = task.terms.need
+        attesters = sorted(m for m, ok in c.verdicts if ok)
+        # At most 64 share a slash (what a slash order carries), the first in byte order.
+        honest = sorted({m for m, ok in c.verdicts if not ok}
+                        | {m for m, up, _, _ in ch.votes if up})[:HONEST_MAX]
+        for a in attesters:
+            step.challenge_slashes.append(ChallengeSlash(
+                a, need, t.challenge_id, t.challenger, tuple(h for h in honest if h != a),
+                task.terms.poster, c.worker))
+            step.reputation.append(ReputationCause(a, True))
+        step.reputation.append(ReputationCause(t.challenger, False, challenge=True))
+        self._judge_panel(ch, upheld=True, step=step)
+        step.payments.append(Payment(need, t.challenger, t.bond, "bond", t.challenger))
+        rulings = [_ruling(ch, UPHELD, index, ts_ms, weighted)]
+        for other in task.challenges[1:]:
+            step.payments.append(Payment(need, other.terms.challenger, other.terms.bond,
+                                         "bond", other.terms.challenger))
+            rulings.append(_ruling(other, MOOT, index, ts_ms, False))
+        k = task.k_result + 2 if not task.upheld else 2 * task.k_result
+        task = replace(task, challenges=(), rulings=(*task.rulings, *rulings),
+                       upheld=task.upheld + 1, k_now=min(k, PANEL_MAX),
+                       finalize_ms=0, pay_ms=0)
+        step.transitions.append(Transition(need, task.epoch, ATTESTED, ATTESTED,
+                                           f"challenge {t.challenge_id} upheld: result "
+                                           f"{c.result} invalidated, {len(attesters)} "
+                                           f"attesters slashed"))
+        self._reopen(task, ts_ms, index, step, "a challenge invalidated the result",
+                     c.worker)
+
+    def _forfeit(self, task: Task, ch: Challenge, ts_ms: int, index: int, step: Step, *,
+                 weighted: bool) -> None:
+        """REJECTED: the bond is forfeit, `payout_honest_verifiers_bp` of it to the panel
+        members who voted to reject (split equally), the rest burned."""
+        t = ch.terms
+        voters = sorted({m for m, up, _, _ in ch.votes if not up})
+        share = t.bond * self.params["payout_honest_verifiers_bp"] // BP if voters else 0
+        each, rest = divmod(share, len(voters)) if voters else (0, 0)
+        for i, m in enumerate(voters):
+            amount = each + (1 if i < rest else 0)
+            if amount:
+                step.payments.append(Payment(t.need, m, amount, "bond_share", t.challenger))
+        step.reputation.append(ReputationCause(t.challenger, True, challenge=True))
+        self._judge_panel(ch, upheld=False, step=step)
+        self._end_challenge(task, ch, REJECTED, ts_ms, index, step, refund=0,
+                            weighted=weighted, burn=t.bond - share)
+
+    def _withdraw(self, env: Envelope, need: Cid, index: int, ts_ms: int) -> Step:
+        task = self._task(need)
+        cid = env.payload["challenge_id"]
+        ch = next((c for c in task.challenges if c.terms.challenge_id == cid), None)
+        if ch is None:
+            raise _refuse("unknown_challenge", "payload.challenge_id",
+                          f"no open challenge {cid} on this task")
+        if env.sender != ch.terms.challenger:
+            raise _refuse("not_challenger", "sender", "only the challenger may withdraw")
+        fee = ch.terms.bond * self.params["challenge_withdraw_fee_bp"] // BP
+        step = Step()
+        self._end_challenge(task, ch, WITHDRAWN, ts_ms, index, step,
+                            refund=ch.terms.bond - fee, burn=fee)
+        return step
+
+    def _end_challenge(self, task: Task, ch: Challenge, outcome: str, ts_ms: int,
+                       index: int, step: Step, *, refund: int, burn: int = 0,
+                       weighted: bool = False) -> None:
+        """A challenge ends without invalidating the result: it leaves the queue, the
+        next one starts, and a decided one keeps the window open a while longer."""
+        t = ch.terms
+        if refund:
+            step.payments.append(Payment(t.need, t.challenger, refund, "bond", t.challenger))
+        step.burned += burn
+        finalize, pay = task.finalize_ms, task.pay_ms
+        if outcome != WITHDRAWN:
+            finalize = max(finalize, ts_ms + self.params["challenge_extend_ms"])
+            pay = max(pay, finalize)
+        rest = tuple(c for c in task.challenges if c.terms.challenge_id != t.challenge_id)
+        task = replace(task, challenges=rest, finalize_ms=finalize, pay_ms=pay,
+                       rulings=(*task.rulings, _ruling(ch, outcome, index, ts_ms, weighted)))
+        self._put(self._started(task, index))
+        step.transitions.append(Transition(t.need, task.epoch, ATTESTED, ATTESTED,
+                                           f"challenge {t.challenge_id} {outcome.lower()}"))
+
+    def _judge_panel(self, ch: Challenge, *, upheld: bool, step: Step) -> None:
+        """Each vote of every round is judged by the outcome."""
+        for m, up, _, _ in ch.votes:
+            step.reputation.append(ReputationCause(m, up is not upheld))
 
     # -- timers
 
@@ -731,6 +1118,8 @@ class TaskBook:
                 else:
                     self._reopen(task, ts_ms, index, step,
                                  "too few verdicts in the attest window", c.worker)
+            case "ATTESTED" if task.challenges:
+                self._vote_closed(task, ts_ms, index, step)
             case "ATTESTED":
                 self._put(replace(task, state=FINALIZED))
                 step.transitions.append(Transition(task.terms.need, task.epoch, ATTESTED,
@@ -846,6 +1235,46 @@ class TaskBook:
         return [task_value(self.tasks[n]) for n in sorted(self.tasks, key=lambda c: c.raw)]
 
 
+# --- challenges: helpers ----------------------------------------------------------------
+
+
+def panel_size(round_: int, params: Mapping[str, int]) -> int:
+    """Seats on a challenge's panel in round `round_` (1-based): `challenge_panel_k`,
+    then 2n+1 each escalation, at most PANEL_MAX."""
+    n = params["challenge_panel_k"]
+    for _ in range(round_ - 1):
+        n = 2 * n + 1
+    return min(n, PANEL_MAX)
+
+
+def challenge_barred(task: Task, ch: Challenge) -> set[bytes]:
+    """Who may not sit on `ch`'s panel: the worker, the poster, the committee, the
+    challenger, and everyone seated on an earlier round."""
+    c = task.commit
+    assert c is not None
+    return {c.worker, task.terms.poster, *c.committee, ch.terms.challenger, *ch.seated}
+
+
+def _tally(ch: Challenge) -> tuple[int, int]:
+    """(uphold, reject) votes of the round under way."""
+    up = sum(1 for _, u, _, r in ch.votes if r == ch.round and u)
+    down = sum(1 for _, u, _, r in ch.votes if r == ch.round and not u)
+    return up, down
+
+
+def _queued(challenges: Iterable[Challenge]) -> tuple[Challenge, ...]:
+    """The one under way first, then by bond (largest first) and id."""
+    return tuple(sorted(challenges, key=lambda c: (not c.round, -c.terms.bond,
+                                                   c.terms.challenge_id.raw)))
+
+
+def _ruling(ch: Challenge, outcome: str, index: int, ts_ms: int, weighted: bool) -> Ruling:
+    t = ch.terms
+    return Ruling(t.challenge_id, t.challenger, t.proof_type, t.bond, outcome, index, ts_ms,
+                  sum(1 for v in ch.votes if v[1]), sum(1 for v in ch.votes if not v[1]),
+                  ch.round, weighted)
+
+
 # --- the canonical form of a task (snapshots, roots) ----------------------------------
 
 
@@ -865,6 +1294,16 @@ def task_value(t: Task) -> dict[str, Any]:
     }
     if t.silent:
         v["silent"] = list(t.silent)
+    # Absent while unused, so a task that never saw a challenge keeps its encoding.
+    if t.challenges:
+        v["ch"] = [_challenge_value(c) for c in t.challenges]
+    if t.rulings:
+        v["rul"] = [[r.challenge_id, r.challenger, r.proof_type, r.bond, r.outcome, r.index,
+                     r.ts_ms, r.uphold, r.reject, r.rounds, r.weighted] for r in t.rulings]
+    if t.k_now:
+        v["k"] = t.k_now
+    if t.upheld:
+        v["up"] = t.upheld
     if t.decision is not None:
         d = t.decision
         v["decision"] = [d.epoch, d.proposal, d.winner, d.cost, d.index, d.ts_ms, d.memo]
@@ -877,6 +1316,24 @@ def task_value(t: Task) -> dict[str, Any]:
         v["commit"] = [c.commit_id, c.worker, c.result, c.index, list(c.committee),
                        c.attest_by_ms, [[m, ok] for m, ok in c.verdicts]]
     return v
+
+
+def _challenge_value(c: Challenge) -> list[Any]:
+    t = c.terms
+    return [t.challenge_id, t.challenger, t.commit_id, t.proof_type, t.evidence, t.bond,
+            c.opened_ms, c.opened_index, c.round, c.draw_index,
+            [[m, st] for m, st in c.panel], c.vote_by_ms,
+            [[m, up, st, r] for m, up, st, r in c.votes], list(c.seated)]
+
+
+def _challenge_from(need: Cid, v: Any) -> Challenge:
+    (cid, challenger, commit_id, proof_type, evidence, bond, opened_ms, opened_index, rnd,
+     draw_index, panel, vote_by, votes, seated) = v
+    return Challenge(ChallengeTerms(cid, challenger, need, commit_id, proof_type, evidence,
+                                    bond),
+                     opened_ms, opened_index, rnd, draw_index,
+                     tuple((m, st) for m, st in panel), vote_by,
+                     tuple((m, up, st, r) for m, up, st, r in votes), tuple(seated))
 
 
 def terms_extra(t: Terms) -> dict[str, Any]:
@@ -942,7 +1399,9 @@ def task_from_value(v: Any) -> Task:
             tuple((a, c) for a, c in v["best"]), tuple(v["ballots"]), tuple(v["excluded"]),
             v["reopens"], decision, v["claim_by"], lease, commit, v["finalize"], v["pay"],
             v["paid"], v["ended"], tuple((i, st) for i, st in v.get("hist", ())),
-            tuple(v.get("silent", ())))
+            tuple(v.get("silent", ())),
+            tuple(_challenge_from(need, c) for c in v.get("ch", ())),
+            tuple(Ruling(*r) for r in v.get("rul", ())), v.get("k", 0), v.get("up", 0))
     except (KeyError, TypeError, ValueError) as exc:
         raise DecodeError("tasks", f"not a task: {exc}") from None
     if task.state not in STATES or cbor.encode(task_value(task)) != cbor.encode(v):
@@ -1027,9 +1486,35 @@ def task_json(t: Task, *, brief: bool = False) -> dict[str, Any]:
             "committee": [m.hex() for m in c.committee], "attest_by_ms": c.attest_by_ms or None,
             "verdicts": [{"member": m.hex(), "valid": ok} for m, ok in c.verdicts]},
         "finalize_ms": t.finalize_ms or None, "pay_ms": t.pay_ms or None,
+        "k_now": t.k_result, "upheld": t.upheld,
+        "challenges": [challenge_json(t, c) for c in t.challenges],
+        "rulings": [ruling_json(r) for r in t.rulings],
         "ended_ms": t.ended_ms or None, "payouts": [
             {"account": p.account.hex(), "amount": p.amount, "kind": p.kind}
             for p in (payouts(t) if t.paid else [Payment(
                 t.terms.need, t.terms.poster, t.terms.budget, "refund", t.terms.poster)]
                 if t.state == CANCELLED else [])]})
     return out
+
+
+def challenge_json(task: Task, c: Challenge) -> dict[str, Any]:
+    """An open challenge as JSON (bytes as hex, CIDs as text)."""
+    t = c.terms
+    state = ("queued" if not c.round else "awaiting_panel" if c.draw_index
+             else "voting")
+    return {"challenge_id": str(t.challenge_id), "task_id": str(t.need),
+            "challenger": t.challenger.hex(), "commit_id": str(t.commit_id),
+            "proof_type": t.proof_type, "evidence": str(t.evidence), "bond": t.bond,
+            "state": state, "opened_ms": c.opened_ms, "round": c.round,
+            "panel": [{"member": m.hex(), "stake": st} for m, st in c.panel],
+            "vote_by_ms": c.vote_by_ms or None,
+            "votes": [{"member": m.hex(), "uphold": up, "stake": st, "round": r}
+                      for m, up, st, r in c.votes],
+            "window_ends_ms": task.finalize_ms or None}
+
+
+def ruling_json(r: Ruling) -> dict[str, Any]:
+    return {"challenge_id": str(r.challenge_id), "challenger": r.challenger.hex(),
+            "proof_type": r.proof_type, "bond": r.bond, "state": r.outcome,
+            "outcome": r.outcome, "index": r.index, "ts_ms": r.ts_ms, "uphold": r.uphold,
+            "reject": r.reject, "rounds": r.rounds, "weighted": r.weighted}

@@ -56,6 +56,9 @@ LEDGER_OP = {"op_id": OP_ID, "valid_until_ms": Int(min=1)}
 LEDGER_KINDS = ("TRANSFER", "STAKE", "UNSTAKE", "COMPLETE_UNBONDING", "POOL_REGISTER",
                 "POOL_LEAVE")
 TASK_CLASSES = ("simple", "complex", "critical")
+# What a CHALLENGE claims is wrong with a result (docs/MARKET.md "Challenges").
+PROOF_TYPES = ("schema_violation", "missing_citation", "semantic_contradiction",
+               "output_mismatch", "policy_breach")
 TASK_CLASS = Enum(TASK_CLASSES)
 
 # --- plan operations (UPDATE_PLAN.ops, PROPOSE.patch.ops) ---------------------------
@@ -200,15 +203,7 @@ PAYLOADS: Mapping[str, Obj] = {
         {
             "task_id": TASK_ID,
             "commit_id": Link(),
-            "proof_type": Enum(
-                (
-                    "schema_violation",
-                    "missing_citation",
-                    "semantic_contradiction",
-                    "output_mismatch",
-                    "policy_breach",
-                )
-            ),
+            "proof_type": Enum(PROOF_TYPES),
             "evidence": Link(),
             "bond_amount": AMOUNT,
         },
@@ -238,6 +233,8 @@ PAYLOADS: Mapping[str, Obj] = {
         }
     ),
     "POOL_LEAVE": obj({**LEDGER_OP}),
+    # A challenger takes back its open challenge (the bond less a fee).
+    "WITHDRAW": obj({"task_id": TASK_ID, "challenge_id": Link()}),
 }
 
 KINDS: tuple[str, ...] = tuple(PAYLOADS)

@@ -115,6 +115,54 @@ def bench_jobs(size: int = 1 << 20, runs: int = 20) -> list[dict[str, Any]]:
     return out
 
 
+def bench_challenges(size: int = 64 * 1024, runs: int = 50) -> list[dict[str, Any]]:
+    """What a panel member's check of a challenge costs, per proof type it checks
+    (agent/roles.py), without the fetches: an `output_mismatch` re-runs the job
+    (wordcount on `size` bytes of text) and compares the output's CID with the
+    committed one; a `schema_violation` checks a result of `size` bytes against
+    `utf8<=size` and a 20-digit number against `uint<=20`. Wall time per check and the
+    fuel it burns (the schema check runs in Python: none)."""
+    import random
+
+    from swarm.jobs import host
+    from swarm.protocol import output_schema
+    from swarm.protocol.unixfs import Importer
+
+    def cid_of(data: bytes) -> Any:
+        importer = Importer(1)
+        importer.feed(data)
+        importer.finish()
+        return importer.root
+
+    rng = random.Random(13)
+    text = bytes(rng.choice(b"abcdefgh  \n") for _ in range(size))
+    module = host.builtin_module("wordcount")
+    claimed = cid_of(b"a made-up result")
+    host.run(module, text)  # compile once, outside the timing
+    def output_mismatch() -> tuple[bool, int]:
+        ran = host.run(module, text)
+        return cid_of(ran.output) != claimed, ran.fuel
+
+    def schema(spec: str, result: bytes) -> Callable[[], tuple[bool, int]]:
+        return lambda: (output_schema.parse(spec).violation(result) is not None, 0)
+
+    checks = [("output_mismatch", f"wordcount re-run on {size} bytes", output_mismatch),
+              ("schema_violation", f"utf8<={size} on {size} bytes",
+               schema(f"utf8<={size}", text)),
+              ("schema_violation", "uint<=20 on 20 digits",
+               schema("uint<=20", b"12345678901234567890"))]
+    out = []
+    for proof_type, what, check in checks:
+        ns, fuel = [], 0
+        for _ in range(runs):
+            t0 = time.perf_counter_ns()
+            _, fuel = check()
+            ns.append(time.perf_counter_ns() - t0)
+        out.append({"proof_type": proof_type, "check": what, "fuel": fuel,
+                    "run": percentiles_us(ns)})
+    return out
+
+
 def figures(doc: dict[str, Any]) -> list[Figure]:
     """The rows of `swarm-testnet bench --markdown`."""
     env, plan = doc["envelope"], doc["plan"]
@@ -136,4 +184,7 @@ def figures(doc: dict[str, Any]) -> list[Figure]:
         out.append(Figure(f"job `{j['job']}` on {num(j['input_bytes'])} bytes of "
                           f"{j.get('input', 'text')}",
                           f"{pcts(j['run'], 'µs')}; {num(j['fuel'])} fuel"))
+    for c in doc.get("challenges", ()):
+        out.append(Figure(f"challenge check `{c['proof_type']}`: {c['check']}",
+                          f"{pcts(c['run'], 'µs')}; {num(c['fuel'])} fuel"))
     return out

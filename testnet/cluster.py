@@ -181,18 +181,37 @@ def testnet_roles(index: int) -> list[str]:
 TESTNET_ROLE_OPTIONS = {"lease_ms": 30_000, "heartbeat_ms": 2_000}
 
 
+def faulty_role_options(index: int, n: int, accounts: list[str]) -> dict[str, Any]:
+    """`up --faulty`: the last node's worker commits made-up results and bids lowest,
+    the one before it attests the last one's results valid unchecked (and rejects
+    challenges of them), node0 audits every attested result and challenges wrong ones
+    (docs/AGENTS.md, fault injection)."""
+    options: dict[str, Any] = dict(TESTNET_ROLE_OPTIONS)
+    if index == n - 1:
+        options.update(fault_bp=10_000, fee="0.001", cpu_second_price="0.001")
+    elif index == n - 2:
+        options.update(collude_with=[accounts[n - 1]])
+    elif index == 0:
+        options.update(audit=True)
+    return options
+
+
 def prepare(directory: Path, n: int, hosts: list[str] | None = None,
             port: int = 4001, *, decide_unknown_needs: bool = False, roles: bool = False,
-            params: Mapping[str, int] | None = None) -> list[tuple[Path, str]]:
+            params: Mapping[str, int] | None = None,
+            faulty: bool = False) -> list[tuple[Path, str]]:
     """Keys, a genesis naming all nodes as validators, and each home's config.
 
     By default every node listens on its own free loopback port. With `hosts`, node i
     listens on `hosts[i]`:`port` instead (nodes in their own network namespaces, each
     with its own address, can all use the same port). `decide_unknown_needs` goes into
-    each config (see `up`); with `roles`, each node runs `testnet_roles`. `params`
-    override the testnet's genesis parameters (tests shorten windows with it)."""
+    each config (see `up`); with `roles`, each node runs `testnet_roles`, and with
+    `faulty` (5 nodes or more) the faults of `faulty_role_options`. `params` override
+    the testnet's genesis parameters (tests shorten windows with it)."""
     if hosts is not None and len(hosts) != n:
         raise TestnetError(f"{n} nodes need {n} hosts, not {len(hosts)}")
+    if faulty and (n < 5 or not roles):
+        raise TestnetError("a faulty testnet needs 5 nodes or more, with their roles")
     directory.mkdir(parents=True, exist_ok=True)
     homes = [directory / f"node{i}" for i in range(n)]
     identities = []
@@ -226,6 +245,7 @@ def prepare(directory: Path, n: int, hosts: list[str] | None = None,
                 "bid_window_ms": 3_000, "claim_window_ms": 15_000, "lease_grace_ms": 2_000,
                 "heartbeat_interval_min_ms": 500, "attest_window_ms": 30_000,
                 "outage_gap_ms": 10_000, "escrow_hold_factor": 1,
+                "challenge_vote_window_ms": 30_000, "challenge_extend_ms": 10_000,
                 # No reputation decay: the genesis is dated 0, and weeks of decay since
                 # then would leave its validators no weight in a committee draw.
                 "reputation_decay_weekly_bp": 0, **(params or {})},
@@ -260,7 +280,10 @@ def prepare(directory: Path, n: int, hosts: list[str] | None = None,
         config.pop("roles", None)
         config.pop("role_options", None)
         if roles:
-            config.update(roles=testnet_roles(i), role_options=TESTNET_ROLE_OPTIONS)
+            accounts = [ident.public_key.hex() for ident in identities]
+            config.update(roles=testnet_roles(i),
+                          role_options=faulty_role_options(i, n, accounts) if faulty
+                          else TESTNET_ROLE_OPTIONS)
         write_config(home, config)
     return plan
 
@@ -297,10 +320,11 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str,
 
 def up(directory: Path, n: int, progress: Callable[[str, int], None] | None = None,
        timeout_s: float = 90, *, decide_unknown_needs: bool = False,
-       roles: bool = False, params: Mapping[str, int] | None = None) -> list[Member]:
+       roles: bool = False, params: Mapping[str, int] | None = None,
+       faulty: bool = False) -> list[Member]:
     """Prepare and start n nodes; `decide_unknown_needs` lets them decide made-up NEED
     ids (benchmarks that target buckets; node/decide_service.py); with `roles` they run
-    their built-in agents (`testnet_roles`); `params` as for `prepare`."""
+    their built-in agents (`testnet_roles`); `params` and `faulty` as for `prepare`."""
     try:
         running = [m for m in load_state(directory) if m.running_pids()]
     except TestnetError:
@@ -311,7 +335,7 @@ def up(directory: Path, n: int, progress: Callable[[str, int], None] | None = No
     for home in directory.glob("node*"):
         (home / "api.json").unlink(missing_ok=True)
     plan = prepare(directory, n, decide_unknown_needs=decide_unknown_needs, roles=roles,
-                   params=params)
+                   params=params, faulty=faulty)
     members = [start_member(i, home, addr) for i, (home, addr) in enumerate(plan)]
     save_state(directory, members)
     for m in members:

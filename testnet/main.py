@@ -74,7 +74,8 @@ def raft_sim_cmd(
     failures: list[dict[str, Any]] = []
     totals: dict[str, int] = {}
     keys = (("steps", "posted", "finalized", "cancelled", "reopens", "crashes",
-             "partitions", "worker_crashes", "silent", "envelopes") if market else
+             "partitions", "worker_crashes", "silent", "wrong", "upheld", "rejected",
+             "envelopes") if market else
             ("steps", "decided", "certified", "elections", "crashes", "crashes_in_round",
              "partitions", "breaks", "takeovers", "transfers", "garbage", "frames",
              "dropped", "clocks_far_ahead", "stamps_refused") if shell else
@@ -395,6 +396,8 @@ def bench_cmd(
         ]
         bar.update(task, description="jobs")
         doc["jobs"] = benchmarks.bench_jobs()
+        bar.update(task, description="challenge checks")
+        doc["challenges"] = benchmarks.bench_challenges()
     if _bench_output(doc, run, lambda: benchmarks.figures(doc), as_json, markdown):
         return
     m = doc["machine"]
@@ -430,6 +433,13 @@ def bench_cmd(
     for j in doc["jobs"]:
         t.add_row(j["job"], f"{j['input_bytes']:,}", str(j["run"]["p50_us"]),
                   str(j["run"]["p99_us"]), f"{j['fuel']:,}")
+    out.print(t)
+    t = Table(title="a panel member's check of a challenge (without fetches)")
+    for c in ("proof type", "check", "p50 (µs)", "p99 (µs)", "fuel"):
+        t.add_column(c)
+    for c in doc["challenges"]:
+        t.add_row(c["proof_type"], c["check"], str(c["run"]["p50_us"]),
+                  str(c["run"]["p99_us"]), f"{c['fuel']:,}")
     out.print(t)
 
 
@@ -485,6 +495,10 @@ def up_cmd(
     roles: Annotated[bool, typer.Option(
         "--roles/--no-roles", help="Run the built-in planner, worker and verifier agents, "
         "spread over the nodes (node0 only verifies).")] = True,
+    faulty: Annotated[bool, typer.Option(
+        "--faulty", help="Inject faults into the roles (5 nodes or more): the last node's "
+        "worker commits made-up results, the one before it attests them unchecked, node0 "
+        "audits and challenges (for `challenge-demo`).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate keys and a genesis, start N nodes on loopback, wait until connected."""
@@ -494,7 +508,8 @@ def up_cmd(
             members = cluster.up(directory, n,
                                  lambda msg, done: bar.update(task, description=msg,
                                                               completed=done),
-                                 decide_unknown_needs=decide_unknown_needs, roles=roles)
+                                 decide_unknown_needs=decide_unknown_needs, roles=roles,
+                                 faulty=faulty)
     except cluster.TestnetError as exc:
         _fail(str(exc))
     _print_status(directory, members, f"testnet in {directory}: {n} nodes up", as_json)
@@ -641,6 +656,90 @@ def demo_cmd(
         _print_demo_summary(result)
     if not result["ok"]:
         raise typer.Exit(1)
+
+
+@app.command("challenge-demo")
+def challenge_demo_cmd(
+    directory: DirOpt = Path(".testnet-challenge"),
+    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait for a "
+                                             "challenge to be upheld and its task "
+                                             "paid.")] = 300.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """On a testnet started with `up --faulty`: post NEEDs until a faulty worker's wrong
+    result is attested by its colluding verifier, then watch node0 challenge it, the
+    panel uphold, the attester get slashed and the task redone, in a live table; then
+    check the challenge upheld, the slash and the challenger's share, the right output
+    paid, credits conserved and the same ledger root everywhere. Exit code 1 if a check
+    fails."""
+    from rich.live import Live
+
+    from . import challenge_demo
+
+    try:
+        members = cluster.load_state(directory)
+        names = _account_names(members)
+        with Live(console=out, refresh_per_second=4, transient=as_json,
+                  auto_refresh=False) as live:
+            def show(current: list[challenge_demo.ChallengeTask]) -> None:
+                if not as_json:
+                    live.update(_challenge_table(current, names), refresh=True)
+
+            t0 = time.monotonic()
+            tasks = challenge_demo.run(members, show, timeout_s)
+            seconds = round(time.monotonic() - t0, 1)
+        if not as_json:
+            out.print()
+        result = {**challenge_demo.summary(members, tasks), "seconds": seconds}
+    except (cluster.TestnetError, ApiError, HomeError) as exc:
+        _fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        _print_challenge_summary(result, names)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+def _challenge_table(tasks: list[Any], names: dict[str, str]) -> Table:
+    table = new_table(f"{sum(t.done for t in tasks)} of {len(tasks)} tasks done")
+    for col in ("task", "state", "first worker", "committee", "challenge", "paid to"):
+        table.add_column(col, no_wrap=col != "committee")
+    styles = {"PAID": "bold green", "CANCELLED": "red", "ATTESTED": "cyan",
+              "UPHELD": "bold magenta", "REJECTED": "red", "voting": "magenta"}
+    for t in tasks:
+        d = t.doc
+        committee = (d.get("commit") or {}).get("committee") or []
+        state = "PAID" if d.get("paid") else t.state
+        table.add_row(cell(t.need[-8:]), Text(safe(state), style=styles.get(state, "yellow")),
+                      cell(names.get(t.first_worker, "-")),
+                      cell(" ".join(names.get(a, a[:8]) for a in committee) or "-"),
+                      Text(safe(t.challenge or "-"), style=styles.get(t.challenge, "")),
+                      cell(names.get(d.get("winner") or "", "-") if d.get("paid") else "-"))
+    return table
+
+
+def _print_challenge_summary(r: dict[str, Any], names: dict[str, str]) -> None:
+    ch = r["challenge"] or {}
+    table = new_table(f"challenge demo: {r['tasks']} tasks in {r['seconds']} s",
+                      show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in (("task", r["task"] or "-"),
+                       ("challenge", ch.get("challenge_id", "-")),
+                       ("challenger", names.get(ch.get("challenger", ""), "-")),
+                       ("votes", f"{ch.get('uphold', 0)} uphold, {ch.get('reject', 0)} "
+                                 f"reject"),
+                       ("slashed", f"{r['slashed']} credits from "
+                                   f"{names.get(r['slash'].get('account', ''), '-')}"),
+                       ("rulings", ", ".join(r["rulings"]) or "-"),
+                       ("burned", r["burned"]), ("ledger root", r["ledger_root"][:16])):
+        add_row(table, key, str(value))
+    for check, ok in r["checks"].items():
+        table.add_row(cell(check.replace("_", " ")),
+                      Text("yes", style="green") if ok else Text("NO", style="bold red"))
+    out.print(table)
+    out.print("[green]every check passed[/]" if r["ok"] else "[red]a check failed[/]")
 
 
 def _account_names(members: list[cluster.Member]) -> dict[str, str]:

@@ -11,14 +11,20 @@ relay would): a poster posts NEEDs, three agents bid, the winner claims, heartbe
 commits, the validators (the verifier pool) attest when drawn. Agents act on what a
 random live node's replica or read replica shows, so they act on stale views too.
 Faults of their own: a worker that crashes mid-lease (never heartbeats again), a
-committee member that stays silent.
+committee member that stays silent, a faulty worker that commits a wrong result, a
+validator that colludes (attests every result valid and votes to reject every
+challenge), and a frivolous challenger that challenges right results. The poster
+challenges every wrong result it sees attested; panel members vote by the truth.
 
 Checked during the run: everything ShellSim checks, and P1 per round (one decision per
 (NEED, epoch), the same wherever it is seen). After healing (every node up, the network
 whole): every NEED funded ends FINALIZED and paid or CANCELLED and refunded; every
 replica of a bucket holds the same ledger part; every node, through its read replica,
 computes the same ledger root; no effect is left in flight; the supply is conserved
-(`genesis supply = balances + locked + unbonding + escrowed + burned + task escrow`).
+(`genesis supply = balances + locked + unbonding + escrowed + burned + task escrow`),
+through every bond, slash and burn; every challenge of a wrong result was upheld (or
+made moot by another one upheld first), none of a right result was; no honest
+validator lost stake.
 A failing seed replays exactly: every draw comes from the seed's `random.Random`.
 """
 
@@ -32,19 +38,19 @@ from typing import Any
 from swarm.node.ledger_raft import EFFECT_TICKS, SYNC_TICKS, LedgerRaft
 from swarm.node.multiraft import MultiRaft
 from swarm.node.raft_group import TICK_MS
-from swarm.protocol import genesis
+from swarm.protocol import cbor, genesis
 from swarm.protocol.bucket_machine import bucket_for, ledger_command, op_id_of
 from swarm.protocol.buckets import bucket_of
-from swarm.protocol.cid import Cid
+from swarm.protocol.cid import Cid, dag_cbor_cid
 from swarm.protocol.envelope import Envelope, Identity, make_envelope
 from swarm.protocol.ledger import Totals, genesis_supply
-from swarm.protocol.task import CANCELLED, Task
+from swarm.protocol.task import CANCELLED, MOOT, UPHELD, Task
 
 from .multiraft_sim import ShellSim, ShellSimConfig, SimNode
 from .simkit import PROFILES, Violation
 
 U = genesis.UNIT_PER_CREDIT
-AGENTS = 4  # one poster, three bidders and workers
+AGENTS = 5  # one poster, three bidders and workers, one frivolous challenger
 ACT_EVERY = 6  # steps between an agent's looks at the world (300 ms)
 BUDGET = 10 * U
 BOUNTY = 2 * U
@@ -58,6 +64,8 @@ class MarketSimConfig:
     post_p: float = 0.02  # per step, until `needs` are posted
     worker_crash_p: float = 0.15  # per claim: the worker stops, mid-lease
     silent_p: float = 0.15  # per committee member and task: it never attests
+    faulty_p: float = 0.3  # per (task, epoch): the worker commits a wrong result
+    frivolous_p: float = 0.2  # per right result attested: a frivolous challenge
     shell: ShellSimConfig = field(default_factory=ShellSimConfig)
 
     @classmethod
@@ -80,6 +88,9 @@ class MarketSimResult:
     partitions: int
     worker_crashes: int
     silent: int
+    wrong: int  # wrong results committed
+    upheld: int
+    rejected: int
     envelopes: int
     digest: str  # the final ledger root: two runs of a seed must agree on it
 
@@ -98,7 +109,11 @@ class MarketSim(ShellSim):
         self.judged: set[tuple[bytes, int, bytes]] = set()  # members whose silence is drawn
         self.claimed: set[tuple[bytes, int]] = set()  # (need, epoch) claims decided on
         self.decided: dict[tuple[bytes, int], tuple[bytes, bytes, int]] = {}
-        self.market_stats = {"worker_crashes": 0, "silent": 0, "envelopes": 0}
+        self.market_stats = {"worker_crashes": 0, "silent": 0, "envelopes": 0, "wrong": 0}
+        self.faulty: dict[tuple[bytes, int], bool] = {}  # (need, epoch) -> commits wrong
+        # Challenges sent: id -> (the envelope, whether the result it names is wrong).
+        self.challenges: dict[bytes, tuple[Envelope, bool]] = {}
+        self.challenged: set[tuple[bytes, bytes, bytes]] = set()  # (need, commit, who)
 
     # -- the world: ShellSim's, with the ledger shell on every node --
 
@@ -114,7 +129,9 @@ class MarketSim(ShellSim):
             params={"bucket_count": c.buckets, "replicas": c.replicas,
                     "bid_window_ms": 2_000, "claim_window_ms": 4_000,
                     "lease_grace_ms": 1_000, "heartbeat_interval_min_ms": 500,
-                    "attest_window_ms": 6_000, "challenge_window_ms": 2_000,
+                    "attest_window_ms": 6_000, "challenge_window_ms": 8_000,
+                    "challenge_vote_window_ms": 6_000, "challenge_extend_ms": 2_000,
+                    "challenge_bond_output_mismatch": U,
                     "escrow_hold_factor": 1, "tick_interval_ms": 500,
                     "outage_gap_ms": 5_000, "reputation_decay_weekly_bp": 0,
                     "unbonding_ms": 10_000})
@@ -164,8 +181,10 @@ class MarketSim(ShellSim):
 
     def _post(self) -> None:
         poster = self.agents[0]
+        # A committee of one can be the colluder alone: a wrong result attested.
         env = self._sign(poster, "NEED", {"class": "simple", "budget": BUDGET,
-                                          "verify_bounty": BOUNTY, "k_result": 2,
+                                          "verify_bounty": BOUNTY,
+                                          "k_result": 1 + len(self.posted) % 2,
                                           "title": f"task {len(self.posted)}"})
         self.posted.append(env)
         self._send_env(env)
@@ -224,8 +243,15 @@ class MarketSim(ShellSim):
                     "task_id": n_id, "lease_id": lease.lease_id,
                     "progress": min(100, lease.progress + 40)}))
             else:
+                key = (need.raw, task.epoch)
+                if key not in self.faulty:
+                    self.faulty[key] = rng.random() < mc.faulty_p
+                    self.market_stats["wrong"] += self.faulty[key]
+                result = wrong_result(need, task.epoch) if self.faulty[key] else need
                 self._send_env(self._sign(worker, "COMMIT", {
-                    "task_id": n_id, "lease_id": lease.lease_id, "result": need}))
+                    "task_id": n_id, "lease_id": lease.lease_id, "result": result}))
+        elif task.state == "ATTESTED" and task.commit is not None:
+            self._challenge_and_vote(task)
         elif task.state == "COMMITTED" and task.commit is not None:
             said = {m for m, _ in task.commit.verdicts}
             for m in task.commit.committee:
@@ -241,9 +267,51 @@ class MarketSim(ShellSim):
                     continue
                 member = self._validator(m)
                 if member is not None:
+                    right = task.commit.result == need or m == self.colluder
                     self._send_env(self._sign(member, "ATTEST", {
                         "task_id": n_id, "commit_id": task.commit.commit_id,
-                        "verdict": "valid"}))
+                        "verdict": "valid" if right else "invalid"}))
+
+    @property
+    def colluder(self) -> bytes:
+        """The validator that attests everything valid and rejects every challenge."""
+        return self.nodes[1].identity.public_key
+
+    def _challenge_and_vote(self, task: Task) -> None:
+        """The poster challenges a wrong result, the frivolous agent sometimes a right
+        one (each once per result, the envelope sent again while the task does not show
+        it); the panel under way votes by the truth, the colluder to reject."""
+        c, need, rng = task.commit, task.terms.need, self.rng
+        assert c is not None
+        wrong = c.result != need
+        who = self.agents[0] if wrong else self.agents[4]
+        key = (need.raw, c.commit_id.raw, who.public_key)
+        if key not in self.challenged and (wrong or rng.random() < self.mcfg.frivolous_p):
+            self.challenged.add(key)
+            env = self._sign(who, "CHALLENGE", {
+                "task_id": str(need), "commit_id": c.commit_id,
+                "proof_type": "output_mismatch", "evidence": wrong_result(need, -1),
+                "bond_amount": U, "size_bytes": 100})
+            self.challenges[env.id.raw] = (env, wrong)
+        known = {x.terms.challenge_id.raw for x in task.challenges} | {
+            r.challenge_id.raw for r in task.rulings}
+        for cid, (env, _) in self.challenges.items():
+            if cid not in known and env.payload["task_id"] == str(need) \
+                    and env.payload["commit_id"] == c.commit_id and rng.random() < 0.2:
+                self._send_env(env)  # not seen yet: lost, or on its way
+        ch = task.active
+        if ch is None or not ch.panel:
+            return
+        said = {m for m, _, _, r in ch.votes if r == ch.round}
+        for m, _ in ch.panel:
+            member = self._validator(m)
+            if m in said or member is None:
+                continue
+            uphold = wrong and m != self.colluder
+            self._send_env(self._sign(member, "ATTEST", {
+                "task_id": str(need), "commit_id": c.commit_id,
+                "evidence": ch.terms.challenge_id,
+                "verdict": "invalid" if uphold else "valid"}))
 
     def _agent(self, account: bytes) -> Identity | None:
         return next((a for a in self.agents if a.public_key == account), None)
@@ -316,6 +384,38 @@ class MarketSim(ShellSim):
         if total.held != genesis_supply(self.genesis):
             raise Violation(f"supply: {total.held} held, genesis made "
                             f"{genesis_supply(self.genesis)}")
+        self._check_challenges()
+
+    def _check_challenges(self) -> None:
+        """Every challenge of a wrong result upheld (or moot: another was upheld first),
+        none of a right one; no honest validator lost stake."""
+        led = self.ledgers[1]
+        for env in self.posted:
+            task = led.part(bucket_of(env.id.raw, self.cfg.buckets)).ledger.tasks.get(env.id)
+            for r in task.rulings if task is not None else ():
+                _, wrong = self.challenges[r.challenge_id.raw]
+                if wrong and r.outcome not in (UPHELD, MOOT):
+                    raise Violation(f"a challenge of a wrong result of NEED "
+                                    f"{str(env.id)[:16]} ended {r.outcome}")
+                if not wrong and r.outcome == UPHELD:
+                    raise Violation(f"a challenge of a right result of NEED "
+                                    f"{str(env.id)[:16]} was upheld")
+        stake = 200 * U
+        for n in self.nodes.values():
+            account = n.identity.public_key
+            if account == self.colluder:
+                continue
+            locked = led.part(bucket_of(account, self.cfg.buckets)).ledger.account(
+                account).locked
+            if locked != stake:
+                raise Violation(f"honest validator {n.id} holds {locked} staked, not "
+                                f"{stake}")
+
+    def _rulings(self) -> list[str]:
+        led = self.ledgers[1]
+        return [r.outcome for env in self.posted
+                if (t := led.part(bucket_of(env.id.raw, self.cfg.buckets)).ledger.tasks.get(
+                    env.id)) is not None for r in t.rulings]
 
     def market_run(self) -> MarketSimResult:
         self.run()
@@ -330,8 +430,15 @@ class MarketSim(ShellSim):
             reopens=sum(t.reopens for t in led_tasks), crashes=self.stats["crashes"],
             partitions=self.stats["partitions"],
             worker_crashes=self.market_stats["worker_crashes"],
-            silent=self.market_stats["silent"], envelopes=self.market_stats["envelopes"],
-            digest=led.root().hex()[:16])
+            silent=self.market_stats["silent"], wrong=self.market_stats["wrong"],
+            upheld=self._rulings().count(UPHELD),
+            rejected=self._rulings().count("REJECTED"),
+            envelopes=self.market_stats["envelopes"], digest=led.root().hex()[:16])
+
+
+def wrong_result(need: Cid, epoch: int) -> Cid:
+    """A result that is not the task's right one (the right one is the NEED's own id)."""
+    return dag_cbor_cid(cbor.encode(b"wrong result %s %d" % (need.raw, epoch)))
 
 
 def run_market_seed(seed: int) -> MarketSimResult:

@@ -67,6 +67,7 @@ def example_payloads() -> dict[str, dict[str, Any]]:
         "INVALIDATE": {"task_id": "t-read", "challenge_id": fake_cid("challenge"),
                        "slashed_verifiers": [bytes([1]) * 32, bytes([2]) * 32],
                        "new_k_result": 5},
+        "WITHDRAW": {"task_id": "t-read", "challenge_id": fake_cid("challenge")},
         "TRANSFER": {"to": bytes([7]) * 32, "amount": 25, "memo": "thanks",
                      **ledger_fields(bytes([1]) * 16)},
         "STAKE": {"amount": 1000, **ledger_fields(bytes([2]) * 16)},

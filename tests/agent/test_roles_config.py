@@ -22,6 +22,11 @@ def test_roles_parse_from_text_or_a_list_and_name_an_unknown_one() -> None:
     ({"slots": True}, "slots"),
     ({"prior_s": 0}, "prior_s"),
     ({"heartbeat_ms": 5_000, "lease_ms": 5_000}, "heartbeat_ms must be under lease_ms"),
+    ({"fault_bp": 10_001}, "fault_bp"),
+    ({"fault_bp": -1}, "fault_bp"),
+    ({"collude_with": "ab" * 32}, "collude_with"),
+    ({"collude_with": ["not hex"]}, "collude_with"),
+    ({"audit": "yes"}, "audit"),
 ])
 def test_bad_options_are_refused_naming_the_key(options: dict[str, object],
                                                 problem: str) -> None:
@@ -37,6 +42,14 @@ def test_a_good_config_keeps_its_options() -> None:
     assert (config.fee, config.capacity, config.verifier_stake) == ("0.1", 2, "10")
     with pytest.raises(ValueError, match="roles"):
         RoleConfig.from_config(7, None)
+
+
+def test_fault_injection_and_audit_options_are_kept() -> None:
+    worker = "ab" * 32
+    config = RoleConfig.from_config("verifier", {"audit": True, "fault_bp": 2_500,
+                                                 "collude_with": [worker]})
+    assert config.audit and config.fault_bp == 2_500 and config.collude_with == (worker,)
+    assert not RoleConfig().audit and RoleConfig().collude_with == ()
 
 
 def test_job_costs_weigh_the_newest_runs_and_forget_the_oldest_jobs() -> None:
