@@ -256,6 +256,11 @@ class MarketService:
         if task is None or task.commit is None:
             raise LocalProtocolError("need", f"task {need_id} has no result known here to "
                                              f"challenge", code="unknown_task")
+        if task.state != "ATTESTED":
+            # The bucket would refuse it and pay the bond back; say so before signing.
+            raise LocalProtocolError("need", f"task {need_id} is {task.state} here; only "
+                                             f"an attested result, in its challenge window, "
+                                             f"can be challenged", code="wrong_state")
         proof = parse_cid(evidence, "evidence")
         if size_bytes is None:
             size_bytes = self.evidence.size_of(proof)
@@ -303,7 +308,10 @@ class MarketService:
             for r in task.rulings:
                 if r.challenge_id == cid:
                     return task, r
-        raise LocalProtocolError("challenge_id", f"no challenge {cid} is known here",
+        raise LocalProtocolError("challenge_id", f"no challenge {cid} is known here (one "
+                                                 f"its task's bucket refused is not kept: "
+                                                 f"its bond came back, and the task's "
+                                                 f"events say why)",
                                  code="unknown_challenge")
 
     def challenge(self, challenge_id: str) -> dict[str, Any]:
