@@ -30,7 +30,7 @@ from swarm.node.client import ApiError, Client
 from swarm.protocol.amounts import format_credits
 
 from .cluster import Member, TestnetError, wait_until
-from .demo import demo_text
+from .demo import Followed, demo_text
 
 BATCH = 3  # NEEDs posted at once
 ROUNDS_MAX = 6  # batches before the demo gives up finding a colluding committee
@@ -38,20 +38,12 @@ POLL_S = 0.5
 
 
 @dataclass
-class ChallengeTask:
+class ChallengeTask(Followed):
     need: str
     text: bytes
     doc: dict[str, Any] = field(default_factory=dict)
     first_result: str = ""  # the first result committed, and who committed it
     first_worker: str = ""
-
-    @property
-    def state(self) -> str:
-        return str(self.doc.get("state", "posted"))
-
-    @property
-    def done(self) -> bool:
-        return bool(self.doc.get("paid")) or self.state == "CANCELLED"
 
     @property
     def upheld(self) -> dict[str, Any] | None:

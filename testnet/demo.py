@@ -36,14 +36,10 @@ BUDGET, BOUNTY, K_RESULT = "4", "1", 2
 POLL_S = 0.5
 
 
-@dataclass
-class DemoTask:
-    need: str
-    kind: str
-    job: str
-    poster: int
-    text: bytes
-    doc: dict[str, Any] = field(default_factory=dict)
+class Followed:
+    """A posted task as last read from a node (`doc`, the `GET /tasks/{need}` answer)."""
+
+    doc: dict[str, Any]
 
     @property
     def state(self) -> str:
@@ -52,6 +48,16 @@ class DemoTask:
     @property
     def done(self) -> bool:
         return bool(self.doc.get("paid")) or self.state == "CANCELLED"
+
+
+@dataclass
+class DemoTask(Followed):
+    need: str
+    kind: str
+    job: str
+    poster: int
+    text: bytes
+    doc: dict[str, Any] = field(default_factory=dict)
 
 
 def demo_text(rng: random.Random) -> bytes:

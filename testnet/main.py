@@ -628,25 +628,15 @@ def demo_cmd(
     nodes' built-in roles bid, claim, run, verify and get paid, in a live table; then
     check every task finalized and paid, every result right, credits conserved and the
     same plan, task and ledger roots on every node. Exit code 1 if any check fails."""
-    from rich.live import Live
-
     from . import demo
 
     try:
         members = cluster.load_state(directory)
         posted = demo.post_tasks(members, tasks)
         names = _account_names(members)
-        with Live(console=out, refresh_per_second=4, transient=as_json,
-                  auto_refresh=False) as live:
-            def show(current: list[demo.DemoTask]) -> None:
-                if not as_json:
-                    live.update(_demo_table(current, names), refresh=True)
-
-            t0 = time.monotonic()
-            demo.follow(members, posted, timeout_s, show)
-            seconds = round(time.monotonic() - t0, 1)
-        if not as_json:
-            out.print()  # the live table leaves the cursor at its last line
+        _, seconds = _live(as_json,
+                           lambda show: demo.follow(members, posted, timeout_s, show),
+                           lambda current: _demo_table(current, names))
         result = {**demo.summary(members, posted), "seconds": seconds}
     except (cluster.TestnetError, ApiError, HomeError) as exc:
         _fail(str(exc))
@@ -672,24 +662,14 @@ def challenge_demo_cmd(
     check the challenge upheld, the slash and the challenger's share, the right output
     paid, credits conserved and the same ledger root everywhere. Exit code 1 if a check
     fails."""
-    from rich.live import Live
-
     from . import challenge_demo
 
     try:
         members = cluster.load_state(directory)
         names = _account_names(members)
-        with Live(console=out, refresh_per_second=4, transient=as_json,
-                  auto_refresh=False) as live:
-            def show(current: list[challenge_demo.ChallengeTask]) -> None:
-                if not as_json:
-                    live.update(_challenge_table(current, names), refresh=True)
-
-            t0 = time.monotonic()
-            tasks = challenge_demo.run(members, show, timeout_s)
-            seconds = round(time.monotonic() - t0, 1)
-        if not as_json:
-            out.print()
+        tasks, seconds = _live(as_json,
+                               lambda show: challenge_demo.run(members, show, timeout_s),
+                               lambda current: _challenge_table(current, names))
         result = {**challenge_demo.summary(members, tasks), "seconds": seconds}
     except (cluster.TestnetError, ApiError, HomeError) as exc:
         _fail(str(exc))
@@ -740,6 +720,26 @@ def _print_challenge_summary(r: dict[str, Any], names: dict[str, str]) -> None:
                       Text("yes", style="green") if ok else Text("NO", style="bold red"))
     out.print(table)
     out.print("[green]every check passed[/]" if r["ok"] else "[red]a check failed[/]")
+
+
+def _live(as_json: bool, follow: Callable[[Callable[[Any], None]], Any],
+          table: Callable[[Any], Table]) -> tuple[Any, float]:
+    """Run `follow(show)` under a live table (`table(tasks)` each time it shows them;
+    nothing with --json); what it returned, and the seconds it took."""
+    from rich.live import Live
+
+    with Live(console=out, refresh_per_second=4, transient=as_json,
+              auto_refresh=False) as live:
+        def show(current: Any) -> None:
+            if not as_json:
+                live.update(table(current), refresh=True)
+
+        t0 = time.monotonic()
+        value = follow(show)
+        seconds = round(time.monotonic() - t0, 1)
+    if not as_json:
+        out.print()  # the live table leaves the cursor at its last line
+    return value, seconds
 
 
 def _account_names(members: list[cluster.Member]) -> dict[str, str]:

@@ -12,13 +12,22 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_bucket_machine import GENESIS, V2, U, identity_in
-from test_market_bucket import A0, A1, B0, C3, X1, Swarm, committed_in_bucket_3, signed
+from test_market_bucket import (
+    A0,
+    A1,
+    B0,
+    C3,
+    X1,
+    Swarm,
+    committed_in_bucket_3,
+    seat_committee,
+    signed,
+)
 
 from swarm.protocol.bucket_machine import (
     BucketMachine,
     LedgerPart,
     draw_command,
-    pool_view_command,
 )
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.cbor import encode
@@ -43,12 +52,7 @@ def attested(s: Swarm) -> tuple[Envelope, Cid, Identity, Identity]:
     from V2 (bucket 2) and X1 (bucket 1). Returns the NEED, the commit id, the
     committee member and the other verifier."""
     need, _ = committed_in_bucket_3(s, k=1)
-    for source, proof in ((1, s.b[1].last_entry_proof()), (2, None)):
-        assert s.command(3, pool_view_command(3, source, s.b[source].machine.part.rows(),
-                                              proof).stamp(s.ts)).ok
-    b3 = s.b[3]
-    assert s.command(3, draw_command(3, need.id, b3.proof(s.task(need).commit.index)).stamp(
-        s.ts)).ok
+    seat_committee(s, need)
     (member,) = s.task(need).commit.committee
     seated, other = (V2, X1) if member == V2.public_key else (X1, V2)
     commit_id = s.task(need).commit.commit_id

@@ -367,15 +367,22 @@ def test_a_bucket_holds_at_most_a_views_worth_of_verifiers(
     assert out.code == "pool_full"
 
 
-def test_judged_members_reputation_moves_in_their_own_buckets() -> None:
-    s = Swarm()
-    need, _ = committed_in_bucket_3(s, k=2)
+def seat_committee(s: Swarm, need: Envelope) -> None:
+    """Bring bucket 3 the views of buckets 1 (proven) and 2 (genesis), then draw the
+    committee of `need`'s committed result."""
     for source, proof in ((1, s.b[1].last_entry_proof()), (2, None)):
         assert s.command(3, pool_view_command(3, source, s.b[source].machine.part.rows(),
                                               proof).stamp(s.ts)).ok
     b3 = s.b[3]
     assert s.command(3, draw_command(3, need.id, b3.proof(s.task(need).commit.index)).stamp(
         s.ts)).ok
+
+
+def test_judged_members_reputation_moves_in_their_own_buckets() -> None:
+    s = Swarm()
+    need, _ = committed_in_bucket_3(s, k=2)
+    seat_committee(s, need)
+    b3 = s.b[3]
     commit_id = s.task(need).commit.commit_id
     s.ts += 1_000
     assert s.submit(3, signed(V2, "ATTEST", {"task_id": str(need.id), "commit_id": commit_id,
