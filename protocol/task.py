@@ -233,12 +233,18 @@ class Task:
     # queue by bond (largest first) and challenge id; and every challenge decided.
     challenges: tuple[Challenge, ...] = ()
     rulings: tuple[Ruling, ...] = ()
-    k_now: int = 0  # the committee size after upheld challenges (0: the terms' k_result)
     upheld: int = 0  # challenges upheld against this task's results
 
     @property
     def k_result(self) -> int:
-        return self.k_now or self.terms.k_result
+        """The committee size: the NEED's, plus 2 after a first upheld challenge,
+        doubled after each later one (at most PANEL_MAX)."""
+        k = self.terms.k_result
+        for n in range(self.upheld):
+            k = k + 2 if n == 0 else 2 * k
+            if k >= PANEL_MAX:
+                return PANEL_MAX
+        return k
 
     @property
     def active(self) -> Challenge | None:
@@ -1004,10 +1010,8 @@ class TaskBook:
             step.payments.append(Payment(need, other.terms.challenger, other.terms.bond,
                                          "bond", other.terms.challenger))
             rulings.append(_ruling(other, MOOT, index, ts_ms, False))
-        k = task.k_result + 2 if not task.upheld else 2 * task.k_result
         task = replace(task, challenges=(), rulings=(*task.rulings, *rulings),
-                       upheld=task.upheld + 1, k_now=min(k, PANEL_MAX),
-                       finalize_ms=0, pay_ms=0)
+                       upheld=task.upheld + 1, finalize_ms=0, pay_ms=0)
         step.transitions.append(Transition(need, task.epoch, ATTESTED, ATTESTED,
                                            f"challenge {t.challenge_id} upheld: result "
                                            f"{c.result} invalidated, {len(attesters)} "
@@ -1300,8 +1304,6 @@ def task_value(t: Task) -> dict[str, Any]:
     if t.rulings:
         v["rul"] = [[r.challenge_id, r.challenger, r.proof_type, r.bond, r.outcome, r.index,
                      r.ts_ms, r.uphold, r.reject, r.rounds, r.weighted] for r in t.rulings]
-    if t.k_now:
-        v["k"] = t.k_now
     if t.upheld:
         v["up"] = t.upheld
     if t.decision is not None:
@@ -1401,7 +1403,7 @@ def task_from_value(v: Any) -> Task:
             v["paid"], v["ended"], tuple((i, st) for i, st in v.get("hist", ())),
             tuple(v.get("silent", ())),
             tuple(_challenge_from(need, c) for c in v.get("ch", ())),
-            tuple(Ruling(*r) for r in v.get("rul", ())), v.get("k", 0), v.get("up", 0))
+            tuple(Ruling(*r) for r in v.get("rul", ())), v.get("up", 0))
     except (KeyError, TypeError, ValueError) as exc:
         raise DecodeError("tasks", f"not a task: {exc}") from None
     if task.state not in STATES or cbor.encode(task_value(task)) != cbor.encode(v):
