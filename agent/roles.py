@@ -14,18 +14,20 @@ hold them, and they act on events, never by polling:
   id begins `role-`; a bid made by hand or by another agent is left to it), claims the
   task, heartbeats while the job runs, has the node run the job (the module and input
   fetched from peers by bitswap), checks the output against the NEED's schema and
-  commits its CID; a job that fails or an output that does not fit gets the task
-  yielded, so another worker can take it.
+  citations and commits its CID; a job that fails or an output that does not fit gets
+  the task yielded, so another worker can take it.
 * **verifier**: stakes `verifier_stake` and joins the verifier pool at start if that is
   configured and this account is not a verifier yet; when seated on a committee, checks
   the result (a WebAssembly job is re-run and the output CIDs compared; a host job's
-  output goes to its registered check; the output schema either way) and attests. The
-  job failing on the input is a verdict (invalid); evidence it cannot reach is none: it
-  stays silent rather than wrong. Seated on a challenge's panel, it checks the claim
-  (an `output_mismatch` by re-running the job; a `schema_violation` against the NEED's
-  output schema) and votes. With `audit`, it also re-checks every result attested
-  while it watches, unless it is a party to it, and challenges a wrong one while the
-  window is open (an `output_mismatch` whose proof names the output it got).
+  output goes to its registered check; the output schema and citations either way) and
+  attests. The job failing on the input is a verdict (invalid); evidence it cannot
+  reach is none: it stays silent rather than wrong. Seated on a challenge's panel, it
+  votes what its node's proof verifier says (`GET /challenges/{id}/verdict`: the proof
+  type's WebAssembly verifier, node/judge.py), and does not vote when that gives no
+  verdict. With `audit`, it also re-checks every result attested while it watches,
+  unless it is a party to it, and challenges a wrong one while the window is open (an
+  `output_mismatch` whose proof names the output it got), once its node's verifier
+  says the proof holds.
 
 Fault injection, for testnets: a worker with `fault_bp` commits a made-up result for
 that share of its tasks (chosen by a hash of the account and the task, so a run is
@@ -56,7 +58,6 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from swarm.protocol import output_schema
 from swarm.protocol.amounts import format_credits, parse_credits
 from swarm.protocol.errors import ProtocolError
 
@@ -79,7 +80,7 @@ JOB_FAILURES = frozenset({"bad_module", "trap", "out_of_fuel", "bad_output"})
 # Not reaching the evidence at once: worth another try. (A fetch that timed out already
 # waited a minute; it is not tried again.)
 TRANSIENT = frozenset({"block_missing"})
-PROOF_BYTES = 1024  # what an audit's proof holds: the claim, the result, what was found
+FOUND_CHARS = 512  # of an audit's note on what it found (the proof stays well in bounds)
 TRIES = 3  # running a job or a check when the evidence or the node is slow to answer
 RETRY_S = 2.0  # how a planner role's proposal ids begin: its worker works only those
 
@@ -234,7 +235,6 @@ class Roles:
         self.verifying: set[str] = set()
         self.host_jobs: set[str] = set()
         self.host_checks: set[str] = set()
-        self.proof_limit: int | None = None  # the swarm's proof_bytes_max, once asked
         self._pending = 0
         self._talk = trio.Semaphore(ACTIONS_AT_ONCE)
         self._slots = trio.Semaphore(self.config.slots)
@@ -430,10 +430,12 @@ class Roles:
         started = time.monotonic()
         if task.get("job"):
             ran = await self.agent.run_job(task["job"], task["input"],
-                                           schema=task.get("output"))
+                                           schema=task.get("output"),
+                                           cites=task.get("cites", ()))
         else:
             ran = await self.agent.run_host_job(task["host"], task["input"],
-                                                schema=task.get("output"))
+                                                schema=task.get("output"),
+                                                cites=task.get("cites", ()))
         took = time.monotonic() - started
         self.costs.measured(key, took)
         self.metrics.job_seconds.labels(role).observe(took)
@@ -485,7 +487,7 @@ class Roles:
             started = time.monotonic()
             doc = await self._retrying(lambda: self.agent.check_host_job(
                 task["host"], task["input"], result, check=task.get("check"),
-                schema=task.get("output")))
+                schema=task.get("output"), cites=task.get("cites", ())))
             self.metrics.job_seconds.labels("verifier").observe(time.monotonic() - started)
             return bool(doc["valid"]), str(doc.get("violation"))
         except AgentError as exc:
@@ -534,35 +536,16 @@ class Roles:
 
     async def _claim_holds(self, task: Mapping[str, Any], ch: Mapping[str, Any]
                            ) -> tuple[bool, str] | None:
-        """(whether the challenge's claim holds, why), or None: no verdict."""
-        if self.proof_limit is None:
-            quote = await self.agent.bond_quote(ch["proof_type"])
-            self.proof_limit = int(quote["proof_bytes_max"])
-        limit = self.proof_limit
+        """(whether the challenge's claim holds, why) by the node's proof verifier, or
+        None: no verdict (no rule for the type, bytes out of reach)."""
         try:
-            proof = await self._retrying_bytes(lambda: self.agent.get_evidence(
-                ch["evidence"], max_bytes=limit + 1))
+            doc = await self._retrying(lambda: self.agent.verdict(ch["challenge_id"]))
         except AgentError as exc:
-            log.info("verifier: the proof of %s is out of reach (%s); no vote",
-                     ch["challenge_id"], exc)
+            if isinstance(exc, Refused):
+                raise
+            log.info("verifier: no verdict on %s (%s); no vote", ch["challenge_id"], exc)
             return None
-        if len(proof) > limit:
-            return False, f"the proof is over {limit} bytes"
-        result = task["commit"]["result"]
-        match ch["proof_type"]:
-            case "output_mismatch":
-                if _job_key(task) is None or not task.get("input"):
-                    return False, "the NEED names no job to re-run"
-                valid, why = await self._check(task, result)
-                return not valid, why
-            case "schema_violation":
-                if not task.get("output"):
-                    return False, "the NEED names no output schema"
-                data = await self.agent.get_evidence(result)
-                problem = output_schema.parse(task["output"]).violation(data)
-                return problem is not None, problem or "the result fits the schema"
-        log.info("verifier: no check for %s challenges; no vote", ch["proof_type"])
-        return None
+        return bool(doc["holds"]), f"{doc['reason']}; fuel {doc['fuel']}"
 
     async def audit(self, need: str) -> str:
         """Re-check a result the committee accepted; challenge it if it is wrong
@@ -584,9 +567,16 @@ class Roles:
             if valid:
                 return "valid"
             proof = json.dumps({"claim": "output_mismatch", "task_id": need,
-                                "result": commit["result"], "found": why},
-                               sort_keys=True).encode()[:PROOF_BYTES]
+                                "result": commit["result"], "found": why[:FOUND_CHARS]},
+                               sort_keys=True).encode()
             cid = await self.agent.put_evidence(proof)
+            judged = await self._retrying(lambda: self.agent.check_proof(
+                need, "output_mismatch", cid))
+            if not judged["holds"]:  # the bond would be lost: say so, do not challenge
+                log.warning("verifier: %s's result %s looked wrong (%s) but the proof "
+                            "verifier says %s; not challenged", need, commit["result"],
+                            why, judged["reason"])
+                return "unproven"
             doc = await self.agent.challenge(need, "output_mismatch", cid)
             log.warning("verifier: %s's result %s is wrong (%s): challenged it (%s)", need,
                         commit["result"], why, doc["challenge_id"])

@@ -179,15 +179,16 @@ class Agent:
                    job: str | None = None, data: str | None = None,
                    host: str | None = None, check: str | None = None,
                    output: str | None = None, k_plan: int | None = None,
+                   cites: Sequence[str] = (),
                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> str:
         """Post a NEED, its budget escrowed from our account; returns its id. `job`
         names a WebAssembly job's module and `data` its input (evidence CIDs); or
         `host` names a host job and `check` its check. `output` is the result's output
-        schema (docs/JOBS.md)."""
+        schema, and `cites` CIDs the result must cite (docs/JOBS.md)."""
         body = need_body(task_class, budget, title=title, bounty=bounty,
                          capabilities=capabilities, window_ms=window_ms, k_result=k_result,
                          k_plan=k_plan, job=job, data=data, host=host, check=check,
-                         output=output)
+                         output=output, cites=cites)
         doc = await self._write("/tasks", body, timeout_s)
         return str(doc["need_id"])
 
@@ -241,6 +242,22 @@ class Agent:
         """What such a challenge locks (`bond`), and the swarm's `proof_bytes_max`."""
         return await self._call("GET", "/challenges/bond",
                                 params={"proof_type": proof_type, "complexity": complexity})
+
+    async def verdict(self, challenge_id: str) -> dict[str, Any]:
+        """Our node's verdict on an open challenge's proof: `holds` (the claim is
+        true), `reason`, `fuel`, `verifier` (the WebAssembly module's CID). AgentError
+        `no_verifier` for a proof type with no rule, and when the bytes are out of
+        reach."""
+        return await self._call("GET", f"/challenges/{challenge_id}/verdict",
+                                timeout=JOB_TIMEOUT_S)
+
+    async def check_proof(self, need: str, proof_type: str, evidence: str
+                          ) -> dict[str, Any]:
+        """The verdict a challenge of `need`'s result with this proof would get at our
+        node, before any bond is locked; answers as `verdict`."""
+        return await self._call("POST", "/challenges/check", json={
+            "task_id": need, "proof_type": proof_type, "evidence": evidence},
+            timeout=JOB_TIMEOUT_S)
 
     async def challenge_status(self, challenge_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/challenges/{challenge_id}")
@@ -314,29 +331,33 @@ class Agent:
 
     # -- jobs --
 
-    async def run_job(self, module: str, data: str, *, schema: str | None = None
-                      ) -> dict[str, Any]:
+    async def run_job(self, module: str, data: str, *, schema: str | None = None,
+                      cites: Sequence[str] = ()) -> dict[str, Any]:
         """Run the WebAssembly job `module` on the evidence `data` on the node (both
         fetched from peers if need be); the output is stored there as evidence.
         Answers `output` (its CID), `size`, `fuel` and, given an output `schema`,
-        `violation` (None when the output fits); AgentError if the job failed."""
+        `violation` (None when the output fits it and contains every CID of `cites`);
+        AgentError if the job failed."""
         return await self._call("POST", "/jobs/run", json={
-            "module": module, "input": data, "schema": schema}, timeout=JOB_TIMEOUT_S)
+            "module": module, "input": data, "schema": schema, "cites": list(cites)},
+            timeout=JOB_TIMEOUT_S)
 
-    async def run_host_job(self, job: str, data: str, *, schema: str | None = None
-                           ) -> dict[str, Any]:
+    async def run_host_job(self, job: str, data: str, *, schema: str | None = None,
+                           cites: Sequence[str] = ()) -> dict[str, Any]:
         """Run the host job registered as `job` on the node, on the evidence `data`;
         answers as `run_job` (without fuel)."""
         return await self._call("POST", "/jobs/host/run", json={
-            "job": job, "input": data, "schema": schema}, timeout=JOB_TIMEOUT_S)
+            "job": job, "input": data, "schema": schema, "cites": list(cites)},
+            timeout=JOB_TIMEOUT_S)
 
     async def check_host_job(self, job: str, data: str, output: str, *,
-                             check: str | None = None, schema: str | None = None
-                             ) -> dict[str, Any]:
+                             check: str | None = None, schema: str | None = None,
+                             cites: Sequence[str] = ()) -> dict[str, Any]:
         """Ask the node whether `output` is an acceptable result of host job `job` on
         `data` (its `check`, else the job's own); answers `valid` and `violation`."""
         return await self._call("POST", "/jobs/host/check", json={
-            "job": job, "input": data, "output": output, "check": check, "schema": schema},
+            "job": job, "input": data, "output": output, "check": check, "schema": schema,
+            "cites": list(cites)},
             timeout=JOB_TIMEOUT_S)
 
     async def host_jobs(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ challenge_app = typer.Typer(help="Challenge an attested result with a proof and 
 slashes_app = typer.Typer(help="Slashes the buckets this node holds carried out.",
                           no_args_is_help=True)
 
+JUDGE_TIMEOUT_S = 330.0  # an output_mismatch re-runs the job (the SDK allows it 300 s)
 PROOF_TYPES = ("schema-violation", "missing-citation", "semantic-contradiction",
                "output-mismatch", "policy-breach")
 ChallengeArg = Annotated[str, typer.Argument(help="The challenge's id (its CHALLENGE "
@@ -152,6 +153,51 @@ def status(challenge_id: ChallengeArg, home: HomeOpt = None, as_json: JsonOpt = 
         weighted = " (stake-weighted)" if doc.get("weighted") else ""
         say(f"  votes      {doc['uphold']} uphold, {doc['reject']} reject in "
             f"{doc['rounds']} round(s){weighted}")
+
+
+@challenge_app.command("check")
+def check(
+    target: Annotated[str, typer.Argument(help="An open challenge's id; or, with --type "
+                                               "and --evidence, a task's id.",
+                                          show_default=False)],
+    proof_type: Annotated[str | None, typer.Option(
+        "--type", help="With --evidence: judge this proof before opening a challenge: "
+                       + " | ".join(PROOF_TYPES))] = None,
+    evidence: Annotated[str | None, typer.Option("--evidence", help="The proof: a file "
+                                                                    "(added to the node) "
+                                                                    "or a stored CID.")]
+    = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What this node's proof verifier says: whether the claim holds (the panel's
+    verifiers run the same WebAssembly module on the same bytes), why, and the fuel it
+    burnt. Exits 1 when the claim does not hold."""
+    c = client(home, as_json, timeout_s=JUDGE_TIMEOUT_S)
+    if (proof_type is None) != (evidence is None):
+        fail("--type and --evidence go together", as_json=as_json)
+    if proof_type is None:
+        doc: dict[str, Any] = call(lambda: c.get(f"/challenges/{target}/verdict"), as_json)
+    else:
+        if proof_type not in PROOF_TYPES:
+            fail(f"--type is one of {', '.join(PROOF_TYPES)}", as_json=as_json)
+        kind = proof_type.replace("-", "_")
+        quote: dict[str, Any] = call(lambda: c.get(
+            f"/challenges/bond?proof_type={kind}"), as_json)
+        assert evidence is not None
+        cid, _ = _proof(evidence, home, as_json, int(quote["proof_bytes_max"]))
+        doc = call(lambda: c.post("/challenges/check", {
+            "task_id": target, "proof_type": kind, "evidence": cid}), as_json)
+    if as_json:
+        emit_json(doc)
+    else:
+        say(f"{doc['proof_type']} against {doc['result']} (task {doc['task_id']}): "
+            f"{'HOLDS' if doc['holds'] else 'does not hold'}")
+        say(f"  why        {doc['reason']}")
+        say(f"  verifier   {doc['verifier'] or '-'}, fuel {doc['fuel']} of "
+            f"{doc['fuel_max']}, {doc['ms']} ms")
+    if not doc["holds"]:
+        raise typer.Exit(1)
 
 
 @challenge_app.command("list")

@@ -1,4 +1,5 @@
-"""Build the built-in jobs: jobs/<name>.wat -> jobs/<name>.wasm, like the policy.
+"""Build the built-in jobs and proof verifiers: jobs/<name>.wat -> jobs/<name>.wasm,
+like the policy.
 
 `python -m swarm.jobs.build` writes the modules; `--check` exits 1 if a committed module
 differs from its source, and the test suite checks the same, so source and binary never
@@ -16,6 +17,7 @@ import wasmtime
 from swarm.policy_wasm.host import module_cid
 
 from .host import BUILTIN, HERE
+from .proofs import VERIFIERS
 
 
 def build_bytes(name: str) -> bytes:
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not write; exit 1 if a committed module differs")
     args = parser.parse_args(argv)
     stale = 0
-    for name in BUILTIN:
+    for name in (*BUILTIN, *VERIFIERS.values()):
         data, target = build_bytes(name), HERE / f"{name}.wasm"
         if args.check:
             if not target.exists() or target.read_bytes() != data:

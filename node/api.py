@@ -37,6 +37,7 @@ from .evidence_store import EvidenceStore
 from .home import identity_proof
 from .job_api import job_router
 from .job_service import JobService
+from .judge import Judge, judge_router
 from .ledger_api import ledger_router, write
 from .ledger_service import LedgerRefused, LedgerService
 from .market_api import market_router
@@ -66,6 +67,7 @@ class NodeControl(Protocol):
     ledger: LedgerService
     market: MarketService
     jobs: JobService
+    judge: Judge
 
 
 class ConnectRequest(StrictBody):
@@ -243,6 +245,7 @@ def build_app(node: NodeControl, token: str, peer_id: str) -> ApiGuard:
     app.include_router(ledger_router(lambda: node.ledger, auth))
     app.include_router(market_router(lambda: node.market, auth))
     app.include_router(job_router(lambda: node.jobs, auth))
+    app.include_router(judge_router(lambda: node.judge, auth))
 
     @app.get("/debug/deliveries", dependencies=auth,
              description="This node's recent publishes and acceptances (envelope id, "

@@ -225,7 +225,8 @@ def need_body(task_class: str, budget: str, *, title: str = "", bounty: str = "0
               capabilities: Sequence[str] = (), window_ms: int | None = None,
               k_result: int | None = None, k_plan: int | None = None,
               job: str | None = None, data: str | None = None, host: str | None = None,
-              check: str | None = None, output: str | None = None) -> dict[str, Any]:
+              check: str | None = None, output: str | None = None,
+              cites: Sequence[str] = ()) -> dict[str, Any]:
     """The body of `POST /tasks` (post and fund a NEED), the optional parts only when
     given: one shape for the CLI and the agent SDK."""
     body: dict[str, Any] = {"class": task_class, "budget": budget, "title": title,
@@ -235,4 +236,6 @@ def need_body(task_class: str, budget: str, *, title: str = "", bounty: str = "0
                         ("check", check), ("output", output)):
         if value is not None:
             body[name] = value
+    if cites:
+        body["cites"] = list(cites)
     return body

@@ -20,12 +20,14 @@ from pydantic import Field
 
 from swarm.jobs.host import JobError, builtin_cids
 from swarm.protocol.errors import ProtocolError
+from swarm.protocol.output_schema import CITES_MAX
 from swarm.protocol.unixfs import BlockMissing
 
 from .api_guard import StrictBody
 from .job_service import JobService
 
 SCHEMA = "The output schema to check the output against (FORMAT or FORMAT<=MAX_BYTES)."
+CITES = "CIDs whose text the output must contain (the NEED's `cites`)."
 
 
 class RunBody(StrictBody):
@@ -33,6 +35,7 @@ class RunBody(StrictBody):
     input: str = Field(description="The input, as an evidence CID.", max_length=128)
     schema_: str | None = Field(default=None, alias="schema", max_length=64,
                                 description=SCHEMA)
+    cites: list[str] = Field(default_factory=list, max_length=CITES_MAX, description=CITES)
 
 
 class HostRunBody(StrictBody):
@@ -40,6 +43,7 @@ class HostRunBody(StrictBody):
     input: str = Field(description="The input, as an evidence CID.", max_length=128)
     schema_: str | None = Field(default=None, alias="schema", max_length=64,
                                 description=SCHEMA)
+    cites: list[str] = Field(default_factory=list, max_length=CITES_MAX, description=CITES)
 
 
 class HostCheckBody(HostRunBody):
@@ -55,7 +59,8 @@ def job_router(service: Callable[[], JobService], dependencies: list[Any]) -> AP
     @router.post("/jobs/run")
     async def run(body: RunBody) -> dict[str, Any]:
         """Run a job; store its output as evidence; answer the output CID and fuel."""
-        return await _answer(service().run(body.module, body.input, body.schema_))
+        return await _answer(service().run(body.module, body.input, body.schema_,
+                                                  body.cites))
 
     @router.get("/jobs/host")
     async def host_jobs() -> dict[str, Any]:
@@ -65,13 +70,15 @@ def job_router(service: Callable[[], JobService], dependencies: list[Any]) -> AP
     @router.post("/jobs/host/run")
     async def host_run(body: HostRunBody) -> dict[str, Any]:
         """Run a host job; store its output as evidence; answer the output CID."""
-        return await _answer(service().run_host(body.job, body.input, body.schema_))
+        return await _answer(service().run_host(body.job, body.input, body.schema_,
+                                                       body.cites))
 
     @router.post("/jobs/host/check")
     async def host_check(body: HostCheckBody) -> dict[str, Any]:
         """Whether an output is an acceptable result of a host job on an input."""
         return await _answer(service().check_host(body.job, body.check, body.input,
-                                                  body.output, body.schema_))
+                                                  body.output, body.schema_,
+                                                  body.cites))
 
     @router.get("/jobs/builtins")
     async def builtins() -> dict[str, Any]:

@@ -13,7 +13,7 @@ modules as evidence, so that peers can fetch them by CID.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import trio
@@ -23,6 +23,7 @@ from swarm.jobs.hosted import HostJobs
 from swarm.policy_wasm.host import module_cid
 from swarm.protocol.cid import Cid
 from swarm.protocol.errors import LocalProtocolError
+from swarm.protocol.output_schema import missing_cite
 from swarm.protocol.output_schema import parse as parse_schema
 from swarm.protocol.unixfs import BlockMissing
 
@@ -46,17 +47,17 @@ class JobService:
         self.bitswap = bitswap
         self.runs = 0
 
-    async def run(self, module: str, data: str, schema: str | None = None
-                  ) -> dict[str, Any]:
+    async def run(self, module: str, data: str, schema: str | None = None,
+                  cites: Sequence[str] = ()) -> dict[str, Any]:
         """Run the job `module` (a CID) on the evidence `data` (a CID); store the
         output as evidence. Raises JobError (the job failed) or LocalProtocolError.
         With an output `schema`, `violation` says why the output does not fit (None
-        when it does)."""
+        when it does and contains every CID of `cites`)."""
         module_id = Cid.parse(module, "module")
         input_id = Cid.parse(data, "input")
-        check = _schema(schema)
-        module_bytes = await self._bytes(module_id)
-        input_bytes = await self._bytes(input_id)
+        check = _contract(schema, cites)
+        module_bytes = await self.fetch(module_id)
+        input_bytes = await self.fetch(input_id)
         limit = self.store.limits[Kind.EVIDENCE]
         result = await trio.to_thread.run_sync(functools.partial(
             host.run, module_bytes, input_bytes, fuel=self.fuel,
@@ -67,14 +68,14 @@ class JobService:
                 "size": len(result.output), "fuel": result.fuel,
                 "violation": await _off_loop(check, result.output)}
 
-    async def run_host(self, job: str, data: str, schema: str | None = None
-                       ) -> dict[str, Any]:
+    async def run_host(self, job: str, data: str, schema: str | None = None,
+                       cites: Sequence[str] = ()) -> dict[str, Any]:
         """Run the host job `job` on the evidence `data`; store the output as evidence.
         JobError when no such job is registered here or it fails."""
         input_id = Cid.parse(data, "input")
-        check = _schema(schema)
+        check = _contract(schema, cites)
         self.hosted.job(job)  # unknown here: refused before anything is fetched
-        input_bytes = await self._bytes(input_id)
+        input_bytes = await self.fetch(input_id)
         out = await trio.to_thread.run_sync(functools.partial(
             self.hosted.run, job, input_bytes, self.store.limits[Kind.EVIDENCE]))
         output = await self._call(self._add, out)
@@ -83,15 +84,16 @@ class JobService:
                 "size": len(out), "violation": await _off_loop(check, out)}
 
     async def check_host(self, job: str, check: str | None, data: str, output: str,
-                         schema: str | None = None) -> dict[str, Any]:
+                         schema: str | None = None, cites: Sequence[str] = ()
+                         ) -> dict[str, Any]:
         """Whether `output` (evidence) is an acceptable result of the host job `job` on
         `data`: it fits the output schema and the check (the job's own when `check` is
         None) takes it."""
         input_id, output_id = Cid.parse(data, "input"), Cid.parse(output, "output")
-        fits = _schema(schema)
+        fits = _contract(schema, cites)
         self.hosted.check_of(job, check)  # unknown here: refused before any fetch
-        input_bytes = await self._bytes(input_id)
-        output_bytes = await self._bytes(output_id)
+        input_bytes = await self.fetch(input_id)
+        output_bytes = await self.fetch(output_id)
         violation = await _off_loop(fits, output_bytes)
         if violation is None and not await trio.to_thread.run_sync(functools.partial(
                 self.hosted.accepts, job, check, input_bytes, output_bytes)):
@@ -123,9 +125,9 @@ class JobService:
         finally:
             session.close()
 
-    async def _bytes(self, cid: Cid) -> bytes:
+    async def fetch(self, cid: Cid, kind: Kind = Kind.EVIDENCE) -> bytes:
         """The whole object `cid`, from here or fetched from peers (every block checked,
-        within the evidence limit)."""
+        within `kind`'s limit: TooLarge past it)."""
         store = self.store
         if await self._call(store.missing, cid) is not None:
             bitswap = self.bitswap()
@@ -133,14 +135,14 @@ class JobService:
                 raise BlockMissing(cid)
             try:
                 with trio.fail_after(FETCH_TIMEOUT_S):
-                    await bitswap.fetch(cid, Kind.EVIDENCE)
+                    await bitswap.fetch(cid, kind)
             except trio.TooSlowError:
                 raise LocalProtocolError("cid", f"no peer sent {cid} within "
                                                 f"{FETCH_TIMEOUT_S:g} s",
                                          code="fetch_timeout") from None
             if store is not bitswap.blockstore:  # evidence lives in a daemon: copy it
-                await self._call(store.put_dag, cid, Kind.EVIDENCE, bitswap.blockstore.get)
-        pieces = await self._call(lambda: list(store.read(cid, Kind.EVIDENCE)))
+                await self._call(store.put_dag, cid, kind, bitswap.blockstore.get)
+        pieces = await self._call(lambda: list(store.read(cid, kind)))
         return b"".join(pieces)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -158,6 +160,21 @@ def _schema(text: str | None) -> Callable[[bytes], str | None]:
         return parse_schema(text).violation
     except ValueError as exc:
         raise LocalProtocolError("schema", str(exc), code="bad_schema") from None
+
+
+def _contract(schema: str | None, cites: Sequence[str]) -> Callable[[bytes], str | None]:
+    """The output's whole check: the schema, then the citations."""
+    fits = _schema(schema)
+    wanted = [str(Cid.parse(c, "cites")) for c in cites]
+
+    def check(data: bytes) -> str | None:
+        problem = fits(data)
+        if problem is None and wanted:
+            missing = missing_cite(data, wanted)
+            if missing is not None:
+                problem = f"it does not cite {missing}"
+        return problem
+    return check
 
 
 async def _off_loop(check: Callable[[bytes], str | None], data: bytes) -> str | None:

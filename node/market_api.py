@@ -60,6 +60,9 @@ class PostBody(StepBody):
     output: str | None = Field(default=None, max_length=64,
                                description="The result's output schema: FORMAT or "
                                            "FORMAT<=MAX_BYTES (docs/JOBS.md).")
+    cites: list[str] = Field(default_factory=list, max_length=8,
+                             description="CIDs whose text the result must contain; the "
+                                         "output schema must then bound it (docs/JOBS.md).")
 
 
 class BidBody(StepBody):
@@ -129,6 +132,7 @@ def market_router(service: Callable[[], MarketService], dependencies: list[Any])
             bid_window_ms=body.bid_window_ms, k_result=body.k_result,
             capabilities=body.capabilities, k_plan=body.k_plan, job=body.job,
             data=body.input, host=body.host, check=body.check, output=body.output,
+            cites=body.cites,
             timeout_s=body.timeout_s))
 
     @router.get("/tasks")

@@ -30,7 +30,7 @@ import trio
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PromCounter
 
-from swarm.protocol import cbor, verbs
+from swarm.protocol import cbor, output_schema, verbs
 from swarm.protocol.bucket_machine import chain_digest
 from swarm.protocol.buckets import bucket_of
 from swarm.protocol.cid import Cid
@@ -105,12 +105,12 @@ class MarketService:
                    k_plan: int | None = None, units: bool = False,
                    job: str | None = None, data: str | None = None,
                    host: str | None = None, check: str | None = None,
-                   output: str | None = None,
+                   output: str | None = None, cites: Sequence[str] = (),
                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
         """Post a NEED and escrow its budget from this node's account. Amounts are
         credits as text, or integers in the smallest unit with `units`. The job is a
         WebAssembly module's CID (`job`) or a host job's name (`host`, with its `check`);
-        `output` is the result's output schema."""
+        `output` is the result's output schema, `cites` CIDs the result must cite."""
         def amount(value: str | int) -> int:
             return value if units and isinstance(value, int) else self.ledger.amount(value)
 
@@ -135,6 +135,11 @@ class MarketService:
         for name, text in (("host", host), ("check", check), ("output", output)):
             if text:
                 payload[name] = text
+        if cites:
+            payload["cites"] = [parse_cid(c, "cites") for c in cites]
+            problem = output_schema.cites_problem(payload["cites"], output)
+            if problem:
+                raise SchemaError("cites", problem)
         env = self._sign("NEED", payload)
         outcome = await self._submit(env, timeout_s)
         await self.gossip(env.wire)  # the plan's DAG; the task itself lives in its bucket

@@ -64,6 +64,7 @@ from .home import (
     write_atomic,
 )
 from .job_service import JobService
+from .judge import Judge
 from .ledger_service import LedgerService
 from .market_service import MarketService
 from .mdns import MdnsDiscovery
@@ -166,6 +167,7 @@ class Node:
             self.market = MarketService(self.ledger, self.genesis, self.sign,
                                         self.gossip_wire, self.metrics.registry,
                                         self.evidence)
+            self.judge = Judge(self.market, self.jobs, dict(self.genesis.params))
         except StoreError:
             self.blockstore.close()
             self.store.close()

@@ -49,7 +49,8 @@ KIND_NAMES: Mapping[int, str] = {v: k for k, v in KIND_CODES.items()}
 # Payload field bits: bit i of `fields` is set when FIELDS[kind][i] is in the payload.
 FIELDS: Mapping[str, tuple[str, ...]] = {
     "NEED": ("class", "budget", "title", "input", "bid_window_ms", "k_result",
-             "capabilities", "verify_bounty", "k_plan", "job", "host", "check", "output"),
+             "capabilities", "verify_bounty", "k_plan", "job", "host", "check", "output",
+             "cites"),
     "PROPOSE": ("need_id", "proposal_id", "cost", "eta_ms", "ballot", "patch",
                 "capabilities"),
     "DECIDE": ("need_id", "proposal_id", "k_plan", "epoch", "cert", "also"),

@@ -12,15 +12,26 @@ A NEED's `output` field is a short text, `FORMAT` or `FORMAT<=MAX_BYTES`:
 A worker checks its output against the schema before committing it, and a verifier
 checks it again before attesting (docs/JOBS.md). The check reads the bytes once and
 holds nothing, so it costs what the result's size costs.
+
+A NEED may also name CIDs the result must cite (`cites`): the result cites a CID when
+the CID's text, as `swarm-node` prints it, appears in its bytes. A missing citation
+has no short witness, so a challenge's verifier reads the whole result under the
+genesis `verify_fuel_max` (jobs/verify_citation.wat, about 17 fuel a byte): a NEED
+that names cites bounds its output to `CITED_OUTPUT_BYTES_MAX`, which keeps that read
+within 100k fuel.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 FORMATS = ("bytes", "utf8", "uint", "hex")
 SCHEMA_TEXT_MAX = 64  # the NEED field's bound
+CITES_MAX = 8
+CITED_OUTPUT_BYTES_MAX = 4096
+CITE_TEXT_MAX = 60  # verify_citation keeps a match in one i64 with room to spare
 
 # What the NEED field may hold (protocol/verbs.py checks it with this).
 SPEC = rf"(?P<format>{'|'.join(FORMATS)})(?:<=(?P<max>[1-9][0-9]{{0,11}}))?"
@@ -63,3 +74,26 @@ def parse(text: str) -> OutputSchema:
         raise ValueError(f"an output schema is FORMAT or FORMAT<=MAX_BYTES, FORMAT one "
                          f"of {', '.join(FORMATS)} (got {text[:80]!r})")
     return OutputSchema(m["format"], int(m["max"]) if m["max"] else None)
+
+
+def cites_problem(cites: Sequence[object], output: str | None) -> str | None:
+    """Why a NEED may not ask for these citations with this output schema, or None."""
+    if not cites:
+        return None
+    if len(cites) > CITES_MAX:
+        return f"at most {CITES_MAX} cites"
+    if len(set(map(str, cites))) != len(cites):
+        return "a CID is cited twice"
+    if any(len(str(c)) > CITE_TEXT_MAX for c in cites):
+        return f"a cited CID's text is over {CITE_TEXT_MAX} characters"
+    schema = parse(output) if output else None
+    if schema is None or schema.max_bytes is None or \
+            schema.max_bytes > CITED_OUTPUT_BYTES_MAX:
+        return (f"a NEED that names cites bounds its output: an output schema with "
+                f"MAX_BYTES at most {CITED_OUTPUT_BYTES_MAX}")
+    return None
+
+
+def missing_cite(data: bytes, cites: Sequence[object]) -> str | None:
+    """The first CID of `cites` whose text `data` does not contain, or None."""
+    return next((str(c) for c in cites if str(c).encode() not in data), None)

@@ -54,7 +54,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import cbor
+from . import cbor, output_schema
 from .auction import Bid, Score, ballot_hash, improves, rank
 from .cid import Cid, dag_cbor_cid
 from .envelope import Envelope
@@ -113,6 +113,7 @@ class Terms:
     host: str | None = None  # or the host job (a registered Python callable) to run
     check: str | None = None  # the host check that verifies it (None: the job's own)
     output: str | None = None  # the result's output schema (protocol/output_schema.py)
+    cites: tuple[Cid, ...] = ()  # CIDs whose text the result must contain
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +446,8 @@ class TaskBook:
             problem = "a NEED names a WebAssembly job or a host job, not both"
         elif terms.check is not None and terms.host is None:
             problem = "a check is for a host job"
+        elif terms.cites:
+            problem = output_schema.cites_problem(terms.cites, terms.output) or ""
         if problem:
             step.payments.append(Payment(terms.need, terms.poster, terms.budget, "refund",
                                          terms.poster))
@@ -1354,10 +1357,12 @@ def terms_extra(t: Terms) -> dict[str, Any]:
         extra["check"] = t.check
     if t.output is not None:
         extra["out"] = t.output
+    if t.cites:
+        extra["cites"] = list(t.cites)
     return extra
 
 
-TERMS_EXTRA = frozenset({"kp", "job", "input", "host", "check", "out"})
+TERMS_EXTRA = frozenset({"kp", "job", "input", "host", "check", "out", "cites"})
 
 
 def terms_with_extra(fixed: tuple[Any, ...], extra: Mapping[str, Any]) -> Terms:
@@ -1365,7 +1370,8 @@ def terms_with_extra(fixed: tuple[Any, ...], extra: Mapping[str, Any]) -> Terms:
     need, poster, budget, task_class, bounty, window, k, caps = fixed
     return Terms(need, poster, budget, task_class, bounty, window, k, caps,
                  extra.get("kp", 0), extra.get("job"), extra.get("input"),
-                 extra.get("host"), extra.get("check"), extra.get("out"))
+                 extra.get("host"), extra.get("check"), extra.get("out"),
+                 tuple(extra.get("cites", ())))
 
 
 def _terms_extra(t: Terms) -> list[dict[str, Any]]:
@@ -1467,6 +1473,7 @@ def task_json(t: Task, *, brief: bool = False) -> dict[str, Any]:
         "job": str(t.terms.job) if t.terms.job else None,
         "input": str(t.terms.input) if t.terms.input else None,
         "host": t.terms.host, "check": t.terms.check, "output": t.terms.output,
+        "cites": [str(c) for c in t.terms.cites],
         "capabilities": list(t.terms.capabilities), "round": t.round,
         "close_ms": t.close_ms if t.state == OPEN else None, "reopens": t.reopens,
         "excluded": [x.hex() for x in t.excluded], "silent": [x.hex() for x in t.silent],

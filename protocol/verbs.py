@@ -136,6 +136,9 @@ PAYLOADS: Mapping[str, Obj] = {
             "check": JOB_NAME,
             # What the result's bytes must look like (protocol/output_schema.py).
             "output": OUTPUT_SCHEMA,
+            # CIDs the result must cite (their text in its bytes); the output schema
+            # must then bound the result (output_schema.cites_problem).
+            "cites": List(Link(), max_items=output_schema.CITES_MAX, min_items=1),
         },
     ),
     "PROPOSE": obj(

@@ -115,17 +115,18 @@ def bench_jobs(size: int = 1 << 20, runs: int = 20) -> list[dict[str, Any]]:
     return out
 
 
-def bench_challenges(size: int = 64 * 1024, runs: int = 50) -> list[dict[str, Any]]:
-    """What a panel member's check of a challenge costs, per proof type it checks
-    (agent/roles.py), without the fetches: an `output_mismatch` re-runs the job
-    (wordcount on `size` bytes of text) and compares the output's CID with the
-    committed one; a `schema_violation` checks a result of `size` bytes against
-    `utf8<=size` and a 20-digit number against `uint<=20`. Wall time per check and the
-    fuel it burns (the schema check runs in Python: none)."""
+def bench_challenges(size: int = 64 * 1024, runs: int = 200) -> list[dict[str, Any]]:
+    """What judging a challenge's proof costs, per proof type, without the fetches
+    (node/judge.py): each proof type's WebAssembly verifier on its frame under the
+    genesis `verify_fuel_max`, and for `output_mismatch` also the job re-run that
+    precedes it (wordcount on `size` bytes of text, under the job's own fuel). Wall
+    time per verdict and the fuel it burns. The citation case is the worst the rules
+    allow: a result of `CITED_OUTPUT_BYTES_MAX` bytes made of near misses."""
     import random
 
-    from swarm.jobs import host
-    from swarm.protocol import output_schema
+    from swarm.jobs import host, proofs
+    from swarm.protocol.genesis import DEFAULT_PARAMS
+    from swarm.protocol.output_schema import CITED_OUTPUT_BYTES_MAX, OutputSchema
     from swarm.protocol.unixfs import Importer
 
     def cid_of(data: bytes) -> Any:
@@ -134,32 +135,52 @@ def bench_challenges(size: int = 64 * 1024, runs: int = 50) -> list[dict[str, An
         importer.finish()
         return importer.root
 
+    fuel_max = DEFAULT_PARAMS["verify_fuel_max"]
     rng = random.Random(13)
     text = bytes(rng.choice(b"abcdefgh  \n") for _ in range(size))
     module = host.builtin_module("wordcount")
     claimed = cid_of(b"a made-up result")
-    host.run(module, text)  # compile once, outside the timing
-    def output_mismatch() -> tuple[bool, int]:
+    cite = cid_of(b"a source")
+    near = (str(cite)[:-1].encode() * CITED_OUTPUT_BYTES_MAX)[:CITED_OUTPUT_BYTES_MAX]
+    bad_utf8 = text[:size // 2] + b"\xe2\x82" + text[size // 2:]
+
+    def verifier(proof_type: str, frame: bytes) -> Callable[[], tuple[bool, int]]:
+        def run() -> tuple[bool, int]:
+            verdict = proofs.verify(proof_type, frame, fuel=fuel_max)
+            return verdict.holds, verdict.fuel
+        return run
+
+    def rerun_and_compare() -> tuple[bool, int]:
         ran = host.run(module, text)
-        return cid_of(ran.output) != claimed, ran.fuel
+        verdict = proofs.verify("output_mismatch",
+                                proofs.mismatch_frame(claimed, cid_of(ran.output)),
+                                fuel=fuel_max)
+        return verdict.holds, ran.fuel + verdict.fuel
 
-    def schema(spec: str, result: bytes) -> Callable[[], tuple[bool, int]]:
-        return lambda: (output_schema.parse(spec).violation(result) is not None, 0)
-
-    checks = [("output_mismatch", f"wordcount re-run on {size} bytes", output_mismatch),
-              ("schema_violation", f"utf8<={size} on {size} bytes",
-               schema(f"utf8<={size}", text)),
-              ("schema_violation", "uint<=20 on 20 digits",
-               schema("uint<=20", b"12345678901234567890"))]
+    checks = [
+        ("schema_violation", f"utf8 witness in {size} bytes",
+         verifier("schema_violation", proofs.schema_frame(OutputSchema("utf8"), bad_utf8,
+                                                          size // 2))),
+        ("schema_violation", "uint<=20 length witness",
+         verifier("schema_violation", proofs.schema_frame(OutputSchema("uint", 20),
+                                                          b"1" * 40, None))),
+        ("missing_citation", f"{CITED_OUTPUT_BYTES_MAX} bytes of near misses",
+         verifier("missing_citation", proofs.citation_frame(cite, near))),
+        ("output_mismatch", "compare two output CIDs",
+         verifier("output_mismatch", proofs.mismatch_frame(claimed, cite))),
+        ("output_mismatch", f"wordcount re-run on {size} bytes, then compare",
+         rerun_and_compare),
+    ]
     out = []
     for proof_type, what, check in checks:
-        ns, fuel = [], 0
+        check()  # compile the modules once, outside the timing
+        ns, fuel, held = [], 0, False
         for _ in range(runs):
             t0 = time.perf_counter_ns()
-            _, fuel = check()
+            held, fuel = check()
             ns.append(time.perf_counter_ns() - t0)
-        out.append({"proof_type": proof_type, "check": what, "fuel": fuel,
-                    "run": percentiles_us(ns)})
+        out.append({"proof_type": proof_type, "check": what, "fuel": fuel, "holds": held,
+                    "fuel_max": fuel_max, "run": percentiles_us(ns)})
     return out
 
 
@@ -185,6 +206,8 @@ def figures(doc: dict[str, Any]) -> list[Figure]:
                           f"{j.get('input', 'text')}",
                           f"{pcts(j['run'], 'µs')}; {num(j['fuel'])} fuel"))
     for c in doc.get("challenges", ()):
-        out.append(Figure(f"challenge check `{c['proof_type']}`: {c['check']}",
-                          f"{pcts(c['run'], 'µs')}; {num(c['fuel'])} fuel"))
+        out.append(Figure(f"proof verdict `{c['proof_type']}`: {c['check']}",
+                          f"{pcts(c['run'], 'µs')}; {num(c['fuel'])} fuel"
+                          + (f" of {num(c['fuel_max'])}" if c["fuel"] <= c["fuel_max"]
+                             else "")))
     return out

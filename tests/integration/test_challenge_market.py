@@ -24,6 +24,7 @@ import trio
 
 from swarm.agent import Agent, AgentError
 from swarm.agent.roles import ROLES, RoleConfig, Roles
+from swarm.jobs.proofs import verifier_cids
 from swarm.testnet.inproc import wait_for
 
 U = 1_000_000
@@ -61,7 +62,7 @@ async def test_a_wrong_result_is_challenged_upheld_slashed_and_redone(swarmlet: 
         right = (await poster.run_job(jobs["wordcount"], text))["output"]
         with trio.fail_after(240):
             need = await poster.post("4", bounty="1", window_ms=1_500, k_result=1,
-                                     job=jobs["wordcount"], data=text)
+                                     job=jobs["wordcount"], data=text, output="uint<=20")
             with pytest.raises(AgentError):  # no attested result to challenge yet
                 await poster.challenge(need, "output_mismatch", text)
             market = s.nodes[0].market
@@ -79,6 +80,18 @@ async def test_a_wrong_result_is_challenged_upheld_slashed_and_redone(swarmlet: 
             staked = (await colluder.stake_info())["locked"]
             await colluder.attest(need, valid=True)
             await wait_for(lambda: task().state == "ATTESTED", "the wrong result attested")
+            # Before any bond: what node0's proof verifiers say of proofs against it.
+            at0 = await poster.put_evidence(b'{"claim": "schema_violation", "offset": 0}')
+            judged = await poster.check_proof(need, "schema_violation", at0)
+            assert judged["holds"], judged  # "made up ..." is no unsigned integer
+            assert judged["verifier"] == verifier_cids()["schema_violation"]
+            assert 0 < judged["fuel"] < judged["fuel_max"]
+            bare = await poster.put_evidence(b'{"claim": "output_mismatch"}')
+            judged = await poster.check_proof(need, "output_mismatch", bare)
+            assert judged["holds"] and right in judged["reason"], judged
+            with pytest.raises(AgentError) as info:
+                await poster.check_proof(need, "policy_breach", bare)
+            assert info.value.detail["code"] == "no_verifier"
             nursery.start_soon(Roles(poster, auditor).run)
             for a in others.values():
                 nursery.start_soon(Roles(a, honest).run)
@@ -117,6 +130,12 @@ async def test_a_wrong_result_is_challenged_upheld_slashed_and_redone(swarmlet: 
                        (("slashes", "list"), "failed_challenge")):
         table = await cli(home, *args)  # what people read, not only --json
         assert table.returncode == 0 and word in table.stdout, table
+    checked = await cli(home, "challenge", "check", need, "--type", "output-mismatch",
+                        "--evidence", bare, "--json")
+    assert checked.returncode == 1, checked  # the redone result is right: no mismatch
+    assert json.loads(checked.stdout)["holds"] is False
+    decided = await cli(home, "challenge", "check", cid)
+    assert decided.returncode == 1 and "is UPHELD" in decided.stderr, decided
     withdrawn = await cli(home, "challenge", "withdraw", cid, "--json")
     assert withdrawn.returncode == 1 and "unknown_challenge" in withdrawn.stderr
     proof = Path(home) / "proof.json"

@@ -562,10 +562,12 @@ def test_terms_carry_their_optional_parts_through_effects_and_snapshots() -> Non
 
     full = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, ("nlp",), 2,
                  cid("module"), cid("input"), output="uint<=20")
+    cited = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, (), 0, cid("module"),
+                  cid("input"), output="utf8<=4096", cites=(cid("a"), cid("b")))
     hosted = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, (), 0, None,
                    cid("input"), "deflate", "inflates", "bytes")
     bare = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3)
-    for terms in (full, hosted, bare):
+    for terms in (full, cited, hosted, bare):
         posted = PostNeed(bytes(32), terms)
         assert decode_body(encode_body(posted)) == posted
         book = TaskBook(PARAMS)
@@ -578,14 +580,18 @@ def test_terms_carry_their_optional_parts_through_effects_and_snapshots() -> Non
         str(cid("module")), str(cid("input")), 2, "uint<=20")
     shown = task_json(_funded(hosted))
     assert (shown["job"], shown["host"], shown["check"]) == (None, "deflate", "inflates")
+    assert task_json(_funded(cited))["cites"] == [str(cid("a")), str(cid("b"))]
 
 
-def test_a_need_names_one_kind_of_job_and_a_check_only_for_a_host_job() -> None:
+def test_a_need_names_one_kind_of_job_a_check_only_for_a_host_job_and_cites_only_with_a_bound(
+        ) -> None:
     for terms, problem in (
             (Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, (), 0, cid("m"),
                    cid("i"), "deflate"), "not both"),
             (Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, (), 0, cid("m"),
-                   cid("i"), None, "inflates"), "a check is for a host job")):
+                   cid("i"), None, "inflates"), "a check is for a host job"),
+            (Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, (), 0, cid("m"),
+                   cid("i"), output="utf8", cites=(cid("a"),)), "bounds its output")):
         book = TaskBook(PARAMS)
         step = book.fund(terms, 1, 0)
         assert [t.after for t in step.transitions] == [CANCELLED]
