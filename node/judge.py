@@ -51,7 +51,7 @@ class Judge:
 
     async def verdict(self, challenge_id: str) -> dict[str, Any]:
         """This node's verdict on an open challenge's proof."""
-        task, found = self.market._challenge(challenge_id)
+        task, found = self.market.find_challenge(challenge_id)
         if not isinstance(found, Challenge):
             raise LocalProtocolError("challenge_id", f"challenge {challenge_id} is "
                                                      f"{found.outcome}; judge a proof by "
@@ -70,7 +70,7 @@ class Judge:
         if proof_type not in verbs.PROOF_TYPES:
             raise SchemaError("proof_type", f"must be one of {', '.join(verbs.PROOF_TYPES)}")
         need_id = parse_need(need)
-        task = self.market._task(need_id)
+        task = self.market.task_of(need_id)
         if task is None:
             raise LocalProtocolError("need", f"task {need_id} is not known here",
                                      code="unknown_task")

@@ -202,7 +202,7 @@ class MarketService:
     async def attest(self, need: str, verdict: str, *,
                      timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
         need_id = parse_need(need)
-        task = self._task(need_id)
+        task = self.task_of(need_id)
         if task is None or task.commit is None:
             raise LocalProtocolError("need", f"task {need_id} has no commit to attest "
                                              f"here yet", code="wrong_state")
@@ -227,7 +227,7 @@ class MarketService:
     def _lease(self, need: Cid, given: str | None) -> Cid:
         if given:
             return parse_cid(given, "lease")
-        task = self._task(need)
+        task = self.task_of(need)
         ours = self.leases.get(need)
         if ours is not None and (task is None or task.lease is None
                                  or task.lease.lease_id != ours):
@@ -257,7 +257,7 @@ class MarketService:
         given) and submit it to this node's bucket, which takes the bond and opens the
         challenge in the task's bucket."""
         need_id = parse_need(need)
-        task = self._task(need_id)
+        task = self.task_of(need_id)
         if task is None or task.commit is None:
             raise LocalProtocolError("need", f"task {need_id} has no result known here to "
                                              f"challenge", code="unknown_task")
@@ -286,7 +286,7 @@ class MarketService:
                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
         """A panel member's vote on the challenge under way: an ATTEST naming it,
         "invalid" to uphold it (the result is wrong), "valid" to reject it."""
-        task, found = self._challenge(challenge_id)
+        task, found = self.find_challenge(challenge_id)
         if not isinstance(found, Challenge):
             raise LocalProtocolError("challenge_id", f"challenge {challenge_id} is "
                                                      f"{found.outcome}", code="wrong_state")
@@ -297,13 +297,13 @@ class MarketService:
 
     async def withdraw(self, challenge_id: str, *,
                        timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
-        task, _ = self._challenge(challenge_id)
+        task, _ = self.find_challenge(challenge_id)
         return await self._step("WITHDRAW", {"task_id": str(task.terms.need),
                                              "challenge_id": parse_cid(challenge_id,
                                                                        "challenge_id")},
                                 timeout_s)
 
-    def _challenge(self, challenge_id: str) -> tuple[Task, Challenge | Ruling]:
+    def find_challenge(self, challenge_id: str) -> tuple[Task, Challenge | Ruling]:
         """The task holding the challenge (open, or decided and still remembered)."""
         cid = parse_cid(challenge_id, "challenge_id")
         for task in self.all_tasks():
@@ -320,7 +320,7 @@ class MarketService:
                                  code="unknown_challenge")
 
     def challenge(self, challenge_id: str) -> dict[str, Any]:
-        task, found = self._challenge(challenge_id)
+        task, found = self.find_challenge(challenge_id)
         doc = (challenge_json(task, found) if isinstance(found, Challenge)
                else {**ruling_json(found), "task_id": str(task.terms.need)})
         return {**doc, "unit_per_credit": self.unit, "task_state": task.state,
@@ -371,7 +371,7 @@ class MarketService:
         bid with its score and parts, the weights, the rule), from the evidence store
         or from peers."""
         need_id = parse_need(need)
-        task = self._task(need_id)
+        task = self.task_of(need_id)
         if task is None or task.decision is None:
             raise LocalProtocolError("need", f"task {need_id} has no decision known here",
                                      code="unknown_task")
@@ -380,7 +380,7 @@ class MarketService:
         return {"memo": str(memo), "unit_per_credit": self.unit,
                 "explanation": to_json(cbor.decode(data))}
 
-    def _task(self, need: Cid) -> Task | None:
+    def task_of(self, need: Cid) -> Task | None:
         return self.task_in(bucket_of(need.raw, self.ledger.bucket_count), need)
 
     def task_in(self, bucket: int, need: Cid) -> Task | None:
@@ -389,7 +389,7 @@ class MarketService:
     def task_named(self, task_id: str) -> Task | None:
         """The funded task whose NEED id is `task_id` as text, if this node knows one."""
         try:
-            return self._task(Cid.parse(task_id, "task_id"))
+            return self.task_of(Cid.parse(task_id, "task_id"))
         except DecodeError:
             return None
 
@@ -402,7 +402,7 @@ class MarketService:
     def task(self, need: str) -> dict[str, Any]:
         need_id = parse_need(need)
         bucket = bucket_of(need_id.raw, self.ledger.bucket_count)
-        task = self._task(need_id)
+        task = self.task_of(need_id)
         if task is None:
             raise LocalProtocolError("need", f"no funded task {need_id} is known here "
                                              f"(bucket {bucket})", code="unknown_task")
