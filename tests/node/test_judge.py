@@ -144,3 +144,18 @@ async def test_policy_breach_gets_no_verdict(judge: Judge, store: Blockstore) ->
     with pytest.raises(LocalProtocolError) as info:
         await judge.judge(task(put(store, b"x")), "policy_breach", proof(store))
     assert info.value.code == "no_verifier"
+
+
+async def test_a_run_says_when_its_output_leaves_out_a_citation(judge: Judge,
+                                                                store: Blockstore) -> None:
+    """What the worker checks before committing and a committee member before
+    attesting: the schema, then the NEED's cites."""
+    job = put(store, builtin_module("wordcount"))
+    text = put(store, b"one two\n")
+    source = put(store, b"a source")
+    ran = await judge.jobs.run(str(job), str(text), "uint<=20")
+    assert ran["violation"] is None
+    ran = await judge.jobs.run(str(job), str(text), "uint<=20", [str(source)])
+    assert ran["violation"] == f"it does not cite {source}"
+    ran = await judge.jobs.run(str(job), str(text), "uint<=1", [str(source)])
+    assert "over the schema" in str(ran["violation"])  # the schema speaks first
