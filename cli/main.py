@@ -462,10 +462,13 @@ def genesis_new(
         gen = genesis_mod.new(name=name, created_ms=time.time_ns() // 1_000_000,
                               validators=validators, accounts=accounts,
                               params={"replicas": min(replicas, len(validators))})
-        # Pin the committed policy module: every node of this swarm refuses any other.
+        # Pin the committed policy module (every node of this swarm refuses any other)
+        # and proof verifiers (a node with others judges no proofs).
+        from swarm.jobs.proofs import verifier_cids
         from swarm.policy_wasm.host import committed_cid
 
-        gen = genesis_mod.from_value({**gen.value, "policy_cid": str(committed_cid())})
+        gen = genesis_mod.from_value({**gen.value, "policy_cid": str(committed_cid()),
+                                      "proof_verifiers": verifier_cids()})
     except ProtocolError as exc:
         fail(str(exc), as_json=as_json)
     write_atomic(output, gen.to_json().encode())

@@ -7,7 +7,9 @@ Owns bringing the bytes a verdict needs here (the proof, the result, for an
 handing one frame to the proof type's WebAssembly verifier (jobs/proofs.py) under the
 genesis `verify_fuel_max`. A replica's apply cannot fetch evidence, so the bucket only
 tallies the votes this produces; every judge runs the same committed modules on bytes
-checked against their CIDs, hence reaches the same verdict. A proof over
+checked against their CIDs, hence reaches the same verdict; genesis pins the modules'
+CIDs (`proof_verifiers`), and a node whose module differs gives no verdict of that
+type. A proof over
 `proof_bytes_max`, not a proof document, or about another claim does not hold. A proof
 type with no rule here (`policy_breach`), or bytes out of reach, gives no verdict: an
 error, and the role does not vote. Also the routes that answer it.
@@ -15,8 +17,9 @@ error, and the role does not vote. Also the routes that answer it.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
@@ -36,18 +39,27 @@ from .blockstore import Kind
 from .job_service import JobService
 from .market_service import MarketService, parse_need
 
+log = logging.getLogger("swarm.judge")
+
 # A job failing on its input is a verdict on a result (no right one exists); these are
 # the failures that do not depend on this machine.
 JOB_FAILURES = frozenset({"bad_module", "trap", "out_of_fuel", "bad_output"})
 
 
 class Judge:
-    def __init__(self, market: MarketService, jobs: JobService, params: dict[str, int]
-                 ) -> None:
+    def __init__(self, market: MarketService, jobs: JobService, params: Mapping[str, int],
+                 pinned: Mapping[str, str] | None = None) -> None:
         self.market = market
         self.jobs = jobs
         self.fuel = int(params["verify_fuel_max"])
         self.proof_bytes_max = int(params["proof_bytes_max"])
+        self.pinned = dict(pinned or {})  # genesis `proof_verifiers`
+        here = proofs.verifier_cids()
+        self.unpinned = {t: f"this node's {proofs.VERIFIERS[t]} module is {here[t]}; genesis "
+                            f"pins {cid}: run the build the swarm's genesis names"
+                         for t, cid in self.pinned.items() if here.get(t) != cid}
+        for why in self.unpinned.values():
+            log.warning("judge: %s; no verdicts of that type here", why)
 
     async def verdict(self, challenge_id: str) -> dict[str, Any]:
         """This node's verdict on an open challenge's proof."""
@@ -94,6 +106,9 @@ class Judge:
 
     async def _verdict(self, task: Task, proof_type: str, proof: Cid, result: Cid
                        ) -> proofs.Verdict:
+        if proof_type in self.unpinned:
+            raise LocalProtocolError("proof_type", self.unpinned[proof_type],
+                                     code="no_verifier")
         if proof_type == "policy_breach":
             raise LocalProtocolError("proof_type", "policy_breach has no rule to check it "
                                                    "by yet (docs/GAPS.md)",

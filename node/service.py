@@ -167,7 +167,8 @@ class Node:
             self.market = MarketService(self.ledger, self.genesis, self.sign,
                                         self.gossip_wire, self.metrics.registry,
                                         self.evidence)
-            self.judge = Judge(self.market, self.jobs, dict(self.genesis.params))
+            self.judge = Judge(self.market, self.jobs, self.genesis.params,
+                               self.genesis.value.get("proof_verifiers"))
         except StoreError:
             self.blockstore.close()
             self.store.close()

@@ -131,6 +131,8 @@ DEFAULT_PARAMS: dict[str, int] = {
 }
 
 ACCOUNT = Bytes(32)
+# Proof types with a WebAssembly verifier, whose module genesis may pin.
+PINNED_PROOF_TYPES = ("schema_violation", "output_mismatch", "missing_citation")
 GENESIS = obj(
     {
         "v": Int(min=1, max=1),
@@ -158,7 +160,11 @@ GENESIS = obj(
         # never changes.
         "params": Obj({k: Int(min=0) for k in DEFAULT_PARAMS}),
     },
-    {"policy_cid": Text(max_bytes=128, min_bytes=1), "network": Enum(("testnet", "mainnet"))},
+    {"policy_cid": Text(max_bytes=128, min_bytes=1), "network": Enum(("testnet", "mainnet")),
+     # The proof verifiers' module CIDs (jobs/proofs.py), by proof type: a node whose
+     # committed module differs judges no proof of that type.
+     "proof_verifiers": obj({}, {t: Text(max_bytes=128, min_bytes=1)
+                                 for t in PINNED_PROOF_TYPES})},
 )
 
 

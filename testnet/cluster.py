@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swarm.jobs.proofs import verifier_cids
 from swarm.node.client import ApiError, Client
 from swarm.node.home import (
     DEFAULT_HOME,
@@ -252,7 +253,8 @@ def prepare(directory: Path, n: int, hosts: list[str] | None = None,
     )
     # Pin the committed policy module, as `swarm-node genesis new` does: every node then
     # refuses to run any other.
-    gen = genesis_mod.from_value({**gen.value, "policy_cid": str(committed_cid())})
+    gen = genesis_mod.from_value({**gen.value, "policy_cid": str(committed_cid()),
+                                  "proof_verifiers": verifier_cids()})
     old = directory / "genesis.json"
     if old.exists() and any((h / "store").exists() for h in homes):
         try:

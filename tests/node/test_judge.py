@@ -159,3 +159,23 @@ async def test_a_run_says_when_its_output_leaves_out_a_citation(judge: Judge,
     assert ran["violation"] == f"it does not cite {source}"
     ran = await judge.jobs.run(str(job), str(text), "uint<=1", [str(source)])
     assert "over the schema" in str(ran["violation"])  # the schema speaks first
+
+
+async def test_a_node_whose_verifier_genesis_does_not_pin_gives_no_verdict(
+        judge: Judge, store: Blockstore) -> None:
+    pins = proofs.verifier_cids()
+    pinned = Judge(judge.market, judge.jobs, PARAMS, pins)
+    bad = put(store, b"12x\n")
+    doc = await pinned.judge(task(bad, output="uint"), "schema_violation",
+                             proof(store, offset=2))
+    assert doc["holds"] and doc["verifier"] == pins["schema_violation"]
+    other = Judge(judge.market, judge.jobs, PARAMS,
+                  {**pins, "schema_violation": str(module_cid(b"another build"))})
+    with pytest.raises(LocalProtocolError) as info:
+        await other.judge(task(bad, output="uint"), "schema_violation",
+                          proof(store, offset=2))
+    assert info.value.code == "no_verifier" and "genesis pins" in info.value.reason
+    job, text = put(store, builtin_module("wordcount")), put(store, b"a b\n")
+    doc = await other.judge(task(bad, job=job, input=text), "output_mismatch",
+                            proof(store))  # the other types' modules still match
+    assert doc["holds"]

@@ -59,3 +59,14 @@ def test_parameters_that_cannot_work_are_refused(params: dict[str, int], field: 
     with pytest.raises(LocalProtocolError):
         genesis_mod.new(name="t", created_ms=1, validators=[VALIDATOR],
                         params={"replicas": 1, **params})
+
+
+def test_genesis_may_pin_the_proof_verifiers_by_type() -> None:
+    doc = json.loads(written({"replicas": 1}))
+    pins = {"schema_violation": "bafkreia", "missing_citation": "bafkreib"}
+    gen = genesis_mod.from_json(json.dumps({**doc, "proof_verifiers": pins}))
+    assert gen.value["proof_verifiers"] == pins
+    assert gen.swarm_id != genesis_mod.from_json(json.dumps(doc)).swarm_id
+    for bad in ({"policy_breach": "bafkreia"}, {"schema_violation": ""}):
+        with pytest.raises(SchemaError):
+            genesis_mod.from_json(json.dumps({**doc, "proof_verifiers": bad}))
