@@ -13,15 +13,15 @@ hold them, and they act on events, never by polling:
 * **worker**: when a decision names this node's bid made by a planner role (its proposal
   id begins `role-`; a bid made by hand or by another agent is left to it), claims the
   task, heartbeats while the job runs, has the node run the job (the module and input
-  fetched from peers by bitswap), checks the output against the NEED's schema and
-  citations and commits its CID; a job that fails or an output that does not fit gets
-  the task yielded, so another worker can take it.
+  fetched from peers by bitswap), checks the output against the NEED's schema,
+  citations and content policy and commits its CID; a job that fails or an output that
+  does not fit gets the task yielded, so another worker can take it.
 * **verifier**: stakes `verifier_stake` and joins the verifier pool at start if that is
   configured and this account is not a verifier yet; when seated on a committee, checks
   the result (a WebAssembly job is re-run and the output CIDs compared; a host job's
-  output goes to its registered check; the output schema and citations either way) and
-  attests. The job failing on the input is a verdict (invalid); evidence it cannot
-  reach is none: it stays silent rather than wrong. Seated on a challenge's panel, it
+  output goes to its registered check; the output schema, citations and content policy
+  either way) and attests. The job failing on the input is a verdict (invalid); evidence
+  it cannot reach is none: it stays silent rather than wrong. Seated on a challenge's panel, it
   votes what its node's proof verifier says (`GET /challenges/{id}/verdict`: the proof
   type's WebAssembly verifier, node/judge.py), and does not vote when that gives no
   verdict. With `audit`, it also re-checks every result attested while it watches,
@@ -431,11 +431,13 @@ class Roles:
         if task.get("job"):
             ran = await self.agent.run_job(task["job"], task["input"],
                                            schema=task.get("output"),
-                                           cites=task.get("cites", ()))
+                                           cites=task.get("cites", ()),
+                                           deny=task.get("deny", ()))
         else:
             ran = await self.agent.run_host_job(task["host"], task["input"],
                                                 schema=task.get("output"),
-                                                cites=task.get("cites", ()))
+                                                cites=task.get("cites", ()),
+                                                deny=task.get("deny", ()))
         took = time.monotonic() - started
         self.costs.measured(key, took)
         self.metrics.job_seconds.labels(role).observe(took)
@@ -487,7 +489,8 @@ class Roles:
             started = time.monotonic()
             doc = await self._retrying(lambda: self.agent.check_host_job(
                 task["host"], task["input"], result, check=task.get("check"),
-                schema=task.get("output"), cites=task.get("cites", ())))
+                schema=task.get("output"), cites=task.get("cites", ()),
+                deny=task.get("deny", ())))
             self.metrics.job_seconds.labels("verifier").observe(time.monotonic() - started)
             return bool(doc["valid"]), str(doc.get("violation"))
         except AgentError as exc:

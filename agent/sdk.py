@@ -179,16 +179,17 @@ class Agent:
                    job: str | None = None, data: str | None = None,
                    host: str | None = None, check: str | None = None,
                    output: str | None = None, k_plan: int | None = None,
-                   cites: Sequence[str] = (),
+                   cites: Sequence[str] = (), deny: Sequence[str] = (),
                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> str:
         """Post a NEED, its budget escrowed from our account; returns its id. `job`
         names a WebAssembly job's module and `data` its input (evidence CIDs); or
         `host` names a host job and `check` its check. `output` is the result's output
-        schema, and `cites` CIDs the result must cite (docs/JOBS.md)."""
+        schema, `cites` CIDs the result must cite and `deny` strings it must not
+        contain (docs/JOBS.md)."""
         body = need_body(task_class, budget, title=title, bounty=bounty,
                          capabilities=capabilities, window_ms=window_ms, k_result=k_result,
                          k_plan=k_plan, job=job, data=data, host=host, check=check,
-                         output=output, cites=cites)
+                         output=output, cites=cites, deny=deny)
         doc = await self._write("/tasks", body, timeout_s)
         return str(doc["need_id"])
 
@@ -332,32 +333,38 @@ class Agent:
     # -- jobs --
 
     async def run_job(self, module: str, data: str, *, schema: str | None = None,
-                      cites: Sequence[str] = ()) -> dict[str, Any]:
+                      cites: Sequence[str] = (), deny: Sequence[str] = ()
+                      ) -> dict[str, Any]:
         """Run the WebAssembly job `module` on the evidence `data` on the node (both
         fetched from peers if need be); the output is stored there as evidence.
         Answers `output` (its CID), `size`, `fuel` and, given an output `schema`,
-        `violation` (None when the output fits it and contains every CID of `cites`);
+        `violation` (None when the output fits it, contains every CID of `cites` and
+        none of the strings of `deny`);
         AgentError if the job failed."""
         return await self._call("POST", "/jobs/run", json={
-            "module": module, "input": data, "schema": schema, "cites": list(cites)},
+            "module": module, "input": data, "schema": schema, "cites": list(cites),
+            "deny": list(deny)},
             timeout=JOB_TIMEOUT_S)
 
     async def run_host_job(self, job: str, data: str, *, schema: str | None = None,
-                           cites: Sequence[str] = ()) -> dict[str, Any]:
+                           cites: Sequence[str] = (), deny: Sequence[str] = ()
+                           ) -> dict[str, Any]:
         """Run the host job registered as `job` on the node, on the evidence `data`;
         answers as `run_job` (without fuel)."""
         return await self._call("POST", "/jobs/host/run", json={
-            "job": job, "input": data, "schema": schema, "cites": list(cites)},
+            "job": job, "input": data, "schema": schema, "cites": list(cites),
+            "deny": list(deny)},
             timeout=JOB_TIMEOUT_S)
 
     async def check_host_job(self, job: str, data: str, output: str, *,
                              check: str | None = None, schema: str | None = None,
-                             cites: Sequence[str] = ()) -> dict[str, Any]:
+                             cites: Sequence[str] = (), deny: Sequence[str] = ()
+                             ) -> dict[str, Any]:
         """Ask the node whether `output` is an acceptable result of host job `job` on
         `data` (its `check`, else the job's own); answers `valid` and `violation`."""
         return await self._call("POST", "/jobs/host/check", json={
             "job": job, "input": data, "output": output, "check": check, "schema": schema,
-            "cites": list(cites)},
+            "cites": list(cites), "deny": list(deny)},
             timeout=JOB_TIMEOUT_S)
 
     async def host_jobs(self) -> dict[str, Any]:

@@ -121,6 +121,8 @@ def post(
     cites: Annotated[list[str] | None, typer.Option(
         "--cite", help="A CID the result must cite (repeatable); needs an --output with "
                        "MAX_BYTES at most 4096.")] = None,
+    deny: Annotated[list[str] | None, typer.Option(
+        "--deny", help="Text the result must not contain (repeatable; 1-64 bytes).")] = None,
     timeout_s: TimeoutOpt = OUTCOME_WAIT_S_DEFAULT,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
@@ -129,7 +131,8 @@ def post(
     body = need_body(task_class, budget, title=title, bounty=bounty, capabilities=caps or (),
                      window_ms=None if window is None else duration_ms(window, "--window"),
                      k_result=k_result, k_plan=k_plan, job=job, data=data, host=host,
-                     check=check, output=output, cites=cites or ())
+                     check=check, output=output, cites=cites or (),
+                     deny=deny or ())
     doc = _post("/tasks", body, home, as_json, timeout_s)
     if as_json:
         emit_json(doc)

@@ -19,10 +19,12 @@ The verifiers by proof type (docs/MARKET.md "Checking a proof"):
                             own fuel, gives another output CID, or fails
 ``missing_citation``        verify_citation: a CID the NEED asks the result to cite
                             is not in it
+``policy_breach``           verify_policy: the result holds a string the NEED's
+                            content policy (`deny`) forbids, at the offset named
 ==========================  ========================================================
 
 `semantic_contradiction` has no module: its rule is the NEED's host check, which is
-Python by design (jobs/hosted.py); `policy_breach` has no rule yet (docs/GAPS.md).
+Python by design (jobs/hosted.py).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from swarm.protocol.output_schema import FORMATS, OutputSchema
 from .host import HERE
 
 VERIFIERS = {"schema_violation": "verify_schema", "output_mismatch": "verify_mismatch",
-             "missing_citation": "verify_citation"}
+             "missing_citation": "verify_citation", "policy_breach": "verify_policy"}
 MEMORY_BYTES_MAX = 16 * 1024 * 1024
 SCHEMA_HEADER = struct.Struct("<BBBBQQQ")
 UTF8_BEFORE = 3  # bytes back to the first byte of the sequence an offset lies in
@@ -60,8 +62,9 @@ class ProofError(LocalProtocolError):
 class ProofDoc:
     """What a proof document says: a JSON object, at most `proof_bytes_max` bytes,
     {"claim": proof type, "task_id", "result": the result's CID, and per type
-    "offset" (schema_violation: where the result breaks its schema; absent: its length
-    does) or "cite" (missing_citation: the CID it leaves out)}. Other keys ("found",
+    "offset" (schema_violation: where the result breaks its schema, absent: its length
+    does; policy_breach: where it holds the denied string), "cite" (missing_citation:
+    the CID it leaves out) or "deny" (policy_breach: the string)}. Other keys ("found",
     notes for people) are kept out of the verdict."""
 
     claim: str | None = None
@@ -69,6 +72,7 @@ class ProofDoc:
     result: str | None = None
     offset: int | None = None
     cite: str | None = None
+    deny: str | None = None
 
     @classmethod
     def parse(cls, data: bytes) -> ProofDoc:
@@ -79,7 +83,7 @@ class ProofDoc:
         if not isinstance(doc, dict):
             raise ProofError("proof", "the proof is not a JSON object")
         fields: dict[str, Any] = {}
-        for key in ("claim", "task_id", "result", "cite"):
+        for key in ("claim", "task_id", "result", "cite", "deny"):
             value = doc.get(key)
             if value is not None and not isinstance(value, str):
                 raise ProofError(key, f"the proof's {key} is not text")
@@ -121,6 +125,15 @@ def mismatch_frame(result: Cid, rerun: Cid | None) -> bytes:
     if rerun is None:
         return bytes([1, len(result.raw)]) + result.raw
     return bytes([0, len(result.raw)]) + result.raw + rerun.raw
+
+
+def policy_frame(denied: str, data: bytes, offset: int) -> bytes:
+    """verify_policy's frame: the denied string and the result's bytes at `offset`."""
+    text = denied.encode()
+    if offset >= len(data):
+        raise ProofError("offset", f"the proof's offset {offset} is outside the result "
+                                   f"({len(data)} bytes)")
+    return bytes([len(text)]) + text + data[offset:offset + len(text)]
 
 
 def citation_frame(cite: Cid, data: bytes) -> bytes:

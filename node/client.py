@@ -226,7 +226,7 @@ def need_body(task_class: str, budget: str, *, title: str = "", bounty: str = "0
               k_result: int | None = None, k_plan: int | None = None,
               job: str | None = None, data: str | None = None, host: str | None = None,
               check: str | None = None, output: str | None = None,
-              cites: Sequence[str] = ()) -> dict[str, Any]:
+              cites: Sequence[str] = (), deny: Sequence[str] = ()) -> dict[str, Any]:
     """The body of `POST /tasks` (post and fund a NEED), the optional parts only when
     given: one shape for the CLI and the agent SDK."""
     body: dict[str, Any] = {"class": task_class, "budget": budget, "title": title,
@@ -238,4 +238,6 @@ def need_body(task_class: str, budget: str, *, title: str = "", bounty: str = "0
             body[name] = value
     if cites:
         body["cites"] = list(cites)
+    if deny:
+        body["deny"] = list(deny)
     return body

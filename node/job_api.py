@@ -20,7 +20,7 @@ from pydantic import Field
 
 from swarm.jobs.host import JobError, builtin_cids
 from swarm.protocol.errors import ProtocolError
-from swarm.protocol.output_schema import CITES_MAX
+from swarm.protocol.output_schema import CITES_MAX, DENY_MAX
 from swarm.protocol.unixfs import BlockMissing
 
 from .api_guard import StrictBody
@@ -28,6 +28,7 @@ from .job_service import JobService
 
 SCHEMA = "The output schema to check the output against (FORMAT or FORMAT<=MAX_BYTES)."
 CITES = "CIDs whose text the output must contain (the NEED's `cites`)."
+DENY = "Strings the output must not contain (the NEED's `deny`)."
 
 
 class RunBody(StrictBody):
@@ -36,6 +37,7 @@ class RunBody(StrictBody):
     schema_: str | None = Field(default=None, alias="schema", max_length=64,
                                 description=SCHEMA)
     cites: list[str] = Field(default_factory=list, max_length=CITES_MAX, description=CITES)
+    deny: list[str] = Field(default_factory=list, max_length=DENY_MAX, description=DENY)
 
 
 class HostRunBody(StrictBody):
@@ -44,6 +46,7 @@ class HostRunBody(StrictBody):
     schema_: str | None = Field(default=None, alias="schema", max_length=64,
                                 description=SCHEMA)
     cites: list[str] = Field(default_factory=list, max_length=CITES_MAX, description=CITES)
+    deny: list[str] = Field(default_factory=list, max_length=DENY_MAX, description=DENY)
 
 
 class HostCheckBody(HostRunBody):
@@ -60,7 +63,7 @@ def job_router(service: Callable[[], JobService], dependencies: list[Any]) -> AP
     async def run(body: RunBody) -> dict[str, Any]:
         """Run a job; store its output as evidence; answer the output CID and fuel."""
         return await _answer(service().run(body.module, body.input, body.schema_,
-                                                  body.cites))
+                                                  body.cites, body.deny))
 
     @router.get("/jobs/host")
     async def host_jobs() -> dict[str, Any]:
@@ -71,14 +74,14 @@ def job_router(service: Callable[[], JobService], dependencies: list[Any]) -> AP
     async def host_run(body: HostRunBody) -> dict[str, Any]:
         """Run a host job; store its output as evidence; answer the output CID."""
         return await _answer(service().run_host(body.job, body.input, body.schema_,
-                                                       body.cites))
+                                                       body.cites, body.deny))
 
     @router.post("/jobs/host/check")
     async def host_check(body: HostCheckBody) -> dict[str, Any]:
         """Whether an output is an acceptable result of a host job on an input."""
         return await _answer(service().check_host(body.job, body.check, body.input,
                                                   body.output, body.schema_,
-                                                  body.cites))
+                                                  body.cites, body.deny))
 
     @router.get("/jobs/builtins")
     async def builtins() -> dict[str, Any]:

@@ -23,7 +23,7 @@ from swarm.jobs.hosted import HostJobs
 from swarm.policy_wasm.host import module_cid
 from swarm.protocol.cid import Cid
 from swarm.protocol.errors import LocalProtocolError
-from swarm.protocol.output_schema import missing_cite
+from swarm.protocol.output_schema import denied_text, missing_cite
 from swarm.protocol.output_schema import parse as parse_schema
 from swarm.protocol.unixfs import BlockMissing
 
@@ -48,14 +48,14 @@ class JobService:
         self.runs = 0
 
     async def run(self, module: str, data: str, schema: str | None = None,
-                  cites: Sequence[str] = ()) -> dict[str, Any]:
+                  cites: Sequence[str] = (), deny: Sequence[str] = ()) -> dict[str, Any]:
         """Run the job `module` (a CID) on the evidence `data` (a CID); store the
         output as evidence. Raises JobError (the job failed) or LocalProtocolError.
         With an output `schema`, `violation` says why the output does not fit (None
-        when it does and contains every CID of `cites`)."""
+        when it does, contains every CID of `cites` and no string of `deny`)."""
         module_id = Cid.parse(module, "module")
         input_id = Cid.parse(data, "input")
-        check = _contract(schema, cites)
+        check = _contract(schema, cites, deny)
         module_bytes = await self.fetch(module_id)
         input_bytes = await self.fetch(input_id)
         limit = self.store.limits[Kind.EVIDENCE]
@@ -69,11 +69,12 @@ class JobService:
                 "violation": await _off_loop(check, result.output)}
 
     async def run_host(self, job: str, data: str, schema: str | None = None,
-                       cites: Sequence[str] = ()) -> dict[str, Any]:
+                       cites: Sequence[str] = (), deny: Sequence[str] = ()
+                       ) -> dict[str, Any]:
         """Run the host job `job` on the evidence `data`; store the output as evidence.
         JobError when no such job is registered here or it fails."""
         input_id = Cid.parse(data, "input")
-        check = _contract(schema, cites)
+        check = _contract(schema, cites, deny)
         self.hosted.job(job)  # unknown here: refused before anything is fetched
         input_bytes = await self.fetch(input_id)
         out = await trio.to_thread.run_sync(functools.partial(
@@ -84,13 +85,13 @@ class JobService:
                 "size": len(out), "violation": await _off_loop(check, out)}
 
     async def check_host(self, job: str, check: str | None, data: str, output: str,
-                         schema: str | None = None, cites: Sequence[str] = ()
-                         ) -> dict[str, Any]:
+                         schema: str | None = None, cites: Sequence[str] = (),
+                         deny: Sequence[str] = ()) -> dict[str, Any]:
         """Whether `output` (evidence) is an acceptable result of the host job `job` on
         `data`: it fits the output schema and the check (the job's own when `check` is
         None) takes it."""
         input_id, output_id = Cid.parse(data, "input"), Cid.parse(output, "output")
-        fits = _contract(schema, cites)
+        fits = _contract(schema, cites, deny)
         self.hosted.check_of(job, check)  # unknown here: refused before any fetch
         input_bytes = await self.fetch(input_id)
         output_bytes = await self.fetch(output_id)
@@ -162,8 +163,9 @@ def _schema(text: str | None) -> Callable[[bytes], str | None]:
         raise LocalProtocolError("schema", str(exc), code="bad_schema") from None
 
 
-def _contract(schema: str | None, cites: Sequence[str]) -> Callable[[bytes], str | None]:
-    """The output's whole check: the schema, then the citations."""
+def _contract(schema: str | None, cites: Sequence[str], deny: Sequence[str] = ()
+              ) -> Callable[[bytes], str | None]:
+    """The output's whole check: the schema, the citations, the content policy."""
     fits = _schema(schema)
     wanted = [str(Cid.parse(c, "cites")) for c in cites]
 
@@ -173,6 +175,10 @@ def _contract(schema: str | None, cites: Sequence[str]) -> Callable[[bytes], str
             missing = missing_cite(data, wanted)
             if missing is not None:
                 problem = f"it does not cite {missing}"
+        if problem is None and deny:
+            found = denied_text(data, deny)
+            if found is not None:
+                problem = f"it contains {found!r}, which the NEED denies"
         return problem
     return check
 

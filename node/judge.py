@@ -10,9 +10,9 @@ tallies the votes this produces; every judge runs the same committed modules on 
 checked against their CIDs, hence reaches the same verdict; genesis pins the modules'
 CIDs (`proof_verifiers`), and a node whose module differs gives no verdict of that
 type. A proof over
-`proof_bytes_max`, not a proof document, or about another claim does not hold. A proof
-type with no rule here (`policy_breach`), or bytes out of reach, gives no verdict: an
-error, and the role does not vote. Also the routes that answer it.
+`proof_bytes_max`, not a proof document, or about another claim does not hold. A
+verifier module other than genesis pins, a host check not installed here, or bytes out
+of reach give no verdict: an error, and the role does not vote. Also the routes that answer it.
 """
 
 from __future__ import annotations
@@ -109,10 +109,6 @@ class Judge:
         if proof_type in self.unpinned:
             raise LocalProtocolError("proof_type", self.unpinned[proof_type],
                                      code="no_verifier")
-        if proof_type == "policy_breach":
-            raise LocalProtocolError("proof_type", "policy_breach has no rule to check it "
-                                                   "by yet (docs/GAPS.md)",
-                                     code="no_verifier")
         try:
             data = await self.jobs.fetch(proof, Kind.PROOF)
         except TooLarge:
@@ -162,6 +158,20 @@ class Judge:
                 return proofs.verify(proof_type, proofs.citation_frame(cite, body),
                                      fuel=self.fuel, holds=f"the result does not cite {cite}",
                                      fails=f"the result cites {cite}")
+            case "policy_breach":
+                if not t.deny:
+                    raise proofs.ProofError("proof_type", "the NEED sets no content policy "
+                                                          "(`deny`)")
+                if doc.deny is None or doc.offset is None:
+                    raise proofs.ProofError("deny", "the proof names no denied string "
+                                                    "(`deny`) and where it is (`offset`)")
+                if doc.deny not in t.deny:
+                    raise proofs.ProofError("deny", f"the NEED does not deny {doc.deny!r}")
+                body = await self.jobs.fetch(result)
+                where = f"{doc.deny!r} at byte {doc.offset}"
+                return proofs.verify(proof_type, proofs.policy_frame(doc.deny, body, doc.offset),
+                                     fuel=self.fuel, holds=f"the result holds {where}",
+                                     fails=f"the result does not hold {where}")
             case _:  # semantic_contradiction
                 if t.host is None or t.input is None:
                     raise proofs.ProofError("proof_type", "a semantic_contradiction is "

@@ -63,6 +63,9 @@ class PostBody(StepBody):
     cites: list[str] = Field(default_factory=list, max_length=8,
                              description="CIDs whose text the result must contain; the "
                                          "output schema must then bound it (docs/JOBS.md).")
+    deny: list[str] = Field(default_factory=list, max_length=8,
+                            description="Strings (1-64 bytes) the result must not contain: "
+                                        "the task's content policy (docs/JOBS.md).")
 
 
 class BidBody(StepBody):
@@ -132,7 +135,7 @@ def market_router(service: Callable[[], MarketService], dependencies: list[Any])
             bid_window_ms=body.bid_window_ms, k_result=body.k_result,
             capabilities=body.capabilities, k_plan=body.k_plan, job=body.job,
             data=body.input, host=body.host, check=body.check, output=body.output,
-            cites=body.cites,
+            cites=body.cites, deny=body.deny,
             timeout_s=body.timeout_s))
 
     @router.get("/tasks")

@@ -106,11 +106,13 @@ class MarketService:
                    job: str | None = None, data: str | None = None,
                    host: str | None = None, check: str | None = None,
                    output: str | None = None, cites: Sequence[str] = (),
+                   deny: Sequence[str] = (),
                    timeout_s: float = OUTCOME_WAIT_S_DEFAULT) -> dict[str, Any]:
         """Post a NEED and escrow its budget from this node's account. Amounts are
         credits as text, or integers in the smallest unit with `units`. The job is a
         WebAssembly module's CID (`job`) or a host job's name (`host`, with its `check`);
-        `output` is the result's output schema, `cites` CIDs the result must cite."""
+        `output` is the result's output schema, `cites` CIDs the result must cite,
+        `deny` strings it must not contain."""
         def amount(value: str | int) -> int:
             return value if units and isinstance(value, int) else self.ledger.amount(value)
 
@@ -140,6 +142,8 @@ class MarketService:
             problem = output_schema.cites_problem(payload["cites"], output)
             if problem:
                 raise SchemaError("cites", problem)
+        if deny:
+            payload["deny"] = sorted(set(deny))
         env = self._sign("NEED", payload)
         outcome = await self._submit(env, timeout_s)
         await self.gossip(env.wire)  # the plan's DAG; the task itself lives in its bucket

@@ -50,7 +50,7 @@ KIND_NAMES: Mapping[int, str] = {v: k for k, v in KIND_CODES.items()}
 FIELDS: Mapping[str, tuple[str, ...]] = {
     "NEED": ("class", "budget", "title", "input", "bid_window_ms", "k_result",
              "capabilities", "verify_bounty", "k_plan", "job", "host", "check", "output",
-             "cites"),
+             "cites", "deny"),
     "PROPOSE": ("need_id", "proposal_id", "cost", "eta_ms", "ballot", "patch",
                 "capabilities"),
     "DECIDE": ("need_id", "proposal_id", "k_plan", "epoch", "cert", "also"),

@@ -581,7 +581,8 @@ def op_from_envelope(env: Envelope, params: Mapping[str, int]) -> Op | PoolOp | 
                                        p.get("k_plan", params["k_plan_default"]),
                                        p.get("job"), p.get("input"), p.get("host"),
                                        p.get("check"), p.get("output"),
-                                       tuple(p.get("cites", ()))),
+                                       tuple(p.get("cites", ())),
+                                       tuple(p.get("deny", ()))),
                             exp)
         case "CHALLENGE":
             return PostChallenge(oid, ChallengeTerms(

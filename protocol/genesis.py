@@ -132,7 +132,8 @@ DEFAULT_PARAMS: dict[str, int] = {
 
 ACCOUNT = Bytes(32)
 # Proof types with a WebAssembly verifier, whose module genesis may pin.
-PINNED_PROOF_TYPES = ("schema_violation", "output_mismatch", "missing_citation")
+PINNED_PROOF_TYPES = ("schema_violation", "output_mismatch", "missing_citation",
+                      "policy_breach")
 GENESIS = obj(
     {
         "v": Int(min=1, max=1),

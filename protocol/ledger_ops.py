@@ -24,7 +24,7 @@ from . import cbor
 from .cid import Cid
 from .envelope import ENVELOPE_BYTES_MAX, Envelope, decode_envelope
 from .errors import RemoteProtocolError, SchemaError
-from .output_schema import CITES_MAX
+from .output_schema import CITES_MAX, DENY_MAX, DENY_TEXT_MAX
 from .schema import INT_MAX, Bytes, Enum, FieldType, Int, Link, List, Obj, OneOf, Text, obj
 from .task import TASK_VERBS, ChallengeTerms, Terms, terms_extra, terms_with_extra
 from .verbs import JOB_NAME, OUTPUT_SCHEMA, PROOF_TYPES
@@ -440,7 +440,9 @@ _TERMS = obj({"need": Link(), "poster": _ACCOUNT, "budget": _AMOUNT,
                            sorted_unique=True),
               "kp": Int(min=1, max=64), "job": Link(), "input": Link(), "host": JOB_NAME,
               "check": JOB_NAME, "out": OUTPUT_SCHEMA,
-              "cites": List(Link(), max_items=CITES_MAX, min_items=1)})
+              "cites": List(Link(), max_items=CITES_MAX, min_items=1),
+              "deny": List(Text(max_bytes=DENY_TEXT_MAX, min_bytes=1), max_items=DENY_MAX,
+                           min_items=1, sorted_unique=True)})
 
 
 # A challenge as its bond carries it (the task is its NEED).

@@ -19,6 +19,11 @@ has no short witness, so a challenge's verifier reads the whole result under the
 genesis `verify_fuel_max` (jobs/verify_citation.wat, about 17 fuel a byte): a NEED
 that names cites bounds its output to `CITED_OUTPUT_BYTES_MAX`, which keeps that read
 within 100k fuel.
+
+A NEED may also set a content policy (`deny`): byte strings the result must not
+contain (a name to keep out, a secret in the input). One occurrence is a short
+witness: a challenge's proof names the string and its offset, and the verifier reads
+only those bytes of the result (jobs/verify_policy.wat).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ SCHEMA_TEXT_MAX = 64  # the NEED field's bound
 CITES_MAX = 8
 CITED_OUTPUT_BYTES_MAX = 4096
 CITE_TEXT_MAX = 60  # verify_citation keeps a match in one i64 with room to spare
+DENY_MAX = 8
+DENY_TEXT_MAX = 64
 
 # What the NEED field may hold (protocol/verbs.py checks it with this).
 SPEC = rf"(?P<format>{'|'.join(FORMATS)})(?:<=(?P<max>[1-9][0-9]{{0,11}}))?"
@@ -97,3 +104,8 @@ def cites_problem(cites: Sequence[object], output: str | None) -> str | None:
 def missing_cite(data: bytes, cites: Sequence[object]) -> str | None:
     """The first CID of `cites` whose text `data` does not contain, or None."""
     return next((str(c) for c in cites if str(c).encode() not in data), None)
+
+
+def denied_text(data: bytes, deny: Sequence[str]) -> str | None:
+    """The first string of `deny` that `data` contains (as UTF-8), or None."""
+    return next((d for d in deny if d.encode() in data), None)

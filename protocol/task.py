@@ -114,6 +114,7 @@ class Terms:
     check: str | None = None  # the host check that verifies it (None: the job's own)
     output: str | None = None  # the result's output schema (protocol/output_schema.py)
     cites: tuple[Cid, ...] = ()  # CIDs whose text the result must contain
+    deny: tuple[str, ...] = ()  # byte strings (UTF-8) the result must not contain
 
 
 @dataclass(frozen=True, slots=True)
@@ -1359,10 +1360,12 @@ def terms_extra(t: Terms) -> dict[str, Any]:
         extra["out"] = t.output
     if t.cites:
         extra["cites"] = list(t.cites)
+    if t.deny:
+        extra["deny"] = list(t.deny)
     return extra
 
 
-TERMS_EXTRA = frozenset({"kp", "job", "input", "host", "check", "out", "cites"})
+TERMS_EXTRA = frozenset({"kp", "job", "input", "host", "check", "out", "cites", "deny"})
 
 
 def terms_with_extra(fixed: tuple[Any, ...], extra: Mapping[str, Any]) -> Terms:
@@ -1371,7 +1374,7 @@ def terms_with_extra(fixed: tuple[Any, ...], extra: Mapping[str, Any]) -> Terms:
     return Terms(need, poster, budget, task_class, bounty, window, k, caps,
                  extra.get("kp", 0), extra.get("job"), extra.get("input"),
                  extra.get("host"), extra.get("check"), extra.get("out"),
-                 tuple(extra.get("cites", ())))
+                 tuple(extra.get("cites", ())), tuple(extra.get("deny", ())))
 
 
 def _terms_extra(t: Terms) -> list[dict[str, Any]]:
@@ -1473,7 +1476,7 @@ def task_json(t: Task, *, brief: bool = False) -> dict[str, Any]:
         "job": str(t.terms.job) if t.terms.job else None,
         "input": str(t.terms.input) if t.terms.input else None,
         "host": t.terms.host, "check": t.terms.check, "output": t.terms.output,
-        "cites": [str(c) for c in t.terms.cites],
+        "cites": [str(c) for c in t.terms.cites], "deny": list(t.terms.deny),
         "capabilities": list(t.terms.capabilities), "round": t.round,
         "close_ms": t.close_ms if t.state == OPEN else None, "reopens": t.reopens,
         "excluded": [x.hex() for x in t.excluded], "silent": [x.hex() for x in t.silent],

@@ -139,6 +139,10 @@ PAYLOADS: Mapping[str, Obj] = {
             # CIDs the result must cite (their text in its bytes); the output schema
             # must then bound the result (output_schema.cites_problem).
             "cites": List(Link(), max_items=output_schema.CITES_MAX, min_items=1),
+            # Byte strings (UTF-8) the result must not contain: the task's content
+            # policy, which a POLICY_BREACH challenge shows broken.
+            "deny": List(Text(max_bytes=output_schema.DENY_TEXT_MAX, min_bytes=1),
+                         max_items=output_schema.DENY_MAX, min_items=1, sorted_unique=True),
         },
     ),
     "PROPOSE": obj(

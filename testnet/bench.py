@@ -166,6 +166,9 @@ def bench_challenges(size: int = 64 * 1024, runs: int = 200) -> list[dict[str, A
                                                           b"1" * 40, None))),
         ("missing_citation", f"{CITED_OUTPUT_BYTES_MAX} bytes of near misses",
          verifier("missing_citation", proofs.citation_frame(cite, near))),
+        ("policy_breach", f"a 64-byte denied string at the middle of {size} bytes",
+         verifier("policy_breach", proofs.policy_frame(
+             "x" * 64, text[:size // 2] + b"x" * 64 + text[size // 2:], size // 2))),
         ("output_mismatch", "compare two output CIDs",
          verifier("output_mismatch", proofs.mismatch_frame(claimed, cite))),
         ("output_mismatch", f"wordcount re-run on {size} bytes, then compare",

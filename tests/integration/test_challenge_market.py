@@ -62,7 +62,8 @@ async def test_a_wrong_result_is_challenged_upheld_slashed_and_redone(swarmlet: 
         right = (await poster.run_job(jobs["wordcount"], text))["output"]
         with trio.fail_after(240):
             need = await poster.post("4", bounty="1", window_ms=1_500, k_result=1,
-                                     job=jobs["wordcount"], data=text, output="uint<=20")
+                                     job=jobs["wordcount"], data=text, output="uint<=20",
+                                     deny=["made up"])
             with pytest.raises(AgentError):  # no attested result to challenge yet
                 await poster.challenge(need, "output_mismatch", text)
             market = s.nodes[0].market
@@ -89,9 +90,12 @@ async def test_a_wrong_result_is_challenged_upheld_slashed_and_redone(swarmlet: 
             bare = await poster.put_evidence(b'{"claim": "output_mismatch"}')
             judged = await poster.check_proof(need, "output_mismatch", bare)
             assert judged["holds"] and right in judged["reason"], judged
-            with pytest.raises(AgentError) as info:
-                await poster.check_proof(need, "policy_breach", bare)
-            assert info.value.detail["code"] == "no_verifier"
+            leak = await poster.put_evidence(b'{"deny": "made up", "offset": 0}')
+            judged = await poster.check_proof(need, "policy_breach", leak)
+            assert judged["holds"], judged  # the NEED's content policy denies it
+            empty = await poster.put_evidence(b"{}")
+            judged = await poster.check_proof(need, "semantic_contradiction", empty)
+            assert not judged["holds"] and "host job" in judged["reason"]  # a wasm job
             nursery.start_soon(Roles(poster, auditor).run)
             for a in others.values():
                 nursery.start_soon(Roles(a, honest).run)

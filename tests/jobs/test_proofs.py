@@ -151,11 +151,34 @@ def test_a_verifier_that_traps_does_not_hold() -> None:
     assert isinstance(answer, str) and "trapped" in answer
 
 
-def test_proof_types_without_a_module_say_so() -> None:
-    for proof_type in ("semantic_contradiction", "policy_breach"):
-        with pytest.raises(proofs.LocalProtocolError) as info:
-            proofs.module(proof_type)
-        assert info.value.code == "no_verifier"
+def test_the_host_checked_proof_type_has_no_module() -> None:
+    with pytest.raises(proofs.LocalProtocolError) as info:
+        proofs.module("semantic_contradiction")
+    assert info.value.code == "no_verifier"
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=64), st.text(min_size=1, max_size=8), st.integers(0, 80))
+@example(b"say no more", "more", 7)
+@example(b"say no mor", "more", 7)
+def test_a_policy_witness_holds_exactly_when_the_string_is_at_the_offset(
+        data: bytes, denied: str, offset: int) -> None:
+    text = denied.encode()[:64]
+    denied = text.decode("utf-8", "ignore") or "x"
+    text = denied.encode()
+    if offset >= len(data):
+        with pytest.raises(proofs.ProofError):
+            proofs.policy_frame(denied, data, offset)
+        return
+    verdict = proofs.verify("policy_breach", proofs.policy_frame(denied, data, offset),
+                            fuel=FUEL)
+    assert verdict.holds == (data[offset:offset + len(text)] == text)
+    assert verdict.fuel < 2_000
+
+
+def test_a_policy_frame_that_does_not_fit_does_not_hold() -> None:
+    for frame in (b"", b"\x00", b"\x02ab", b"\x02ababab", b"\x41" + b"a" * 0x82):
+        assert not proofs.verify("policy_breach", frame, fuel=FUEL).holds
 
 
 @pytest.mark.parametrize("data, field", [

@@ -140,10 +140,26 @@ async def test_semantic_contradiction_asks_the_host_check(judge: Judge,
     assert not doc["holds"] and "host job" in doc["reason"]
 
 
-async def test_policy_breach_gets_no_verdict(judge: Judge, store: Blockstore) -> None:
-    with pytest.raises(LocalProtocolError) as info:
-        await judge.judge(task(put(store, b"x")), "policy_breach", proof(store))
-    assert info.value.code == "no_verifier"
+async def test_policy_breach_by_witness(judge: Judge, store: Blockstore) -> None:
+    leaky = put(store, b"the code is hunter2, as asked")
+    clean = put(store, b"the code is withheld")
+    terms = {"deny": ("hunter2", "password")}
+    doc = await judge.judge(task(leaky, **terms), "policy_breach",
+                            proof(store, deny="hunter2", offset=12))
+    assert doc["holds"] and doc["verifier"] == proofs.verifier_cids()["policy_breach"]
+    assert doc["fuel"] < 1_000
+    for said, why in (({"deny": "hunter2", "offset": 11}, "does not hold"),
+                      ({"deny": "hunter2"}, "where it is"),
+                      ({"deny": "secret", "offset": 12}, "does not deny"),
+                      ({"deny": "hunter2", "offset": 99}, "outside")):
+        doc = await judge.judge(task(leaky, **terms), "policy_breach", proof(store, **said))
+        assert not doc["holds"] and why in doc["reason"], (said, doc)
+    doc = await judge.judge(task(clean, **terms), "policy_breach",
+                            proof(store, deny="hunter2", offset=12))
+    assert not doc["holds"]
+    doc = await judge.judge(task(leaky), "policy_breach",
+                            proof(store, deny="hunter2", offset=12))
+    assert not doc["holds"] and "no content policy" in doc["reason"]
 
 
 async def test_a_run_says_when_its_output_leaves_out_a_citation(judge: Judge,
@@ -159,6 +175,8 @@ async def test_a_run_says_when_its_output_leaves_out_a_citation(judge: Judge,
     assert ran["violation"] == f"it does not cite {source}"
     ran = await judge.jobs.run(str(job), str(text), "uint<=1", [str(source)])
     assert "over the schema" in str(ran["violation"])  # the schema speaks first
+    ran = await judge.jobs.run(str(job), str(text), None, (), ["2"])
+    assert ran["violation"] == "it contains '2', which the NEED denies"
 
 
 async def test_a_node_whose_verifier_genesis_does_not_pin_gives_no_verdict(

@@ -67,6 +67,6 @@ def test_genesis_may_pin_the_proof_verifiers_by_type() -> None:
     gen = genesis_mod.from_json(json.dumps({**doc, "proof_verifiers": pins}))
     assert gen.value["proof_verifiers"] == pins
     assert gen.swarm_id != genesis_mod.from_json(json.dumps(doc)).swarm_id
-    for bad in ({"policy_breach": "bafkreia"}, {"schema_violation": ""}):
+    for bad in ({"semantic_contradiction": "bafkreia"}, {"schema_violation": ""}):
         with pytest.raises(SchemaError):
             genesis_mod.from_json(json.dumps({**doc, "proof_verifiers": bad}))

@@ -563,7 +563,8 @@ def test_terms_carry_their_optional_parts_through_effects_and_snapshots() -> Non
     full = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, ("nlp",), 2,
                  cid("module"), cid("input"), output="uint<=20")
     cited = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, (), 0, cid("module"),
-                  cid("input"), output="utf8<=4096", cites=(cid("a"), cid("b")))
+                  cid("input"), output="utf8<=4096", cites=(cid("a"), cid("b")),
+                  deny=("a secret", "b"))
     hosted = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3, (), 0, None,
                    cid("input"), "deflate", "inflates", "bytes")
     bare = Terms(NEED, POSTER.public_key, 1_000, "simple", 90, 0, 3)
@@ -581,6 +582,7 @@ def test_terms_carry_their_optional_parts_through_effects_and_snapshots() -> Non
     shown = task_json(_funded(hosted))
     assert (shown["job"], shown["host"], shown["check"]) == (None, "deflate", "inflates")
     assert task_json(_funded(cited))["cites"] == [str(cid("a")), str(cid("b"))]
+    assert task_json(_funded(cited))["deny"] == ["a secret", "b"]
 
 
 def test_a_need_names_one_kind_of_job_a_check_only_for_a_host_job_and_cites_only_with_a_bound(
