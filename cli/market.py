@@ -181,6 +181,14 @@ def show(need: NeedArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     say(f"  budget     {_c(doc['budget'], doc)} credits ({doc['task_class']}, verify "
         f"bounty {_c(doc['verify_bounty'], doc)}, k {doc['k_result']})")
     say(f"  poster     {doc['poster']}")
+    job = doc.get("job") or (f"host {doc['host']}" if doc.get("host") else None)
+    if job:
+        say(f"  job        {job} on {doc.get('input')}")
+    contract = [f"output {doc['output']}"] if doc.get("output") else []
+    contract += [f"cites {c}" for c in doc.get("cites", ())]
+    contract += [f"denies {d!r}" for d in doc.get("deny", ())]
+    for line in contract:
+        say(f"  result     {line}")
     for name in ("close_ms", "claim_by_ms", "finalize_ms", "pay_ms"):
         if doc.get(name) and doc[name] > now:
             say(f"  {name[:-3]:<10} in {format_duration(doc[name] - now)}")

@@ -134,6 +134,8 @@ async def test_a_wrong_result_is_challenged_upheld_slashed_and_redone(swarmlet: 
                        (("slashes", "list"), "failed_challenge")):
         table = await cli(home, *args)  # what people read, not only --json
         assert table.returncode == 0 and word in table.stdout, table
+    shown_task = await cli(home, "task", "show", need)
+    assert "output uint<=20" in shown_task.stdout and "denies 'made up'" in shown_task.stdout
     checked = await cli(home, "challenge", "check", need, "--type", "output-mismatch",
                         "--evidence", bare, "--json")
     assert checked.returncode == 1, checked  # the redone result is right: no mismatch
