@@ -78,7 +78,7 @@ class ProofDoc:
     def parse(cls, data: bytes) -> ProofDoc:
         try:
             doc = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # 10 KiB of "[" nests deep
             raise ProofError("proof", "the proof is not a JSON document") from None
         if not isinstance(doc, dict):
             raise ProofError("proof", "the proof is not a JSON object")

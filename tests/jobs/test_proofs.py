@@ -182,7 +182,7 @@ def test_a_policy_frame_that_does_not_fit_does_not_hold() -> None:
 
 
 @pytest.mark.parametrize("data, field", [
-    (b"\xff", "proof"), (b"[1]", "proof"), (b'{"offset": -1}', "offset"),
+    (b"\xff", "proof"), (b"[1]", "proof"), (b"[" * 10_240, "proof"), (b'{"offset": -1}', "offset"),
     (b'{"offset": true}', "offset"), (b'{"cite": 5}', "cite"), (b'{"claim": []}', "claim"),
 ])
 def test_a_proof_document_that_says_nothing_checkable_is_refused(data: bytes,
