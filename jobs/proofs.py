@@ -29,6 +29,7 @@ Python by design (jobs/hosted.py).
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from dataclasses import dataclass
@@ -154,20 +155,28 @@ class Verdict:
 
 def module(proof_type: str) -> bytes:
     """The committed verifier module of a proof type."""
+    return _committed(proof_type)[0]
+
+
+@functools.cache
+def _committed(proof_type: str) -> tuple[bytes, Cid]:
+    """A verifier's module and CID, read once per process (each verdict needs both)."""
     name = VERIFIERS.get(proof_type)
     if name is None:
         raise LocalProtocolError("proof_type", f"no WebAssembly verifier for "
                                                f"{proof_type}", code="no_verifier")
-    return (HERE / f"{name}.wasm").read_bytes()
+    data = (HERE / f"{name}.wasm").read_bytes()
+    return data, module_cid(data)
 
 
 def verifier_cids() -> dict[str, str]:
-    return {t: str(module_cid(module(t))) for t in VERIFIERS}
+    return {t: str(_committed(t)[1]) for t in VERIFIERS}
 
 
-def _run(module_bytes: bytes, frame: bytes, fuel: int) -> tuple[int | str, int]:
+def _run(module_bytes: bytes, frame: bytes, fuel: int, cid: Cid | None = None
+         ) -> tuple[int | str, int]:
     """The module's answer on `frame` (or why it gave none) and the fuel it burnt."""
-    cid = module_cid(module_bytes)
+    cid = cid or module_cid(module_bytes)
     store = wasmtime.Store(engine())
     store.set_limits(memory_size=MEMORY_BYTES_MAX, instances=1, tables=1, memories=1)
     store.set_fuel(fuel)
@@ -197,9 +206,9 @@ def verify(proof_type: str, frame: bytes, *, fuel: int, holds: str = "",
            fails: str = "") -> Verdict:
     """Run `proof_type`'s verifier on `frame` with `fuel`. `holds` and `fails` say, for
     people, what either answer means here (the verdict is the module's alone)."""
-    data = module(proof_type)
-    answer, burnt = _run(data, frame, fuel)
-    cid = str(module_cid(data))
+    data, module_id = _committed(proof_type)
+    answer, burnt = _run(data, frame, fuel, module_id)
+    cid = str(module_id)
     if answer == 1:
         return Verdict(True, holds or "the claim holds", burnt, cid)
     if answer == 0:
