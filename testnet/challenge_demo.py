@@ -13,7 +13,11 @@ tasks until one such challenge is upheld and its task paid (or the rounds run ou
 then checks what a user would: the challenge upheld, its attester slashed by the
 genesis share of its stake with the challenger named, the task reopened and paid for
 the right output (checked here against `jobs/reference.py`), credits conserved on
-every node, the same ledger root everywhere.
+every node, the same ledger root everywhere. The NEEDs ask for `uint<=20` and deny
+"made up", so a wrong result breaks more than its job: while one is attested, the demo
+asks node0's judge about three proofs against it (`POST /challenges/check`:
+`output_mismatch`, `schema_violation` at byte 0, `policy_breach` at byte 0) and shows
+what each WebAssembly verifier said and the fuel it burnt.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ from .demo import Followed, demo_text
 BATCH = 3  # NEEDs posted at once
 ROUNDS_MAX = 6  # batches before the demo gives up finding a colluding committee
 POLL_S = 0.5
+DENIED = "made up"  # what node4's made-up results begin with (agent/roles.py)
+PROOFS = (("output_mismatch", b'{"claim": "output_mismatch"}'),
+          ("schema_violation", b'{"claim": "schema_violation", "offset": 0}'),
+          ("policy_breach", b'{"claim": "policy_breach", "deny": "made up", "offset": 0}'))
 
 
 @dataclass
@@ -44,6 +52,8 @@ class ChallengeTask(Followed):
     doc: dict[str, Any] = field(default_factory=dict)
     first_result: str = ""  # the first result committed, and who committed it
     first_worker: str = ""
+    judged: str = ""  # the attested result the judge was asked about
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def upheld(self) -> dict[str, Any] | None:
@@ -77,7 +87,7 @@ def run(members: list[Member], show: Callable[[list[ChallengeTask]], None],
                                          "verify_bounty": "1", "k_result": 1,
                                          "title": f"wordcount #{len(tasks)}",
                                          "job": wordcount, "input": data,
-                                         "output": "uint<=20"})
+                                         "output": "uint<=20", "deny": [DENIED]})
             batch.append(ChallengeTask(doc["need_id"], text))
         tasks += batch
         while not all(t.done for t in batch):
@@ -102,6 +112,23 @@ def _read(client: Client, tasks: list[ChallengeTask]) -> None:
         commit = t.doc.get("commit") or {}
         if commit and not t.first_result:
             t.first_result, t.first_worker = commit["result"], commit["worker"]
+        if t.doc.get("state") == "ATTESTED" and commit and t.judged != commit["result"]:
+            t.judged = commit["result"]
+            with contextlib.suppress(ApiError):  # gone on already: the verdicts are a view
+                if not is_right(client, t, commit["result"]):
+                    t.verdicts = _verdicts(client, t.need)
+
+
+def _verdicts(client: Client, need: str) -> list[dict[str, Any]]:
+    """What node0's judge says of each of `PROOFS` against the task's result."""
+    out = []
+    for proof_type, proof in PROOFS:
+        cid = client.post_bytes("/evidence", proof)["cid"]
+        doc = client.post("/challenges/check", {"task_id": need, "proof_type": proof_type,
+                                                "evidence": cid})
+        out.append({k: doc[k] for k in ("proof_type", "holds", "fuel", "verifier",
+                                        "reason")})
+    return out
 
 
 def is_right(client: Client, t: ChallengeTask, result: str) -> bool:
@@ -152,5 +179,6 @@ def summary(members: list[Member], tasks: list[ChallengeTask], timeout_s: float 
         "slashed": format_credits(int(slash.get("amount", 0)), unit) if slash else "0",
         "burned": format_credits(int(supplies[0].get("burned", 0)), unit),
         "rulings": [r["outcome"] for t in tasks for r in t.doc.get("rulings", ())],
+        "verdicts": next((t.verdicts for t in tasks if t.verdicts), []),
         "ledger_root": roots()[0], "checks": checks, "ok": all(checks.values()),
     }

@@ -715,6 +715,10 @@ def _print_challenge_summary(r: dict[str, Any], names: dict[str, str]) -> None:
                        ("rulings", ", ".join(r["rulings"]) or "-"),
                        ("burned", r["burned"]), ("ledger root", r["ledger_root"][:16])):
         add_row(table, key, str(value))
+    for v in r.get("verdicts", ()):  # node0's judge on proofs against a wrong result
+        add_row(table, f"verdict {v['proof_type']}",
+                f"{'holds' if v['holds'] else 'does not hold'}, {v['fuel']} fuel "
+                f"({v['reason']})")
     for check, ok in r["checks"].items():
         table.add_row(cell(check.replace("_", " ")),
                       Text("yes", style="green") if ok else Text("NO", style="bold red"))
